@@ -1,0 +1,117 @@
+# coretuned — one Makefile, a few knobs:
+#   make            build bin/coretuned and bin/coretune (release, -O2)
+#   make run        install missing Debian packages, build, start the daemon on 127.0.0.1:8080, state in ./var
+#   make test       install, build, run every test (unit + end-to-end), then the same under ASan/UBSan
+#   make asan       unit + end-to-end tests built with -fsanitize=address,undefined
+#   make bench      trainer throughput against PyTorch (long; not part of test)
+#   V=1             show the commands
+# Sources are found by wildcard: a new .c file in a module folder is built without touching this file.
+
+O       ?= build/rel
+BIN     ?= bin
+SAN     ?=
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+
+PKGS    := libmicrohttpd jansson sqlite3 libuv openblas libpng libjpeg zlib
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+TEST_CFLAGS := $(shell pkg-config --cflags cmocka 2>/dev/null)
+TEST_LIBS   := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+OPT     := -O2
+ifneq ($(SAN),)
+OPT     := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+endif
+CFLAGS  ?=
+CFLAGS  += -std=gnu11 -g $(OPT) -march=x86-64-v2 -Wall -Wextra -fopenmp -MMD -MP -I. $(PKG_CFLAGS)
+LDFLAGS += $(OPT) -fopenmp
+LDLIBS  += $(PKG_LIBS) -ldnnl -lm -lpthread
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+TRAINER_SRC := $(wildcard common/*.c trainer/*.c)
+SERVICE_SRC := $(wildcard storage/*.c api/*.c) $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+CLI_SRC     := $(wildcard cli/*.c)
+TEST_SRC    := $(wildcard tests/unit/test_*.c)
+
+TRAINER_OBJ := $(TRAINER_SRC:%.c=$(O)/%.o)
+SERVICE_OBJ := $(SERVICE_SRC:%.c=$(O)/%.o)
+CLI_OBJ     := $(CLI_SRC:%.c=$(O)/%.o)
+TEST_BINS   := $(TEST_SRC:tests/unit/%.c=$(BIN)/tests/%)
+
+LIBTRAINER  := $(O)/libtrainer.a
+LIBSERVICE  := $(O)/libservice.a
+
+.PHONY: all deps run test unit e2e asan bench clean golden check-deps
+all: $(BIN)/coretuned $(BIN)/coretune $(TEST_BINS)
+
+deps:
+	@scripts/deps.sh
+
+$(O)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) $(if $(filter tests/%,$<),$(TEST_CFLAGS)) -c $< -o $@
+
+$(LIBTRAINER): $(TRAINER_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(LIBSERVICE): $(SERVICE_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BIN)/coretuned: $(O)/daemon/main.o $(LIBSERVICE) $(LIBTRAINER)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/coretune: $(CLI_OBJ) $(LIBSERVICE) $(LIBTRAINER)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/tests/%: $(O)/tests/unit/%.o $(LIBSERVICE) $(LIBTRAINER)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@mkdir -p var
+	exec $(BIN)/coretuned --listen 127.0.0.1:8080 --data-dir var
+
+# Every test: unit binaries (each in its own process) and end-to-end tests against the real daemon,
+# first in the release build, then under AddressSanitizer + UBSan.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@tests/run.sh $(BIN)
+	@$(MAKE) --no-print-directory asan
+
+asan:
+	@$(MAKE) --no-print-directory O=build/asan BIN=build/asan/bin SAN=1 all
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		CT_SANITIZED=1 tests/run.sh build/asan/bin
+
+unit: all
+	@tests/run.sh $(BIN) unit
+
+e2e: all
+	@tests/run.sh $(BIN) e2e
+
+# Regenerate the committed PyTorch fixtures (needs Debian python3-torch; the tests themselves do not).
+golden:
+	$(PYTHON) tests/golden/gen_golden.py tests/fixtures
+
+bench: deps all
+	@bench/run.sh $(BIN)
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,104 @@
+/* daemon/httpd.c — MHD on the libuv loop. Runs only on the loop thread.
+ * Why not MHD's own threads: all job state belongs to the loop; driving MHD from the loop means
+ * handlers need no locks and server-sent events can be resumed directly when a job reports progress. */
+#include "daemon/httpd.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct httpd {
+    struct MHD_Daemon *mhd;
+    uv_poll_t poll;
+    uv_timer_t timer;
+    int port;
+    int closing;   /* handles still open */
+};
+
+static void run_mhd(httpd *h);
+
+static void on_timer(uv_timer_t *t) { run_mhd(t->data); }
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    (void)status; (void)events;
+    run_mhd(p->data);
+}
+
+static void run_mhd(httpd *h)
+{
+    if (!h->mhd) return;
+    MHD_run(h->mhd);
+    MHD_UNSIGNED_LONG_LONG ms;
+    if (MHD_get_timeout(h->mhd, &ms) == MHD_YES) {
+        if (ms > 1000) ms = 1000;
+        uv_timer_start(&h->timer, on_timer, ms, 0);
+    } else {
+        uv_timer_start(&h->timer, on_timer, 1000, 0); /* idle-connection timeouts, at worst 1 s late */
+    }
+}
+
+int httpd_start(httpd **out, uv_loop_t *loop, const char *host, int port,
+                MHD_AccessHandlerCallback handler, void *cls, char *err, size_t errlen)
+{
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+        snprintf(err, errlen, "listen address '%s' is not an IPv4 address", host);
+        return -EINVAL;
+    }
+    httpd *h = calloc(1, sizeof *h);
+    if (!h) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
+    h->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+                              (uint16_t)port, NULL, NULL, handler, cls,
+                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned int)512,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
+                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+                              MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
+                              MHD_OPTION_END);
+    if (!h->mhd) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno ? errno : EADDRINUSE));
+        free(h);
+        return -EADDRINUSE;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    const union MHD_DaemonInfo *pinfo = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = pinfo ? pinfo->port : port;
+    if (!info || uv_poll_init(loop, &h->poll, info->epoll_fd) != 0 || uv_timer_init(loop, &h->timer) != 0) {
+        snprintf(err, errlen, "cannot attach the HTTP server to the event loop");
+        MHD_stop_daemon(h->mhd);
+        free(h);
+        return -EIO;
+    }
+    h->poll.data = h->timer.data = h;
+    uv_poll_start(&h->poll, UV_READABLE, on_poll);
+    run_mhd(h);
+    *out = h;
+    return 0;
+}
+
+int httpd_port(const httpd *h) { return h->port; }
+
+void httpd_kick(httpd *h) { run_mhd(h); }
+
+static void on_closed(uv_handle_t *hd)
+{
+    httpd *h = hd->data;
+    if (--h->closing == 0) free(h);
+}
+
+void httpd_stop(httpd *h)
+{
+    if (!h) return;
+    uv_poll_stop(&h->poll);
+    uv_timer_stop(&h->timer);
+    MHD_stop_daemon(h->mhd); /* closes connections; completion callbacks run here */
+    h->mhd = NULL;
+    h->closing = 2;
+    uv_close((uv_handle_t *)&h->poll, on_closed);
+    uv_close((uv_handle_t *)&h->timer, on_closed);
+}

@@ -1,0 +1,22 @@
+/* daemon/httpd.h — libmicrohttpd driven from the libuv loop (no MHD threads).
+ * MHD runs in epoll mode; its epoll fd is watched by a uv_poll_t and its timeouts by a uv_timer_t,
+ * so every request callback runs on the loop thread, the thread that owns all job state.
+ * Errors: negative return + message in err. */
+#ifndef CT_HTTPD_H
+#define CT_HTTPD_H
+#include <stddef.h>
+#include <uv.h>
+#include <microhttpd.h>
+
+typedef struct httpd httpd;
+
+/* The MHD access handler (see MHD_AccessHandlerCallback); cls is passed through. */
+int  httpd_start(httpd **out, uv_loop_t *loop, const char *host, int port,
+                 MHD_AccessHandlerCallback handler, void *cls, char *err, size_t errlen);
+int  httpd_port(const httpd *h);          /* the bound port (useful with port 0) */
+/* Stop listening and close every connection; the handle is freed once libuv has closed its handles. */
+void httpd_stop(httpd *h);
+/* Run MHD now (e.g. after MHD_resume_connection) instead of waiting for the next poll event. */
+void httpd_kick(httpd *h);
+
+#endif
