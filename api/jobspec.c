@@ -1,0 +1,381 @@
+/* api/jobspec.c — job body JSON <-> tr_spec (see jobspec.h). Pure; any thread.
+ * Three tables (hyperparameters, architecture, data) drive parsing, the effective-JSON output and the
+ * mapping of tr_spec_validate's field names back to JSON paths, so a field is declared once. */
+#include "api/jobspec.h"
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+enum kind { K_INT, K_REAL, K_BOOL, K_SCHEDULE, K_VARIANT };
+
+typedef struct field {
+    const char *json;     /* name in the body */
+    enum kind kind;
+    size_t off;           /* into tr_spec */
+    int core_only;        /* hyperparameter meaningful for core_tuning only */
+    const char *tr;       /* the tr_spec field name tr_spec_validate reports */
+} field;
+
+#define F(j, k, m, c) {j, k, offsetof(tr_spec, m), c, #m}
+static const field hp_fields[] = {
+    F("n_epochs", K_INT, hp.epochs, 0),
+    F("batch_size", K_INT, hp.batch_size, 0),
+    F("gradient_accumulation_steps", K_INT, hp.grad_accum, 0),
+    F("learning_rate", K_REAL, hp.lr, 0),
+    F("momentum", K_REAL, hp.momentum, 0),
+    F("nesterov", K_BOOL, hp.nesterov, 0),
+    F("weight_decay", K_REAL, hp.weight_decay, 0),
+    F("lr_schedule", K_SCHEDULE, hp.cosine, 0),
+    F("warmup_steps", K_INT, hp.warmup_steps, 0),
+    F("eta", K_REAL, hp.eta, 1),
+    F("mixup_alpha", K_REAL, hp.mixup_alpha, 1),
+    F("temperature", K_REAL, hp.temperature, 1),
+    F("contrast_dim", K_INT, hp.contrast_dim, 1),
+    F("variant", K_VARIANT, variant, 1),
+    F("threads", K_INT, threads, 0),
+};
+static const field arch_fields[] = {
+    F("in_channels", K_INT, in_channels, 0),
+    F("image_size", K_INT, image_size, 0),
+    F("small_stem", K_BOOL, small_stem, 0),
+};
+static const field data_fields[] = {
+    F("train_per_class", K_INT, train_per_class, 0),
+    F("train_limit", K_INT, train_limit, 0),
+    F("valid_limit", K_INT, valid_limit, 0),
+    F("valid_fraction", K_REAL, valid_fraction, 0),
+    F("augment", K_BOOL, augment, 0),
+};
+#undef F
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char *const top_fields[] = {"model", "training_file", "validation_file", "method", "seed",
+                                         "suffix", "metadata", "architecture", "data", NULL};
+
+static const char *method_name(enum tr_method m) { return m == TR_CORE_TUNING ? "core_tuning" : "ce_tuning"; }
+
+__attribute__((format(printf, 6, 7)))
+static int fail(char *param, size_t paramlen, const char *p, char *err, size_t errlen, const char *fmt, ...)
+{
+    snprintf(param, paramlen, "%s", p);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+/* Unknown keys of obj (allowed: names[] NULL-terminated, or the json names of fields[n]). */
+static int check_keys(const json_t *obj, const char *path, const char *const *names, const field *fields,
+                      size_t n, char *param, size_t paramlen, char *err, size_t errlen)
+{
+    char list[256] = "";
+    const char *first = NULL;
+    int count = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)obj, key, v) {
+        int ok = 0;
+        for (size_t i = 0; names && names[i]; i++) ok |= strcmp(key, names[i]) == 0;
+        for (size_t i = 0; i < n; i++) ok |= strcmp(key, fields[i].json) == 0;
+        if (ok) continue;
+        if (!first) first = key;
+        size_t len = strlen(list);
+        snprintf(list + len, sizeof list - len, "%s'%s'", count ? ", " : "", key);
+        count++;
+    }
+    if (!count) return 0;
+    char p[256];
+    snprintf(p, sizeof p, "%s%s%s", path, *path ? "." : "", first);
+    snprintf(param, paramlen, "%s", p);
+    snprintf(err, errlen, "unknown field%s %s%s%s", count > 1 ? "s" : "", list, *path ? " in " : "", path);
+    return -EINVAL;
+}
+
+static int set_field(tr_spec *s, const field *f, const json_t *v, const char *path, char *param,
+                     size_t paramlen, char *err, size_t errlen)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s.%s", path, f->json);
+    char *dst = (char *)s + f->off;
+    /* OpenAI clients may send "auto" for any hyperparameter: keep the default */
+    if (json_is_string(v) && strcmp(json_string_value(v), "auto") == 0 && f->kind != K_BOOL) return 0;
+    switch (f->kind) {
+    case K_INT: {
+        if (!json_is_integer(v)) return fail(param, paramlen, p, err, errlen, "%s must be an integer", p);
+        json_int_t x = json_integer_value(v);
+        if (x < INT_MIN || x > INT_MAX) return fail(param, paramlen, p, err, errlen, "%s is out of range", p);
+        *(int *)dst = (int)x;
+        return 0;
+    }
+    case K_REAL:
+        if (!json_is_number(v)) return fail(param, paramlen, p, err, errlen, "%s must be a number", p);
+        *(double *)dst = json_number_value(v);
+        return 0;
+    case K_BOOL:
+        if (!json_is_boolean(v)) return fail(param, paramlen, p, err, errlen, "%s must be true or false", p);
+        *(int *)dst = json_is_true(v);
+        return 0;
+    case K_SCHEDULE: {
+        const char *x = json_string_value(v);
+        if (x && strcmp(x, "cosine") == 0) *(int *)dst = 1;
+        else if (x && strcmp(x, "constant") == 0) *(int *)dst = 0;
+        else return fail(param, paramlen, p, err, errlen, "%s must be \"cosine\" or \"constant\"", p);
+        return 0;
+    }
+    case K_VARIANT: {
+        const char *x = json_string_value(v);
+        if (x && strcmp(x, "paper") == 0) *(enum tr_variant *)dst = TR_VARIANT_PAPER;
+        else if (x && strcmp(x, "reference") == 0) *(enum tr_variant *)dst = TR_VARIANT_REFERENCE;
+        else return fail(param, paramlen, p, err, errlen, "%s must be \"paper\" or \"reference\"", p);
+        return 0;
+    }
+    }
+    return -EINVAL;
+}
+
+static int parse_object(const json_t *obj, const char *path, const field *fields, size_t n, int core,
+                        tr_spec *s, char *param, size_t paramlen, char *err, size_t errlen)
+{
+    if (!json_is_object(obj)) return fail(param, paramlen, path, err, errlen, "%s must be an object", path);
+    int rc = check_keys(obj, path, NULL, fields, n, param, paramlen, err, errlen);
+    if (rc) return rc;
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_object_get(obj, fields[i].json);
+        if (!v || json_is_null(v)) continue;
+        if (fields[i].core_only && !core) {
+            char p[256];
+            snprintf(p, sizeof p, "%s.%s", path, fields[i].json);
+            return fail(param, paramlen, p, err, errlen, "%s applies to core_tuning only", p);
+        }
+        if ((rc = set_field(s, &fields[i], v, path, param, paramlen, err, errlen))) return rc;
+    }
+    return 0;
+}
+
+static int parse_method(const json_t *m, tr_spec *s, char *param, size_t paramlen, char *err, size_t errlen)
+{
+    static const char *const names[] = {"type", "core_tuning", "ce_tuning", NULL};
+    if (!json_is_object(m)) return fail(param, paramlen, "method", err, errlen, "method must be an object");
+    int rc = check_keys(m, "method", names, NULL, 0, param, paramlen, err, errlen);
+    if (rc) return rc;
+    const char *type = json_string_value(json_object_get(m, "type"));
+    if (!json_object_get(m, "type")) type = "core_tuning";
+    if (!type || (strcmp(type, "core_tuning") != 0 && strcmp(type, "ce_tuning") != 0))
+        return fail(param, paramlen, "method.type", err, errlen,
+                    "method.type must be \"core_tuning\" or \"ce_tuning\"");
+    s->method = strcmp(type, "core_tuning") == 0 ? TR_CORE_TUNING : TR_CE_TUNING;
+    const char *other = s->method == TR_CORE_TUNING ? "ce_tuning" : "core_tuning";
+    if (json_object_get(m, other)) {
+        char p[64];
+        snprintf(p, sizeof p, "method.%s", other);
+        return fail(param, paramlen, p, err, errlen, "method.%s given but method.type is \"%s\"", other, type);
+    }
+    json_t *sub = json_object_get(m, type);
+    if (!sub || json_is_null(sub)) return 0;
+    char path[64];
+    snprintf(path, sizeof path, "method.%s", type);
+    if (!json_is_object(sub)) return fail(param, paramlen, path, err, errlen, "%s must be an object", path);
+    static const char *const subnames[] = {"hyperparameters", NULL};
+    if ((rc = check_keys(sub, path, subnames, NULL, 0, param, paramlen, err, errlen))) return rc;
+    json_t *hp = json_object_get(sub, "hyperparameters");
+    if (!hp || json_is_null(hp)) return 0;
+    char hpath[96];
+    snprintf(hpath, sizeof hpath, "%s.hyperparameters", path);
+    return parse_object(hp, hpath, hp_fields, NELEM(hp_fields), s->method == TR_CORE_TUNING, s, param, paramlen,
+                        err, errlen);
+}
+
+static int valid_suffix(const char *x)
+{
+    size_t n = strlen(x);
+    if (n == 0 || n > JOBSPEC_SUFFIX_MAX) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = x[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+static int parse_metadata(const json_t *m, char *param, size_t paramlen, char *err, size_t errlen)
+{
+    if (!json_is_object(m)) return fail(param, paramlen, "metadata", err, errlen, "metadata must be an object of strings");
+    if (json_object_size(m) > JOBSPEC_METADATA_MAX)
+        return fail(param, paramlen, "metadata", err, errlen, "metadata has more than 16 keys");
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)m, key, v) {
+        char p[128];
+        snprintf(p, sizeof p, "metadata.%.64s", key);
+        if (strlen(key) > 64) return fail(param, paramlen, p, err, errlen, "metadata keys are at most 64 characters");
+        if (!json_is_string(v)) return fail(param, paramlen, p, err, errlen, "%s must be a string", p);
+        if (json_string_length(v) > 512)
+            return fail(param, paramlen, p, err, errlen, "%s is longer than 512 characters", p);
+    }
+    return 0;
+}
+
+static int resolve(jobspec_resolve_fn fn, void *ud, enum jobspec_ref kind, const json_t *v, const char *name,
+                   char *path, char *arch, char *param, size_t paramlen, char *err, size_t errlen)
+{
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= TR_PATH_MAX)
+        return fail(param, paramlen, name, err, errlen, "%s must be a non-empty string", name);
+    if (!fn) return fail(param, paramlen, name, err, errlen, "%s: no resolver for names", name);
+    char why[256] = "";
+    int rc = fn(ud, kind, json_string_value(v), path, arch, why, sizeof why);
+    if (rc) {
+        snprintf(param, paramlen, "%s", name);
+        snprintf(err, errlen, "%s", why[0] ? why : "unknown name");
+        return rc < 0 ? rc : -EINVAL;
+    }
+    return 0;
+}
+
+/* tr_spec_validate names a tr_spec field ("lr", "hp.lr", ...): find the JSON path that set it. */
+static void map_param(const tr_spec *s, const char *tr, char *param, size_t paramlen)
+{
+    const char *leaf = strrchr(tr, '.') ? strrchr(tr, '.') + 1 : tr;
+    static const struct { const char *tr, *json; } top[] = {
+        {"arch", "model"}, {"init_weights", "model"}, {"train_data", "training_file"},
+        {"valid_data", "validation_file"}, {"seed", "seed"}, {"method", "method.type"}};
+    for (size_t i = 0; i < NELEM(top); i++)
+        if (strcmp(leaf, top[i].tr) == 0) { snprintf(param, paramlen, "%s", top[i].json); return; }
+    const struct { const field *f; size_t n; const char *path; } groups[] = {
+        {hp_fields, NELEM(hp_fields), NULL}, {arch_fields, NELEM(arch_fields), "architecture"},
+        {data_fields, NELEM(data_fields), "data"}};
+    for (size_t g = 0; g < NELEM(groups); g++)
+        for (size_t i = 0; i < groups[g].n; i++) {
+            const field *f = &groups[g].f[i];
+            const char *trleaf = strrchr(f->tr, '.') ? strrchr(f->tr, '.') + 1 : f->tr;
+            if (strcmp(leaf, trleaf) != 0 && strcmp(leaf, f->json) != 0) continue;
+            if (groups[g].path) snprintf(param, paramlen, "%s.%s", groups[g].path, f->json);
+            else snprintf(param, paramlen, "method.%s.hyperparameters.%s", method_name(s->method), f->json);
+            return;
+        }
+    snprintf(param, paramlen, "%s", tr);
+}
+
+int jobspec_parse(const json_t *body, jobspec_resolve_fn fn, void *ud, tr_spec *out, char *param,
+                  size_t paramlen, char *err, size_t errlen)
+{
+    tr_spec s;
+    tr_spec_defaults(&s);
+    param[0] = 0;
+    err[0] = 0;
+    if (!json_is_object(body)) return fail(param, paramlen, "", err, errlen, "the body must be a JSON object");
+    int rc = check_keys(body, "", top_fields, NULL, 0, param, paramlen, err, errlen);
+    if (rc) return rc;
+
+    const json_t *model = json_object_get(body, "model");
+    const json_t *train = json_object_get(body, "training_file");
+    if (!model) return fail(param, paramlen, "model", err, errlen, "model is required");
+    if (!train) return fail(param, paramlen, "training_file", err, errlen, "training_file is required");
+
+    json_t *v;
+    if ((v = json_object_get(body, "method")) && !json_is_null(v)) {
+        if ((rc = parse_method(v, &s, param, paramlen, err, errlen))) return rc;
+    }
+    if ((v = json_object_get(body, "architecture")) && !json_is_null(v)) {
+        if ((rc = parse_object(v, "architecture", arch_fields, NELEM(arch_fields), 1, &s, param, paramlen, err, errlen)))
+            return rc;
+    }
+    if ((v = json_object_get(body, "data")) && !json_is_null(v)) {
+        if ((rc = parse_object(v, "data", data_fields, NELEM(data_fields), 1, &s, param, paramlen, err, errlen)))
+            return rc;
+    }
+    if ((v = json_object_get(body, "seed")) && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+            return fail(param, paramlen, "seed", err, errlen, "seed must be a non-negative integer");
+        s.seed = (uint64_t)json_integer_value(v);
+    }
+    if ((v = json_object_get(body, "suffix")) && !json_is_null(v)) {
+        if (!json_is_string(v) || !valid_suffix(json_string_value(v)))
+            return fail(param, paramlen, "suffix", err, errlen,
+                        "suffix must be 1-64 characters of letters, digits, '-', '_' or '.'");
+    }
+    if ((v = json_object_get(body, "metadata")) && !json_is_null(v)) {
+        if ((rc = parse_metadata(v, param, paramlen, err, errlen))) return rc;
+    }
+
+    /* names last: the body is known to be well-formed before the resolver looks anything up */
+    char arch[16] = "";
+    if ((rc = resolve(fn, ud, JOBSPEC_MODEL, model, "model", s.init_weights, arch, param, paramlen, err, errlen)))
+        return rc;
+    if (arch[0]) snprintf(s.arch, sizeof s.arch, "%s", arch);
+    if ((rc = resolve(fn, ud, JOBSPEC_TRAINING_FILE, train, "training_file", s.train_data, arch, param, paramlen,
+                      err, errlen)))
+        return rc;
+    if ((v = json_object_get(body, "validation_file")) && !json_is_null(v)) {
+        if ((rc = resolve(fn, ud, JOBSPEC_VALIDATION_FILE, v, "validation_file", s.valid_data, arch, param,
+                          paramlen, err, errlen)))
+            return rc;
+    }
+
+    char trp[64] = "";
+    if ((rc = tr_spec_validate(&s, trp, sizeof trp, err, errlen))) {
+        map_param(&s, trp, param, paramlen);
+        return -EINVAL;
+    }
+    *out = s;
+    return 0;
+}
+
+static json_t *field_json(const tr_spec *s, const field *f)
+{
+    const char *src = (const char *)s + f->off;
+    switch (f->kind) {
+    case K_INT: return json_integer(*(const int *)src);
+    case K_REAL: return json_real(*(const double *)src);
+    case K_BOOL: return json_boolean(*(const int *)src);
+    case K_SCHEDULE: return json_string(*(const int *)src ? "cosine" : "constant");
+    case K_VARIANT: return json_string(*(const enum tr_variant *)src == TR_VARIANT_REFERENCE ? "reference" : "paper");
+    }
+    return json_null();
+}
+
+static json_t *fields_json(const tr_spec *s, const field *fields, size_t n)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; o && i < n; i++) {
+        if (fields[i].core_only && s->method != TR_CORE_TUNING) continue;
+        json_object_set_new(o, fields[i].json, field_json(s, &fields[i]));
+    }
+    return o;
+}
+
+json_t *jobspec_effective_json(const tr_spec *s)
+{
+    const char *type = method_name(s->method);
+    return json_pack("{s:s, s:{s:o}}", "type", type, type, "hyperparameters",
+                     fields_json(s, hp_fields, NELEM(hp_fields)));
+}
+
+json_t *jobspec_extensions_json(const tr_spec *s)
+{
+    return json_pack("{s:o, s:o}", "architecture", fields_json(s, arch_fields, NELEM(arch_fields)), "data",
+                     fields_json(s, data_fields, NELEM(data_fields)));
+}
+
+int jobspec_json_depth(const char *text, size_t len)
+{
+    int depth = 0, max = 0, in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            if (++depth > max) max = depth;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return max;
+}

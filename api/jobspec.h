@@ -1,0 +1,42 @@
+/* api/jobspec.h — the job body (OpenAI fine-tuning jobs shape, JSON) <-> tr_spec.
+ * Shared by the daemon (POST /v1/fine_tuning/jobs) and the CLI (`coretune train SPEC.json`), so both
+ * accept exactly the same body. Pure functions, any thread; names of models and files are turned into
+ * paths by a caller-supplied resolver (the daemon knows its data dir, the CLI also accepts paths).
+ * Errors: negative return, the JSON path of the offending field in param
+ * (e.g. "method.core_tuning.hyperparameters.learning_rate") and a one-line reason in err. */
+#ifndef CT_JOBSPEC_H
+#define CT_JOBSPEC_H
+#include "trainer/trainer.h"
+#include <jansson.h>
+#include <stddef.h>
+
+#define JOBSPEC_SUFFIX_MAX 64      /* characters of "suffix" */
+#define JOBSPEC_METADATA_MAX 16    /* pairs in "metadata" */
+
+enum jobspec_ref { JOBSPEC_MODEL, JOBSPEC_TRAINING_FILE, JOBSPEC_VALIDATION_FILE };
+
+/* Turns a name from the body into what tr_spec needs.
+ * JOBSPEC_MODEL: OUT path = weights to start from ("" = random init), OUT arch = the architecture.
+ * *_FILE: OUT path = a built-in dataset name or a vetted path (arch untouched).
+ * path has TR_PATH_MAX bytes, arch 16. Returns 0, or a negative code (passed through by
+ * jobspec_parse, e.g. -ENOENT for an unknown name) with the reason in err. */
+typedef int (*jobspec_resolve_fn)(void *ud, enum jobspec_ref kind, const char *name, char *path,
+                                  char *arch, char *err, size_t errlen);
+
+/* Parse and validate the whole body (strict: unknown fields, wrong types and out-of-range values are
+ * errors) into OUT spec, starting from tr_spec_defaults. Returns 0, -EINVAL for a bad body, or the
+ * resolver's code. Fields that do not reach tr_spec (suffix, metadata) are validated too. */
+int jobspec_parse(const json_t *body, jobspec_resolve_fn resolve, void *ud, tr_spec *out, char *param,
+                  size_t paramlen, char *err, size_t errlen);
+
+/* The job object's "method": {"type": ..., "<type>": {"hyperparameters": {every effective value}}}.
+ * Returns a new reference (NULL only when out of memory). */
+json_t *jobspec_effective_json(const tr_spec *s);
+
+/* The effective coretuned extensions: {"architecture": {...}, "data": {...}} (new reference). */
+json_t *jobspec_extensions_json(const tr_spec *s);
+
+/* Nesting depth of a JSON text (brackets outside strings), to refuse deep bodies before parsing. */
+int jobspec_json_depth(const char *text, size_t len);
+
+#endif

@@ -1,0 +1,108 @@
+/* bench/bench_kernels.c — times nn_conv forward + backward on the conv shapes of resnet20
+ * (1x28x28, batch 128) and of one resnet18 3x3 stage (64 ch, 32x32, batch 64).
+ * Usage: bench_kernels [threads] [reps]. Sets OpenMP and OpenBLAS threads to `threads`.
+ * A stand-alone tool run by hand (not part of the tests); prints a table, exits 1 on allocation
+ * failure. bench/conv_torch.py times PyTorch on the same shapes.
+ */
+#define _GNU_SOURCE
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "trainer/nn.h"
+#include "trainer/rng.h"
+
+typedef struct layer {
+    const char *name;
+    nn_conv c;
+    int n, h, w, count; /* count: how many such convs the network has */
+    int need_din;       /* the stem's input gradient is not needed */
+} layer;
+
+static const layer layers[] = {
+    {"r20 stem 1->16 3x3 @28", {1, 16, 3, 1, 1}, 128, 28, 28, 1, 0},
+    {"r20 16->16 3x3 @28", {16, 16, 3, 1, 1}, 128, 28, 28, 6, 1},
+    {"r20 16->32 3x3 s2 @28", {16, 32, 3, 2, 1}, 128, 28, 28, 1, 1},
+    {"r20 16->32 1x1 s2 @28", {16, 32, 1, 2, 0}, 128, 28, 28, 1, 1},
+    {"r20 32->32 3x3 @14", {32, 32, 3, 1, 1}, 128, 14, 14, 5, 1},
+    {"r20 32->64 3x3 s2 @14", {32, 64, 3, 2, 1}, 128, 14, 14, 1, 1},
+    {"r20 32->64 1x1 s2 @14", {32, 64, 1, 2, 0}, 128, 14, 14, 1, 1},
+    {"r20 64->64 3x3 @7", {64, 64, 3, 1, 1}, 128, 7, 7, 5, 1},
+    {"r18 64->64 3x3 @32 b64", {64, 64, 3, 1, 1}, 64, 32, 32, 4, 1},
+};
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static float *rand_buf(size_t n, rng_t *r)
+{
+    float *p = malloc(sizeof(float) * (n ? n : 1));
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) p[i] = (float)rng_normal(r) * 0.1f;
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    int threads = argc > 1 ? atoi(argv[1]) : 1, reps = argc > 2 ? atoi(argv[2]) : 10;
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+    rng_t rng;
+    rng_seed(&rng, 1);
+    double tot_f20 = 0, tot_b20 = 0;
+    printf("threads %d, reps %d (median)\n%-26s %9s %9s %9s %7s %8s\n", threads, reps, "layer", "fwd ms",
+           "bwd ms", "f+b ms", "count", "GFLOP/s");
+    for (size_t li = 0; li < sizeof layers / sizeof layers[0]; li++) {
+        const layer *L = &layers[li];
+        const nn_conv *c = &L->c;
+        int oh = nn_conv_out(L->h, c->k, c->stride, c->pad), ow = nn_conv_out(L->w, c->k, c->stride, c->pad);
+        size_t in_len = (size_t)c->cin * L->n * L->h * L->w, out_len = (size_t)c->cout * L->n * oh * ow;
+        size_t w_len = (size_t)c->cout * c->cin * c->k * c->k, ws_len = nn_conv_workspace(c, L->n, L->h, L->w);
+        float *in = rand_buf(in_len, &rng), *din = rand_buf(in_len, &rng), *out = rand_buf(out_len, &rng);
+        float *dout = rand_buf(out_len, &rng), *wt = rand_buf(w_len, &rng), *dw = rand_buf(w_len, &rng);
+        float *ws = rand_buf(ws_len, &rng);
+        double tf[64], tb[64];
+        int R = reps > 64 ? 64 : reps;
+        for (int r = -2; r < R; r++) { /* two warm-up rounds */
+            double t0 = now();
+            nn_conv_forward(out, ws, in, wt, c, L->n, L->h, L->w);
+            double t1 = now();
+            nn_conv_backward(L->need_din ? din : NULL, dw, ws, dout, in, wt, c, L->n, L->h, L->w);
+            double t2 = now();
+            if (r >= 0) {
+                tf[r] = t1 - t0;
+                tb[r] = t2 - t1;
+            }
+        }
+        /* medians (insertion sort: a handful of values) */
+        for (int i = 1; i < R; i++)
+            for (int j = i; j > 0 && tf[j] < tf[j - 1]; j--) {
+                double t = tf[j]; tf[j] = tf[j - 1]; tf[j - 1] = t;
+            }
+        for (int i = 1; i < R; i++)
+            for (int j = i; j > 0 && tb[j] < tb[j - 1]; j--) {
+                double t = tb[j]; tb[j] = tb[j - 1]; tb[j - 1] = t;
+            }
+        double f = tf[R / 2] * 1e3, b = tb[R / 2] * 1e3;
+        double macs = (double)c->cout * c->cin * c->k * c->k * L->n * oh * ow;
+        double flops = 2 * macs * (L->need_din ? 3 : 2);
+        printf("%-26s %9.2f %9.2f %9.2f %7d %8.1f\n", L->name, f, b, f + b, L->count, flops / ((f + b) * 1e6));
+        if (L->name[1] == '2') {
+            tot_f20 += f * L->count;
+            tot_b20 += b * L->count;
+        }
+        free(in); free(din); free(out); free(dout); free(wt); free(dw); free(ws);
+    }
+    printf("resnet20 all convs (weighted by count): fwd %.1f ms, bwd %.1f ms, total %.1f ms\n", tot_f20, tot_b20,
+           tot_f20 + tot_b20);
+    return 0;
+}

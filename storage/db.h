@@ -1,0 +1,165 @@
+/* storage/db.h — the daemon's SQLite database: the only place that writes SQL.
+ * One writer connection, owned by the loop thread (every function here runs there; nothing is
+ * thread-safe). WAL journal, synchronous=FULL, so a commit that returned is on disk before the daemon
+ * acknowledges it. Progress (events, metrics, checkpoints, status changes) is written in batches:
+ * the caller collects a db_batch and db_batch_write commits it in one transaction.
+ * Schema changes are numbered migrations (PRAGMA user_version), applied in order by db_open.
+ * Errors: negative errno-style codes (-ENOENT: no such row, -EEXIST: unique key taken, -EIO: SQLite
+ * failed) with the reason in err where an err buffer is taken. */
+#ifndef CT_DB_H
+#define CT_DB_H
+#include <stddef.h>
+
+typedef struct db db;
+
+int  db_open(db **out, const char *path, char *err, size_t errlen);
+void db_close(db *d); /* NULL-safe */
+/* The last SQLite error message of d (borrowed). */
+const char *db_errmsg(db *d);
+
+/* ---- jobs ---- */
+#define DB_ID_MAX 48
+
+/* One row of jobs. Strings marked (heap) belong to the row: db_job_clear frees them. */
+typedef struct db_job {
+    long long seq;                 /* submission order */
+    char id[DB_ID_MAX];
+    char status[16];
+    long long created_at, started_at, finished_at; /* unix seconds; 0 = not yet */
+    char *body;                    /* (heap) the request body, canonical JSON */
+    char *method;                  /* (heap) effective method JSON */
+    char *extensions;              /* (heap) effective architecture/data JSON */
+    char *model, *training_file, *validation_file; /* (heap) as submitted; validation_file may be NULL */
+    long long seed;
+    char *suffix, *metadata;       /* (heap) may be NULL; metadata is JSON */
+    char arch[16];
+    char *idem_key, *body_hash;    /* (heap) may be NULL */
+    int step, total_steps, epoch, epochs;
+    char *metrics;                 /* (heap) latest metrics JSON, may be NULL */
+    double best_valid_accuracy, final_valid_accuracy, eta_seconds; /* NAN = unknown */
+    long long progress_at;
+    char *fine_tuned_model;        /* (heap) may be NULL */
+    char *error_code, *error_message, *error_param; /* (heap) may be NULL */
+} db_job;
+
+void db_job_clear(db_job *j); /* frees the heap strings, zeroes the row */
+
+/* Insert a new job (created durable on return). -EEXIST if id or idem_key is taken. */
+int db_job_insert(db *d, const db_job *j);
+int db_job_get(db *d, const char *id, db_job *out);                /* OUT: caller clears */
+int db_job_find_idem(db *d, const char *idem_key, db_job *out);   /* -ENOENT if none */
+typedef int (*db_job_fn)(void *ud, const db_job *j);              /* non-zero stops the walk */
+/* Newest first, starting after the job `after` (NULL = from the newest); *has_more says whether
+ * more rows follow the `limit` returned. -ENOENT if after names no job. */
+int db_job_list(db *d, const char *after, int limit, db_job_fn fn, void *ud, int *has_more);
+/* Job ids with a status, oldest first (at most limit). */
+int db_job_ids_by_status(db *d, const char *status, int limit, char (*ids)[DB_ID_MAX], int *n);
+/* 1-based position among queued jobs (jobs queued before it + 1). */
+int db_job_queue_position(db *d, long long seq, int *out);
+/* Durable status change outside a batch (for requeue at start). */
+int db_job_requeue_running(db *d, int *count);
+
+/* ---- the batch: everything a training job produces, written in one transaction ---- */
+typedef struct db_event {
+    char job_id[DB_ID_MAX];
+    long long id;                  /* assigned by the caller, increasing (see db_event_max_id) */
+    long long created_at;
+    const char *type, *level;      /* static strings */
+    char *message, *data;          /* (heap, owned by the batch) data is JSON or NULL */
+} db_event;
+
+typedef struct db_metric {
+    char job_id[DB_ID_MAX];
+    int step;
+    const char *name;              /* static string */
+    double value;
+} db_metric;
+
+typedef struct db_progress {       /* latest progress of a running job */
+    char job_id[DB_ID_MAX];
+    int step, total_steps, epoch, epochs;
+    char *metrics;                 /* (heap) JSON */
+    double best_valid_accuracy, final_valid_accuracy, eta_seconds; /* NAN = keep */
+    long long at;
+} db_progress;
+
+typedef struct db_checkpoint {
+    char job_id[DB_ID_MAX];
+    long long id;                  /* filled by db_checkpoint_list */
+    int step, epoch;
+    char *path, *metrics;          /* (heap) metrics JSON may be NULL */
+    long long created_at;
+} db_checkpoint;
+
+typedef struct db_status {         /* a status change */
+    char job_id[DB_ID_MAX];
+    char status[16];
+    long long started_at, finished_at; /* 0 = keep; -1 = clear */
+    char *error_code, *error_message, *error_param; /* (heap) NULL = clear */
+    char *fine_tuned_model;        /* (heap) NULL = keep; with model_path a models row is added */
+    char *model_path;              /* (heap) */
+    char arch[16];
+} db_status;
+
+typedef struct db_batch {
+    db_event *events;       int n_events, cap_events;
+    db_metric *metrics;     int n_metrics, cap_metrics;
+    db_progress *progress;  int n_progress, cap_progress;
+    db_checkpoint *ckpts;   int n_ckpts, cap_ckpts;
+    db_status *status;      int n_status, cap_status;
+} db_batch;
+
+/* Append a zeroed row and return it (NULL when out of memory); heap fields put in it belong to the batch. */
+db_event *db_batch_event(db_batch *b);
+db_metric *db_batch_metric(db_batch *b);
+db_progress *db_batch_progress(db_batch *b, const char *job_id); /* the job's entry, made once per batch */
+db_checkpoint *db_batch_checkpoint(db_batch *b);
+db_status *db_batch_status(db_batch *b);
+int  db_batch_empty(const db_batch *b);
+void db_batch_reset(db_batch *b);   /* frees the rows, keeps the arrays */
+void db_batch_free(db_batch *b);    /* frees everything */
+/* Commit the batch in one transaction (in order: status, events, metrics, progress, checkpoints).
+ * On failure nothing is written and the batch is kept for a retry. */
+int  db_batch_write(db *d, const db_batch *b, char *err, size_t errlen);
+
+/* ---- reads of progress ---- */
+int db_event_max_id(db *d, long long *out);
+typedef int (*db_event_fn)(void *ud, const db_event *e);
+/* Events of a job with id > after, oldest first, at most limit (then *has_more). */
+int db_event_list(db *d, const char *job_id, long long after, int limit, db_event_fn fn, void *ud, int *has_more);
+typedef int (*db_point_fn)(void *ud, int step, double value);
+int db_metric_series(db *d, const char *job_id, const char *name, int after_step, db_point_fn fn, void *ud);
+typedef int (*db_name_fn)(void *ud, const char *name);
+int db_metric_names(db *d, const char *job_id, db_name_fn fn, void *ud);
+typedef int (*db_checkpoint_fn)(void *ud, const db_checkpoint *c);
+/* Newest first; after = checkpoint id to continue from (0 = newest). */
+int db_checkpoint_list(db *d, const char *job_id, long long after, int limit, db_checkpoint_fn fn, void *ud,
+                       int *has_more);
+
+/* ---- models and files ---- */
+typedef struct db_model {
+    char id[320];
+    char job_id[DB_ID_MAX];
+    char arch[16];
+    char path[1024];
+    long long created_at;
+} db_model;
+int db_model_get(db *d, const char *id, db_model *out);
+typedef int (*db_model_fn)(void *ud, const db_model *m);
+int db_model_list(db *d, db_model_fn fn, void *ud);
+
+typedef struct db_file {
+    char id[DB_ID_MAX];
+    char filename[256];
+    char purpose[32];
+    long long bytes;
+    char format[32];
+    char path[1024];
+    long long created_at;
+} db_file;
+int db_file_insert(db *d, const db_file *f);
+int db_file_get(db *d, const char *id, db_file *out);
+typedef int (*db_file_fn)(void *ud, const db_file *f);
+int db_file_list(db *d, db_file_fn fn, void *ud);
+
+#endif

@@ -1,0 +1,636 @@
+/* tests/unit/test_nn_conv.c — cmocka tests for the image-layer kernels of trainer/nn_conv.c:
+ * hand-computed forward cases, a double-precision direct-convolution reference (including a batch
+ * large enough to be cut into im2col chunks), central finite-difference gradient checks of every
+ * backward on small random shapes, and PyTorch's running-statistics formula for batch norm.
+ * Single process, one thread of control; buffers are malloc'ed at exactly the sizes the kernels
+ * promise, so ASan catches any overrun of the workspace or outputs. Failures are cmocka asserts.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trainer/nn.h"
+#include "trainer/rng.h"
+
+static float *falloc(size_t n)
+{
+    float *p = malloc(sizeof(float) * (n ? n : 1));
+    assert_non_null(p);
+    return p;
+}
+
+static void fill_normal(float *x, size_t n, rng_t *r, float scale)
+{
+    for (size_t i = 0; i < n; i++) x[i] = (float)rng_normal(r) * scale;
+}
+
+static void fill_const(float *x, size_t n, float v)
+{
+    for (size_t i = 0; i < n; i++) x[i] = v;
+}
+
+static double dot_d(const float *a, const float *b, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* Compare analytic gradient g with central differences of loss() over every element of p.
+ * Pass: |g - fd| <= atol + rtol * |fd| for each element. */
+typedef double (*loss_fn)(void *ctx);
+
+static void fd_check(const char *what, float *p, size_t n, const float *g, loss_fn loss, void *ctx,
+                     float eps, double atol, double rtol)
+{
+    double worst = 0.0;
+    size_t worst_i = 0;
+    for (size_t i = 0; i < n; i++) {
+        float keep = p[i];
+        p[i] = keep + eps;
+        double lp = loss(ctx);
+        p[i] = keep - eps;
+        double lm = loss(ctx);
+        p[i] = keep;
+        double fd = (lp - lm) / (2.0 * eps);
+        double excess = fabs(fd - g[i]) - (atol + rtol * fabs(fd));
+        if (i == 0 || excess > worst) {
+            worst = excess;
+            worst_i = i;
+        }
+        if (excess > 0)
+            print_error("%s[%zu]: analytic %.7g, finite difference %.7g\n", what, i, g[i], fd);
+    }
+    (void)worst_i;
+    assert_true(worst <= 0.0);
+}
+
+/* ---------------------------------------------------------------- conv ---- */
+
+typedef struct conv_case {
+    nn_conv c;
+    int n, h, w;
+    float *in, *wt, *out, *ws, *r; /* r: the fixed random cotangent defining L = sum r * out */
+    size_t in_len, w_len, out_len, ws_len;
+    int oh, ow;
+} conv_case;
+
+static void conv_case_init(conv_case *t, nn_conv c, int n, int h, int w, rng_t *rng)
+{
+    t->c = c;
+    t->n = n;
+    t->h = h;
+    t->w = w;
+    t->oh = nn_conv_out(h, c.k, c.stride, c.pad);
+    t->ow = nn_conv_out(w, c.k, c.stride, c.pad);
+    t->in_len = (size_t)c.cin * n * h * w;
+    t->w_len = (size_t)c.cout * c.cin * c.k * c.k;
+    t->out_len = (size_t)c.cout * n * t->oh * t->ow;
+    t->ws_len = nn_conv_workspace(&c, n, h, w);
+    t->in = falloc(t->in_len);
+    t->wt = falloc(t->w_len);
+    t->out = falloc(t->out_len);
+    t->ws = falloc(t->ws_len);
+    t->r = falloc(t->out_len);
+    fill_normal(t->in, t->in_len, rng, 1.0f);
+    fill_normal(t->wt, t->w_len, rng, 1.0f / sqrtf((float)(c.cin * c.k * c.k)));
+    fill_normal(t->r, t->out_len, rng, 1.0f);
+    fill_const(t->ws, t->ws_len, NAN); /* results must not depend on stale scratch */
+}
+
+static void conv_case_free(conv_case *t)
+{
+    free(t->in);
+    free(t->wt);
+    free(t->out);
+    free(t->ws);
+    free(t->r);
+}
+
+static double conv_loss(void *ctx)
+{
+    conv_case *t = ctx;
+    nn_conv_forward(t->out, t->ws, t->in, t->wt, &t->c, t->n, t->h, t->w);
+    return dot_d(t->out, t->r, t->out_len);
+}
+
+/* Direct convolution in double: out, and for cotangent r the input and weight gradients. */
+static void conv_reference(double *out, double *din, double *dw, const conv_case *t)
+{
+    const nn_conv *c = &t->c;
+    const int k = c->k, oh = t->oh, ow = t->ow, h = t->h, w = t->w, n = t->n;
+    if (din) memset(din, 0, sizeof(double) * t->in_len);
+    if (dw) memset(dw, 0, sizeof(double) * t->w_len);
+    for (int co = 0; co < c->cout; co++)
+        for (int img = 0; img < n; img++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    size_t oi = (((size_t)co * n + img) * oh + oy) * ow + ox;
+                    double s = 0.0, g = t->r[oi];
+                    for (int ci = 0; ci < c->cin; ci++)
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++) {
+                                int iy = oy * c->stride - c->pad + ky, ix = ox * c->stride - c->pad + kx;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                                size_t ii = (((size_t)ci * n + img) * h + iy) * w + ix;
+                                size_t wi = (((size_t)co * c->cin + ci) * k + ky) * k + kx;
+                                s += (double)t->wt[wi] * t->in[ii];
+                                if (din) din[ii] += g * t->wt[wi];
+                                if (dw) dw[wi] += g * t->in[ii];
+                            }
+                    if (out) out[oi] = s;
+                }
+}
+
+static void test_conv_forward_hand(void **state)
+{
+    (void)state;
+    float in[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}; /* one 3x3 image, one channel */
+    float out[4], ws[64];
+
+    /* 2x2 kernel [[1,0],[0,-1]], stride 1, no pad: x[i][j] - x[i+1][j+1] = -4 everywhere. */
+    nn_conv c1 = {.cin = 1, .cout = 1, .k = 2, .stride = 1, .pad = 0};
+    float w1[4] = {1, 0, 0, -1};
+    assert_true(nn_conv_workspace(&c1, 1, 3, 3) <= 64);
+    nn_conv_forward(out, ws, in, w1, &c1, 1, 3, 3);
+    for (int i = 0; i < 4; i++) assert_float_equal(out[i], -4.0f, 0.0f);
+
+    /* 3x3 box, stride 2, pad 1: window sums of the 2x2 corners: 12 16 / 24 28. */
+    nn_conv c2 = {.cin = 1, .cout = 1, .k = 3, .stride = 2, .pad = 1};
+    float w2[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+    const float want2[4] = {12, 16, 24, 28};
+    assert_true(nn_conv_workspace(&c2, 1, 3, 3) <= 64);
+    nn_conv_forward(out, ws, in, w2, &c2, 1, 3, 3);
+    for (int i = 0; i < 4; i++) assert_float_equal(out[i], want2[i], 0.0f);
+
+    /* 1x1 conv, 2 in -> 1 out, batch of 2 (CNHW): out[n] = 2*a[n] - b[n]. */
+    nn_conv c3 = {.cin = 2, .cout = 1, .k = 1, .stride = 1, .pad = 0};
+    float in3[8] = {1, 2, 3, 4, /* ch 0: img 0 = {1,2}, img 1 = {3,4} */ 10, 20, 30, 40};
+    float w3[2] = {2, -1}, out3[4];
+    const float want3[4] = {-8, -16, -24, -32};
+    assert_int_equal(nn_conv_workspace(&c3, 2, 1, 2), 0);
+    nn_conv_forward(out3, NULL, in3, w3, &c3, 2, 1, 2);
+    for (int i = 0; i < 4; i++) assert_float_equal(out3[i], want3[i], 0.0f);
+}
+
+/* Forward and both gradients against the double reference, and din overwritten (not summed) while
+ * dweight is accumulated. Tolerance: 1e-4 * (1 + |ref|), float GEMM rounding over <= 600 terms. */
+static void check_conv_vs_reference(nn_conv c, int n, int h, int w, uint64_t seed)
+{
+    rng_t rng;
+    rng_seed(&rng, seed);
+    conv_case t;
+    conv_case_init(&t, c, n, h, w, &rng);
+    double *rout = malloc(sizeof(double) * t.out_len), *rdin = malloc(sizeof(double) * t.in_len);
+    double *rdw = malloc(sizeof(double) * t.w_len);
+    float *din = falloc(t.in_len), *dw = falloc(t.w_len);
+    assert_non_null(rout);
+    assert_non_null(rdin);
+    assert_non_null(rdw);
+    conv_reference(rout, rdin, rdw, &t);
+
+    nn_conv_forward(t.out, t.ws, t.in, t.wt, &t.c, n, h, w);
+    for (size_t i = 0; i < t.out_len; i++) assert_true(fabs(t.out[i] - rout[i]) <= 1e-4 * (1 + fabs(rout[i])));
+
+    fill_const(din, t.in_len, 1e30f); /* must be overwritten */
+    fill_const(dw, t.w_len, 0.5f);    /* must be accumulated onto */
+    fill_const(t.ws, t.ws_len, NAN);
+    nn_conv_backward(din, dw, t.ws, t.r, t.in, t.wt, &t.c, n, h, w);
+    for (size_t i = 0; i < t.in_len; i++) assert_true(fabs(din[i] - rdin[i]) <= 1e-4 * (1 + fabs(rdin[i])));
+    for (size_t i = 0; i < t.w_len; i++)
+        assert_true(fabs((dw[i] - 0.5) - rdw[i]) <= 1e-4 * (1 + fabs(rdw[i])));
+
+    /* din == NULL: only the weight gradient. */
+    fill_const(dw, t.w_len, 0.0f);
+    nn_conv_backward(NULL, dw, t.ws, t.r, t.in, t.wt, &t.c, n, h, w);
+    for (size_t i = 0; i < t.w_len; i++) assert_true(fabs(dw[i] - rdw[i]) <= 1e-4 * (1 + fabs(rdw[i])));
+
+    free(rout);
+    free(rdin);
+    free(rdw);
+    free(din);
+    free(dw);
+    conv_case_free(&t);
+}
+
+static void test_conv_reference_shapes(void **state)
+{
+    (void)state;
+    check_conv_vs_reference((nn_conv){3, 4, 3, 1, 1}, 2, 5, 5, 1);
+    check_conv_vs_reference((nn_conv){2, 3, 3, 2, 1}, 3, 7, 6, 2);
+    check_conv_vs_reference((nn_conv){3, 5, 1, 1, 0}, 2, 4, 3, 3);
+    check_conv_vs_reference((nn_conv){4, 6, 1, 2, 0}, 2, 5, 5, 4);
+    check_conv_vs_reference((nn_conv){3, 4, 7, 2, 3}, 2, 11, 9, 5);
+    check_conv_vs_reference((nn_conv){2, 2, 3, 1, 0}, 1, 3, 3, 6);  /* output 1x1 */
+    check_conv_vs_reference((nn_conv){1, 2, 5, 3, 2}, 2, 8, 7, 7);  /* stride 3, uneven edges */
+}
+
+/* A batch whose columns exceed the im2col bound: the conv runs in several chunks of images (the
+ * last one short), GEMMing into column blocks of the output; must equal the reference. */
+static void test_conv_chunked(void **state)
+{
+    (void)state;
+    nn_conv c = {.cin = 64, .cout = 8, .k = 3, .stride = 1, .pad = 1};
+    size_t one = nn_conv_workspace(&c, 1, 16, 16), all = nn_conv_workspace(&c, 17, 16, 16);
+    assert_int_equal(one, (size_t)64 * 9 * 256);
+    assert_true(all < one * 17); /* chunked: the workspace does not grow with the whole batch */
+    assert_int_equal(all % one, 0);
+    check_conv_vs_reference(c, 17, 16, 16, 11);
+}
+
+typedef struct { nn_conv c; int n, h, w; } conv_shape;
+
+/* Central differences of L = sum r * conv(in, w). The conv is linear in each argument, so the
+ * difference has no truncation error; eps = 0.5 keeps float rounding of L far below the
+ * tolerance |g - fd| <= 2e-3 + 2e-3 |fd|. */
+static void test_conv_gradcheck(void **state)
+{
+    (void)state;
+    const conv_shape shapes[] = {
+        {{3, 4, 3, 1, 1}, 2, 5, 5},   {{2, 3, 3, 2, 1}, 3, 6, 5},  {{3, 2, 1, 1, 0}, 2, 4, 4},
+        {{4, 3, 1, 2, 0}, 2, 5, 5},   {{2, 2, 7, 2, 3}, 2, 9, 8},  {{1, 3, 3, 1, 0}, 2, 5, 6},
+        {{3, 5, 7, 1, 3}, 1, 6, 6},   {{5, 2, 3, 2, 0}, 2, 7, 7},
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        rng_t rng;
+        rng_seed(&rng, 100 + s);
+        conv_case t;
+        conv_case_init(&t, shapes[s].c, shapes[s].n, shapes[s].h, shapes[s].w, &rng);
+        float *din = falloc(t.in_len), *dw = falloc(t.w_len);
+        fill_const(dw, t.w_len, 0.0f);
+        nn_conv_backward(din, dw, t.ws, t.r, t.in, t.wt, &t.c, t.n, t.h, t.w);
+        fd_check("conv din", t.in, t.in_len, din, conv_loss, &t, 0.5f, 2e-3, 2e-3);
+        fd_check("conv dw", t.wt, t.w_len, dw, conv_loss, &t, 0.5f, 2e-3, 2e-3);
+        free(din);
+        free(dw);
+        conv_case_free(&t);
+    }
+}
+
+/* Same inputs, same thread count: bit-identical outputs and gradients. */
+static void test_conv_deterministic(void **state)
+{
+    (void)state;
+    rng_t rng;
+    rng_seed(&rng, 77);
+    conv_case t;
+    conv_case_init(&t, (nn_conv){8, 8, 3, 1, 1}, 4, 9, 9, &rng);
+    float *o1 = falloc(t.out_len), *d1 = falloc(t.in_len), *d2 = falloc(t.in_len);
+    float *w1 = falloc(t.w_len), *w2 = falloc(t.w_len);
+    fill_const(w1, t.w_len, 0.0f);
+    fill_const(w2, t.w_len, 0.0f);
+    nn_conv_forward(o1, t.ws, t.in, t.wt, &t.c, t.n, t.h, t.w);
+    nn_conv_backward(d1, w1, t.ws, t.r, t.in, t.wt, &t.c, t.n, t.h, t.w);
+    nn_conv_forward(t.out, t.ws, t.in, t.wt, &t.c, t.n, t.h, t.w);
+    nn_conv_backward(d2, w2, t.ws, t.r, t.in, t.wt, &t.c, t.n, t.h, t.w);
+    assert_memory_equal(o1, t.out, sizeof(float) * t.out_len);
+    assert_memory_equal(d1, d2, sizeof(float) * t.in_len);
+    assert_memory_equal(w1, w2, sizeof(float) * t.w_len);
+    free(o1);
+    free(d1);
+    free(d2);
+    free(w1);
+    free(w2);
+    conv_case_free(&t);
+}
+
+/* ----------------------------------------------------------- batch norm ---- */
+
+static void test_bn_forward_hand(void **state)
+{
+    (void)state;
+    /* One channel, values 1..4: mean 2.5, biased var 1.25, unbiased var 5/3. */
+    float in[4] = {1, 2, 3, 4}, out[4], mean, rstd, rm = 0.5f, rv = 2.0f;
+    float gamma = 2.0f, beta = 1.0f, eps = 1e-5f;
+    nn_bn_forward_train(out, &mean, &rstd, &rm, &rv, in, &gamma, &beta, 1, 4, 0.1f, eps);
+    double rs = 1.0 / sqrt(1.25 + eps);
+    assert_float_equal(mean, 2.5f, 1e-7);
+    assert_float_equal(rstd, (float)rs, 1e-6);
+    for (int i = 0; i < 4; i++) assert_float_equal(out[i], (float)(2.0 * (in[i] - 2.5) * rs + 1.0), 1e-6);
+    /* PyTorch: running = 0.9 * running + 0.1 * batch statistic (variance unbiased). */
+    assert_float_equal(rm, 0.9f * 0.5f + 0.1f * 2.5f, 1e-6);
+    assert_float_equal(rv, (float)(0.9 * 2.0 + 0.1 * (5.0 / 3.0)), 1e-6);
+
+    /* Eval mode uses the running statistics. */
+    nn_bn_forward_eval(out, in, &gamma, &beta, &rm, &rv, 1, 4, eps);
+    for (int i = 0; i < 4; i++)
+        assert_float_equal(out[i], (float)(2.0 * (in[i] - rm) / sqrt((double)rv + eps) + 1.0), 1e-6);
+}
+
+/* Several channels with large means (1000 + small spread): statistics match a double reference
+ * (relative 1e-5 on the variance) and the running update follows PyTorch over three steps. */
+static void test_bn_running_stats(void **state)
+{
+    (void)state;
+    enum { C = 5, M = 300 };
+    rng_t rng;
+    rng_seed(&rng, 5);
+    float *in = falloc(C * M), *out = falloc(C * M);
+    float gamma[C], beta[C], mean[C], rstd[C], rm[C], rv[C];
+    double rm_ref[C], rv_ref[C];
+    const float mom = 0.1f, eps = 1e-5f;
+    for (int c = 0; c < C; c++) {
+        gamma[c] = 1.0f + 0.1f * c;
+        beta[c] = -0.2f * c;
+        rm[c] = 0.0f;
+        rv[c] = 1.0f;
+        rm_ref[c] = 0.0;
+        rv_ref[c] = 1.0;
+    }
+    for (int step = 0; step < 3; step++) {
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < M; i++) in[c * M + i] = 1000.0f * c + (float)rng_normal(&rng) * (0.05f + c);
+        nn_bn_forward_train(out, mean, rstd, rm, rv, in, gamma, beta, C, M, mom, eps);
+        for (int c = 0; c < C; c++) {
+            double s = 0, ss = 0;
+            for (int i = 0; i < M; i++) s += in[c * M + i];
+            double mu = s / M;
+            for (int i = 0; i < M; i++) ss += (in[c * M + i] - mu) * (in[c * M + i] - mu);
+            double var = ss / M;
+            rm_ref[c] = (1 - mom) * rm_ref[c] + mom * mu;
+            rv_ref[c] = (1 - mom) * rv_ref[c] + mom * ss / (M - 1);
+            assert_true(fabs(mean[c] - mu) <= 1e-6 * (1 + fabs(mu)));
+            assert_true(fabs(rstd[c] - 1.0 / sqrt(var + eps)) <= 1e-5 / sqrt(var + eps));
+            assert_true(fabs(rm[c] - rm_ref[c]) <= 1e-5 * (1 + fabs(rm_ref[c])));
+            assert_true(fabs(rv[c] - rv_ref[c]) <= 1e-5 * (1 + fabs(rv_ref[c])));
+            /* normalised output has mean beta and variance gamma^2 * var/(var+eps) */
+            double os = 0, oss = 0;
+            for (int i = 0; i < M; i++) os += out[c * M + i];
+            for (int i = 0; i < M; i++) oss += (out[c * M + i] - os / M) * (out[c * M + i] - os / M);
+            assert_true(fabs(os / M - beta[c]) <= 1e-3);
+            assert_true(fabs(oss / M - gamma[c] * gamma[c] * var / (var + eps)) <= 1e-3);
+        }
+    }
+    free(in);
+    free(out);
+}
+
+typedef struct bn_case {
+    int c, m;
+    float *in, *out, *gamma, *beta, *mean, *rstd, *rm, *rv, *r;
+} bn_case;
+
+static double bn_loss(void *ctx)
+{
+    bn_case *t = ctx;
+    nn_bn_forward_train(t->out, t->mean, t->rstd, t->rm, t->rv, t->in, t->gamma, t->beta, t->c, t->m,
+                        0.1f, 1e-5f);
+    return dot_d(t->out, t->r, (size_t)t->c * t->m);
+}
+
+/* Central differences, eps 1e-2 (truncation ~eps^2, float noise in L ~1e-6 / eps); tolerance
+ * |g - fd| <= 2e-3 + 1e-2 |fd|. m = n*h*w = 2*3*3 keeps the batch coupling strong. */
+static void test_bn_gradcheck(void **state)
+{
+    (void)state;
+    bn_case t = {.c = 3, .m = 18};
+    size_t len = (size_t)t.c * t.m;
+    rng_t rng;
+    rng_seed(&rng, 9);
+    t.in = falloc(len);
+    t.out = falloc(len);
+    t.r = falloc(len);
+    t.gamma = falloc(t.c);
+    t.beta = falloc(t.c);
+    t.mean = falloc(t.c);
+    t.rstd = falloc(t.c);
+    t.rm = falloc(t.c);
+    t.rv = falloc(t.c);
+    fill_normal(t.in, len, &rng, 1.0f);
+    for (size_t i = 0; i < len; i++) t.in[i] += 0.5f; /* nonzero mean */
+    fill_normal(t.r, len, &rng, 1.0f);
+    fill_normal(t.gamma, t.c, &rng, 1.0f);
+    fill_normal(t.beta, t.c, &rng, 1.0f);
+    fill_const(t.rm, t.c, 0.0f);
+    fill_const(t.rv, t.c, 1.0f);
+    float *din = falloc(len), *dg = falloc(t.c), *db = falloc(t.c);
+    fill_const(din, len, 1e30f);
+    fill_const(dg, t.c, 0.25f); /* accumulated onto */
+    fill_const(db, t.c, -0.25f);
+    bn_loss(&t);
+    nn_bn_backward(din, dg, db, t.r, t.in, t.mean, t.rstd, t.gamma, t.c, t.m);
+    for (int c = 0; c < t.c; c++) {
+        dg[c] -= 0.25f;
+        db[c] += 0.25f;
+    }
+    fd_check("bn din", t.in, len, din, bn_loss, &t, 1e-2f, 2e-3, 1e-2);
+    fd_check("bn dgamma", t.gamma, t.c, dg, bn_loss, &t, 1e-2f, 2e-3, 1e-2);
+    fd_check("bn dbeta", t.beta, t.c, db, bn_loss, &t, 1e-2f, 2e-3, 1e-2);
+    /* din == NULL still accumulates the parameter gradients. */
+    float dg2[3] = {0, 0, 0}, db2[3] = {0, 0, 0};
+    bn_loss(&t);
+    nn_bn_backward(NULL, dg2, db2, t.r, t.in, t.mean, t.rstd, t.gamma, t.c, t.m);
+    for (int c = 0; c < t.c; c++) {
+        assert_float_equal(dg2[c], dg[c], 1e-5);
+        assert_float_equal(db2[c], db[c], 1e-5);
+    }
+    free(din);
+    free(dg);
+    free(db);
+    free(t.in);
+    free(t.out);
+    free(t.r);
+    free(t.gamma);
+    free(t.beta);
+    free(t.mean);
+    free(t.rstd);
+    free(t.rm);
+    free(t.rv);
+}
+
+/* ----------------------------------------------------------- elementwise ---- */
+
+typedef struct { float *in, *out, *r; size_t len; } ew_case;
+
+static double relu_loss(void *ctx)
+{
+    ew_case *t = ctx;
+    nn_relu_forward(t->out, t->in, t->len);
+    return dot_d(t->out, t->r, t->len);
+}
+
+/* Inputs kept at least 0.05 away from the kink, eps 1e-3: the difference is exact up to rounding. */
+static void test_relu(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    rng_t rng;
+    rng_seed(&rng, 3);
+    ew_case t = {falloc(N), falloc(N), falloc(N), N};
+    float *din = falloc(N), *inplace = falloc(N);
+    fill_normal(t.in, N, &rng, 1.0f);
+    for (int i = 0; i < N; i++)
+        if (fabsf(t.in[i]) < 0.05f) t.in[i] = t.in[i] < 0 ? -0.05f : 0.05f;
+    fill_normal(t.r, N, &rng, 1.0f);
+    relu_loss(&t);
+    for (int i = 0; i < N; i++) assert_float_equal(t.out[i], t.in[i] > 0 ? t.in[i] : 0.0f, 0.0f);
+    memcpy(inplace, t.in, sizeof(float) * N);
+    nn_relu_forward(inplace, inplace, N);
+    assert_memory_equal(inplace, t.out, sizeof(float) * N);
+    nn_relu_backward(din, t.r, t.out, N);
+    fd_check("relu din", t.in, N, din, relu_loss, &t, 1e-3f, 1e-3, 1e-3);
+    free(t.in);
+    free(t.out);
+    free(t.r);
+    free(din);
+    free(inplace);
+}
+
+/* out = a + b exactly; the gradient wrt either input is the cotangent itself. */
+static double add_loss(void *ctx)
+{
+    float **p = ctx; /* a, b, out, r */
+    nn_add_forward(p[2], p[0], p[1], 64);
+    return dot_d(p[2], p[3], 64);
+}
+
+static void test_add(void **state)
+{
+    (void)state;
+    rng_t rng;
+    rng_seed(&rng, 4);
+    float *p[4] = {falloc(64), falloc(64), falloc(64), falloc(64)};
+    for (int i = 0; i < 4; i++) fill_normal(p[i], 64, &rng, 1.0f);
+    add_loss(p);
+    for (int i = 0; i < 64; i++) assert_float_equal(p[2][i], p[0][i] + p[1][i], 0.0f);
+    fd_check("add da", p[0], 64, p[3], add_loss, p, 0.5f, 1e-4, 1e-4);
+    fd_check("add db", p[1], 64, p[3], add_loss, p, 0.5f, 1e-4, 1e-4);
+    for (int i = 0; i < 4; i++) free(p[i]);
+}
+
+/* -------------------------------------------------------------- pooling ---- */
+
+static void test_maxpool_hand(void **state)
+{
+    (void)state;
+    /* 4x4 plane, 3x3 window, stride 2, pad 1 -> 2x2 windows over rows/cols {0,1},{1,2,3}. */
+    float in[16] = {1, 5, 2, 0,
+                    3, 4, 9, 9, /* tie at (1,2) and (1,3): the first wins */
+                    8, 1, 0, 2,
+                    0, 8, 7, 6};
+    float out[4], din[16], dout[4] = {1, 2, 3, 4};
+    int32_t am[4];
+    nn_maxpool_forward(out, am, in, 1, 1, 4, 4, 3, 2, 1);
+    const float want[4] = {5, 9, 8, 9};
+    const int32_t want_am[4] = {1, 6, 8, 6};
+    for (int i = 0; i < 4; i++) {
+        assert_float_equal(out[i], want[i], 0.0f);
+        assert_int_equal(am[i], want_am[i]);
+    }
+    /* Overlapping windows that share an argmax sum their gradients. */
+    nn_maxpool_backward(din, dout, am, 1, 1, 4, 4, 3, 2, 1);
+    for (int i = 0; i < 16; i++) {
+        float g = i == 1 ? 1 : i == 6 ? 2 + 4 : i == 8 ? 3 : 0;
+        assert_float_equal(din[i], g, 0.0f);
+    }
+}
+
+typedef struct { float *in, *out, *r; int32_t *am; int c, n, h, w, oh, ow; } pool_case;
+
+static double maxpool_loss(void *ctx)
+{
+    pool_case *t = ctx;
+    nn_maxpool_forward(t->out, t->am, t->in, t->c, t->n, t->h, t->w, 3, 2, 1);
+    return dot_d(t->out, t->r, (size_t)t->c * t->n * t->oh * t->ow);
+}
+
+/* Input values are distinct multiples of 0.01 (a shuffled ramp) and eps = 1e-3, so no
+ * perturbation changes an argmax: the difference is exact up to rounding. Tolerance 1e-3. */
+static void test_maxpool_gradcheck(void **state)
+{
+    (void)state;
+    pool_case t = {.c = 3, .n = 2, .h = 7, .w = 6};
+    t.oh = nn_conv_out(t.h, 3, 2, 1);
+    t.ow = nn_conv_out(t.w, 3, 2, 1);
+    size_t len = (size_t)t.c * t.n * t.h * t.w, olen = (size_t)t.c * t.n * t.oh * t.ow;
+    rng_t rng;
+    rng_seed(&rng, 8);
+    int *perm = malloc(sizeof(int) * len);
+    assert_non_null(perm);
+    rng_permutation(&rng, perm, (int)len);
+    t.in = falloc(len);
+    t.out = falloc(olen);
+    t.r = falloc(olen);
+    t.am = malloc(sizeof(int32_t) * olen);
+    assert_non_null(t.am);
+    for (size_t i = 0; i < len; i++) t.in[i] = 0.01f * perm[i] - 1.0f;
+    fill_normal(t.r, olen, &rng, 1.0f);
+    float *din = falloc(len);
+    fill_const(din, len, 1e30f);
+    maxpool_loss(&t);
+    for (size_t i = 0; i < olen; i++) assert_true(t.am[i] >= 0 && t.am[i] < t.h * t.w);
+    nn_maxpool_backward(din, t.r, t.am, t.c, t.n, t.h, t.w, 3, 2, 1);
+    fd_check("maxpool din", t.in, len, din, maxpool_loss, &t, 1e-3f, 1e-3, 1e-3);
+    free(perm);
+    free(t.in);
+    free(t.out);
+    free(t.r);
+    free(t.am);
+    free(din);
+}
+
+static double avgpool_loss(void *ctx)
+{
+    pool_case *t = ctx;
+    nn_avgpool_forward(t->out, t->in, t->c, t->n, t->h * t->w);
+    return dot_d(t->out, t->r, (size_t)t->c * t->n);
+}
+
+static void test_avgpool(void **state)
+{
+    (void)state;
+    /* Hand case: 2 channels, 2 images, 2 pixels; out is [n][c]. */
+    float in[8] = {1, 3, 5, 7, /* ch 0: img0 {1,3}, img1 {5,7} */ 10, 20, 30, 50};
+    float out[4], dout[4] = {1, 2, 3, 4}, din[8];
+    nn_avgpool_forward(out, in, 2, 2, 2);
+    const float want[4] = {2, 15, 6, 40};
+    for (int i = 0; i < 4; i++) assert_float_equal(out[i], want[i], 0.0f);
+    nn_avgpool_backward(din, dout, 2, 2, 2);
+    const float want_din[8] = {0.5f, 0.5f, 1.5f, 1.5f, 1, 1, 2, 2};
+    for (int i = 0; i < 8; i++) assert_float_equal(din[i], want_din[i], 0.0f);
+
+    /* Central differences (linear, eps 0.5), tolerance 1e-4. */
+    pool_case t = {.c = 4, .n = 3, .h = 5, .w = 3};
+    size_t len = (size_t)t.c * t.n * t.h * t.w;
+    rng_t rng;
+    rng_seed(&rng, 10);
+    t.in = falloc(len);
+    t.out = falloc((size_t)t.c * t.n);
+    t.r = falloc((size_t)t.c * t.n);
+    fill_normal(t.in, len, &rng, 1.0f);
+    fill_normal(t.r, (size_t)t.c * t.n, &rng, 1.0f);
+    float *g = falloc(len);
+    nn_avgpool_backward(g, t.r, t.c, t.n, t.h * t.w);
+    fd_check("avgpool din", t.in, len, g, avgpool_loss, &t, 0.5f, 1e-4, 1e-4);
+    free(t.in);
+    free(t.out);
+    free(t.r);
+    free(g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv_forward_hand),
+        cmocka_unit_test(test_conv_reference_shapes),
+        cmocka_unit_test(test_conv_chunked),
+        cmocka_unit_test(test_conv_gradcheck),
+        cmocka_unit_test(test_conv_deterministic),
+        cmocka_unit_test(test_bn_forward_hand),
+        cmocka_unit_test(test_bn_running_stats),
+        cmocka_unit_test(test_bn_gradcheck),
+        cmocka_unit_test(test_relu),
+        cmocka_unit_test(test_add),
+        cmocka_unit_test(test_maxpool_hand),
+        cmocka_unit_test(test_maxpool_gradcheck),
+        cmocka_unit_test(test_avgpool),
+    };
+    return cmocka_run_group_tests_name("nn_conv", tests, NULL, NULL);
+}

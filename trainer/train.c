@@ -1,0 +1,562 @@
+/* trainer/train.c — one training job, top to bottom: set up everything (all allocation happens
+ * here, so peak memory is known before the first step), then epochs of optimiser steps of
+ * micro-batches: model_forward -> coreloss_forward_backward -> model_backward -> sgd_step.
+ * Runs on the caller's thread; progress goes to the caller's callback on the same thread.
+ * Errors: negative return with the reason in err; a bad job never takes the process down.
+ *
+ * Determinism: every random draw comes from a generator seeded by (seed, purpose, position), never
+ * from a stream carried across steps, so a job resumed from a checkpoint at (epoch, batch) sees the
+ * same batches, augmentations and Core-tuning draws as an uninterrupted run. */
+#include "trainer/trainer.h"
+#include "trainer/coreloss.h"
+#include "trainer/data.h"
+#include "trainer/model.h"
+#include "trainer/safetensors.h"
+#include "trainer/sgd.h"
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Generator streams (data.h reserves 0 and 1). */
+enum { RNG_STREAM_LOSS = 2, RNG_STREAM_INIT = 3, RNG_STREAM_SPLIT = 4 };
+
+void tr_spec_defaults(tr_spec *s)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->arch, sizeof s->arch, "resnet20");
+    s->in_channels = 1;
+    s->image_size = 28;
+    s->valid_fraction = 0.1;
+    s->augment = 1;
+    s->method = TR_CORE_TUNING;
+    s->variant = TR_VARIANT_PAPER;
+    s->hp = (tr_hparams){.epochs = 100, .batch_size = 64, .grad_accum = 4, .lr = 0.01, .momentum = 0.9,
+                         .nesterov = 1, .weight_decay = 1e-4, .cosine = 1, .warmup_steps = 0, .eta = 0.1,
+                         .mixup_alpha = 1.0, .temperature = 0.07, .contrast_dim = 256};
+    s->seed = 0;
+    s->threads = 0;
+    s->checkpoint_seconds = 300;
+}
+
+static int fail(char *buf, size_t len, int code, const char *fmt, ...)
+{
+    if (buf && len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, len, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+#define CHECK_RANGE(cond, field, ...) \
+    do { if (!(cond)) { snprintf(param, paramlen, "%s", field); return fail(err, errlen, -EINVAL, __VA_ARGS__); } } while (0)
+
+int tr_spec_validate(const tr_spec *s, char *param, size_t paramlen, char *err, size_t errlen)
+{
+    static const char *const archs[] = {"resnet18", "resnet34", "resnet50", "resnet20", "resnet32", "resnet56"};
+    int known = 0;
+    for (size_t i = 0; i < sizeof archs / sizeof *archs; i++) known |= strcmp(s->arch, archs[i]) == 0;
+    CHECK_RANGE(known, "arch", "unknown architecture '%s' (resnet18, resnet34, resnet50, resnet20, resnet32, resnet56)", s->arch);
+    CHECK_RANGE(s->in_channels == 1 || s->in_channels == 3, "in_channels", "in_channels must be 1 or 3");
+    CHECK_RANGE(s->image_size >= 8 && s->image_size <= 512, "image_size", "image_size must be in [8, 512]");
+    CHECK_RANGE(s->train_data[0], "train_data", "a training data set is required");
+    CHECK_RANGE(s->train_per_class >= 0 && s->train_per_class <= 1000000, "train_per_class", "train_per_class must be in [0, 1000000]");
+    CHECK_RANGE(s->train_limit >= 0, "train_limit", "train_limit must be >= 0");
+    CHECK_RANGE(s->valid_limit >= 0, "valid_limit", "valid_limit must be >= 0");
+    CHECK_RANGE(s->valid_fraction >= 0 && s->valid_fraction < 1, "valid_fraction", "valid_fraction must be in [0, 1)");
+    CHECK_RANGE(s->method == TR_CE_TUNING || s->method == TR_CORE_TUNING, "method", "unknown method");
+    CHECK_RANGE(s->variant == TR_VARIANT_PAPER || s->variant == TR_VARIANT_REFERENCE, "variant", "unknown variant");
+    const tr_hparams *h = &s->hp;
+    CHECK_RANGE(h->epochs >= 1 && h->epochs <= 10000, "n_epochs", "n_epochs must be in [1, 10000]");
+    CHECK_RANGE(h->batch_size >= 2 && h->batch_size <= 4096, "batch_size", "batch_size must be in [2, 4096]");
+    CHECK_RANGE(h->grad_accum >= 1 && h->grad_accum <= 256, "gradient_accumulation_steps", "gradient_accumulation_steps must be in [1, 256]");
+    CHECK_RANGE(h->lr > 0 && h->lr <= 10, "learning_rate", "learning_rate must be in (0, 10]");
+    CHECK_RANGE(h->momentum >= 0 && h->momentum < 1, "momentum", "momentum must be in [0, 1)");
+    CHECK_RANGE(!h->nesterov || h->momentum > 0, "nesterov", "nesterov needs momentum > 0");
+    CHECK_RANGE(h->weight_decay >= 0 && h->weight_decay < 1, "weight_decay", "weight_decay must be in [0, 1)");
+    CHECK_RANGE(h->warmup_steps >= 0 && h->warmup_steps <= 10000000, "warmup_steps", "warmup_steps must be >= 0");
+    CHECK_RANGE(h->eta >= 0 && h->eta <= 100, "eta", "eta must be in [0, 100]");
+    CHECK_RANGE(h->mixup_alpha > 0 && h->mixup_alpha <= 100, "mixup_alpha", "mixup_alpha must be in (0, 100]");
+    CHECK_RANGE(h->temperature > 0 && h->temperature <= 10, "temperature", "temperature must be in (0, 10]");
+    CHECK_RANGE(h->contrast_dim >= 1 && h->contrast_dim <= 4096, "contrast_dim", "contrast_dim must be in [1, 4096]");
+    CHECK_RANGE(s->threads >= 0 && s->threads <= 1024, "threads", "threads must be in [0, 1024]");
+    CHECK_RANGE(s->checkpoint_seconds >= 0, "checkpoint_seconds", "checkpoint_seconds must be >= 0");
+    return 0;
+}
+
+/* Everything one job holds; created by job_setup, released by job_teardown. */
+typedef struct job {
+    const tr_spec *spec;
+    data_set *train_ds, *valid_ds;     /* valid_ds may be train_ds (split) */
+    int *train_idx, *valid_idx;
+    int ntrain, nvalid;
+    data_loader *train_loader, *valid_loader;
+    model *m;
+    coreloss *loss;
+    coreloss_weights w;
+    coreloss_grads g;
+    float *dh;                         /* [batch x feat_dim] */
+    float *momentum;                   /* [num_params] */
+    int steps_per_epoch, total_steps;
+    size_t bytes;
+} job;
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void job_teardown(job *j)
+{
+    data_loader_free(j->train_loader);
+    data_loader_free(j->valid_loader);
+    if (j->valid_ds != j->train_ds) data_free(j->valid_ds);
+    data_free(j->train_ds);
+    free(j->train_idx);
+    free(j->valid_idx);
+    model_free(j->m);
+    coreloss_free(j->loss);
+    free(j->dh);
+    free(j->momentum);
+}
+
+/* Open the data, pick the labelled subset and the validation split. */
+static int setup_data(job *j, char *err, size_t errlen)
+{
+    const tr_spec *s = j->spec;
+    data_open_opts o = {.channels = s->in_channels, .height = s->image_size, .width = s->image_size};
+    int rc = data_open(&j->train_ds, s->train_data, &o, err, errlen);
+    if (rc) return rc;
+    int n = j->train_ds->n;
+    int *all = malloc(sizeof(int) * (size_t)n), *tmp = malloc(sizeof(int) * (size_t)n);
+    j->train_idx = malloc(sizeof(int) * (size_t)n);
+    j->valid_idx = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    if (!all || !tmp || !j->train_idx || !j->valid_idx) { free(all); free(tmp); return fail(err, errlen, -ENOMEM, "out of memory"); }
+    for (int i = 0; i < n; i++) all[i] = i;
+    int ncand = n;
+    if (s->valid_data[0]) {
+        o.limit = s->valid_limit;
+        rc = data_open(&j->valid_ds, s->valid_data, &o, err, errlen);
+        if (rc) goto out;
+        if (j->valid_ds->num_classes > j->train_ds->num_classes) {
+            rc = fail(err, errlen, -EINVAL, "validation data has %d classes, training data %d",
+                      j->valid_ds->num_classes, j->train_ds->num_classes);
+            goto out;
+        }
+        j->nvalid = j->valid_ds->n;
+        for (int i = 0; i < j->nvalid; i++) j->valid_idx[i] = i;
+    } else {
+        j->valid_ds = j->train_ds;
+        rc = data_split(tmp, &ncand, j->valid_idx, &j->nvalid, j->train_ds, all, n, s->valid_fraction,
+                        s->valid_limit, s->seed ^ 0x5eedULL, err, errlen);
+        if (rc) goto out;
+        memcpy(all, tmp, sizeof(int) * (size_t)ncand);
+    }
+    if (s->train_per_class > 0) {
+        rc = data_subset_per_class(j->train_idx, &j->ntrain, j->train_ds, all, ncand, s->train_per_class,
+                                   s->seed, err, errlen);
+        if (rc) goto out;
+    } else {
+        memcpy(j->train_idx, all, sizeof(int) * (size_t)ncand);
+        j->ntrain = ncand;
+    }
+    if (s->train_limit > 0 && j->ntrain > s->train_limit) j->ntrain = s->train_limit;
+    if (s->valid_limit > 0 && j->nvalid > s->valid_limit) j->nvalid = s->valid_limit;
+    if (j->nvalid == 0) { rc = fail(err, errlen, -EINVAL, "no validation images (set validation_file or valid_fraction)"); goto out; }
+
+    data_loader_opts lo = {.ds = j->train_ds, .indices = j->train_idx, .nindices = j->ntrain,
+                           .batch = s->hp.batch_size, .shuffle = true, .drop_last = true,
+                           .augment = s->augment != 0, .views = 1, .layout = DATA_NCHW, .seed = s->seed,
+                           .prefetch = 2};
+    data_aug_default(&lo.aug, j->train_ds, true);
+    rc = data_loader_new(&j->train_loader, &lo, err, errlen);
+    if (rc) goto out;
+    data_loader_opts vo = lo;
+    vo.ds = j->valid_ds; vo.indices = j->valid_idx; vo.nindices = j->nvalid;
+    vo.shuffle = false; vo.drop_last = false; vo.augment = false;
+    data_aug_default(&vo.aug, j->train_ds, false); /* normalise validation with the training statistics */
+    rc = data_loader_new(&j->valid_loader, &vo, err, errlen);
+    if (rc) goto out;
+    int bpe = data_loader_batches_per_epoch(j->train_loader);
+    j->steps_per_epoch = bpe / s->hp.grad_accum;
+    if (j->steps_per_epoch < 1) {
+        rc = fail(err, errlen, -EINVAL, "%d training images are fewer than one step of batch_size %d x "
+                  "gradient_accumulation_steps %d", j->ntrain, s->hp.batch_size, s->hp.grad_accum);
+        goto out;
+    }
+    j->total_steps = j->steps_per_epoch * s->hp.epochs;
+out:
+    free(all);
+    free(tmp);
+    return rc;
+}
+
+static int setup_model(job *j, char *err, size_t errlen)
+{
+    const tr_spec *s = j->spec;
+    int core = s->method == TR_CORE_TUNING;
+    model_config mc = {.in_channels = s->in_channels, .image_size = s->image_size, .small_stem = s->small_stem,
+                       .num_classes = j->train_ds->num_classes, .contrast_dim = core ? s->hp.contrast_dim : 0,
+                       .max_batch = s->hp.batch_size};
+    snprintf(mc.arch, sizeof mc.arch, "%s", s->arch);
+    int rc = model_new(&j->m, &mc, err, errlen);
+    if (rc) return rc;
+    rng_t r;
+    data_rng(&r, s->seed, RNG_STREAM_INIT, 0, 0);
+    model_init(j->m, &r);
+    if (s->init_weights[0]) {
+        char msg[1024];
+        rc = model_load(j->m, s->init_weights, MODEL_LOAD_HEADS_OPTIONAL, msg, sizeof msg);
+        if (rc) /* a backbone fine-tuned for other classes: keep its backbone, start the heads afresh */
+            rc = model_load(j->m, s->init_weights, MODEL_LOAD_SKIP_HEADS, msg, sizeof msg);
+        if (rc) return fail(err, errlen, rc, "initial weights: %s", msg);
+    }
+    coreloss_config lc = {.method = core ? CORELOSS_CORE : CORELOSS_CE,
+                          .variant = s->variant == TR_VARIANT_REFERENCE ? CORELOSS_REFERENCE : CORELOSS_PAPER,
+                          .num_classes = mc.num_classes, .feat_dim = model_feature_dim(j->m),
+                          .contrast_dim = core ? s->hp.contrast_dim : 1, .max_batch = s->hp.batch_size,
+                          .eta = (float)s->hp.eta, .temperature = (float)s->hp.temperature,
+                          .mixup_alpha = (float)s->hp.mixup_alpha};
+    rc = coreloss_new(&j->loss, &lc, err, errlen);
+    if (rc) return rc;
+    model_tensor *fc = model_find(j->m, "fc.weight");
+    j->w.fc = fc->data; j->g.fc = fc->grad;
+    if (core) {
+        model_tensor *t0w = model_find(j->m, "contrastor.0.weight"), *t0b = model_find(j->m, "contrastor.0.bias");
+        model_tensor *t2w = model_find(j->m, "contrastor.2.weight"), *t2b = model_find(j->m, "contrastor.2.bias");
+        j->w.c0w = t0w->data; j->w.c0b = t0b->data; j->w.c2w = t2w->data; j->w.c2b = t2b->data;
+        j->g.c0w = t0w->grad; j->g.c0b = t0b->grad; j->g.c2w = t2w->grad; j->g.c2b = t2b->grad;
+    }
+    size_t dh_len = (size_t)s->hp.batch_size * (size_t)model_feature_dim(j->m);
+    j->dh = malloc(sizeof(float) * dh_len);
+    j->momentum = calloc(model_num_params(j->m), sizeof(float));
+    if (!j->dh || !j->momentum) return fail(err, errlen, -ENOMEM, "out of memory");
+    j->bytes = model_memory_bytes(j->m) + coreloss_memory_bytes(j->loss) + j->train_ds->bytes +
+               (j->valid_ds != j->train_ds ? j->valid_ds->bytes : 0) + data_loader_bytes(j->train_loader) +
+               data_loader_bytes(j->valid_loader) + sizeof(float) * (dh_len + model_num_params(j->m)) +
+               sizeof(int) * (size_t)2 * (size_t)j->train_ds->n;
+    return 0;
+}
+
+/* ---- checkpoints: the whole state in one safetensors file, written atomically ---- */
+
+typedef struct position { int epoch, batch, step, best_epoch; double best_acc; } position;
+
+static int save_state(job *j, const char *path, const position *p, char *err, size_t errlen)
+{
+    int nt = model_num_tensors(j->m);
+    st_tensor *ts = calloc((size_t)nt + 1, sizeof *ts);
+    if (!ts) return fail(err, errlen, -ENOMEM, "out of memory");
+    for (int i = 0; i < nt; i++) {
+        model_tensor *t = model_tensor_at(j->m, i);
+        ts[i].name = t->name;
+        ts[i].ndim = t->ndim;
+        for (int d = 0; d < t->ndim; d++) ts[i].shape[d] = t->shape[d];
+        if (t->kind == MODEL_COUNTER) {
+            ts[i].dtype = ST_I64; ts[i].data = t->i64; ts[i].nbytes = sizeof(int64_t);
+        } else {
+            ts[i].dtype = ST_F32; ts[i].data = t->data; ts[i].nbytes = sizeof(float) * t->numel;
+        }
+    }
+    size_t np = model_num_params(j->m);
+    ts[nt] = (st_tensor){.name = "optimizer.momentum_buffer", .dtype = ST_F32, .ndim = 1,
+                         .shape = {(int64_t)np}, .data = j->momentum, .nbytes = sizeof(float) * np};
+    char epoch[32], batch[32], step[32], best[64], best_epoch[32];
+    snprintf(epoch, sizeof epoch, "%d", p->epoch);
+    snprintf(batch, sizeof batch, "%d", p->batch);
+    snprintf(step, sizeof step, "%d", p->step);
+    snprintf(best, sizeof best, "%.17g", p->best_acc);
+    snprintf(best_epoch, sizeof best_epoch, "%d", p->best_epoch);
+    const char *meta[] = {"format", "coretuned-state-1", "arch", j->spec->arch, "epoch", epoch,
+                          "batch", batch, "step", step, "best_valid_accuracy", best, "best_epoch", best_epoch};
+    int rc = st_save(path, ts, nt + 1, meta, 7, err, errlen);
+    free(ts);
+    return rc;
+}
+
+static int meta_int(const st_file *f, const char *key, int *out)
+{
+    const char *v = st_metadata(f, key);
+    if (!v) return -1;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || x < 0 || x > 1000000000) return -1;
+    *out = (int)x;
+    return 0;
+}
+
+static int load_state(job *j, const char *path, position *p, char *err, size_t errlen)
+{
+    st_file *f;
+    int rc = st_open(&f, path, err, errlen);
+    if (rc) return rc;
+    const char *fmt = st_metadata(f, "format"), *best = st_metadata(f, "best_valid_accuracy");
+    if (!fmt || strcmp(fmt, "coretuned-state-1") != 0 || !best || meta_int(f, "epoch", &p->epoch) ||
+        meta_int(f, "batch", &p->batch) || meta_int(f, "step", &p->step) || meta_int(f, "best_epoch", &p->best_epoch)) {
+        rc = fail(err, errlen, -EINVAL, "%s: not a coretuned training state", path);
+        goto out;
+    }
+    p->best_acc = strtod(best, NULL);
+    int nt = model_num_tensors(j->m);
+    for (int i = 0; i < nt; i++) {
+        model_tensor *t = model_tensor_at(j->m, i);
+        const st_tensor *s = st_find(f, t->name);
+        if (!s || st_numel(s) != (t->kind == MODEL_COUNTER ? 1 : t->numel)) {
+            rc = fail(err, errlen, -EINVAL, "%s: tensor %s is %s", path, t->name, s ? "mis-shaped" : "missing");
+            goto out;
+        }
+        if (t->kind == MODEL_COUNTER) {
+            if (s->dtype != ST_I64) { rc = fail(err, errlen, -EINVAL, "%s: %s is not int64", path, t->name); goto out; }
+            memcpy(t->i64, s->data, sizeof(int64_t));
+        } else {
+            st_to_f32(t->data, s);
+        }
+    }
+    const st_tensor *mb = st_find(f, "optimizer.momentum_buffer");
+    if (!mb || st_numel(mb) != model_num_params(j->m)) {
+        rc = fail(err, errlen, -EINVAL, "%s: optimizer.momentum_buffer is missing or mis-shaped", path);
+        goto out;
+    }
+    st_to_f32(j->momentum, mb);
+    if (p->epoch > j->spec->hp.epochs || p->step > j->total_steps) {
+        rc = fail(err, errlen, -EINVAL, "%s: state is past the end of this job", path);
+        goto out;
+    }
+out:
+    st_close(f);
+    return rc;
+}
+
+/* ---- the step and the evaluation ---- */
+
+typedef struct step_terms { double total, ce, contrastive; } step_terms;
+
+/* One optimiser step over grad_accum micro-batches. Returns 0 or -EDOM on a non-finite loss. */
+static int train_step(job *j, int step, double lr, step_terms *out, char *err, size_t errlen)
+{
+    const tr_spec *s = j->spec;
+    const int accum = s->hp.grad_accum;
+    const float scale = 1.0f / (float)accum;
+    *out = (step_terms){0};
+    model_zero_grad(j->m);
+    for (int micro = 0; micro < accum; micro++) {
+        data_batch b;
+        int rc = data_loader_next(j->train_loader, &b);
+        if (rc) return fail(err, errlen, rc, "data loader failed at step %d", step + 1);
+        const float *h = model_forward(j->m, b.x, b.n, 1);
+        if (!h) return fail(err, errlen, -EINVAL, "batch of %d rejected by the model", b.n);
+        if (s->method == TR_CORE_TUNING) {
+            rng_t r;
+            data_rng(&r, s->seed, RNG_STREAM_LOSS, (uint64_t)step, (uint64_t)micro);
+            coreloss_sample(j->loss, &r, b.y, b.n);
+        }
+        coreloss_terms t;
+        rc = coreloss_forward_backward(j->loss, j->dh, &j->g, &t, h, b.y, b.n, &j->w, scale);
+        if (rc == -EDOM)
+            return fail(err, errlen, -EDOM, "loss is not finite at step %d (learning rate %g): training diverged",
+                        step + 1, lr);
+        if (rc) return fail(err, errlen, rc, "loss computation failed at step %d", step + 1);
+        rc = model_backward(j->m, j->dh, b.n);
+        if (rc) return fail(err, errlen, rc, "backward pass failed at step %d", step + 1);
+        out->total += t.total / accum;
+        out->ce += t.ce / accum;
+        out->contrastive += t.contrastive / accum;
+    }
+    sgd_config sc = {.momentum = s->hp.momentum, .weight_decay = s->hp.weight_decay, .nesterov = s->hp.nesterov};
+    sgd_step(model_params(j->m), j->momentum, model_grads(j->m), model_num_params(j->m), lr, &sc);
+    return 0;
+}
+
+static int evaluate(job *j, double *loss, double *acc, char *err, size_t errlen)
+{
+    double loss_sum = 0;
+    int correct = 0, seen = 0;
+    int nb = data_loader_batches_per_epoch(j->valid_loader);
+    int rc = data_loader_seek(j->valid_loader, 0, 0);
+    for (int i = 0; !rc && i < nb; i++) {
+        data_batch b;
+        if ((rc = data_loader_next(j->valid_loader, &b))) break;
+        const float *h = model_forward(j->m, b.x, b.n, 0);
+        if (!h) { rc = -EINVAL; break; }
+        double ls;
+        int c;
+        if ((rc = coreloss_eval(j->loss, &ls, &c, h, b.y, b.n, j->w.fc))) break;
+        loss_sum += ls;
+        correct += c;
+        seen += b.n;
+    }
+    if (rc) return fail(err, errlen, rc, rc == -EDOM ? "validation loss is not finite" : "validation failed");
+    *loss = loss_sum / seen;
+    *acc = (double)correct / seen;
+    return 0;
+}
+
+static void emit(const tr_callbacks *cb, const tr_progress *p)
+{
+    if (cb && cb->progress) cb->progress(cb->ud, p);
+}
+
+static int path_join(char *out, size_t len, const char *dir, const char *name)
+{
+    return (size_t)snprintf(out, len, "%s/%s", dir, name) < len ? 0 : -ENAMETOOLONG;
+}
+
+int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callbacks *cb, tr_result *res,
+           char *err, size_t errlen)
+{
+    char param[64];
+    int rc = tr_spec_validate(spec, param, sizeof param, err, errlen);
+    if (rc) return rc;
+    memset(res, 0, sizeof *res);
+    char state_path[TR_PATH_MAX + 32], best_path[TR_PATH_MAX + 32], final_path[TR_PATH_MAX + 32];
+    if (path_join(state_path, sizeof state_path, out_dir, "state.safetensors") ||
+        path_join(best_path, sizeof best_path, out_dir, "best.safetensors") ||
+        path_join(final_path, sizeof final_path, out_dir, "final.safetensors"))
+        return fail(err, errlen, -ENAMETOOLONG, "output directory path too long");
+    if (mkdir(out_dir, 0750) != 0 && errno != EEXIST)
+        return fail(err, errlen, -errno, "cannot create %s: %s", out_dir, strerror(errno));
+
+    /* Threads: OpenMP's count is per calling thread; OpenBLAS's is process-wide (see docs/trainer.md). */
+    int threads = spec->threads > 0 ? spec->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+
+    job j = {.spec = spec};
+    if ((rc = setup_data(&j, err, errlen)) || (rc = setup_model(&j, err, errlen))) goto out;
+    res->peak_bytes = j.bytes;
+
+    position pos = {0};
+    pos.best_acc = -1;
+    if (resume && access(state_path, F_OK) == 0) {
+        if ((rc = load_state(&j, state_path, &pos, err, errlen))) goto out;
+    }
+    if ((rc = data_loader_seek(j.train_loader, pos.epoch, (int64_t)pos.batch))) {
+        fail(err, errlen, rc, "cannot position the data loader");
+        goto out;
+    }
+
+    const int spe = j.steps_per_epoch, accum = spec->hp.grad_accum;
+    double t_start = now_seconds(), t_ckpt = t_start, t_last = t_start;
+    int steps_this_run = 0;
+    double last_loss = NAN, last_acc = NAN;
+    while (pos.epoch < spec->hp.epochs) {
+        while (pos.batch / accum < spe) {
+            int step = pos.step;
+            double lr = sgd_lr_at(spec->hp.lr, step, j.total_steps, spec->hp.warmup_steps, spec->hp.cosine);
+            step_terms t;
+            if ((rc = train_step(&j, step, lr, &t, err, errlen))) goto out;
+            pos.step++;
+            pos.batch += accum;
+            steps_this_run++;
+            double now = now_seconds();
+            double per_step = (now - t_start) / steps_this_run;
+            tr_progress p = {.kind = TR_EV_STEP, .step = pos.step, .total_steps = j.total_steps,
+                             .epoch = pos.epoch + 1, .epochs = spec->hp.epochs, .train_loss = t.total,
+                             .ce_loss = t.ce, .contrastive_loss = t.contrastive, .lr = lr,
+                             .images_per_second = (double)spec->hp.batch_size * accum / (now - t_last),
+                             .eta_seconds = per_step * (j.total_steps - pos.step)};
+            t_last = now;
+            emit(cb, &p);
+            int stop = cb && cb->should_stop ? cb->should_stop(cb->ud) : TR_RUN;
+            int timed = spec->checkpoint_seconds > 0 && now - t_ckpt >= spec->checkpoint_seconds;
+            if ((stop == TR_STOP_CHECKPOINT || timed) && pos.batch / accum < spe) {
+                if ((rc = save_state(&j, state_path, &pos, err, errlen))) goto out;
+                t_ckpt = now;
+                tr_progress c = {.kind = TR_EV_CHECKPOINT, .step = pos.step, .total_steps = j.total_steps,
+                                 .epoch = pos.epoch + 1, .epochs = spec->hp.epochs, .checkpoint_path = state_path};
+                emit(cb, &c);
+            }
+            if (stop != TR_RUN && pos.batch / accum < spe) {
+                res->stopped = stop;
+                goto done;
+            }
+        }
+        /* end of epoch: validate, keep the best, checkpoint at the start of the next epoch */
+        double vloss = 0, vacc = 0;
+        if ((rc = evaluate(&j, &vloss, &vacc, err, errlen))) goto out;
+        pos.epoch++;
+        pos.batch = 0;
+        last_loss = vloss;
+        last_acc = vacc;
+        tr_progress e = {.kind = TR_EV_EPOCH, .step = pos.step, .total_steps = j.total_steps, .epoch = pos.epoch,
+                         .epochs = spec->hp.epochs, .valid_loss = vloss, .valid_accuracy = vacc};
+        emit(cb, &e);
+        if (vacc > pos.best_acc) {
+            pos.best_acc = vacc;
+            pos.best_epoch = pos.epoch;
+            if ((rc = model_save(j.m, best_path, 0, err, errlen))) goto out;
+        }
+        if ((rc = save_state(&j, state_path, &pos, err, errlen))) goto out;
+        t_ckpt = now_seconds();
+        tr_progress c = {.kind = TR_EV_CHECKPOINT, .step = pos.step, .total_steps = j.total_steps,
+                         .epoch = pos.epoch, .epochs = spec->hp.epochs, .checkpoint_path = state_path};
+        emit(cb, &c);
+        int stop = cb && cb->should_stop ? cb->should_stop(cb->ud) : TR_RUN;
+        if (stop != TR_RUN && pos.epoch < spec->hp.epochs) {
+            res->stopped = stop;
+            goto done;
+        }
+    }
+    if ((rc = model_save(j.m, final_path, 0, err, errlen))) goto out;
+done:
+    res->steps_done = pos.step;
+    res->epochs_done = pos.epoch;
+    res->best_valid_accuracy = pos.best_acc < 0 ? NAN : pos.best_acc;
+    res->best_epoch = pos.best_epoch;
+    res->final_valid_accuracy = last_acc;
+    res->final_valid_loss = last_loss;
+out:
+    job_teardown(&j);
+    return rc;
+}
+
+/* Count blocks "layerL.B." in a file: the highest B + 1 (0 when the stage is absent). */
+static int stage_blocks(const st_file *f, int stage)
+{
+    int n = 0;
+    for (int i = 0; i < st_count(f); i++) {
+        int l, b;
+        if (sscanf(st_get(f, i)->name, "layer%d.%d.", &l, &b) == 2 && l == stage && b + 1 > n) n = b + 1;
+    }
+    return n;
+}
+
+int tr_weights_arch(const char *path, char *arch, int *in_channels, int *small_stem, char *err, size_t errlen)
+{
+    st_file *f;
+    int rc = st_open(&f, path, err, errlen);
+    if (rc) return rc;
+    const st_tensor *c1 = st_find(f, "conv1.weight");
+    int b[4] = {stage_blocks(f, 1), stage_blocks(f, 2), stage_blocks(f, 3), stage_blocks(f, 4)};
+    int bottleneck = st_find(f, "layer1.0.conv3.weight") != NULL;
+    const char *name = NULL;
+    if (c1 && c1->ndim == 4) {
+        if (b[3] == 0 && b[0] == b[1] && b[1] == b[2] && !bottleneck)
+            name = b[0] == 3 ? "resnet20" : b[0] == 5 ? "resnet32" : b[0] == 9 ? "resnet56" : NULL;
+        else if (b[0] == 2 && b[1] == 2 && b[2] == 2 && b[3] == 2 && !bottleneck)
+            name = "resnet18";
+        else if (b[0] == 3 && b[1] == 4 && b[2] == 6 && b[3] == 3)
+            name = bottleneck ? "resnet50" : "resnet34";
+    }
+    if (!name) {
+        rc = fail(err, errlen, -EINVAL, "%s: not a ResNet with torchvision parameter names "
+                  "(resnet18/34/50 or resnet20/32/56)", path);
+    } else {
+        snprintf(arch, 16, "%s", name);
+        *in_channels = (int)c1->shape[1];
+        *small_stem = c1->shape[2] == 3 && b[3] != 0;
+    }
+    st_close(f);
+    return rc;
+}

@@ -1,0 +1,96 @@
+/* trainer/trainer.h — run one training job: the plain-C job spec, progress callbacks, and tr_run.
+ * The daemon and the CLI fill a tr_spec (from JSON, see api/jobspec.h), then call tr_run on a thread
+ * they own; tr_run calls back with progress from that same thread and polls should_stop at every
+ * step boundary. Errors: negative return, the reason in err (and the offending field in param for
+ * validation). The trainer never prints and never exits. */
+#ifndef CT_TRAINER_H
+#define CT_TRAINER_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define TR_PATH_MAX 1024
+
+enum tr_method { TR_CE_TUNING, TR_CORE_TUNING };
+enum tr_variant { TR_VARIANT_PAPER, TR_VARIANT_REFERENCE };
+
+typedef struct tr_hparams {
+    int epochs;              /* 1..10000 */
+    int batch_size;          /* micro-batch, 2..4096 */
+    int grad_accum;          /* micro-batches per optimiser step, 1..256 */
+    double lr;               /* (0, 10] */
+    double momentum;         /* [0, 1) */
+    int nesterov;            /* needs momentum > 0 */
+    double weight_decay;     /* [0, 1) */
+    int cosine;              /* cosine decay over all steps after warm-up (else constant) */
+    int warmup_steps;        /* linear warm-up, optimiser steps, >= 0 */
+    double eta;              /* weight of the contrastive term, [0, 100] */
+    double mixup_alpha;      /* Beta(alpha, alpha), (0, 100] */
+    double temperature;      /* (0, 10] */
+    int contrast_dim;        /* 1..4096 */
+} tr_hparams;
+
+typedef struct tr_spec {
+    /* model */
+    char arch[16];           /* resnet18|resnet34|resnet50|resnet20|resnet32|resnet56 */
+    int in_channels;         /* 1 or 3 (the data is converted to it) */
+    int image_size;          /* model input, 8..512 */
+    int small_stem;          /* torchvision nets: 3x3 stride-1 stem, no max pool */
+    char init_weights[TR_PATH_MAX]; /* safetensors to start from ("" = random init) */
+    /* data: a built-in dataset name ("fashion-mnist-train") or a path the caller has vetted */
+    char train_data[TR_PATH_MAX];
+    char valid_data[TR_PATH_MAX];   /* "" = split valid_fraction off the training data */
+    int train_per_class;     /* > 0: labelled subset of N per class (seeded) */
+    int train_limit;         /* > 0: at most this many training images (after the subset) */
+    int valid_limit;         /* > 0: at most this many validation images */
+    double valid_fraction;   /* used when valid_data is "" */
+    int augment;             /* random crop (padding image_size/8) + horizontal flip */
+    /* method */
+    enum tr_method method;
+    enum tr_variant variant;
+    tr_hparams hp;
+    uint64_t seed;
+    int threads;             /* 0 = all cores */
+    int checkpoint_seconds;  /* also checkpoint every this many seconds (0 = only per epoch) */
+} tr_spec;
+
+/* Authors' defaults (CORE_TUNING.md), resnet20 on 1x28x28, no data set. */
+void tr_spec_defaults(tr_spec *s);
+/* Range checks. On error: param names the field (e.g. "hyperparameters.learning_rate_multiplier"-style
+ * spec names are the caller's business: param here is the tr_spec field name). */
+int tr_spec_validate(const tr_spec *s, char *param, size_t paramlen, char *err, size_t errlen);
+
+enum tr_event { TR_EV_STEP, TR_EV_EPOCH, TR_EV_CHECKPOINT };
+typedef struct tr_progress {
+    enum tr_event kind;
+    int step, total_steps;   /* optimiser steps, 1-based after the step */
+    int epoch, epochs;       /* 1-based */
+    double train_loss, ce_loss, contrastive_loss, lr, images_per_second, eta_seconds;
+    double valid_loss, valid_accuracy;   /* TR_EV_EPOCH */
+    const char *checkpoint_path;         /* TR_EV_CHECKPOINT, borrowed */
+} tr_progress;
+
+enum tr_stop { TR_RUN = 0, TR_STOP_CHECKPOINT = 1, TR_STOP_CANCEL = 2 };
+typedef struct tr_callbacks {
+    void (*progress)(void *ud, const tr_progress *p);  /* may be NULL */
+    int (*should_stop)(void *ud);                      /* returns enum tr_stop; may be NULL */
+    void *ud;
+} tr_callbacks;
+
+typedef struct tr_result {
+    int steps_done, epochs_done;
+    int stopped;                     /* 1 if should_stop ended it (resumable checkpoint written) */
+    double best_valid_accuracy, final_valid_accuracy, final_valid_loss;
+    int best_epoch;
+    size_t peak_bytes;               /* everything the job allocated, known at start */
+} tr_result;
+
+/* Runs the job, writing under out_dir: state.safetensors (resumable state), best.safetensors and
+ * final.safetensors (backbone + classifier, torchvision names). resume = continue from out_dir's state. */
+int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callbacks *cb, tr_result *res,
+           char *err, size_t errlen);
+
+/* Which architecture a safetensors file of backbone weights (torchvision names) holds, from its
+ * tensor names and shapes: OUT arch (16 bytes), *in_channels, *small_stem. 0, or negative + err. */
+int tr_weights_arch(const char *path, char *arch, int *in_channels, int *small_stem, char *err, size_t errlen);
+
+#endif
