@@ -38,11 +38,13 @@ TRAINER_SRC := $(wildcard common/*.c trainer/*.c)
 SERVICE_SRC := $(wildcard storage/*.c api/*.c) $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 CLI_SRC     := $(wildcard cli/*.c)
 TEST_SRC    := $(wildcard tests/unit/test_*.c)
+BENCH_SRC   := $(wildcard bench/*.c)
 
 TRAINER_OBJ := $(TRAINER_SRC:%.c=$(O)/%.o)
 SERVICE_OBJ := $(SERVICE_SRC:%.c=$(O)/%.o)
 CLI_OBJ     := $(CLI_SRC:%.c=$(O)/%.o)
 TEST_BINS   := $(TEST_SRC:tests/unit/%.c=$(BIN)/tests/%)
+BENCH_BINS  := $(BENCH_SRC:bench/%.c=$(BIN)/bench/%)
 
 LIBTRAINER  := $(O)/libtrainer.a
 LIBSERVICE  := $(O)/libservice.a
@@ -81,6 +83,11 @@ $(BIN)/tests/%: $(O)/tests/unit/%.o $(LIBSERVICE) $(LIBTRAINER)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
 
+$(BIN)/bench/%: $(O)/bench/%.o $(LIBSERVICE) $(LIBTRAINER)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 run: deps
 	@$(MAKE) --no-print-directory all
 	@mkdir -p var
@@ -108,7 +115,9 @@ e2e: all
 golden:
 	$(PYTHON) tests/golden/gen_golden.py tests/fixtures
 
-bench: deps all
+bench:
+	@CT_WITH_TORCH=1 scripts/deps.sh
+	@$(MAKE) --no-print-directory all $(BENCH_BINS)
 	@bench/run.sh $(BIN)
 
 clean:

@@ -1,6 +1,8 @@
 /* bench/bench_kernels.c — times nn_conv forward + backward on the conv shapes of resnet20
  * (1x28x28, batch 128) and of one resnet18 3x3 stage (64 ch, 32x32, batch 64).
- * Usage: bench_kernels [threads] [reps]. Sets OpenMP and OpenBLAS threads to `threads`.
+ * Usage: bench_kernels [threads] [reps]. Sets OpenMP and OpenBLAS threads to `threads`. Each shape
+ * is timed on the back end nn_conv picks and again forced through im2col + OpenBLAS.
+ * Run with OMP_WAIT_POLICY=passive (spinning OpenMP threads starve OpenBLAS's).
  * A stand-alone tool run by hand (not part of the tests); prints a table, exits 1 on allocation
  * failure. bench/conv_torch.py times PyTorch on the same shapes.
  */
@@ -51,6 +53,51 @@ static float *rand_buf(size_t n, rng_t *r)
     return p;
 }
 
+/* Internal hooks of trainer/nn_conv.c (see there). */
+void nn__conv_force_gemm(int on);
+int nn__conv_uses_dnnl(const nn_conv *c, int n, int h, int w);
+
+static void sort(double *t, int n)
+{
+    for (int i = 1; i < n; i++) /* insertion: a handful of values */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+        }
+}
+
+/* Minimum forward and backward ms over reps (the machines are shared and noisy). */
+static void time_layer(const layer *L, int reps, rng_t *rng, double *fwd_ms, double *bwd_ms, int *dnnl)
+{
+    const nn_conv *c = &L->c;
+    int oh = nn_conv_out(L->h, c->k, c->stride, c->pad), ow = nn_conv_out(L->w, c->k, c->stride, c->pad);
+    size_t in_len = (size_t)c->cin * L->n * L->h * L->w, out_len = (size_t)c->cout * L->n * oh * ow;
+    size_t w_len = (size_t)c->cout * c->cin * c->k * c->k, ws_len = nn_conv_workspace(c, L->n, L->h, L->w);
+    *dnnl = nn__conv_uses_dnnl(c, L->n, L->h, L->w);
+    float *in = rand_buf(in_len, rng), *din = rand_buf(in_len, rng), *out = rand_buf(out_len, rng);
+    float *dout = rand_buf(out_len, rng), *wt = rand_buf(w_len, rng), *dw = rand_buf(w_len, rng);
+    float *ws = rand_buf(ws_len, rng);
+    double tf[64], tb[64];
+    int R = reps > 64 ? 64 : reps < 1 ? 1 : reps;
+    for (int r = -2; r < R; r++) { /* two warm-up rounds */
+        double t0 = now();
+        nn_conv_forward(out, ws, in, wt, c, L->n, L->h, L->w);
+        double t1 = now();
+        nn_conv_backward(L->need_din ? din : NULL, dw, ws, dout, in, wt, c, L->n, L->h, L->w);
+        double t2 = now();
+        if (r >= 0) {
+            tf[r] = t1 - t0;
+            tb[r] = t2 - t1;
+        }
+    }
+    sort(tf, R);
+    sort(tb, R);
+    *fwd_ms = tf[0] * 1e3;
+    *bwd_ms = tb[0] * 1e3;
+    free(in); free(din); free(out); free(dout); free(wt); free(dw); free(ws);
+}
+
 int main(int argc, char **argv)
 {
     int threads = argc > 1 ? atoi(argv[1]) : 1, reps = argc > 2 ? atoi(argv[2]) : 10;
@@ -58,51 +105,31 @@ int main(int argc, char **argv)
     openblas_set_num_threads(threads);
     rng_t rng;
     rng_seed(&rng, 1);
-    double tot_f20 = 0, tot_b20 = 0;
-    printf("threads %d, reps %d (median)\n%-26s %9s %9s %9s %7s %8s\n", threads, reps, "layer", "fwd ms",
-           "bwd ms", "f+b ms", "count", "GFLOP/s");
+    double tot[2][2] = {{0, 0}, {0, 0}}; /* [chosen, im2col][fwd, bwd] for resnet20 */
+    printf("threads %d, reps %d (minimum)\n%-26s %7s %8s %8s %8s %8s %5s %7s\n", threads, reps, "layer", "backend",
+           "fwd ms", "bwd ms", "f+b ms", "im2col", "count", "GFLOP/s");
     for (size_t li = 0; li < sizeof layers / sizeof layers[0]; li++) {
         const layer *L = &layers[li];
         const nn_conv *c = &L->c;
+        double f, b, gf, gb;
+        int dn, unused;
+        time_layer(L, reps, &rng, &f, &b, &dn);
+        nn__conv_force_gemm(1);
+        time_layer(L, reps, &rng, &gf, &gb, &unused);
+        nn__conv_force_gemm(0);
         int oh = nn_conv_out(L->h, c->k, c->stride, c->pad), ow = nn_conv_out(L->w, c->k, c->stride, c->pad);
-        size_t in_len = (size_t)c->cin * L->n * L->h * L->w, out_len = (size_t)c->cout * L->n * oh * ow;
-        size_t w_len = (size_t)c->cout * c->cin * c->k * c->k, ws_len = nn_conv_workspace(c, L->n, L->h, L->w);
-        float *in = rand_buf(in_len, &rng), *din = rand_buf(in_len, &rng), *out = rand_buf(out_len, &rng);
-        float *dout = rand_buf(out_len, &rng), *wt = rand_buf(w_len, &rng), *dw = rand_buf(w_len, &rng);
-        float *ws = rand_buf(ws_len, &rng);
-        double tf[64], tb[64];
-        int R = reps > 64 ? 64 : reps;
-        for (int r = -2; r < R; r++) { /* two warm-up rounds */
-            double t0 = now();
-            nn_conv_forward(out, ws, in, wt, c, L->n, L->h, L->w);
-            double t1 = now();
-            nn_conv_backward(L->need_din ? din : NULL, dw, ws, dout, in, wt, c, L->n, L->h, L->w);
-            double t2 = now();
-            if (r >= 0) {
-                tf[r] = t1 - t0;
-                tb[r] = t2 - t1;
-            }
-        }
-        /* medians (insertion sort: a handful of values) */
-        for (int i = 1; i < R; i++)
-            for (int j = i; j > 0 && tf[j] < tf[j - 1]; j--) {
-                double t = tf[j]; tf[j] = tf[j - 1]; tf[j - 1] = t;
-            }
-        for (int i = 1; i < R; i++)
-            for (int j = i; j > 0 && tb[j] < tb[j - 1]; j--) {
-                double t = tb[j]; tb[j] = tb[j - 1]; tb[j - 1] = t;
-            }
-        double f = tf[R / 2] * 1e3, b = tb[R / 2] * 1e3;
         double macs = (double)c->cout * c->cin * c->k * c->k * L->n * oh * ow;
         double flops = 2 * macs * (L->need_din ? 3 : 2);
-        printf("%-26s %9.2f %9.2f %9.2f %7d %8.1f\n", L->name, f, b, f + b, L->count, flops / ((f + b) * 1e6));
+        printf("%-26s %7s %8.2f %8.2f %8.2f %8.2f %5d %7.1f\n", L->name, dn ? "onednn" : "im2col", f, b, f + b,
+               gf + gb, L->count, flops / ((f + b) * 1e6));
         if (L->name[1] == '2') {
-            tot_f20 += f * L->count;
-            tot_b20 += b * L->count;
+            tot[0][0] += f * L->count;
+            tot[0][1] += b * L->count;
+            tot[1][0] += gf * L->count;
+            tot[1][1] += gb * L->count;
         }
-        free(in); free(din); free(out); free(dout); free(wt); free(dw); free(ws);
     }
-    printf("resnet20 all convs (weighted by count): fwd %.1f ms, bwd %.1f ms, total %.1f ms\n", tot_f20, tot_b20,
-           tot_f20 + tot_b20);
+    printf("resnet20 all convs (x count): fwd %.1f ms, bwd %.1f ms, total %.1f ms (all im2col: %.1f ms)\n",
+           tot[0][0], tot[0][1], tot[0][0] + tot[0][1], tot[1][0] + tot[1][1]);
     return 0;
 }

@@ -40,7 +40,8 @@ static void run_mhd(httpd *h)
 }
 
 int httpd_start(httpd **out, uv_loop_t *loop, const char *host, int port,
-                MHD_AccessHandlerCallback handler, void *cls, char *err, size_t errlen)
+                MHD_AccessHandlerCallback handler, MHD_RequestCompletedCallback completed, void *cls,
+                char *err, size_t errlen)
 {
     struct sockaddr_in addr;
     memset(&addr, 0, sizeof addr);
@@ -59,6 +60,8 @@ int httpd_start(httpd **out, uv_loop_t *loop, const char *host, int port,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
                               MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
+                              MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)128,
+                              MHD_OPTION_NOTIFY_COMPLETED, completed, cls,
                               MHD_OPTION_END);
     if (!h->mhd) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno ? errno : EADDRINUSE));

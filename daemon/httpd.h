@@ -10,9 +10,11 @@
 
 typedef struct httpd httpd;
 
-/* The MHD access handler (see MHD_AccessHandlerCallback); cls is passed through. */
+/* The MHD access handler (see MHD_AccessHandlerCallback) and request-completed callback (may be NULL);
+ * cls is passed to both. */
 int  httpd_start(httpd **out, uv_loop_t *loop, const char *host, int port,
-                 MHD_AccessHandlerCallback handler, void *cls, char *err, size_t errlen);
+                 MHD_AccessHandlerCallback handler, MHD_RequestCompletedCallback completed, void *cls,
+                 char *err, size_t errlen);
 int  httpd_port(const httpd *h);          /* the bound port (useful with port 0) */
 /* Stop listening and close every connection; the handle is freed once libuv has closed its handles. */
 void httpd_stop(httpd *h);

@@ -61,10 +61,18 @@ static bool torchvision_image(const char *ext)
     return decodable(ext);
 }
 
-/* torchvision walks os.walk(class_dir) sorted by directory path, files sorted within each. We list
- * one directory's files (sorted), then recurse into its sub-directories; sorting the final list by
- * (directory, name) gives the same order. */
-typedef struct walkent { char *dir; const char *name; } walkent;
+/* torchvision walks sorted(os.walk(class_dir)): directories in string order of their path, files
+ * sorted within each. We collect recursively, then sort a class's files by (directory, name). */
+static int cmp_dir_then_name(const void *a, const void *b)
+{
+    const char *x = *(char *const *)a, *y = *(char *const *)b;
+    const char *sx = strrchr(x, '/'), *sy = strrchr(y, '/');
+    size_t dx = (size_t)(sx - x), dy = (size_t)(sy - y);
+    int c = memcmp(x, y, dx < dy ? dx : dy);
+    if (c) return c;
+    if (dx != dy) return dx < dy ? -1 : 1; /* a directory sorts before its sub-directories */
+    return strcmp(sx + 1, sy + 1);
+}
 
 static int walk(strv *files, const char *dir, int depth, char *err, size_t errlen)
 {
@@ -141,6 +149,7 @@ int data__folder_scan(data__folder *f, const char *root, char *err, size_t errle
         snprintf(p, sizeof p, "%s/%s", root, classes.v[c]);
         start[c] = files.n;
         if ((rc = walk(&files, p, 0, err, errlen)) < 0) { free(start); goto fail; }
+        qsort(files.v + start[c], (size_t)(files.n - start[c]), sizeof *files.v, cmp_dir_then_name);
         if (files.n == start[c]) {
             free(start);
             rc = data__fail(err, errlen, -EINVAL, p, "class \"%s\" has no PNG or JPEG images", classes.v[c]);

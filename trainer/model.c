@@ -518,13 +518,27 @@ static void unit_backward(unit *u, const float *dz, float *tmp, float *din, int 
 
 static size_t unit_len(const unit *u, int n) { return (size_t)u->conv.cout * n * u->oh * u->ow; }
 
-/* gout = dL/d(block output); returns the buffer holding dL/d(block input). */
-static float *block_backward(model *m, const block *bl, float *gout, int n)
+/* dx = mask > 0 ? a + b : 0: the residual gradient sum fused with the ReLU backward of the block
+ * before (its output, the mask, is this block's input), saving a pass over three buffers. */
+static void add_relu_backward(float *dx, const float *a, const float *b, const float *mask, size_t len)
 {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < len; i++) dx[i] = mask[i] > 0.0f ? a[i] + b[i] : 0.0f;
+}
+
+/* gout = dL/d(block output), already through the output ReLU when masked; returns the buffer with
+ * dL/d(block input), through the previous block's output ReLU when the input is such an output. */
+static float *block_backward(model *m, int b, float *gout, int masked, int n)
+{
+    const block *bl = &m->blocks[b];
     float *const *g = m->gbuf;
     unit *last = &m->units[bl->first + bl->count - 1];
-    float *dz = spare(g, gout, NULL), *sc = dz;
-    nn_relu_backward(dz, gout, last->z, unit_len(last, n)); /* mask: the block's output */
+    float *dz = gout, *sc;
+    if (!masked) {
+        dz = spare(g, gout, NULL);
+        nn_relu_backward(dz, gout, last->z, unit_len(last, n)); /* mask: the block's output */
+    }
+    sc = dz;
     if (bl->ds >= 0) {
         unit *ds = &m->units[bl->ds];
         float *t = spare(g, dz, NULL);
@@ -545,8 +559,12 @@ static float *block_backward(model *m, const block *bl, float *gout, int n)
         }
     }
     const unit *first = &m->units[bl->first];
+    size_t len = (size_t)first->conv.cin * n * first->h * first->w;
     float *dx = spare(g, sc, cur);
-    nn_add_forward(dx, cur, sc, (size_t)first->conv.cin * n * first->h * first->w);
+    if (b > 0)
+        add_relu_backward(dx, cur, sc, first->x, len);
+    else
+        nn_add_forward(dx, cur, sc, len);
     return dx;
 }
 
@@ -555,7 +573,7 @@ int model_backward(model *m, const float *dfeat, int n)
     if (!m->last_train || n != m->last_n) return -EINVAL;
     float *cur = m->gbuf[0];
     nn_avgpool_backward(cur, dfeat, m->last_c, n, m->last_hw);
-    for (int b = m->nblocks - 1; b >= 0; b--) cur = block_backward(m, &m->blocks[b], cur, n);
+    for (int b = m->nblocks - 1; b >= 0; b--) cur = block_backward(m, b, cur, b < m->nblocks - 1, n);
     unit *stem = &m->units[0];
     if (m->pool) {
         float *t = spare(m->gbuf, cur, NULL);

@@ -5,7 +5,8 @@ test only reads the committed outputs). Writes:
   model_names.txt          parameter/buffer names, kinds and shapes of torchvision resnet18/34/50/101
                            (1- and 3-channel, normal and small stem) and our CIFAR resnet20/32/56 twin,
                            num_classes = 10; torchvision's fc.bias is left out (we have no classifier bias).
-  model_golden.safetensors for resnet20 (1x28x28) and torchvision resnet18 small stem (3x32x32), batch 4,
+  model_golden.safetensors for resnet20 (1x28x28), torchvision resnet18 small stem (3x32x32) and
+                           torchvision resnet50 (7x7 stem + max pool, bottlenecks, 1x64x64), batch 4,
                            deterministic weights (model_twin.det_fill; images = det_uniform stream 1000,
                            dfeat = stream 1001), train-mode features, parameter
                            gradients for a fixed dfeat (per-tensor sum / abs-sum / L2 + 48 samples each),
@@ -117,6 +118,7 @@ def main():
 
     tensors = golden_case("r20", model_twin.cifar_resnet(20, 1), 1, 28)
     tensors += golden_case("r18", model_twin.torchvision_resnet("resnet18", 3, True), 3, 32)
+    tensors += golden_case("r50", model_twin.torchvision_resnet("resnet50", 1, False), 1, 64)
     write_safetensors(os.path.join(out, "model_golden.safetensors"), tensors)
 
 

@@ -1,5 +1,6 @@
 /* tests/unit/test_model.c — the ResNet models (trainer/model.c) against PyTorch and themselves.
- * Golden: resnet20 (1x28x28) and torchvision resnet18 small stem (3x32x32), batch 4, weights from a
+ * Golden: resnet20 (1x28x28), torchvision resnet18 small stem (3x32x32) and resnet50 (full stem,
+ * 1x64x64), batch 4, weights from a
  * formula both sides compute (tests/golden/model_twin.py det_fill), checked against
  * tests/fixtures/model_golden.safetensors; name/shape tables against torchvision's state_dict
  * (tests/fixtures/model_names.txt); safetensors round trip and load errors; finite differences.
@@ -586,7 +587,7 @@ static void test_finite_differences(void **state)
             t->data[j] = orig;
             double fd = (lp - lm) / (hp + hm), an = t->grad[j];
             double err = fabs(fd - an), tol = 5e-2 * fmax(fabs(an), rms) + 1e-3;
-            if (!(err <= tol) && fabs((lp - l0) / hp - (l0 - lm) / hm) > tol) {
+            if (!(fabs((lp - l0) / hp - (l0 - lm) / hm) <= tol)) { /* a kink within eps */
                 skipped++;
                 continue;
             }
@@ -634,11 +635,18 @@ static void test_full_stem_runs(void **state)
     model_free(m);
 }
 
+static void test_golden_resnet50(void **state)
+{
+    (void)state;
+    golden_case("r50", "resnet50", 1, 64, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_resnet20),
         cmocka_unit_test(test_golden_resnet18_small_stem),
+        cmocka_unit_test(test_golden_resnet50),
         cmocka_unit_test(test_names_match_torchvision),
         cmocka_unit_test(test_layout_and_config),
         cmocka_unit_test_setup_teardown(test_save_load_roundtrip, setup_tmp, teardown_tmp),

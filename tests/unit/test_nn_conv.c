@@ -1,7 +1,8 @@
 /* tests/unit/test_nn_conv.c — cmocka tests for the image-layer kernels of trainer/nn_conv.c:
- * hand-computed forward cases, a double-precision direct-convolution reference (including a batch
- * large enough to be cut into im2col chunks), central finite-difference gradient checks of every
- * backward on small random shapes, and PyTorch's running-statistics formula for batch norm.
+ * hand-computed forward cases, a double-precision direct-convolution reference for both conv back
+ * ends (oneDNN and im2col + OpenBLAS, the latter with a batch large enough to be cut into chunks),
+ * central finite-difference gradient checks of every backward on small random shapes, and
+ * PyTorch's running-statistics formula for batch norm.
  * Single process, one thread of control; buffers are malloc'ed at exactly the sizes the kernels
  * promise, so ASan catches any overrun of the workspace or outputs. Failures are cmocka asserts.
  */
@@ -18,6 +19,11 @@
 
 #include "trainer/nn.h"
 #include "trainer/rng.h"
+
+/* Internal hooks of trainer/nn_conv.c (no internal header yet): force the im2col + OpenBLAS path,
+ * and ask whether a shape runs on oneDNN. */
+void nn__conv_force_gemm(int on);
+int nn__conv_uses_dnnl(const nn_conv *c, int n, int h, int w);
 
 static float *falloc(size_t n)
 {
@@ -220,9 +226,8 @@ static void check_conv_vs_reference(nn_conv c, int n, int h, int w, uint64_t see
     conv_case_free(&t);
 }
 
-static void test_conv_reference_shapes(void **state)
+static void run_reference_shapes(void)
 {
-    (void)state;
     check_conv_vs_reference((nn_conv){3, 4, 3, 1, 1}, 2, 5, 5, 1);
     check_conv_vs_reference((nn_conv){2, 3, 3, 2, 1}, 3, 7, 6, 2);
     check_conv_vs_reference((nn_conv){3, 5, 1, 1, 0}, 2, 4, 3, 3);
@@ -230,6 +235,40 @@ static void test_conv_reference_shapes(void **state)
     check_conv_vs_reference((nn_conv){3, 4, 7, 2, 3}, 2, 11, 9, 5);
     check_conv_vs_reference((nn_conv){2, 2, 3, 1, 0}, 1, 3, 3, 6);  /* output 1x1 */
     check_conv_vs_reference((nn_conv){1, 2, 5, 3, 2}, 2, 8, 7, 7);  /* stride 3, uneven edges */
+    /* Shapes oneDNN takes (>= 16 input channels, k > 1) */
+    check_conv_vs_reference((nn_conv){16, 8, 3, 1, 1}, 3, 6, 6, 21);
+    check_conv_vs_reference((nn_conv){16, 24, 3, 2, 1}, 2, 7, 8, 22); /* odd size, stride 2 */
+    check_conv_vs_reference((nn_conv){24, 16, 7, 2, 3}, 2, 9, 9, 23);
+    check_conv_vs_reference((nn_conv){32, 32, 3, 1, 0}, 2, 5, 5, 24); /* no padding */
+    check_conv_vs_reference((nn_conv){17, 5, 3, 1, 1}, 2, 4, 4, 25);  /* channels not a multiple of 8 */
+    check_conv_vs_reference((nn_conv){16, 16, 3, 2, 1}, 5, 8, 8, 26);
+}
+
+static void test_conv_reference_shapes(void **state)
+{
+    (void)state;
+    run_reference_shapes(); /* each shape on the back end it would use */
+    nn__conv_force_gemm(1);
+    run_reference_shapes(); /* everything through im2col + OpenBLAS */
+    nn__conv_force_gemm(0);
+}
+
+/* The fast path must really be taken where it was measured to win (and not where it loses), or
+ * the oneDNN checks above would silently test im2col twice. */
+static void test_conv_backend_choice(void **state)
+{
+    (void)state;
+    nn_conv big = {16, 16, 3, 1, 1}, stem = {1, 16, 3, 1, 1}, point = {16, 32, 1, 2, 0};
+    assert_true(nn_conv_workspace(&big, 4, 8, 8) > 0);
+    assert_true(nn__conv_uses_dnnl(&big, 4, 8, 8));
+    nn_conv_workspace(&stem, 4, 8, 8);
+    nn_conv_workspace(&point, 4, 8, 8);
+    assert_false(nn__conv_uses_dnnl(&stem, 4, 8, 8));
+    assert_false(nn__conv_uses_dnnl(&point, 4, 8, 8));
+    assert_false(nn__conv_uses_dnnl(&big, 5, 8, 8)); /* no plan for a batch size never sized */
+    nn__conv_force_gemm(1);
+    assert_false(nn__conv_uses_dnnl(&big, 4, 8, 8));
+    nn__conv_force_gemm(0);
 }
 
 /* A batch whose columns exceed the im2col bound: the conv runs in several chunks of images (the
@@ -238,11 +277,13 @@ static void test_conv_chunked(void **state)
 {
     (void)state;
     nn_conv c = {.cin = 64, .cout = 8, .k = 3, .stride = 1, .pad = 1};
+    nn__conv_force_gemm(1); /* a shape oneDNN would otherwise take */
     size_t one = nn_conv_workspace(&c, 1, 16, 16), all = nn_conv_workspace(&c, 17, 16, 16);
     assert_int_equal(one, (size_t)64 * 9 * 256);
     assert_true(all < one * 17); /* chunked: the workspace does not grow with the whole batch */
     assert_int_equal(all % one, 0);
     check_conv_vs_reference(c, 17, 16, 16, 11);
+    nn__conv_force_gemm(0);
 }
 
 typedef struct { nn_conv c; int n, h, w; } conv_shape;
@@ -257,6 +298,7 @@ static void test_conv_gradcheck(void **state)
         {{3, 4, 3, 1, 1}, 2, 5, 5},   {{2, 3, 3, 2, 1}, 3, 6, 5},  {{3, 2, 1, 1, 0}, 2, 4, 4},
         {{4, 3, 1, 2, 0}, 2, 5, 5},   {{2, 2, 7, 2, 3}, 2, 9, 8},  {{1, 3, 3, 1, 0}, 2, 5, 6},
         {{3, 5, 7, 1, 3}, 1, 6, 6},   {{5, 2, 3, 2, 0}, 2, 7, 7},
+        {{16, 3, 3, 1, 1}, 2, 4, 4},  {{16, 2, 3, 2, 1}, 2, 5, 5}, /* oneDNN */
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         rng_t rng;
@@ -281,7 +323,7 @@ static void test_conv_deterministic(void **state)
     rng_t rng;
     rng_seed(&rng, 77);
     conv_case t;
-    conv_case_init(&t, (nn_conv){8, 8, 3, 1, 1}, 4, 9, 9, &rng);
+    conv_case_init(&t, (nn_conv){16, 8, 3, 1, 1}, 4, 9, 9, &rng); /* oneDNN path */
     float *o1 = falloc(t.out_len), *d1 = falloc(t.in_len), *d2 = falloc(t.in_len);
     float *w1 = falloc(t.w_len), *w2 = falloc(t.w_len);
     fill_const(w1, t.w_len, 0.0f);
@@ -620,6 +662,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_forward_hand),
         cmocka_unit_test(test_conv_reference_shapes),
+        cmocka_unit_test(test_conv_backend_choice),
         cmocka_unit_test(test_conv_chunked),
         cmocka_unit_test(test_conv_gradcheck),
         cmocka_unit_test(test_conv_deterministic),

@@ -1,0 +1,1436 @@
+/* daemon/service.c — the job service: queue, scheduler, workers, progress pipeline (see service.h).
+ *
+ * Threads. The loop thread owns everything in struct svc (the database connection, the batch, the runs
+ * and their status). A worker thread owns one tr_run; it touches only its run's spec/out_dir (read-only
+ * after start), the shared record queue (under qlock) and its atomic stop flag; its result fields are
+ * written before it pushes its REC_DONE record and read by the loop only after draining that record.
+ *
+ * Job states (DB column jobs.status) and who moves them:
+ *
+ *            create            scheduler            trainer finished
+ *   (none) --------> queued ------------> running ------------------> succeeded
+ *                    |  ^ ^                |  |  \---- trainer error --> failed
+ *              pause |  | | resume  pause  |  |
+ *                    v  | |                v  | cancel (any non-final state)
+ *                   paused <-------------- +  +-----------------------> cancelled
+ *          (a running job is marked paused at once; its worker writes a checkpoint and
+ *           leaves within a step; a job is never started again while its old worker lives)
+ *
+ *   shutdown: running -> queued after the worker checkpointed; crash: running -> queued at start.
+ */
+#define _GNU_SOURCE
+#include "daemon/service.h"
+#include "api/jobspec.h"
+#include "api/lttb.h"
+#include "common/log.h"
+#include "storage/db.h"
+#include "trainer/trainer.h"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *const base_archs[] = {"resnet18", "resnet34", "resnet50", "resnet20", "resnet32", "resnet56"};
+#define N_BASE ((int)(sizeof base_archs / sizeof base_archs[0]))
+
+typedef struct run run;
+
+enum rec_kind { REC_PROGRESS, REC_DONE };
+typedef struct rec {               /* one record from a worker to the loop */
+    enum rec_kind kind;
+    run *r;
+    tr_progress p;
+    char ckpt[TR_PATH_MAX];        /* p.checkpoint_path copied (the worker's buffer is not ours) */
+} rec;
+
+struct run {
+    svc *s;
+    char job_id[DB_ID_MAX];
+    tr_spec spec;
+    char out_dir[TR_PATH_MAX];
+    int resume;
+    pthread_t thread;
+    atomic_int stop;               /* enum tr_stop: loop writes, worker reads at step boundaries */
+    /* worker-written, loop-read after REC_DONE */
+    int rc;
+    tr_result res;
+    char err[512];
+    /* loop-owned */
+    int step, total_steps, epoch, epochs;
+    double eta_seconds, best_acc, final_acc;
+    json_t *latest;                /* latest metrics object */
+    run *next;
+};
+
+struct svc {
+    uv_loop_t *loop;
+    svc_config cfg;
+    db *db;
+    db_batch batch;
+    long long last_event_id;
+    uv_async_t async;
+    uv_timer_t flush_timer;
+    int flush_armed;
+    pthread_mutex_t qlock;
+    rec *q;                        /* guarded by qlock */
+    int qn, qcap;
+    rec *spare;                    /* loop-owned: swapped with q on each drain */
+    int spare_cap;
+    run *runs;
+    int n_runs;
+    int stopping, handles_open;
+    void (*done)(void *);
+    void *done_ud;
+    void (*listener)(void *, const char *);
+    void *listener_ud;
+    char upload_dir[1100];
+};
+
+int svc_fail(svc_error *e, enum svc_err kind, const char *code, const char *param, const char *fmt, ...)
+{
+    e->kind = kind;
+    e->code = code;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return kind;
+}
+
+static long long now_s(void) { return (long long)time(NULL); }
+
+static json_t *jreal(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+static json_t *jstr(const char *s) { return s ? json_string(s) : json_null(); }
+
+static json_t *jtime(long long t) { return t > 0 ? json_integer(t) : json_null(); }
+
+static json_t *jparse(const char *text)
+{
+    if (!text) return json_null();
+    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+    return v ? v : json_null();
+}
+
+static void random_id(char *out, size_t n, const char *prefix)
+{
+    static const char alpha[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    unsigned char raw[20];
+    if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) {
+        for (size_t i = 0; i < sizeof raw; i++) raw[i] = (unsigned char)rand();
+    }
+    char tail[21];
+    for (size_t i = 0; i < sizeof raw; i++) tail[i] = alpha[raw[i] % (sizeof alpha - 1)];
+    tail[20] = 0;
+    snprintf(out, n, "%s%s", prefix, tail);
+}
+
+static int is_final(const char *status)
+{
+    return !strcmp(status, "succeeded") || !strcmp(status, "failed") || !strcmp(status, "cancelled");
+}
+
+static run *find_run(svc *s, const char *job_id)
+{
+    for (run *r = s->runs; r; r = r->next)
+        if (!strcmp(r->job_id, job_id)) return r;
+    return NULL;
+}
+
+static int mkdir_p(const char *path)
+{
+    char tmp[TR_PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0750) != 0 && errno != EEXIST) return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0750) != 0 && errno != EEXIST) return -errno;
+    return 0;
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* ---------------- events and the batch ---------------- */
+
+static void notify(svc *s, const char *job_id)
+{
+    if (s->listener) s->listener(s->listener_ud, job_id);
+}
+
+/* Add an event (data: stolen reference or NULL) to the batch; it is visible to readers at once
+ * (they merge the batch) and committed with the next flush. */
+__attribute__((format(printf, 6, 7)))
+static void emit(svc *s, const char *job_id, const char *type, const char *level, json_t *data, const char *fmt, ...)
+{
+    db_event *e = db_batch_event(&s->batch);
+    if (!e) { json_decref(data); LOG(LOG_ERROR, "msg=\"out of memory for an event\" job=%s", job_id); return; }
+    snprintf(e->job_id, sizeof e->job_id, "%.47s", job_id);
+    e->id = ++s->last_event_id;
+    e->created_at = now_s();
+    e->type = type;
+    e->level = level;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    e->message = strdup(msg);
+    e->data = data ? json_dumps(data, JSON_COMPACT) : NULL;
+    json_decref(data);
+    notify(s, job_id);
+}
+
+static int flush(svc *s)
+{
+    if (db_batch_empty(&s->batch)) return 0;
+    char err[256];
+    int rc = db_batch_write(s->db, &s->batch, err, sizeof err);
+    if (rc) {
+        LOG(LOG_ERROR, "msg=\"cannot commit progress; will retry\" err=\"%s\"", err);
+        return rc;
+    }
+    db_batch_reset(&s->batch);
+    return 0;
+}
+
+static void on_flush_timer(uv_timer_t *t)
+{
+    svc *s = t->data;
+    s->flush_armed = 0;
+    if (flush(s) != 0 && !s->flush_armed && !s->stopping) { /* retry later */
+        s->flush_armed = 1;
+        uv_timer_start(&s->flush_timer, on_flush_timer, (uint64_t)(s->cfg.flush_seconds * 1000), 0);
+    }
+}
+
+static void flush_later(svc *s)
+{
+    if (s->flush_armed) return;
+    s->flush_armed = 1;
+    uv_timer_start(&s->flush_timer, on_flush_timer, (uint64_t)(s->cfg.flush_seconds * 1000), 0);
+}
+
+/* A status change (plus an event) committed now: the caller acknowledges it to a client. */
+static db_status *status_change(svc *s, const char *job_id, const char *status)
+{
+    db_status *c = db_batch_status(&s->batch);
+    if (!c) return NULL;
+    snprintf(c->job_id, sizeof c->job_id, "%.47s", job_id);
+    snprintf(c->status, sizeof c->status, "%s", status);
+    return c;
+}
+
+static void set_error(db_status *c, const char *code, const char *message, const char *param)
+{
+    c->error_code = code ? strdup(code) : NULL;
+    c->error_message = message ? strdup(message) : NULL;
+    c->error_param = param && *param ? strdup(param) : NULL;
+}
+
+/* ---------------- names -> paths (the jobspec resolver) ---------------- */
+
+static int safe_name(const char *name)
+{
+    if (!*name || strlen(name) > 200 || name[0] == '.') return 0;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+              *p == '_' || *p == '.'))
+            return 0;
+    return 1;
+}
+
+static const char *arch_of_name(const char *name)
+{
+    const char *best = NULL;
+    for (int i = 0; i < N_BASE; i++)
+        if (!strncmp(name, base_archs[i], strlen(base_archs[i])) && (!best || strlen(base_archs[i]) > strlen(best)))
+            best = base_archs[i];
+    return best;
+}
+
+static int builtin_available(svc *s)
+{
+    char p[1200];
+    snprintf(p, sizeof p, "%s/fashion-mnist", s->cfg.builtin_dir);
+    struct stat st;
+    return s->cfg.builtin_dir[0] && stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int resolver(void *ud, enum jobspec_ref kind, const char *name, char *path, char *arch, char *err,
+                    size_t errlen)
+{
+    svc *s = ud;
+    if (kind == JOBSPEC_MODEL) {
+        for (int i = 0; i < N_BASE; i++)
+            if (!strcmp(name, base_archs[i])) {
+                path[0] = 0;
+                snprintf(arch, 16, "%s", name);
+                return 0;
+            }
+        db_model m;
+        if (db_model_get(s->db, name, &m) == 0) {
+            if (!file_exists(m.path)) {
+                snprintf(err, errlen, "model '%s' has no weights on disk", name);
+                return -ENOENT;
+            }
+            snprintf(path, TR_PATH_MAX, "%s", m.path);
+            snprintf(arch, 16, "%s", m.arch);
+            return 0;
+        }
+        if (safe_name(name)) {
+            char p[TR_PATH_MAX + 64];
+            snprintf(p, sizeof p, "%s/models/%s.safetensors", s->cfg.data_dir, name);
+            const char *a = arch_of_name(name);
+            if (file_exists(p) && strlen(p) < TR_PATH_MAX) {
+                if (!a) {
+                    snprintf(err, errlen, "cannot tell the architecture of backbone '%s': name it resnetNN-...", name);
+                    return -EINVAL;
+                }
+                snprintf(path, TR_PATH_MAX, "%s", p);
+                snprintf(arch, 16, "%s", a);
+                return 0;
+            }
+        }
+        snprintf(err, errlen, "model '%.200s' does not exist (see GET /v1/models)", name);
+        return -ENOENT;
+    }
+    if (builtin_available(s) && (!strcmp(name, "fashion-mnist-train") || !strcmp(name, "fashion-mnist-test"))) {
+        snprintf(path, TR_PATH_MAX, "%s", name);
+        return 0;
+    }
+    for (int i = 0; i < s->cfg.n_datasets; i++)
+        if (!strcmp(name, s->cfg.datasets[i].name)) {
+            snprintf(path, TR_PATH_MAX, "%s", s->cfg.datasets[i].path);
+            return 0;
+        }
+    db_file f;
+    if (!strncmp(name, "file-", 5) && db_file_get(s->db, name, &f) == 0) {
+        snprintf(path, TR_PATH_MAX, "%s", f.path);
+        return 0;
+    }
+    snprintf(err, errlen, "'%.200s' is neither a dataset nor an uploaded file (see GET /v1/datasets)", name);
+    return -ENOENT;
+}
+
+/* ---------------- JSON views ---------------- */
+
+static json_t *event_json(long long id, long long created_at, const char *type, const char *level,
+                          const char *message, const char *data)
+{
+    char eid[32];
+    snprintf(eid, sizeof eid, "ftevent-%lld", id);
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:o}", "object", "fine_tuning.job.event", "id", eid,
+                     "created_at", (json_int_t)created_at, "level", level ? level : "info", "message",
+                     message ? message : "", "type", type, "data", jparse(data));
+}
+
+static json_t *job_json(svc *s, const db_job *j)
+{
+    run *r = find_run(s, j->id);
+    json_t *method = jparse(j->method);
+    json_t *ext = jparse(j->extensions);
+    json_t *hp = json_object_get(json_object_get(method, json_string_value(json_object_get(method, "type"))),
+                                 "hyperparameters");
+    int step = j->step, total = j->total_steps, epoch = j->epoch, epochs = j->epochs;
+    double eta = j->eta_seconds, best = j->best_valid_accuracy, fin = j->final_valid_accuracy;
+    long long eta_from = j->progress_at;
+    json_t *metrics = jparse(j->metrics);
+    if (r && r->step > 0) { /* the database is up to one flush behind the loop */
+        step = r->step; total = r->total_steps; epoch = r->epoch; epochs = r->epochs;
+        eta = r->eta_seconds; eta_from = now_s();
+        if (isfinite(r->best_acc)) best = r->best_acc;
+        if (isfinite(r->final_acc)) fin = r->final_acc;
+        json_decref(metrics);
+        metrics = json_deep_copy(r->latest);
+    }
+    json_error_t pe;
+    json_t *o = json_pack_ex(&pe, 0, "{s:s, s:s, s:s, s:I, s:o, s:o, s:s, s:s, s:o, s:o, s:O, s:I, s:o, s:o, s:s, s:o, s:[], "
+                          "s:o, s:[]}",
+                          "object", "fine_tuning.job", "id", j->id, "status", j->status, "created_at",
+                          (json_int_t)j->created_at, "started_at", jtime(j->started_at), "finished_at",
+                          jtime(j->finished_at), "model", j->model, "training_file", j->training_file,
+                          "validation_file", jstr(j->validation_file), "method", method, "hyperparameters",
+                          hp ? hp : json_null(), "seed", (json_int_t)j->seed, "suffix", jstr(j->suffix),
+                          "metadata", jparse(j->metadata), "organization_id", "coretuned", "fine_tuned_model",
+                          jstr(j->fine_tuned_model), "result_files", "trained_tokens", json_null(),
+                          "integrations");
+    if (!o) {
+        LOG(LOG_ERROR, "msg=\"cannot render job\" job=%s err=\"%s\"", j->id, pe.text);
+        json_decref(ext);
+        json_decref(metrics);
+        return NULL;
+    }
+    json_object_set_new(o, "user_provided_suffix", jstr(j->suffix));
+    json_object_set_new(o, "architecture", json_incref(json_object_get(ext, "architecture")));
+    json_object_set_new(o, "data", json_incref(json_object_get(ext, "data")));
+    json_decref(ext);
+    json_object_set_new(o, "progress", json_pack("{s:i, s:i, s:i, s:i}", "epoch", epoch, "epochs", epochs, "step",
+                                                 step, "total_steps", total));
+    json_object_set_new(o, "metrics", json_is_object(metrics) ? metrics : (json_decref(metrics), json_object()));
+    json_object_set_new(o, "best_valid_accuracy", jreal(best));
+    json_object_set_new(o, "final_valid_accuracy", jreal(fin));
+    if (!strcmp(j->status, "queued")) {
+        int pos = 0;
+        db_job_queue_position(s->db, j->seq, &pos);
+        json_object_set_new(o, "queue_position", json_integer(pos));
+    } else {
+        json_object_set_new(o, "queue_position", json_null());
+    }
+    if (!strcmp(j->status, "running") && isfinite(eta) && eta_from > 0)
+        json_object_set_new(o, "estimated_finish", json_integer(eta_from + (long long)ceil(eta)));
+    else
+        json_object_set_new(o, "estimated_finish", json_null());
+    if (j->error_code || j->error_message)
+        json_object_set_new(o, "error", json_pack("{s:o, s:o, s:o}", "code", jstr(j->error_code), "message",
+                                                  jstr(j->error_message), "param", jstr(j->error_param)));
+    else
+        json_object_set_new(o, "error", json_null());
+    return o;
+}
+
+static int get_job(svc *s, const char *id, db_job *j, svc_error *e)
+{
+    int rc = db_job_get(s->db, id, j);
+    if (rc == -ENOENT) return svc_fail(e, SVC_ENOTFOUND, "job_not_found", "id", "no fine-tuning job '%.100s'", id);
+    if (rc) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+    return 0;
+}
+
+static int job_reply(svc *s, const char *id, json_t **out, svc_error *e)
+{
+    db_job j;
+    int rc = get_job(s, id, &j, e);
+    if (rc) return rc;
+    *out = job_json(s, &j);
+    db_job_clear(&j);
+    return *out ? 0 : svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+}
+
+/* ---------------- workers ---------------- */
+
+static void push(svc *s, const rec *x)
+{
+    pthread_mutex_lock(&s->qlock);
+    if (s->qn == s->qcap) {
+        int cap = s->qcap ? 2 * s->qcap : 64;
+        rec *q = realloc(s->q, (size_t)cap * sizeof *q);
+        if (!q) { /* cannot grow: keep the record count honest by waiting for the loop to drain */
+            pthread_mutex_unlock(&s->qlock);
+            uv_async_send(&s->async);
+            usleep(1000);
+            push(s, x);
+            return;
+        }
+        s->q = q;
+        s->qcap = cap;
+    }
+    s->q[s->qn++] = *x;
+    pthread_mutex_unlock(&s->qlock);
+    uv_async_send(&s->async); /* coalesces: the loop drains the whole queue per wake-up */
+}
+
+static void on_progress(void *ud, const tr_progress *p)
+{
+    run *r = ud;
+    rec x;
+    memset(&x, 0, sizeof x);
+    x.kind = REC_PROGRESS;
+    x.r = r;
+    x.p = *p;
+    if (p->checkpoint_path) snprintf(x.ckpt, sizeof x.ckpt, "%s", p->checkpoint_path);
+    x.p.checkpoint_path = NULL;
+    push(r->s, &x);
+}
+
+static int on_should_stop(void *ud)
+{
+    run *r = ud;
+    return atomic_load(&r->stop);
+}
+
+static void *worker_main(void *arg)
+{
+    run *r = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals belong to the loop thread */
+    tr_callbacks cb = {.progress = on_progress, .should_stop = on_should_stop, .ud = r};
+    r->rc = tr_run(&r->spec, r->out_dir, r->resume, &cb, &r->res, r->err, sizeof r->err);
+    rec x;
+    memset(&x, 0, sizeof x);
+    x.kind = REC_DONE;
+    x.r = r;
+    push(r->s, &x);
+    return NULL;
+}
+
+static void run_free(run *r)
+{
+    if (!r) return;
+    json_decref(r->latest);
+    free(r);
+}
+
+static void fail_job_now(svc *s, const char *id, const char *code, const char *message, const char *param)
+{
+    db_status *c = status_change(s, id, "failed");
+    if (c) {
+        c->finished_at = now_s();
+        set_error(c, code, message, param);
+    }
+    emit(s, id, "error", "error", json_pack("{s:s, s:s}", "code", code, "message", message), "Job failed: %s", message);
+    emit(s, id, "status", "info", json_pack("{s:s}", "status", "failed"), "Job failed");
+    flush(s);
+}
+
+static void start_job(svc *s, const char *id)
+{
+    db_job j;
+    svc_error e;
+    if (get_job(s, id, &j, &e)) return;
+    run *r = calloc(1, sizeof *r);
+    json_t *body = json_loads(j.body, 0, NULL);
+    char param[128], err[512];
+    int rc = -ENOMEM;
+    if (r && body) rc = jobspec_parse(body, resolver, s, &r->spec, param, sizeof param, err, sizeof err);
+    else snprintf(err, sizeof err, "out of memory"), param[0] = 0;
+    json_decref(body);
+    if (rc) {
+        LOG(LOG_WARN, "msg=\"job cannot start\" job=%s err=\"%s\"", id, err);
+        fail_job_now(s, id, "invalid_spec", err, param);
+        run_free(r);
+        db_job_clear(&j);
+        return;
+    }
+    r->s = s;
+    snprintf(r->job_id, sizeof r->job_id, "%.47s", id);
+    r->spec.seed = (uint64_t)j.seed;
+    if (r->spec.threads <= 0 || r->spec.threads > s->cfg.threads_per_job) r->spec.threads = s->cfg.threads_per_job;
+    r->spec.checkpoint_seconds = s->cfg.checkpoint_seconds;
+    snprintf(r->out_dir, sizeof r->out_dir, "%.900s/jobs/%.47s", s->cfg.data_dir, id);
+    char state[TR_PATH_MAX + 32];
+    snprintf(state, sizeof state, "%s/state.safetensors", r->out_dir);
+    r->resume = file_exists(state);
+    r->step = r->resume ? j.step : 0;
+    r->total_steps = j.total_steps;
+    r->epoch = j.epoch;
+    r->epochs = j.epochs;
+    r->eta_seconds = NAN;
+    r->best_acc = j.best_valid_accuracy;
+    r->final_acc = j.final_valid_accuracy;
+    r->latest = json_object();
+    atomic_init(&r->stop, TR_RUN);
+    if ((rc = mkdir_p(r->out_dir)) != 0) {
+        snprintf(err, sizeof err, "cannot create %.400s: %s", r->out_dir, strerror(-rc));
+        fail_job_now(s, id, "storage_error", err, NULL);
+        run_free(r);
+        db_job_clear(&j);
+        return;
+    }
+    db_status *c = status_change(s, id, "running");
+    if (c && j.started_at <= 0) c->started_at = now_s();
+    if (r->resume)
+        emit(s, id, "status", "info", json_pack("{s:s, s:b}", "status", "running", "resumed", 1),
+             "Job resumed from its last checkpoint");
+    else
+        emit(s, id, "status", "info", json_pack("{s:s, s:b}", "status", "running", "resumed", 0), "Job started");
+    flush(s);
+    r->next = s->runs;
+    s->runs = r;
+    s->n_runs++;
+    if ((rc = pthread_create(&r->thread, NULL, worker_main, r)) != 0) {
+        s->runs = r->next;
+        s->n_runs--;
+        snprintf(err, sizeof err, "cannot start a worker thread: %s", strerror(rc));
+        fail_job_now(s, id, "internal_error", err, NULL);
+        run_free(r);
+    } else {
+        LOG(LOG_INFO, "msg=\"job started\" job=%s resume=%d threads=%d", id, r->resume, r->spec.threads);
+    }
+    db_job_clear(&j);
+}
+
+static void schedule(svc *s)
+{
+    while (!s->stopping && s->n_runs < s->cfg.workers) {
+        char ids[16][DB_ID_MAX];
+        int n = 0, limit = s->n_runs + 1 < 16 ? s->n_runs + 1 : 16, started = 0;
+        if (db_job_ids_by_status(s->db, "queued", limit, ids, &n) != 0) {
+            LOG(LOG_ERROR, "msg=\"cannot read the queue\" err=\"%s\"", db_errmsg(s->db));
+            return;
+        }
+        for (int i = 0; i < n && !started; i++) {
+            if (find_run(s, ids[i])) continue; /* its old worker is still stopping */
+            start_job(s, ids[i]);
+            started = 1;
+        }
+        if (!started) return;
+    }
+}
+
+/* ---------------- the loop side of progress ---------------- */
+
+static void metric(svc *s, run *r, int step, const char *name, double v)
+{
+    db_metric *m = db_batch_metric(&s->batch);
+    if (m) {
+        snprintf(m->job_id, sizeof m->job_id, "%s", r->job_id);
+        m->step = step;
+        m->name = name;
+        m->value = v;
+    }
+    json_object_set_new(r->latest, name, jreal(v));
+}
+
+static void progress_row(svc *s, run *r)
+{
+    db_progress *p = db_batch_progress(&s->batch, r->job_id);
+    if (!p) return;
+    p->step = r->step;
+    p->total_steps = r->total_steps;
+    p->epoch = r->epoch;
+    p->epochs = r->epochs;
+    p->eta_seconds = r->eta_seconds;
+    p->best_valid_accuracy = r->best_acc;
+    p->final_valid_accuracy = r->final_acc;
+    p->at = now_s();
+    free(p->metrics);
+    p->metrics = json_dumps(r->latest, JSON_COMPACT);
+}
+
+static void on_record_progress(svc *s, run *r, const tr_progress *p, const char *ckpt)
+{
+    r->step = p->step;
+    r->total_steps = p->total_steps;
+    r->epoch = p->epoch;
+    r->epochs = p->epochs;
+    switch (p->kind) {
+    case TR_EV_STEP:
+        r->eta_seconds = p->eta_seconds;
+        json_object_set_new(r->latest, "step", json_integer(p->step));
+        metric(s, r, p->step, "train_loss", p->train_loss);
+        metric(s, r, p->step, "ce_loss", p->ce_loss);
+        metric(s, r, p->step, "contrastive_loss", p->contrastive_loss);
+        metric(s, r, p->step, "lr", p->lr);
+        metric(s, r, p->step, "images_per_second", p->images_per_second);
+        emit(s, r->job_id, "metrics", "info",
+             json_pack("{s:i, s:i, s:i, s:o, s:o, s:o, s:o, s:o}", "step", p->step, "total_steps", p->total_steps,
+                       "epoch", p->epoch, "train_loss", jreal(p->train_loss), "ce_loss", jreal(p->ce_loss),
+                       "contrastive_loss", jreal(p->contrastive_loss), "lr", jreal(p->lr), "images_per_second",
+                       jreal(p->images_per_second)),
+             "Step %d/%d: training loss=%.4f", p->step, p->total_steps, p->train_loss);
+        break;
+    case TR_EV_EPOCH:
+        if (!isfinite(r->best_acc) || p->valid_accuracy > r->best_acc) r->best_acc = p->valid_accuracy;
+        r->final_acc = p->valid_accuracy;
+        metric(s, r, p->step, "valid_loss", p->valid_loss);
+        metric(s, r, p->step, "valid_accuracy", p->valid_accuracy);
+        emit(s, r->job_id, "validation", "info",
+             json_pack("{s:i, s:i, s:i, s:o, s:o}", "step", p->step, "epoch", p->epoch, "epochs", p->epochs,
+                       "valid_loss", jreal(p->valid_loss), "valid_accuracy", jreal(p->valid_accuracy)),
+             "Epoch %d/%d: validation loss=%.4f accuracy=%.4f", p->epoch, p->epochs, p->valid_loss,
+             p->valid_accuracy);
+        break;
+    case TR_EV_CHECKPOINT: {
+        db_checkpoint *c = db_batch_checkpoint(&s->batch);
+        if (c) {
+            snprintf(c->job_id, sizeof c->job_id, "%s", r->job_id);
+            c->step = p->step;
+            c->epoch = p->epoch;
+            c->path = strdup(ckpt);
+            c->metrics = json_dumps(r->latest, JSON_COMPACT);
+            c->created_at = now_s();
+        }
+        emit(s, r->job_id, "checkpoint", "info", json_pack("{s:i, s:i}", "step", p->step, "epoch", p->epoch),
+             "Checkpoint written at step %d", p->step);
+        break;
+    }
+    }
+    progress_row(s, r);
+}
+
+static void fine_tuned_name(const db_job *j, const char *arch, char *out, size_t n)
+{
+    if (j->suffix) snprintf(out, n, "ft:%s:%s:%s", arch, j->suffix, j->id);
+    else snprintf(out, n, "ft:%s:%s", arch, j->id);
+}
+
+static void on_record_done(svc *s, run *r)
+{
+    pthread_join(r->thread, NULL); /* it has pushed its last record: returns at once */
+    for (run **pp = &s->runs; *pp; pp = &(*pp)->next)
+        if (*pp == r) { *pp = r->next; break; }
+    s->n_runs--;
+    db_job j;
+    svc_error e;
+    if (get_job(s, r->job_id, &j, &e) != 0) { run_free(r); return; }
+    int stop = atomic_load(&r->stop);
+    const char *id = r->job_id;
+    if (!strcmp(j.status, "cancelled") || stop == TR_STOP_CANCEL) {
+        emit(s, id, "message", "info", json_pack("{s:i}", "step", r->step), "Training stopped at step %d", r->step);
+    } else if (r->rc != 0) {
+        db_status *c = status_change(s, id, "failed");
+        if (c) { c->finished_at = now_s(); set_error(c, "training_failed", r->err, NULL); }
+        emit(s, id, "error", "error", json_pack("{s:s, s:s}", "code", "training_failed", "message", r->err),
+             "Training failed: %s", r->err);
+        emit(s, id, "status", "info", json_pack("{s:s}", "status", "failed"), "Job failed");
+        LOG(LOG_WARN, "msg=\"job failed\" job=%s err=\"%s\"", id, r->err);
+    } else if (r->res.stopped) {
+        if (!strcmp(j.status, "paused")) {
+            emit(s, id, "status", "info", json_pack("{s:s, s:i}", "status", "paused", "step", r->res.steps_done),
+                 "Job paused at step %d; checkpoint written", r->res.steps_done);
+        } else if (!strcmp(j.status, "running")) { /* daemon shutdown */
+            status_change(s, id, "queued");
+            emit(s, id, "status", "info", json_pack("{s:s, s:i}", "status", "queued", "step", r->res.steps_done),
+                 "Daemon stopping: checkpointed at step %d, the job resumes on restart", r->res.steps_done);
+        } /* queued: resumed while stopping; the scheduler picks it up again */
+    } else {
+        char model[320], path[TR_PATH_MAX + 32];
+        fine_tuned_name(&j, r->spec.arch, model, sizeof model);
+        snprintf(path, sizeof path, "%s/final.safetensors", r->out_dir);
+        db_status *c = status_change(s, id, "succeeded");
+        if (c) {
+            c->finished_at = now_s();
+            c->fine_tuned_model = strdup(model);
+            c->model_path = strdup(path);
+            snprintf(c->arch, sizeof c->arch, "%s", r->spec.arch);
+        }
+        if (r->res.epochs_done > 0) {
+            r->best_acc = r->res.best_valid_accuracy;
+            r->final_acc = r->res.final_valid_accuracy;
+        }
+        progress_row(s, r);
+        emit(s, id, "status", "info",
+             json_pack("{s:s, s:s, s:o, s:o}", "status", "succeeded", "fine_tuned_model", model,
+                       "best_valid_accuracy", jreal(r->best_acc), "final_valid_accuracy", jreal(r->final_acc)),
+             "Job succeeded: %s", model);
+        LOG(LOG_INFO, "msg=\"job succeeded\" job=%s model=%s", id, model);
+    }
+    db_job_clear(&j);
+    flush(s);
+    char done_id[DB_ID_MAX];
+    snprintf(done_id, sizeof done_id, "%s", id);
+    run_free(r);
+    notify(s, done_id); /* streams of a finished job can end now */
+}
+
+static void maybe_finish_shutdown(svc *s);
+
+static void on_async(uv_async_t *a)
+{
+    svc *s = a->data;
+    pthread_mutex_lock(&s->qlock); /* swap the queue with the (empty) spare: workers never wait long */
+    rec *items = s->q;
+    int n = s->qn, cap = s->qcap;
+    s->q = s->spare;
+    s->qcap = s->spare_cap;
+    s->qn = 0;
+    pthread_mutex_unlock(&s->qlock);
+    int any_done = 0;
+    for (int i = 0; i < n; i++) {
+        if (items[i].kind == REC_PROGRESS) on_record_progress(s, items[i].r, &items[i].p, items[i].ckpt);
+        else { on_record_done(s, items[i].r); any_done = 1; }
+    }
+    s->spare = items; /* the spare is the loop's alone */
+    s->spare_cap = cap;
+    flush_later(s);
+    if (any_done) {
+        schedule(s);
+        maybe_finish_shutdown(s);
+    }
+}
+
+/* ---------------- the API ---------------- */
+
+void svc_set_listener(svc *s, void (*fn)(void *, const char *), void *ud)
+{
+    s->listener = fn;
+    s->listener_ud = ud;
+}
+
+static unsigned long long fnv1a(const char *text)
+{
+    unsigned long long h = 1469598103934665603ULL;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) { h ^= *p; h *= 1099511628211ULL; }
+    return h;
+}
+
+int svc_job_create(svc *s, const json_t *body, const char *idem_key, json_t **out, int *replayed, svc_error *e)
+{
+    *replayed = 0;
+    if (s->stopping) return svc_fail(e, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
+    char *canon = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    if (!canon) return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+    char hash[24];
+    snprintf(hash, sizeof hash, "%016llx", fnv1a(canon));
+    db_job j;
+    int rc;
+    if (idem_key && db_job_find_idem(s->db, idem_key, &j) == 0) {
+        int same = j.body_hash && !strcmp(j.body_hash, hash);
+        if (same) { *out = job_json(s, &j); *replayed = 1; }
+        db_job_clear(&j);
+        free(canon);
+        if (!same)
+            return svc_fail(e, SVC_EIDEMPOTENCY, "idempotency_key_reused", NULL,
+                            "Idempotency-Key was already used with a different request body");
+        return *out ? 0 : svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+    }
+    tr_spec spec;
+    char param[128], err[512];
+    rc = jobspec_parse(body, resolver, s, &spec, param, sizeof param, err, sizeof err);
+    if (rc) {
+        free(canon);
+        if (rc == -ENOENT)
+            return svc_fail(e, SVC_EINVAL, !strcmp(param, "model") ? "model_not_found" : "file_not_found", param,
+                            "%s", err);
+        return svc_fail(e, SVC_EINVAL, !strncmp(err, "unknown field", 13) ? "unknown_parameter" : "invalid_value",
+                        param, "%s", err);
+    }
+    if (spec.threads > s->cfg.threads_per_job) {
+        free(canon);
+        snprintf(param, sizeof param, "method.%s.hyperparameters.threads",
+                 spec.method == TR_CORE_TUNING ? "core_tuning" : "ce_tuning");
+        return svc_fail(e, SVC_EINVAL, "invalid_value", param,
+                        "threads %d is more than this daemon gives a job (--threads-per-job %d)", spec.threads,
+                        s->cfg.threads_per_job);
+    }
+    if (spec.threads <= 0) spec.threads = s->cfg.threads_per_job;
+    json_t *seed = json_object_get(body, "seed");
+    if (!seed || json_is_null(seed)) {
+        unsigned int x = 0;
+        if (getrandom(&x, sizeof x, 0) != (ssize_t)sizeof x) x = (unsigned int)time(NULL);
+        spec.seed = x & 0x7fffffff;
+    }
+    json_t *method = jobspec_effective_json(&spec), *ext = jobspec_extensions_json(&spec);
+    memset(&j, 0, sizeof j);
+    snprintf(j.status, sizeof j.status, "queued");
+    snprintf(j.arch, sizeof j.arch, "%s", spec.arch);
+    j.created_at = now_s();
+    j.body = canon;
+    j.method = method ? json_dumps(method, JSON_COMPACT) : NULL;
+    j.extensions = ext ? json_dumps(ext, JSON_COMPACT) : NULL;
+    json_decref(method);
+    json_decref(ext);
+    const json_t *v;
+    j.model = (char *)json_string_value(json_object_get(body, "model"));
+    j.training_file = (char *)json_string_value(json_object_get(body, "training_file"));
+    j.validation_file = (char *)json_string_value(json_object_get(body, "validation_file"));
+    j.suffix = (char *)json_string_value(json_object_get(body, "suffix"));
+    j.metadata = (v = json_object_get(body, "metadata")) && json_is_object(v) ? json_dumps(v, JSON_COMPACT) : NULL;
+    j.seed = (long long)spec.seed;
+    j.idem_key = (char *)idem_key;
+    j.body_hash = hash;
+    j.epochs = spec.hp.epochs;
+    rc = -EEXIST;
+    for (int tries = 0; tries < 3 && rc == -EEXIST; tries++) {
+        random_id(j.id, sizeof j.id, "ftjob-");
+        rc = (j.method && j.extensions) ? db_job_insert(s->db, &j) : -ENOMEM;
+    }
+    free(j.method);
+    free(j.extensions);
+    free(j.metadata);
+    free(canon);
+    if (rc) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the job: %s", db_errmsg(s->db));
+    char id[DB_ID_MAX];
+    snprintf(id, sizeof id, "%s", j.id);
+    LOG(LOG_INFO, "msg=\"job created\" job=%s model=%s", id, spec.arch);
+    emit(s, id, "status", "info", json_pack("{s:s}", "status", "queued"), "Job created");
+    flush(s);
+    schedule(s);
+    return job_reply(s, id, out, e);
+}
+
+typedef struct list_ctx { svc *s; json_t *data; } list_ctx;
+static int add_job(void *ud, const db_job *j)
+{
+    list_ctx *c = ud;
+    json_array_append_new(c->data, job_json(c->s, j));
+    return 0;
+}
+
+static json_t *list_envelope(json_t *data, int has_more)
+{
+    size_t n = json_array_size(data);
+    json_t *first = n ? json_object_get(json_array_get(data, 0), "id") : NULL;
+    json_t *last = n ? json_object_get(json_array_get(data, n - 1), "id") : NULL;
+    return json_pack("{s:s, s:o, s:b, s:O, s:O}", "object", "list", "data", data, "has_more", has_more, "first_id",
+                     first ? first : json_null(), "last_id", last ? last : json_null());
+}
+
+int svc_job_list(svc *s, const char *after, int limit, json_t **out, svc_error *e)
+{
+    list_ctx c = {s, json_array()};
+    int more = 0;
+    int rc = db_job_list(s->db, after, limit, add_job, &c, &more);
+    if (rc) {
+        json_decref(c.data);
+        if (rc == -ENOENT) return svc_fail(e, SVC_EINVAL, "invalid_value", "after", "no job '%.100s' to list after", after);
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+    }
+    *out = list_envelope(c.data, more);
+    return 0;
+}
+
+int svc_job_get(svc *s, const char *id, json_t **out, svc_error *e) { return job_reply(s, id, out, e); }
+
+int svc_job_cancel(svc *s, const char *id, json_t **out, svc_error *e)
+{
+    db_job j;
+    int rc = get_job(s, id, &j, e);
+    if (rc) return rc;
+    if (is_final(j.status)) {
+        rc = svc_fail(e, SVC_ECONFLICT, "invalid_state", NULL, "job %s is already %s", id, j.status);
+        db_job_clear(&j);
+        return rc;
+    }
+    db_job_clear(&j);
+    run *r = find_run(s, id);
+    if (r) atomic_store(&r->stop, TR_STOP_CANCEL); /* the trainer stops within one step */
+    db_status *c = status_change(s, id, "cancelled");
+    if (c) c->finished_at = now_s();
+    emit(s, id, "status", "info", json_pack("{s:s}", "status", "cancelled"), "Job cancelled");
+    if (flush(s)) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot commit: %s", db_errmsg(s->db));
+    LOG(LOG_INFO, "msg=\"job cancelled\" job=%s", id);
+    return job_reply(s, id, out, e);
+}
+
+int svc_job_pause(svc *s, const char *id, json_t **out, svc_error *e)
+{
+    db_job j;
+    int rc = get_job(s, id, &j, e);
+    if (rc) return rc;
+    int ok = !strcmp(j.status, "queued") || !strcmp(j.status, "running");
+    if (!ok) rc = svc_fail(e, SVC_ECONFLICT, "invalid_state", NULL, "only a queued or running job can be paused (job %s is %s)", id, j.status);
+    db_job_clear(&j);
+    if (!ok) return rc;
+    run *r = find_run(s, id);
+    if (r) { int want = TR_RUN; atomic_compare_exchange_strong(&r->stop, &want, TR_STOP_CHECKPOINT); }
+    status_change(s, id, "paused");
+    if (!r) emit(s, id, "status", "info", json_pack("{s:s}", "status", "paused"), "Job paused");
+    else emit(s, id, "message", "info", json_pack("{s:s}", "status", "paused"), "Pausing: writing a checkpoint");
+    if (flush(s)) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot commit: %s", db_errmsg(s->db));
+    return job_reply(s, id, out, e);
+}
+
+int svc_job_resume(svc *s, const char *id, json_t **out, svc_error *e)
+{
+    db_job j;
+    int rc = get_job(s, id, &j, e);
+    if (rc) return rc;
+    int ok = !strcmp(j.status, "paused");
+    if (!ok) rc = svc_fail(e, SVC_ECONFLICT, "invalid_state", NULL, "only a paused job can be resumed (job %s is %s)", id, j.status);
+    db_job_clear(&j);
+    if (!ok) return rc;
+    status_change(s, id, "queued");
+    emit(s, id, "status", "info", json_pack("{s:s}", "status", "queued"), "Job resumed: queued to continue from its checkpoint");
+    if (flush(s)) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot commit: %s", db_errmsg(s->db));
+    schedule(s);
+    return job_reply(s, id, out, e);
+}
+
+typedef struct ev_ctx { json_t *data; long long last; } ev_ctx;
+static int add_event(void *ud, const db_event *ev)
+{
+    ev_ctx *c = ud;
+    json_array_append_new(c->data, event_json(ev->id, ev->created_at, ev->type, ev->level, ev->message, ev->data));
+    c->last = ev->id;
+    return 0;
+}
+
+/* Committed events from the database, then the ones still in the batch. */
+static int collect_events(svc *s, const char *id, long long after, int limit, json_t **data, int *more)
+{
+    ev_ctx c = {json_array(), after};
+    int rc = db_event_list(s->db, id, after, limit, add_event, &c, more);
+    if (rc) { json_decref(c.data); return rc; }
+    for (int i = 0; i < s->batch.n_events && !*more; i++) {
+        db_event *ev = &s->batch.events[i];
+        if (strcmp(ev->job_id, id) || ev->id <= c.last) continue;
+        if ((int)json_array_size(c.data) == limit) { *more = 1; break; }
+        add_event(&c, ev);
+    }
+    *data = c.data;
+    return 0;
+}
+
+int svc_job_events(svc *s, const char *id, long long after, int limit, json_t **out, svc_error *e)
+{
+    db_job j;
+    int rc = get_job(s, id, &j, e);
+    if (rc) return rc;
+    db_job_clear(&j);
+    json_t *data;
+    int more = 0;
+    if (collect_events(s, id, after, limit, &data, &more))
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+    *out = list_envelope(data, more);
+    return 0;
+}
+
+int svc_stream_poll(svc *s, const char *id, long long after, int limit, json_t **events, int *ended, svc_error *e)
+{
+    db_job j;
+    int rc = get_job(s, id, &j, e);
+    if (rc) return rc;
+    int more = 0;
+    if (collect_events(s, id, after, limit, events, &more)) {
+        db_job_clear(&j);
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+    }
+    *ended = !more && json_array_size(*events) == 0 && is_final(j.status) && !find_run(s, id);
+    db_job_clear(&j);
+    return 0;
+}
+
+typedef struct ck_ctx { json_t *data; const char *job_id; const char *model; } ck_ctx;
+static int add_ckpt(void *ud, const db_checkpoint *c)
+{
+    ck_ctx *x = ud;
+    char id[48], name[400];
+    snprintf(id, sizeof id, "ftckpt-%lld", c->id);
+    snprintf(name, sizeof name, "%s:ckpt-step-%d", x->model, c->step);
+    json_array_append_new(x->data, json_pack("{s:s, s:s, s:I, s:s, s:i, s:i, s:o, s:s}", "object",
+                                             "fine_tuning.job.checkpoint", "id", id, "created_at",
+                                             (json_int_t)c->created_at, "fine_tuned_model_checkpoint", name,
+                                             "step_number", c->step, "epoch", c->epoch, "metrics", jparse(c->metrics),
+                                             "fine_tuning_job_id", x->job_id));
+    return 0;
+}
+
+int svc_job_checkpoints(svc *s, const char *id, const char *after, int limit, json_t **out, svc_error *e)
+{
+    db_job j;
+    int rc = get_job(s, id, &j, e);
+    if (rc) return rc;
+    long long a = 0;
+    if (after) {
+        const char *num = !strncmp(after, "ftckpt-", 7) ? after + 7 : after;
+        char *end;
+        a = strtoll(num, &end, 10);
+        if (*end || a <= 0) {
+            db_job_clear(&j);
+            return svc_fail(e, SVC_EINVAL, "invalid_value", "after", "after must be a checkpoint id");
+        }
+    }
+    char model[320];
+    fine_tuned_name(&j, j.arch, model, sizeof model);
+    ck_ctx c = {json_array(), id, model};
+    int more = 0;
+    rc = db_checkpoint_list(s->db, id, a, limit, add_ckpt, &c, &more);
+    db_job_clear(&j);
+    if (rc) { json_decref(c.data); return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db)); }
+    *out = list_envelope(c.data, more);
+    return 0;
+}
+
+typedef struct series { double *x, *y; size_t n, cap; } series;
+static int add_point(void *ud, int step, double v)
+{
+    series *p = ud;
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 256;
+        double *x = realloc(p->x, cap * sizeof *x);
+        if (!x) return 1;
+        p->x = x;
+        double *y = realloc(p->y, cap * sizeof *y);
+        if (!y) return 1;
+        p->y = y;
+        p->cap = cap;
+    }
+    p->x[p->n] = step;
+    p->y[p->n++] = v;
+    return 0;
+}
+
+static int add_name(void *ud, const char *name)
+{
+    json_array_append_new(ud, json_string(name));
+    return 0;
+}
+
+int svc_job_metrics(svc *s, const char *id, const char *names, int max_points, int after_step, json_t **out,
+                    svc_error *e)
+{
+    db_job j;
+    int rc = get_job(s, id, &j, e);
+    if (rc) return rc;
+    db_job_clear(&j);
+    json_t *list = json_array();
+    if (names && *names) {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s", names);
+        char *save = NULL;
+        for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+            if (*t) json_array_append_new(list, json_string(t));
+    } else {
+        db_metric_names(s->db, id, add_name, list);
+        for (int i = 0; i < s->batch.n_metrics; i++) { /* names not yet committed */
+            int seen = 0;
+            size_t k;
+            json_t *v;
+            json_array_foreach(list, k, v) seen |= !strcmp(json_string_value(v), s->batch.metrics[i].name);
+            if (!seen && !strcmp(s->batch.metrics[i].job_id, id))
+                json_array_append_new(list, json_string(s->batch.metrics[i].name));
+        }
+    }
+    json_t *res = json_object();
+    size_t k;
+    json_t *nv;
+    json_array_foreach(list, k, nv) {
+        const char *name = json_string_value(nv);
+        series p = {0};
+        if (db_metric_series(s->db, id, name, after_step, add_point, &p)) {
+            free(p.x); free(p.y);
+            json_decref(list); json_decref(res);
+            return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+        }
+        double last = p.n ? p.x[p.n - 1] : after_step;
+        for (int i = 0; i < s->batch.n_metrics; i++) {
+            db_metric *m = &s->batch.metrics[i];
+            if (!strcmp(m->job_id, id) && !strcmp(m->name, name) && m->step > last) {
+                add_point(&p, m->step, m->value);
+                last = m->step;
+            }
+        }
+        size_t *keep = malloc((p.n ? p.n : 1) * sizeof *keep);
+        size_t kept = keep ? lttb(p.x, p.y, p.n, (size_t)max_points, keep) : 0;
+        json_t *steps = json_array(), *values = json_array();
+        for (size_t i = 0; i < kept; i++) {
+            json_array_append_new(steps, json_integer((json_int_t)p.x[keep[i]]));
+            json_array_append_new(values, jreal(p.y[keep[i]]));
+        }
+        json_object_set_new(res, name, json_pack("{s:o, s:o, s:I}", "steps", steps, "values", values, "total_points",
+                                                 (json_int_t)p.n));
+        free(keep); free(p.x); free(p.y);
+    }
+    json_decref(list);
+    *out = json_pack("{s:s, s:s, s:i, s:o}", "object", "fine_tuning.job.metrics", "job_id", id, "max_points",
+                     max_points, "series", res);
+    return 0;
+}
+
+/* ---------------- models, datasets, files ---------------- */
+
+typedef struct model_ctx { json_t *data; } model_ctx;
+static int add_model(void *ud, const db_model *m)
+{
+    model_ctx *c = ud;
+    json_array_append_new(c->data, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:s}", "id", m->id, "object", "model",
+                                             "created", (json_int_t)m->created_at, "owned_by", "coretuned",
+                                             "kind", "fine-tuned", "arch", m->arch, "job_id", m->job_id));
+    return 0;
+}
+
+static void list_backbones(svc *s, json_t *data)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/models", s->cfg.data_dir);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        const char *ext = ".safetensors";
+        if (n <= strlen(ext) || strcmp(de->d_name + n - strlen(ext), ext)) continue;
+        char name[256];
+        snprintf(name, sizeof name, "%.*s", (int)(n - strlen(ext)), de->d_name);
+        if (!safe_name(name)) continue;
+        const char *a = arch_of_name(name);
+        json_array_append_new(data, json_pack("{s:s, s:s, s:i, s:s, s:s, s:o}", "id", name, "object", "model",
+                                              "created", 0, "owned_by", "local", "kind", "backbone", "arch",
+                                              jstr(a)));
+    }
+    closedir(d);
+}
+
+int svc_models(svc *s, json_t **out, svc_error *e)
+{
+    json_t *data = json_array();
+    for (int i = 0; i < N_BASE; i++)
+        json_array_append_new(data, json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "id", base_archs[i], "object", "model",
+                                              "created", 0, "owned_by", "coretuned", "kind", "base", "arch",
+                                              base_archs[i]));
+    list_backbones(s, data);
+    model_ctx c = {data};
+    if (db_model_list(s->db, add_model, &c)) {
+        json_decref(data);
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+    }
+    *out = json_pack("{s:s, s:o}", "object", "list", "data", data);
+    return 0;
+}
+
+int svc_model_get(svc *s, const char *id, json_t **out, svc_error *e)
+{
+    json_t *all;
+    int rc = svc_models(s, &all, e);
+    if (rc) return rc;
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(all, "data"), i, m) {
+        if (!strcmp(json_string_value(json_object_get(m, "id")), id)) {
+            *out = json_incref(m);
+            json_decref(all);
+            return 0;
+        }
+    }
+    json_decref(all);
+    return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "no model '%.200s'", id);
+}
+
+int svc_model_file(svc *s, const char *id, const char *which, char *path, size_t pathlen, svc_error *e)
+{
+    if (which && strcmp(which, "final") && strcmp(which, "best"))
+        return svc_fail(e, SVC_EINVAL, "invalid_value", "which", "which must be \"final\" or \"best\"");
+    db_model m;
+    if (db_model_get(s->db, id, &m) == 0) {
+        if (which && !strcmp(which, "best")) {
+            char *slash = strrchr(m.path, '/');
+            if (slash) snprintf(slash + 1, sizeof m.path - (size_t)(slash + 1 - m.path), "best.safetensors");
+        }
+        if (!file_exists(m.path)) return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "model '%.200s' has no %s weights on disk", id, which ? which : "final");
+        snprintf(path, pathlen, "%s", m.path);
+        return 0;
+    }
+    if (safe_name(id)) {
+        snprintf(path, pathlen, "%s/models/%s.safetensors", s->cfg.data_dir, id);
+        if (file_exists(path)) return 0;
+    }
+    for (int i = 0; i < N_BASE; i++)
+        if (!strcmp(id, base_archs[i]))
+            return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "%s is a base architecture: it has no weights", id);
+    return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "no model '%.200s'", id);
+}
+
+static json_t *file_json(const db_file *f)
+{
+    return json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:s}", "id", f->id, "object", "file", "bytes",
+                     (json_int_t)f->bytes, "created_at", (json_int_t)f->created_at, "filename", f->filename, "purpose",
+                     f->purpose, "format", f->format, "status", "processed");
+}
+
+static int add_file(void *ud, const db_file *f)
+{
+    json_array_append_new(ud, file_json(f));
+    return 0;
+}
+
+static int add_file_dataset(void *ud, const db_file *f)
+{
+    json_array_append_new(ud, json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", f->id, "object", "dataset", "source",
+                                        "upload", "format", f->format, "bytes", (json_int_t)f->bytes));
+    return 0;
+}
+
+int svc_datasets(svc *s, json_t **out, svc_error *e)
+{
+    json_t *data = json_array();
+    if (builtin_available(s)) {
+        json_array_append_new(data, json_pack("{s:s, s:s, s:s, s:s, s:i}", "id", "fashion-mnist-train", "object",
+                                              "dataset", "source", "builtin", "format", "idx", "images", 60000));
+        json_array_append_new(data, json_pack("{s:s, s:s, s:s, s:s, s:i}", "id", "fashion-mnist-test", "object",
+                                              "dataset", "source", "builtin", "format", "idx", "images", 10000));
+    }
+    for (int i = 0; i < s->cfg.n_datasets; i++)
+        json_array_append_new(data, json_pack("{s:s, s:s, s:s}", "id", s->cfg.datasets[i].name, "object", "dataset",
+                                              "source", "config"));
+    if (db_file_list(s->db, add_file_dataset, data)) {
+        json_decref(data);
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+    }
+    *out = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", 0);
+    return 0;
+}
+
+int svc_files(svc *s, json_t **out, svc_error *e)
+{
+    json_t *data = json_array();
+    if (db_file_list(s->db, add_file, data)) {
+        json_decref(data);
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+    }
+    *out = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", 0);
+    return 0;
+}
+
+int svc_file_get(svc *s, const char *id, json_t **out, svc_error *e)
+{
+    db_file f;
+    int rc = db_file_get(s->db, id, &f);
+    if (rc == -ENOENT) return svc_fail(e, SVC_ENOTFOUND, "file_not_found", "id", "no file '%.100s'", id);
+    if (rc) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+    *out = file_json(&f);
+    return 0;
+}
+
+const char *svc_upload_dir(svc *s) { return s->upload_dir; }
+long long svc_upload_limit(svc *s) { return s->cfg.upload_limit; }
+
+/* Recognise the data formats the trainer reads: IDX (images 0x00000803 / labels 0x00000801, gzip'd or
+ * not) and CIFAR binary batches (records of 1+3072 or 2+3072 bytes). */
+static const char *probe_format(const char *path, long long bytes)
+{
+    unsigned char h[4] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t n = fread(h, 1, 4, f);
+    fclose(f);
+    if (n >= 2 && h[0] == 0x1f && h[1] == 0x8b) return "idx.gz";
+    if (n == 4 && h[0] == 0 && h[1] == 0 && h[2] == 0x08 && (h[3] == 3 || h[3] == 1)) return h[3] == 3 ? "idx-images" : "idx-labels";
+    if (bytes > 0 && bytes % 3073 == 0) return "cifar10";
+    if (bytes > 0 && bytes % 3074 == 0) return "cifar100";
+    return NULL;
+}
+
+int svc_file_add(svc *s, const char *tmp_path, const char *filename, const char *purpose, long long bytes,
+                 json_t **out, svc_error *e)
+{
+    const char *fmt = probe_format(tmp_path, bytes);
+    if (!fmt) {
+        unlink(tmp_path);
+        return svc_fail(e, SVC_EINVAL, "invalid_file_format", "file",
+                        "unrecognised data format: expected IDX (optionally gzip'd) or CIFAR binary batches");
+    }
+    db_file f = {.bytes = bytes, .created_at = now_s()};
+    random_id(f.id, sizeof f.id, "file-");
+    snprintf(f.filename, sizeof f.filename, "%s", filename && *filename ? filename : "upload");
+    snprintf(f.purpose, sizeof f.purpose, "%s", purpose && *purpose ? purpose : "fine-tune");
+    snprintf(f.format, sizeof f.format, "%s", fmt);
+    snprintf(f.path, sizeof f.path, "%.900s/files/%.47s", s->cfg.data_dir, f.id);
+    if (rename(tmp_path, f.path) != 0) {
+        int err = errno;
+        unlink(tmp_path);
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(err));
+    }
+    if (db_file_insert(s->db, &f) != 0) {
+        unlink(f.path);
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot record the upload: %s", db_errmsg(s->db));
+    }
+    LOG(LOG_INFO, "msg=\"file uploaded\" id=%s bytes=%lld format=%s", f.id, bytes, fmt);
+    *out = file_json(&f);
+    return 0;
+}
+
+int svc_ready(svc *s, json_t **out, svc_error *e)
+{
+    if (s->stopping) return svc_fail(e, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
+    *out = json_pack("{s:s, s:i, s:i, s:i}", "status", "ready", "workers", s->cfg.workers, "running", s->n_runs,
+                     "threads_per_job", s->cfg.threads_per_job);
+    return 0;
+}
+
+/* ---------------- life cycle ---------------- */
+
+int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_t errlen)
+{
+    svc *s = calloc(1, sizeof *s);
+    if (!s) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
+    s->loop = loop;
+    s->cfg = *cfg;
+    pthread_mutex_init(&s->qlock, NULL);
+    char path[1200];
+    const char *sub[] = {"jobs", "files", "models", "files/tmp"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s/%s", cfg->data_dir, sub[i]);
+        if (mkdir_p(path) != 0) {
+            snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+            goto fail;
+        }
+    }
+    snprintf(s->upload_dir, sizeof s->upload_dir, "%s/files/tmp", cfg->data_dir);
+    snprintf(path, sizeof path, "%s/coretuned.db", cfg->data_dir);
+    if (db_open(&s->db, path, err, errlen) != 0) goto fail;
+    if (db_event_max_id(s->db, &s->last_event_id) != 0) {
+        snprintf(err, errlen, "cannot read events: %s", db_errmsg(s->db));
+        goto fail;
+    }
+    /* jobs a crashed (or killed) daemon left running resume from their last checkpoint */
+    char ids[64][DB_ID_MAX];
+    int n = 0;
+    do {
+        if (db_job_ids_by_status(s->db, "running", 64, ids, &n) != 0) {
+            snprintf(err, errlen, "cannot read jobs: %s", db_errmsg(s->db));
+            goto fail;
+        }
+        for (int i = 0; i < n; i++) {
+            status_change(s, ids[i], "queued");
+            emit(s, ids[i], "status", "warn", json_pack("{s:s}", "status", "queued"),
+                 "Daemon restarted: job requeued to resume from its last checkpoint");
+            LOG(LOG_INFO, "msg=\"requeued after restart\" job=%s", ids[i]);
+        }
+        if (flush(s) != 0) {
+            snprintf(err, errlen, "cannot requeue jobs: %s", db_errmsg(s->db));
+            goto fail;
+        }
+    } while (n == 64);
+    uv_async_init(loop, &s->async, on_async);
+    uv_timer_init(loop, &s->flush_timer);
+    s->async.data = s->flush_timer.data = s;
+    s->handles_open = 2;
+    schedule(s);
+    *out = s;
+    return 0;
+fail:
+    svc_free(s);
+    return -EIO;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    svc *s = h->data;
+    if (--s->handles_open == 0 && s->done) s->done(s->done_ud);
+}
+
+static void maybe_finish_shutdown(svc *s)
+{
+    if (!s->stopping || s->n_runs > 0 || s->handles_open != 2) return;
+    flush(s);
+    uv_timer_stop(&s->flush_timer);
+    uv_close((uv_handle_t *)&s->async, on_handle_closed);
+    uv_close((uv_handle_t *)&s->flush_timer, on_handle_closed);
+}
+
+void svc_shutdown(svc *s, void (*done)(void *), void *ud)
+{
+    s->stopping = 1;
+    s->done = done;
+    s->done_ud = ud;
+    for (run *r = s->runs; r; r = r->next) {
+        int want = TR_RUN;
+        atomic_compare_exchange_strong(&r->stop, &want, TR_STOP_CHECKPOINT);
+        LOG(LOG_INFO, "msg=\"asking job to checkpoint\" job=%s", r->job_id);
+    }
+    maybe_finish_shutdown(s);
+}
+
+void svc_free(svc *s)
+{
+    if (!s) return;
+    flush(s);
+    db_batch_free(&s->batch);
+    db_close(s->db);
+    free(s->q);
+    free(s->spare);
+    while (s->runs) { run *r = s->runs; s->runs = r->next; run_free(r); }
+    pthread_mutex_destroy(&s->qlock);
+    free(s);
+}

@@ -1,0 +1,188 @@
+/* tests/unit/test_train_golden.c — three whole Core-tuning training steps (paper variant) of resnet20
+ * on 1x28x28 against PyTorch (tests/golden/gen_train.py): the backbone features, each loss term of
+ * every step, every parameter gradient of step 1, and every weight and running statistic after
+ * three Nesterov-SGD steps. The step is composed exactly as trainer/train.c's train_step composes it
+ * (forward, draws, loss forward/backward, backward, sgd_step), with the fixture's draws.
+ * Tolerances: features and terms rel 1e-4; gradients 2e-4 of the tensor's scale; weights after three
+ * steps 1e-4 (float32 against a float64 reference through 19 batch norms). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include "tests/unit/golden.h"
+#include "trainer/coreloss.h"
+#include "trainer/sgd.h"
+
+enum { N = 16, C = 10, CD = 32, D = 64, STEPS = 3, SAMPLES = 48 };
+
+/* The fixture keeps big tensors as (sum, abs-sum, L2) + evenly spaced samples. */
+static size_t check_summary(const st_file *f, const char *prefix, const char *name, const float *x, size_t n,
+                            double rtol, double atol)
+{
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s.stats", prefix, name);
+    const float *stats = golden_f32(f, key, 3);
+    size_t k = n < SAMPLES ? n : SAMPLES;
+    snprintf(key, sizeof key, "%s.%s.samples", prefix, name);
+    const float *want = golden_f32(f, key, k);
+    if (!stats || !want) return 1;
+    double s = 0, a = 0, q = 0;
+    for (size_t i = 0; i < n; i++) s += x[i], a += fabs(x[i]), q += (double)x[i] * x[i];
+    float got_stats[3] = {(float)s, (float)a, (float)sqrt(q)}, got[SAMPLES];
+    for (size_t j = 0; j < k; j++) got[j] = x[(j * n) / k];
+    snprintf(key, sizeof key, "%s %s", prefix, name);
+    /* the sum cancels: judge it on the abs-sum's scale */
+    float sum_scale[3] = {stats[0], stats[1], stats[2]};
+    size_t bad = golden_mismatches(key, got_stats + 1, sum_scale + 1, 2, rtol, atol);
+    if (fabs(got_stats[0] - stats[0]) > rtol * 10 * stats[1] + 1e-6) {
+        fprintf(stderr, "%s: sum %.8g want %.8g\n", key, (double)got_stats[0], (double)stats[0]);
+        bad++;
+    }
+    float scale = 0;
+    for (size_t j = 0; j < k; j++) scale = fmaxf(scale, fabsf(want[j]));
+    return bad + golden_mismatches(key, got, want, k, rtol, atol * (scale > 0 ? scale : 1));
+}
+
+static void test_three_steps_match_pytorch(void **state)
+{
+    (void)state;
+    char err[256];
+    st_file *f = NULL;
+    assert_int_equal(st_open(&f, FIXTURE_DIR "/train_golden.safetensors", err, sizeof err), 0);
+
+    model_config mc = {.arch = "resnet20", .in_channels = 1, .image_size = 28, .num_classes = C,
+                       .contrast_dim = CD, .max_batch = N};
+    model *m = NULL;
+    assert_int_equal(model_new(&m, &mc, err, sizeof err), 0);
+    golden_fill(m);
+    for (int i = 0; i < model_num_tensors(m); i++) { /* PyTorch's fresh running stats: mean 0, var 1 */
+        model_tensor *t = model_tensor_at(m, i);
+        if (t->kind == MODEL_BUFFER && strstr(t->name, "running_var"))
+            for (size_t j = 0; j < t->numel; j++) t->data[j] = 1.0f;
+    }
+    static const char *const heads[] = {"fc.weight", "contrastor.0.weight", "contrastor.0.bias",
+                                        "contrastor.2.weight", "contrastor.2.bias"};
+    for (int i = 0; i < 5; i++) {
+        model_tensor *t = model_find(m, heads[i]);
+        char key[96];
+        snprintf(key, sizeof key, "init.%s", heads[i]);
+        const float *v = golden_f32(f, key, t->numel);
+        assert_non_null(v);
+        memcpy(t->data, v, sizeof(float) * t->numel);
+    }
+    coreloss_config lc = {.method = CORELOSS_CORE, .variant = CORELOSS_PAPER, .num_classes = C, .feat_dim = D,
+                          .contrast_dim = CD, .max_batch = N, .eta = 0.1f, .temperature = 0.07f,
+                          .mixup_alpha = 1.0f};
+    coreloss *loss = NULL;
+    assert_int_equal(coreloss_new(&loss, &lc, err, sizeof err), 0);
+    model_tensor *fc = model_find(m, "fc.weight"), *c0w = model_find(m, "contrastor.0.weight"),
+                 *c0b = model_find(m, "contrastor.0.bias"), *c2w = model_find(m, "contrastor.2.weight"),
+                 *c2b = model_find(m, "contrastor.2.bias");
+    coreloss_weights w = {fc->data, c0w->data, c0b->data, c2w->data, c2b->data};
+    coreloss_grads g = {fc->grad, c0w->grad, c0b->grad, c2w->grad, c2b->grad};
+    const float *flabels = golden_f32(f, "labels", N), *lrs = golden_f32(f, "lrs", STEPS);
+    assert_non_null(flabels);
+    assert_non_null(lrs);
+    int labels[N];
+    for (int i = 0; i < N; i++) labels[i] = (int)flabels[i];
+    float *dh = calloc(N * D, sizeof(float)), *mom = calloc(model_num_params(m), sizeof(float));
+    sgd_config sc = {.momentum = 0.9, .weight_decay = 1e-4, .nesterov = 1};
+    size_t bad = 0;
+
+    for (int s = 0; s < STEPS; s++) {
+        char key[64];
+        snprintf(key, sizeof key, "step%d.images", s);
+        const float *images = golden_f32(f, key, N * 28 * 28);
+        assert_non_null(images);
+        model_zero_grad(m);
+        const float *h = model_forward(m, images, N, 1);
+        assert_non_null(h);
+        coreloss_draws *dr = coreloss_draws_ref(loss);
+        const float *partner, *lam_neg, *lam_pos;
+        snprintf(key, sizeof key, "step%d.partner", s);
+        assert_non_null(partner = golden_f32(f, key, N));
+        snprintf(key, sizeof key, "step%d.lam_neg", s);
+        assert_non_null(lam_neg = golden_f32(f, key, N));
+        snprintf(key, sizeof key, "step%d.lam_pos", s);
+        assert_non_null(lam_pos = golden_f32(f, key, N));
+        for (int i = 0; i < N; i++) {
+            dr->partner[i] = (int)partner[i];
+            dr->lam_neg[i] = lam_neg[i];
+            dr->lam_pos[i] = lam_pos[i];
+        }
+        coreloss_terms t;
+        assert_int_equal(coreloss_forward_backward(loss, dh, &g, &t, h, labels, N, &w, 1.0f), 0);
+        assert_int_equal(model_backward(m, dh, N), 0);
+        snprintf(key, sizeof key, "step%d.terms", s);
+        const float *want_terms = golden_f32(f, key, 3);
+        assert_non_null(want_terms);
+        float got_terms[3] = {(float)t.total, (float)t.ce, (float)t.contrastive};
+        bad += golden_mismatches(key, got_terms, want_terms, 3, 1e-4, 1e-5);
+        if (s == 0) {
+            bad += golden_mismatches("step0.h", h, golden_f32(f, "step0.h", N * D), N * D, 1e-4, 1e-5);
+            bad += golden_mismatches("step0.dh", dh, golden_f32(f, "step0.dh", N * D), N * D, 1e-4, 1e-5);
+            for (int i = 0; i < model_num_tensors(m); i++) {
+                model_tensor *mt = model_tensor_at(m, i);
+                if (mt->kind == MODEL_PARAM) bad += check_summary(f, "grad0", mt->name, mt->grad, mt->numel, 2e-4, 2e-4);
+            }
+        }
+        sgd_step(model_params(m), mom, model_grads(m), model_num_params(m), lrs[s], &sc);
+    }
+    for (int i = 0; i < model_num_tensors(m); i++) {
+        model_tensor *mt = model_tensor_at(m, i);
+        if (mt->kind == MODEL_PARAM) {
+            bad += check_summary(f, "final", mt->name, mt->data, mt->numel, 1e-4, 1e-4);
+        } else if (mt->kind == MODEL_BUFFER) {
+            char key[96];
+            snprintf(key, sizeof key, "final.%s", mt->name);
+            const float *want = golden_f32(f, key, mt->numel);
+            bad += want ? golden_mismatches(key, mt->data, want, mt->numel, 1e-4, 1e-5) : 1;
+        }
+    }
+    assert_int_equal(bad, 0);
+    free(dh);
+    free(mom);
+    coreloss_free(loss);
+    model_free(m);
+    st_close(f);
+}
+
+/* PyTorch's SGD on a hand-checked case, and the learning-rate schedule. */
+static void test_sgd_semantics(void **state)
+{
+    (void)state;
+    float p[2] = {1.0f, -2.0f}, buf[2] = {0, 0};
+    const float g[2] = {0.5f, 0.25f};
+    sgd_config c = {.momentum = 0.9, .weight_decay = 0.1, .nesterov = 1};
+    sgd_step(p, buf, g, 2, 0.1, &c);
+    /* g' = g + 0.1 p = (0.6, 0.05); buf = g'; nesterov g'' = g' + 0.9 buf = (1.14, 0.095) */
+    assert_float_equal(buf[0], 0.6f, 1e-6);
+    assert_float_equal(p[0], 1.0f - 0.114f, 1e-6);
+    assert_float_equal(p[1], -2.0f - 0.0095f, 1e-6);
+    sgd_step(p, buf, g, 2, 0.1, &c);
+    /* g' = 0.5 + 0.1*0.886 = 0.5886; buf = 0.9*0.6 + 0.5886 = 1.1286; g'' = 0.5886 + 0.9*1.1286 */
+    assert_float_equal(buf[0], 1.1286f, 1e-5);
+    assert_float_equal(p[0], 0.886f - 0.1f * (0.5886f + 0.9f * 1.1286f), 1e-5);
+    c.nesterov = 0;
+    c.momentum = 0;
+    float q = 1.0f, b0 = 0, g0 = 1.0f;
+    sgd_step(&q, &b0, &g0, 1, 0.5, &c); /* plain: q -= 0.5 (1 + 0.1) */
+    assert_float_equal(q, 0.45f, 1e-6);
+    assert_float_equal(b0, 0.0f, 0);
+    assert_float_equal(sgd_lr_at(0.1, 0, 100, 0, 1), 0.1, 1e-12);
+    assert_float_equal(sgd_lr_at(0.1, 50, 100, 0, 1), 0.05, 1e-12);
+    assert_float_equal(sgd_lr_at(0.1, 99, 100, 0, 0), 0.1, 1e-12);
+    assert_float_equal(sgd_lr_at(0.1, 0, 100, 10, 1), 0.01, 1e-12);  /* warm-up from lr/warmup */
+    assert_float_equal(sgd_lr_at(0.1, 10, 100, 10, 1), 0.1, 1e-12);  /* then cosine from the top */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_three_steps_match_pytorch),
+        cmocka_unit_test(test_sgd_semantics),
+    };
+    return cmocka_run_group_tests_name("train_golden", tests, NULL, NULL);
+}
