@@ -46,7 +46,7 @@ typedef struct req {
     char tmp[1200];
     char filename[256], purpose[32];
     long long bytes;
-    int have_file, bad_form;
+    int have_file, bad_form, not_form;
 } req;
 
 struct sse {
@@ -459,6 +459,10 @@ static enum MHD_Result finish_upload(api_ctx *a, struct MHD_Connection *conn, re
         if (q->tmp[0]) { unlink(q->tmp); q->tmp[0] = 0; }
         return fail(conn, SVC_ETOOLARGE, NULL, "file", "the upload is larger than %lld bytes", svc_upload_limit(a->svc));
     }
+    if (q->not_form) {
+        if (q->tmp[0]) { unlink(q->tmp); q->tmp[0] = 0; }
+        return fail(conn, SVC_EMEDIA, NULL, NULL, "uploads are multipart/form-data with a 'file' part");
+    }
     if (q->bad_form || !q->have_file) {
         if (q->tmp[0]) { unlink(q->tmp); q->tmp[0] = 0; }
         return fail(conn, SVC_EINVAL, "missing_file", "file", "send multipart/form-data with a 'file' part");
@@ -554,7 +558,7 @@ enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *u
         if (is_method(method, "POST") && !strcmp(url, "/v1/files")) {
             q->kind = REQ_UPLOAD;
             q->pp = MHD_create_post_processor(conn, 16 * 1024, on_form, q);
-            if (!q->pp) q->bad_form = 1; /* not multipart/form-data: answered after the body */
+            if (!q->pp) q->not_form = 1; /* not multipart/form-data: answered after the body */
         } else if (is_method(method, "POST") || is_method(method, "PUT") || is_method(method, "PATCH")) {
             q->kind = REQ_JSON;
         }
@@ -565,7 +569,8 @@ enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *u
         *upload_data_size = 0;
         q->received += n;
         if (q->kind == REQ_UPLOAD) {
-            if (q->pp && !q->too_large && !q->bad_form) MHD_post_process(q->pp, upload_data, n);
+            if (q->pp && !q->too_large && !q->bad_form && MHD_post_process(q->pp, upload_data, n) != MHD_YES)
+                q->bad_form = 1;
             return MHD_YES;
         }
         if (q->kind != REQ_JSON || q->too_large) return MHD_YES; /* drained */

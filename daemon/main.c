@@ -65,7 +65,7 @@ static int set_listen(daemon_opts *o, const char *s)
 
 static int set_data_dir(daemon_opts *o, const char *v)
 {
-    if (!*v || strlen(v) > 900) return -1;
+    if (!*v || strlen(v) > 700) return -1; /* room for DIR/files/ID/NAME in a path */
     snprintf(o->svc.data_dir, sizeof o->svc.data_dir, "%s", v);
     return 0;
 }

@@ -24,6 +24,7 @@
 #include "api/lttb.h"
 #include "common/log.h"
 #include "storage/db.h"
+#include "trainer/data.h"
 #include "trainer/trainer.h"
 #include <dirent.h>
 #include <errno.h>
@@ -82,6 +83,7 @@ struct svc {
     uv_async_t async;
     uv_timer_t flush_timer;
     int flush_armed;
+    int flush_now;                 /* a record that must not wait for the timer (checkpoints) */
     pthread_mutex_t qlock;
     rec *q;                        /* guarded by qlock */
     int qn, qcap;
@@ -224,7 +226,7 @@ static void on_flush_timer(uv_timer_t *t)
 
 static void flush_later(svc *s)
 {
-    if (s->flush_armed) return;
+    if (s->flush_armed || db_batch_empty(&s->batch)) return;
     s->flush_armed = 1;
     uv_timer_start(&s->flush_timer, on_flush_timer, (uint64_t)(s->cfg.flush_seconds * 1000), 0);
 }
@@ -301,12 +303,15 @@ static int resolver(void *ud, enum jobspec_ref kind, const char *name, char *pat
             snprintf(p, sizeof p, "%s/models/%s.safetensors", s->cfg.data_dir, name);
             const char *a = arch_of_name(name);
             if (file_exists(p) && strlen(p) < TR_PATH_MAX) {
-                if (!a) {
-                    snprintf(err, errlen, "cannot tell the architecture of backbone '%s': name it resnetNN-...", name);
+                /* the name says it (resnet50-mocov2) or the tensors do (slower: reads the file) */
+                char found[16] = "", why[256];
+                int in_ch, small;
+                if (!a && tr_weights_arch(p, found, &in_ch, &small, why, sizeof why) != 0) {
+                    snprintf(err, errlen, "cannot tell the architecture of backbone '%s': %s", name, why);
                     return -EINVAL;
                 }
-                snprintf(path, TR_PATH_MAX, "%s", p);
-                snprintf(arch, 16, "%s", a);
+                snprintf(path, TR_PATH_MAX, "%.1023s", p);
+                snprintf(arch, 16, "%s", a ? a : found);
                 return 0;
             }
         }
@@ -662,6 +667,7 @@ static void on_record_progress(svc *s, run *r, const tr_progress *p, const char 
         }
         emit(s, r->job_id, "checkpoint", "info", json_pack("{s:i, s:i}", "step", p->step, "epoch", p->epoch),
              "Checkpoint written at step %d", p->step);
+        s->flush_now = 1; /* the state file is on disk: record it (and the steps before it) now */
         break;
     }
     }
@@ -752,6 +758,10 @@ static void on_async(uv_async_t *a)
     }
     s->spare = items; /* the spare is the loop's alone */
     s->spare_cap = cap;
+    if (s->flush_now) {
+        s->flush_now = 0;
+        flush(s);
+    }
     flush_later(s);
     if (any_done) {
         schedule(s);
@@ -1285,48 +1295,51 @@ int svc_file_get(svc *s, const char *id, json_t **out, svc_error *e)
 const char *svc_upload_dir(svc *s) { return s->upload_dir; }
 long long svc_upload_limit(svc *s) { return s->cfg.upload_limit; }
 
-/* Recognise the data formats the trainer reads: IDX (images 0x00000803 / labels 0x00000801, gzip'd or
- * not) and CIFAR binary batches (records of 1+3072 or 2+3072 bytes). */
-static const char *probe_format(const char *path, long long bytes)
+/* The stored name of an upload: its own file name when that is plain (the trainer tells formats apart
+ * by names such as data_batch_1.bin), else "upload.bin". */
+static void upload_name(const char *filename, char *out, size_t n)
 {
-    unsigned char h[4] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t n = fread(h, 1, 4, f);
-    fclose(f);
-    if (n >= 2 && h[0] == 0x1f && h[1] == 0x8b) return "idx.gz";
-    if (n == 4 && h[0] == 0 && h[1] == 0 && h[2] == 0x08 && (h[3] == 3 || h[3] == 1)) return h[3] == 3 ? "idx-images" : "idx-labels";
-    if (bytes > 0 && bytes % 3073 == 0) return "cifar10";
-    if (bytes > 0 && bytes % 3074 == 0) return "cifar100";
-    return NULL;
+    const char *base = filename ? strrchr(filename, '/') : NULL;
+    base = base ? base + 1 : filename;
+    if (base && safe_name(base) && strlen(base) < n) snprintf(out, n, "%s", base);
+    else snprintf(out, n, "upload.bin");
 }
 
 int svc_file_add(svc *s, const char *tmp_path, const char *filename, const char *purpose, long long bytes,
                  json_t **out, svc_error *e)
 {
-    const char *fmt = probe_format(tmp_path, bytes);
-    if (!fmt) {
-        unlink(tmp_path);
-        return svc_fail(e, SVC_EINVAL, "invalid_file_format", "file",
-                        "unrecognised data format: expected IDX (optionally gzip'd) or CIFAR binary batches");
-    }
     db_file f = {.bytes = bytes, .created_at = now_s()};
+    char dir[1100], name[200], err[512];
     random_id(f.id, sizeof f.id, "file-");
-    snprintf(f.filename, sizeof f.filename, "%s", filename && *filename ? filename : "upload");
+    upload_name(filename, name, sizeof name);
+    snprintf(f.filename, sizeof f.filename, "%s", filename && *filename ? filename : name);
     snprintf(f.purpose, sizeof f.purpose, "%s", purpose && *purpose ? purpose : "fine-tune");
-    snprintf(f.format, sizeof f.format, "%s", fmt);
-    snprintf(f.path, sizeof f.path, "%.900s/files/%.47s", s->cfg.data_dir, f.id);
-    if (rename(tmp_path, f.path) != 0) {
-        int err = errno;
+    snprintf(dir, sizeof dir, "%.700s/files/%.47s", s->cfg.data_dir, f.id);
+    snprintf(f.path, sizeof f.path, "%.700s/files/%.47s/%.150s", s->cfg.data_dir, f.id, name);
+    if (mkdir(dir, 0750) != 0 || rename(tmp_path, f.path) != 0) {
+        int errnum = errno;
         unlink(tmp_path);
-        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(err));
+        rmdir(dir);
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errnum));
     }
+    data_info info;
+    int rc = data_probe(&info, f.path, err, sizeof err);
+    if (rc) {
+        unlink(f.path);
+        rmdir(dir);
+        return svc_fail(e, SVC_EINVAL, "invalid_file_format", "file", "not a data set the trainer can read: %s", err);
+    }
+    snprintf(f.format, sizeof f.format, "%s", data_format_name(info.format));
     if (db_file_insert(s->db, &f) != 0) {
         unlink(f.path);
+        rmdir(dir);
         return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot record the upload: %s", db_errmsg(s->db));
     }
-    LOG(LOG_INFO, "msg=\"file uploaded\" id=%s bytes=%lld format=%s", f.id, bytes, fmt);
+    LOG(LOG_INFO, "msg=\"file uploaded\" id=%s bytes=%lld format=%s images=%d classes=%d", f.id, bytes, f.format,
+        info.count, info.num_classes);
     *out = file_json(&f);
+    json_object_set_new(*out, "images", json_integer(info.count));
+    json_object_set_new(*out, "classes", json_integer(info.num_classes));
     return 0;
 }
 

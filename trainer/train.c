@@ -13,6 +13,7 @@
 #include "trainer/model.h"
 #include "trainer/safetensors.h"
 #include "trainer/sgd.h"
+#include "trainer/simclr.h"
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
@@ -73,7 +74,8 @@ int tr_spec_validate(const tr_spec *s, char *param, size_t paramlen, char *err, 
     CHECK_RANGE(s->train_limit >= 0, "train_limit", "train_limit must be >= 0");
     CHECK_RANGE(s->valid_limit >= 0, "valid_limit", "valid_limit must be >= 0");
     CHECK_RANGE(s->valid_fraction >= 0 && s->valid_fraction < 1, "valid_fraction", "valid_fraction must be in [0, 1)");
-    CHECK_RANGE(s->method == TR_CE_TUNING || s->method == TR_CORE_TUNING, "method", "unknown method");
+    CHECK_RANGE(s->method == TR_CE_TUNING || s->method == TR_CORE_TUNING || s->method == TR_SIMCLR, "method",
+                "unknown method");
     CHECK_RANGE(s->variant == TR_VARIANT_PAPER || s->variant == TR_VARIANT_REFERENCE, "variant", "unknown variant");
     const tr_hparams *h = &s->hp;
     CHECK_RANGE(h->epochs >= 1 && h->epochs <= 10000, "n_epochs", "n_epochs must be in [1, 10000]");
@@ -101,10 +103,14 @@ typedef struct job {
     int ntrain, nvalid;
     data_loader *train_loader, *valid_loader;
     model *m;
-    coreloss *loss;
+    coreloss *loss;                    /* fine-tuning: classifier (+ contrastor) losses */
     coreloss_weights w;
     coreloss_grads g;
-    float *dh;                         /* [batch x feat_dim] */
+    simclr *ssl;                       /* pre-training: NT-Xent on the projector */
+    simclr_weights sw;
+    simclr_grads sg;
+    float *views;                      /* SimCLR: both views stacked, [2 x batch][c][h][w] */
+    float *dh;                         /* [rows x feat_dim], rows = batch (2 x batch for SimCLR) */
     float *momentum;                   /* [num_params] */
     int steps_per_epoch, total_steps;
     size_t bytes;
@@ -127,6 +133,8 @@ static void job_teardown(job *j)
     free(j->valid_idx);
     model_free(j->m);
     coreloss_free(j->loss);
+    simclr_free(j->ssl);
+    free(j->views);
     free(j->dh);
     free(j->momentum);
 }
@@ -163,7 +171,7 @@ static int setup_data(job *j, char *err, size_t errlen)
         if (rc) goto out;
         memcpy(all, tmp, sizeof(int) * (size_t)ncand);
     }
-    if (s->train_per_class > 0) {
+    if (s->train_per_class > 0 && s->method != TR_SIMCLR) {
         rc = data_subset_per_class(j->train_idx, &j->ntrain, j->train_ds, all, ncand, s->train_per_class,
                                    s->seed, err, errlen);
         if (rc) goto out;
@@ -177,14 +185,15 @@ static int setup_data(job *j, char *err, size_t errlen)
 
     data_loader_opts lo = {.ds = j->train_ds, .indices = j->train_idx, .nindices = j->ntrain,
                            .batch = s->hp.batch_size, .shuffle = true, .drop_last = true,
-                           .augment = s->augment != 0, .views = 1, .layout = DATA_NCHW, .seed = s->seed,
-                           .prefetch = 2};
+                           .augment = s->augment != 0, .views = s->method == TR_SIMCLR ? 2 : 1,
+                           .layout = DATA_NCHW, .seed = s->seed, .prefetch = 2};
     data_aug_default(&lo.aug, j->train_ds, true);
     rc = data_loader_new(&j->train_loader, &lo, err, errlen);
     if (rc) goto out;
     data_loader_opts vo = lo;
     vo.ds = j->valid_ds; vo.indices = j->valid_idx; vo.nindices = j->nvalid;
-    vo.shuffle = false; vo.drop_last = false; vo.augment = false;
+    vo.shuffle = false; vo.drop_last = false;
+    vo.augment = s->method == TR_SIMCLR; /* SimCLR validates on (seeded) view pairs */
     data_aug_default(&vo.aug, j->train_ds, false); /* normalise validation with the training statistics */
     rc = data_loader_new(&j->valid_loader, &vo, err, errlen);
     if (rc) goto out;
@@ -202,13 +211,16 @@ out:
     return rc;
 }
 
+/* The heads: fine-tuning uses the classifier (and the contrastor for Core-tuning); SimCLR uses the
+ * contrastor slot as its projection head and has no classifier. */
 static int setup_model(job *j, char *err, size_t errlen)
 {
     const tr_spec *s = j->spec;
-    int core = s->method == TR_CORE_TUNING;
+    const int core = s->method == TR_CORE_TUNING, ssl = s->method == TR_SIMCLR;
+    const int rows = ssl ? 2 * s->hp.batch_size : s->hp.batch_size;
     model_config mc = {.in_channels = s->in_channels, .image_size = s->image_size, .small_stem = s->small_stem,
-                       .num_classes = j->train_ds->num_classes, .contrast_dim = core ? s->hp.contrast_dim : 0,
-                       .max_batch = s->hp.batch_size};
+                       .num_classes = ssl ? 0 : j->train_ds->num_classes,
+                       .contrast_dim = core || ssl ? s->hp.contrast_dim : 0, .max_batch = rows};
     snprintf(mc.arch, sizeof mc.arch, "%s", s->arch);
     int rc = model_new(&j->m, &mc, err, errlen);
     if (rc) return rc;
@@ -222,30 +234,42 @@ static int setup_model(job *j, char *err, size_t errlen)
             rc = model_load(j->m, s->init_weights, MODEL_LOAD_SKIP_HEADS, msg, sizeof msg);
         if (rc) return fail(err, errlen, rc, "initial weights: %s", msg);
     }
-    coreloss_config lc = {.method = core ? CORELOSS_CORE : CORELOSS_CE,
-                          .variant = s->variant == TR_VARIANT_REFERENCE ? CORELOSS_REFERENCE : CORELOSS_PAPER,
-                          .num_classes = mc.num_classes, .feat_dim = model_feature_dim(j->m),
-                          .contrast_dim = core ? s->hp.contrast_dim : 1, .max_batch = s->hp.batch_size,
-                          .eta = (float)s->hp.eta, .temperature = (float)s->hp.temperature,
-                          .mixup_alpha = (float)s->hp.mixup_alpha};
-    rc = coreloss_new(&j->loss, &lc, err, errlen);
-    if (rc) return rc;
-    model_tensor *fc = model_find(j->m, "fc.weight");
-    j->w.fc = fc->data; j->g.fc = fc->grad;
-    if (core) {
-        model_tensor *t0w = model_find(j->m, "contrastor.0.weight"), *t0b = model_find(j->m, "contrastor.0.bias");
-        model_tensor *t2w = model_find(j->m, "contrastor.2.weight"), *t2b = model_find(j->m, "contrastor.2.bias");
-        j->w.c0w = t0w->data; j->w.c0b = t0b->data; j->w.c2w = t2w->data; j->w.c2b = t2b->data;
-        j->g.c0w = t0w->grad; j->g.c0b = t0b->grad; j->g.c2w = t2w->grad; j->g.c2b = t2b->grad;
+    const int d = model_feature_dim(j->m);
+    model_tensor *c0w = model_find(j->m, "contrastor.0.weight"), *c0b = model_find(j->m, "contrastor.0.bias");
+    model_tensor *c2w = model_find(j->m, "contrastor.2.weight"), *c2b = model_find(j->m, "contrastor.2.bias");
+    if (ssl) {
+        simclr_config sc = {.feat_dim = d, .proj_dim = s->hp.contrast_dim, .max_batch = s->hp.batch_size,
+                            .temperature = (float)s->hp.temperature};
+        if ((rc = simclr_new(&j->ssl, &sc, err, errlen))) return rc;
+        j->sw = (simclr_weights){c0w->data, c0b->data, c2w->data, c2b->data};
+        j->sg = (simclr_grads){c0w->grad, c0b->grad, c2w->grad, c2b->grad};
+        j->views = malloc(sizeof(float) * (size_t)rows * s->in_channels * s->image_size * s->image_size);
+        if (!j->views) return fail(err, errlen, -ENOMEM, "out of memory");
+    } else {
+        coreloss_config lc = {.method = core ? CORELOSS_CORE : CORELOSS_CE,
+                              .variant = s->variant == TR_VARIANT_REFERENCE ? CORELOSS_REFERENCE : CORELOSS_PAPER,
+                              .num_classes = mc.num_classes, .feat_dim = d, .contrast_dim = core ? s->hp.contrast_dim : 1,
+                              .max_batch = s->hp.batch_size, .eta = (float)s->hp.eta,
+                              .temperature = (float)s->hp.temperature, .mixup_alpha = (float)s->hp.mixup_alpha};
+        if ((rc = coreloss_new(&j->loss, &lc, err, errlen))) return rc;
+        model_tensor *fc = model_find(j->m, "fc.weight");
+        j->w.fc = fc->data;
+        j->g.fc = fc->grad;
+        if (core) {
+            j->w.c0w = c0w->data; j->w.c0b = c0b->data; j->w.c2w = c2w->data; j->w.c2b = c2b->data;
+            j->g.c0w = c0w->grad; j->g.c0b = c0b->grad; j->g.c2w = c2w->grad; j->g.c2b = c2b->grad;
+        }
     }
-    size_t dh_len = (size_t)s->hp.batch_size * (size_t)model_feature_dim(j->m);
+    size_t dh_len = (size_t)rows * (size_t)d;
     j->dh = malloc(sizeof(float) * dh_len);
     j->momentum = calloc(model_num_params(j->m), sizeof(float));
     if (!j->dh || !j->momentum) return fail(err, errlen, -ENOMEM, "out of memory");
-    j->bytes = model_memory_bytes(j->m) + coreloss_memory_bytes(j->loss) + j->train_ds->bytes +
-               (j->valid_ds != j->train_ds ? j->valid_ds->bytes : 0) + data_loader_bytes(j->train_loader) +
-               data_loader_bytes(j->valid_loader) + sizeof(float) * (dh_len + model_num_params(j->m)) +
-               sizeof(int) * (size_t)2 * (size_t)j->train_ds->n;
+    j->bytes = model_memory_bytes(j->m) + (j->loss ? coreloss_memory_bytes(j->loss) : 0) +
+               (j->ssl ? simclr_memory_bytes(j->ssl) + sizeof(float) * (size_t)rows * s->in_channels *
+                                                           s->image_size * s->image_size : 0) +
+               j->train_ds->bytes + (j->valid_ds != j->train_ds ? j->valid_ds->bytes : 0) +
+               data_loader_bytes(j->train_loader) + data_loader_bytes(j->valid_loader) +
+               sizeof(float) * (dh_len + model_num_params(j->m)) + sizeof(int) * (size_t)2 * (size_t)j->train_ds->n;
     return 0;
 }
 
@@ -342,63 +366,106 @@ out:
 
 typedef struct step_terms { double total, ce, contrastive; } step_terms;
 
-/* One optimiser step over grad_accum micro-batches. Returns 0 or -EDOM on a non-finite loss. */
-static int train_step(job *j, int step, double lr, step_terms *out, char *err, size_t errlen)
+static int loss_failed(int rc, int step, double lr, char *err, size_t errlen)
+{
+    if (rc == -EDOM)
+        return fail(err, errlen, -EDOM, "loss is not finite at step %d (learning rate %g): training diverged",
+                    step + 1, lr);
+    return fail(err, errlen, rc, "loss computation failed at step %d", step + 1);
+}
+
+/* Both SimCLR views of a batch, stacked so the backbone sees 2n images in one pass. */
+static const float *stack_views(job *j, const data_batch *b)
+{
+    size_t image = (size_t)j->spec->in_channels * j->spec->image_size * j->spec->image_size;
+    memcpy(j->views, b->x, sizeof(float) * image * (size_t)b->n);
+    memcpy(j->views + image * (size_t)b->n, b->x2, sizeof(float) * image * (size_t)b->n);
+    return j->views;
+}
+
+/* One micro-batch: forward, the method's loss and its gradients (scaled by 1/accumulation), backward. */
+static int micro_step(job *j, const data_batch *b, int step, int micro, double lr, step_terms *out, char *err,
+                      size_t errlen)
 {
     const tr_spec *s = j->spec;
-    const int accum = s->hp.grad_accum;
-    const float scale = 1.0f / (float)accum;
-    *out = (step_terms){0};
-    model_zero_grad(j->m);
-    for (int micro = 0; micro < accum; micro++) {
-        data_batch b;
-        int rc = data_loader_next(j->train_loader, &b);
-        if (rc) return fail(err, errlen, rc, "data loader failed at step %d", step + 1);
-        const float *h = model_forward(j->m, b.x, b.n, 1);
-        if (!h) return fail(err, errlen, -EINVAL, "batch of %d rejected by the model", b.n);
+    const int accum = s->hp.grad_accum, ssl = s->method == TR_SIMCLR;
+    const int rows = ssl ? 2 * b->n : b->n;
+    const float *h = model_forward(j->m, ssl ? stack_views(j, b) : b->x, rows, 1);
+    if (!h) return fail(err, errlen, -EINVAL, "batch of %d rejected by the model", b->n);
+    int rc;
+    if (ssl) {
+        double loss, acc;
+        rc = simclr_forward_backward(j->ssl, j->dh, &j->sg, &loss, &acc, h, b->n, &j->sw, 1.0f / accum);
+        if (rc) return loss_failed(rc, step, lr, err, errlen);
+        out->total += loss / accum;
+        out->contrastive += loss / accum;
+    } else {
         if (s->method == TR_CORE_TUNING) {
             rng_t r;
             data_rng(&r, s->seed, RNG_STREAM_LOSS, (uint64_t)step, (uint64_t)micro);
-            coreloss_sample(j->loss, &r, b.y, b.n);
+            coreloss_sample(j->loss, &r, b->y, b->n);
         }
         coreloss_terms t;
-        rc = coreloss_forward_backward(j->loss, j->dh, &j->g, &t, h, b.y, b.n, &j->w, scale);
-        if (rc == -EDOM)
-            return fail(err, errlen, -EDOM, "loss is not finite at step %d (learning rate %g): training diverged",
-                        step + 1, lr);
-        if (rc) return fail(err, errlen, rc, "loss computation failed at step %d", step + 1);
-        rc = model_backward(j->m, j->dh, b.n);
-        if (rc) return fail(err, errlen, rc, "backward pass failed at step %d", step + 1);
+        rc = coreloss_forward_backward(j->loss, j->dh, &j->g, &t, h, b->y, b->n, &j->w, 1.0f / accum);
+        if (rc) return loss_failed(rc, step, lr, err, errlen);
         out->total += t.total / accum;
         out->ce += t.ce / accum;
         out->contrastive += t.contrastive / accum;
+    }
+    if ((rc = model_backward(j->m, j->dh, rows)))
+        return fail(err, errlen, rc, "backward pass failed at step %d", step + 1);
+    return 0;
+}
+
+/* One optimiser step over grad_accum micro-batches. */
+static int train_step(job *j, int step, double lr, step_terms *out, char *err, size_t errlen)
+{
+    const tr_spec *s = j->spec;
+    *out = (step_terms){0};
+    model_zero_grad(j->m);
+    for (int micro = 0; micro < s->hp.grad_accum; micro++) {
+        data_batch b;
+        int rc = data_loader_next(j->train_loader, &b);
+        if (rc) return fail(err, errlen, rc, "data loader failed at step %d", step + 1);
+        if ((rc = micro_step(j, &b, step, micro, lr, out, err, errlen))) return rc;
     }
     sgd_config sc = {.momentum = s->hp.momentum, .weight_decay = s->hp.weight_decay, .nesterov = s->hp.nesterov};
     sgd_step(model_params(j->m), j->momentum, model_grads(j->m), model_num_params(j->m), lr, &sc);
     return 0;
 }
 
+/* Validation in eval mode: fine-tuning gives the mean CE and top-1 accuracy; SimCLR the mean NT-Xent
+ * over seeded view pairs and how often the positive is the nearest row. */
 static int evaluate(job *j, double *loss, double *acc, char *err, size_t errlen)
 {
-    double loss_sum = 0;
+    const int ssl = j->spec->method == TR_SIMCLR;
+    const simclr_grads none = {0};
+    double loss_sum = 0, acc_sum = 0;
     int correct = 0, seen = 0;
     int nb = data_loader_batches_per_epoch(j->valid_loader);
     int rc = data_loader_seek(j->valid_loader, 0, 0);
     for (int i = 0; !rc && i < nb; i++) {
         data_batch b;
         if ((rc = data_loader_next(j->valid_loader, &b))) break;
-        const float *h = model_forward(j->m, b.x, b.n, 0);
+        const float *h = model_forward(j->m, ssl ? stack_views(j, &b) : b.x, ssl ? 2 * b.n : b.n, 0);
         if (!h) { rc = -EINVAL; break; }
-        double ls;
-        int c;
-        if ((rc = coreloss_eval(j->loss, &ls, &c, h, b.y, b.n, j->w.fc))) break;
-        loss_sum += ls;
-        correct += c;
+        if (ssl) {
+            double l, a;
+            if ((rc = simclr_forward_backward(j->ssl, NULL, &none, &l, &a, h, b.n, &j->sw, 1.0f))) break;
+            loss_sum += l * b.n;
+            acc_sum += a * b.n;
+        } else {
+            double ls;
+            int c;
+            if ((rc = coreloss_eval(j->loss, &ls, &c, h, b.y, b.n, j->w.fc))) break;
+            loss_sum += ls;
+            correct += c;
+        }
         seen += b.n;
     }
     if (rc) return fail(err, errlen, rc, rc == -EDOM ? "validation loss is not finite" : "validation failed");
     *loss = loss_sum / seen;
-    *acc = (double)correct / seen;
+    *acc = ssl ? acc_sum / seen : (double)correct / seen;
     return 0;
 }
 

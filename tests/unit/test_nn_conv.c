@@ -242,6 +242,7 @@ static void run_reference_shapes(void)
     check_conv_vs_reference((nn_conv){32, 32, 3, 1, 0}, 2, 5, 5, 24); /* no padding */
     check_conv_vs_reference((nn_conv){17, 5, 3, 1, 1}, 2, 4, 4, 25);  /* channels not a multiple of 8 */
     check_conv_vs_reference((nn_conv){16, 16, 3, 2, 1}, 5, 8, 8, 26);
+    check_conv_vs_reference((nn_conv){16, 8, 3, 2, 0}, 2, 8, 8, 27);  /* last input row unused */
 }
 
 static void test_conv_reference_shapes(void **state)

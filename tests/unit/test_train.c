@@ -1,6 +1,6 @@
 /* tests/unit/test_train.c — tr_run end to end on a tiny IDX data set written at test time:
  * a run stopped by should_stop and resumed gives exactly the loss curve of an uninterrupted run;
- * the same seed gives the same run; cancel stops without a final model; a non-finite loss fails the
+ * the same for SimCLR pre-training, whose backbone then seeds a fine-tuning job; cancel stops without a final model; a non-finite loss fails the
  * job with a clear error; bad specs name the field. Real model, loss, data loader and checkpoints. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "trainer/model.h"
+#include "trainer/safetensors.h"
 #include "trainer/trainer.h"
 
 enum { NIMG = 96, SIDE = 12, CLASSES = 4, MAXREC = 256 };
@@ -126,13 +127,16 @@ static int exists(const char *sub, const char *file)
 static void test_resume_continues_exactly(void **state)
 {
     (void)state;
-    for (int method = TR_CE_TUNING; method <= TR_CORE_TUNING; method++) {
+    static const char *const names[] = {"ce", "core", "simclr"};
+    for (int method = TR_CE_TUNING; method <= TR_SIMCLR; method++) {
         tr_spec s;
         tiny_spec(&s, method);
         char err[256] = "";
         tr_result res;
         recorder full = {0}, part = {0};
-        const char *a = method ? "full-core" : "full-ce", *b = method ? "part-core" : "part-ce";
+        char a[32], b[32];
+        snprintf(a, sizeof a, "full-%s", names[method]);
+        snprintf(b, sizeof b, "part-%s", names[method]);
         int rc = run(&s, a, 0, &full, &res, err);
         if (rc) fprintf(stderr, "tr_run: %s\n", err);
         assert_int_equal(rc, 0);
@@ -162,6 +166,42 @@ static void test_resume_continues_exactly(void **state)
         for (int e = 0; e < full.nepochs; e++) assert_true(part.valid_acc[e] == full.valid_acc[e]);
         assert_true(exists(b, "final.safetensors"));
     }
+}
+
+/* A SimCLR run yields a backbone (no classifier) that a fine-tuning job starts from. */
+static void test_simclr_backbone_feeds_fine_tuning(void **state)
+{
+    (void)state;
+    tr_spec s;
+    tiny_spec(&s, TR_SIMCLR);
+    s.hp.temperature = 0.5;
+    s.hp.epochs = 2;
+    recorder rec = {0};
+    tr_result res;
+    char err[256] = "";
+    assert_int_equal(run(&s, "ssl", 0, &rec, &res, err), 0);
+    assert_true(rec.n > 0 && isfinite(rec.loss[0]) && rec.loss[0] > 0);
+    assert_true(rec.nepochs == 2 && rec.valid_acc[1] >= 0 && rec.valid_acc[1] <= 1);
+    char path[400], arch[16];
+    snprintf(path, sizeof path, "%s/ssl/final.safetensors", tmpdir);
+    int in_ch, small;
+    assert_int_equal(tr_weights_arch(path, arch, &in_ch, &small, err, sizeof err), 0);
+    assert_string_equal(arch, "resnet20");
+    assert_int_equal(in_ch, 1);
+    st_file *f = NULL;
+    assert_int_equal(st_open(&f, path, err, sizeof err), 0);
+    assert_null(st_find(f, "fc.weight"));            /* a backbone: no classifier, no projector */
+    assert_null(st_find(f, "contrastor.0.weight"));
+    assert_non_null(st_find(f, "layer3.2.bn2.running_var"));
+    st_close(f);
+
+    tiny_spec(&s, TR_CORE_TUNING);
+    snprintf(s.init_weights, sizeof s.init_weights, "%s", path);
+    recorder ft = {0};
+    int rc = run(&s, "ssl-ft", 0, &ft, &res, err);
+    if (rc) fprintf(stderr, "fine-tuning from SimCLR: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(ft.nepochs, 3);
 }
 
 static void test_cancel_stops_without_final_model(void **state)
@@ -264,6 +304,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_continues_exactly),
+        cmocka_unit_test(test_simclr_backbone_feeds_fine_tuning),
         cmocka_unit_test(test_cancel_stops_without_final_model),
         cmocka_unit_test(test_non_finite_loss_fails_the_job),
         cmocka_unit_test(test_spec_validation_names_the_field),

@@ -1,0 +1,239 @@
+"""The jobs API without training (daemon started with --workers 0, so jobs stay queued): submit, list with
+pagination, get, cancel, pause/resume of a queued job, Idempotency-Key, a table of bad inputs each
+answered with the right status, code and param (and nothing stored), limits, event streams on an idle
+job (heartbeats, SIGTERM with a stream open), and PRAGMA integrity_check afterwards."""
+import json
+import signal
+import time
+import unittest
+import urllib.request
+
+from harness import SSE, Daemon, all_events, integrity_check, tiny_job
+
+JOBS = "/v1/fine_tuning/jobs"
+
+
+class JobsApiTest(unittest.TestCase):
+    def setUp(self):
+        self.d = Daemon("--workers", "0", "--sse-heartbeat", "0.2").start()
+
+    def tearDown(self):
+        data_dir = self.d.data_dir
+        rc, _ = self.d.stop()
+        try:
+            self.assertEqual(rc, 0, self.d.read_log())
+            self.assertEqual(integrity_check(data_dir), "ok")
+        finally:
+            self.d.cleanup()
+
+    def submit(self, body=None, headers=None):
+        return self.d.request("POST", JOBS, tiny_job() if body is None else body, headers=headers)
+
+    def count_jobs(self):
+        status, page, _ = self.d.request("GET", JOBS + "?limit=100")
+        self.assertEqual(status, 200)
+        return len(page["data"])
+
+    def test_submit_get_list(self):
+        status, job, _ = self.submit(tiny_job(suffix="mine", metadata={"team": "vision"}))
+        self.assertEqual(status, 200, job)
+        self.assertEqual(job["object"], "fine_tuning.job")
+        self.assertTrue(job["id"].startswith("ftjob-"))
+        self.assertEqual(job["status"], "queued")
+        self.assertEqual(job["queue_position"], 1)
+        self.assertEqual(job["model"], "resnet20")
+        self.assertEqual(job["training_file"], "fashion-mnist-train")
+        self.assertEqual(job["seed"], 7)
+        self.assertEqual(job["suffix"], "mine")
+        self.assertEqual(job["metadata"], {"team": "vision"})
+        self.assertIsNone(job["fine_tuned_model"])
+        self.assertIsNone(job["error"])
+        hp = job["method"]["core_tuning"]["hyperparameters"]
+        self.assertEqual(hp["n_epochs"], 2)
+        self.assertEqual(hp["batch_size"], 32)
+        self.assertEqual(hp["learning_rate"], 0.01)   # effective defaults are filled in
+        self.assertEqual(hp["temperature"], 0.07)
+        self.assertEqual(hp["variant"], "paper")
+        self.assertEqual(job["data"]["train_limit"], tiny_job()["data"]["train_limit"])
+
+        status, got, _ = self.d.request("GET", f"{JOBS}/{job['id']}")
+        self.assertEqual(status, 200)
+        self.assertEqual(got["id"], job["id"])
+
+        ids = [job["id"]] + [self.submit()[1]["id"] for _ in range(3)]
+        status, page, _ = self.d.request("GET", f"{JOBS}?limit=2")
+        self.assertEqual(status, 200)
+        self.assertEqual(page["object"], "list")
+        self.assertEqual([j["id"] for j in page["data"]], ids[::-1][:2])   # newest first
+        self.assertTrue(page["has_more"])
+        status, page2, _ = self.d.request("GET", f"{JOBS}?limit=2&after={page['data'][-1]['id']}")
+        self.assertEqual([j["id"] for j in page2["data"]], ids[::-1][2:])
+        self.assertFalse(page2["has_more"])
+        self.assertEqual(page2["data"][-1]["queue_position"], 1)
+        self.assertEqual(page2["data"][0]["queue_position"], 2)
+
+        events = all_events(self.d, job["id"])
+        self.assertEqual(events[0]["type"], "status")
+        self.assertEqual(events[0]["data"]["status"], "queued")
+
+    def test_seed_is_chosen_when_absent(self):
+        body = tiny_job()
+        del body["seed"]
+        status, job, _ = self.submit(body)
+        self.assertEqual(status, 200, job)
+        self.assertIsInstance(job["seed"], int)
+
+    def test_cancel_pause_resume_queued(self):
+        _, job, _ = self.submit()
+        jid = job["id"]
+        status, j, _ = self.d.request("POST", f"{JOBS}/{jid}/pause")
+        self.assertEqual((status, j["status"]), (200, "paused"))
+        status, err, _ = self.d.request("POST", f"{JOBS}/{jid}/pause")
+        self.assertEqual(status, 409, err)
+        status, j, _ = self.d.request("POST", f"{JOBS}/{jid}/resume")
+        self.assertEqual((status, j["status"]), (200, "queued"))
+        status, err, _ = self.d.request("POST", f"{JOBS}/{jid}/resume")
+        self.assertEqual(status, 409)
+        self.assertEqual(err["error"]["code"], "invalid_state")
+        status, j, _ = self.d.request("POST", f"{JOBS}/{jid}/cancel")
+        self.assertEqual((status, j["status"]), (200, "cancelled"))
+        self.assertIsNotNone(j["finished_at"])
+        status, err, _ = self.d.request("POST", f"{JOBS}/{jid}/cancel")
+        self.assertEqual(status, 409)
+        types = [e["data"]["status"] for e in all_events(self.d, jid) if e["type"] == "status"]
+        self.assertEqual(types, ["queued", "paused", "queued", "cancelled"])
+
+    def test_idempotency_key(self):
+        body = tiny_job()
+        s1, j1, _ = self.submit(body, headers={"Idempotency-Key": "abc-1"})
+        s2, j2, _ = self.submit(json.loads(json.dumps(body)), headers={"Idempotency-Key": "abc-1"})
+        self.assertEqual((s1, s2), (200, 200))
+        self.assertEqual(j1["id"], j2["id"])
+        # the same keys in another order and spacing is the same body
+        raw = json.dumps(dict(reversed(list(body.items()))), indent=2).encode()
+        s3, j3, _ = self.d.request("POST", JOBS, raw, headers={"Idempotency-Key": "abc-1"})
+        self.assertEqual((s3, j3["id"]), (200, j1["id"]))
+        body["seed"] = 8
+        s4, err, _ = self.submit(body, headers={"Idempotency-Key": "abc-1"})
+        self.assertEqual(s4, 422, err)
+        self.assertEqual(err["error"]["code"], "idempotency_key_reused")
+        s5, j5, _ = self.submit(body, headers={"Idempotency-Key": "abc-2"})
+        self.assertEqual(s5, 200)
+        self.assertNotEqual(j5["id"], j1["id"])
+        self.assertEqual(self.count_jobs(), 2)
+
+    def test_bad_inputs(self):
+        hp = "method.core_tuning.hyperparameters."
+
+        def with_hp(**kw):
+            b = tiny_job()
+            b["method"]["core_tuning"]["hyperparameters"].update(kw)
+            return b
+
+        def without(key):
+            b = tiny_job()
+            del b[key]
+            return b
+
+        cases = [  # (body, status, code, param, words in the message)
+            (b"{not json", 400, "invalid_json", None, "malformed"),
+            (b"", 400, "invalid_json", None, "empty"),
+            (b"[1,2]", 400, "invalid_value", None, "object"),
+            (tiny_job(bogus=1), 400, "unknown_parameter", "bogus", "bogus"),
+            (with_hp(bogus=1), 400, "unknown_parameter", hp + "bogus", "bogus"),
+            (with_hp(learning_rate="fast"), 400, "invalid_value", hp + "learning_rate", "number"),
+            (with_hp(learning_rate=-1), 400, "invalid_value", hp + "learning_rate", "learning_rate"),
+            (with_hp(n_epochs=0), 400, "invalid_value", hp + "n_epochs", "n_epochs"),
+            (with_hp(n_epochs=2.5), 400, "invalid_value", hp + "n_epochs", "integer"),
+            (with_hp(batch_size=100000), 400, "invalid_value", hp + "batch_size", "batch_size"),
+            (with_hp(nesterov="yes"), 400, "invalid_value", hp + "nesterov", "true or false"),
+            (with_hp(lr_schedule="step"), 400, "invalid_value", hp + "lr_schedule", "cosine"),
+            (with_hp(threads=64), 400, "invalid_value", hp + "threads", "threads"),
+            (tiny_job(method={"type": "dpo"}), 400, "invalid_value", "method.type", "core_tuning"),
+            (tiny_job(architecture={"in_channels": 2}), 400, "invalid_value", "architecture.in_channels", "1 or 3"),
+            (tiny_job(data={"valid_fraction": 1.5}), 400, "invalid_value", "data.valid_fraction", "valid_fraction"),
+            (tiny_job(seed="x"), 400, "invalid_value", "seed", "integer"),
+            (tiny_job(suffix="a:b"), 400, "invalid_value", "suffix", "suffix"),
+            (tiny_job(metadata={"k": 1}), 400, "invalid_value", "metadata.k", "string"),
+            (without("model"), 400, "invalid_value", "model", "required"),
+            (without("training_file"), 400, "invalid_value", "training_file", "required"),
+            (tiny_job(model="gpt-4o"), 400, "model_not_found", "model", "does not exist"),
+            (tiny_job(model="../../etc/passwd"), 400, "model_not_found", "model", "does not exist"),
+            (tiny_job(training_file="/etc/passwd"), 400, "file_not_found", "training_file", "neither"),
+            (tiny_job(training_file="../coretuned.db"), 400, "file_not_found", "training_file", "neither"),
+            (tiny_job(validation_file="file-doesnotexist"), 400, "file_not_found", "validation_file", "neither"),
+            (b'{"a":' * 40 + b"1" + b"}" * 40, 400, "too_deep", None, "deeper"),
+        ]
+        for body, want_status, code, param, words in cases:
+            with self.subTest(body=body if isinstance(body, bytes) else json.dumps(body)[:120]):
+                status, err, headers = self.d.request("POST", JOBS, body)
+                self.assertEqual(status, want_status, err)
+                self.assertIn("application/json", headers["Content-Type"])
+                self.assertEqual(set(err["error"]), {"message", "type", "param", "code"})
+                self.assertEqual(err["error"]["type"], "invalid_request_error")
+                self.assertEqual(err["error"]["code"], code, err)
+                self.assertEqual(err["error"]["param"], param, err)
+                self.assertIn(words, err["error"]["message"])
+        self.assertEqual(self.count_jobs(), 0)   # nothing was queued
+
+    def test_limits_and_routes(self):
+        big = json.dumps(tiny_job(metadata={"k": "x" * 500})).encode() + b" " * (1 << 20)
+        status, err, _ = self.d.request("POST", JOBS, big)
+        self.assertEqual(status, 413, err)
+        self.assertEqual(err["error"]["code"], "request_too_large")
+        status, err, _ = self.d.request("POST", JOBS, b"model=resnet20", headers={"Content-Type": "text/plain"})
+        self.assertEqual(status, 415, err)
+        status, err, _ = self.d.request("DELETE", JOBS)
+        self.assertEqual(status, 405, err)
+        status, err, _ = self.d.request("GET", f"{JOBS}/ftjob-nope")
+        self.assertEqual((status, err["error"]["code"], err["error"]["param"]), (404, "job_not_found", "id"))
+        for action in ("cancel", "pause", "resume"):
+            status, _, _ = self.d.request("POST", f"{JOBS}/ftjob-nope/{action}")
+            self.assertEqual(status, 404)
+        for what in ("events", "checkpoints", "metrics"):
+            status, _, _ = self.d.request("GET", f"{JOBS}/ftjob-nope/{what}")
+            self.assertEqual(status, 404)
+        status, err, _ = self.d.request("GET", f"{JOBS}?limit=0")
+        self.assertEqual((status, err["error"]["param"]), (400, "limit"))
+        status, err, _ = self.d.request("GET", f"{JOBS}?limit=abc")
+        self.assertEqual(status, 400)
+        status, err, _ = self.d.request("GET", f"{JOBS}?after=ftjob-nope")
+        self.assertEqual((status, err["error"]["param"]), (400, "after"))
+        status, err, _ = self.d.request("GET", "/v1/models/..%2F..%2Fcoretuned.db/content")
+        self.assertEqual(status, 404)
+        status, body, _ = self.d.request("GET", "/readyz")
+        self.assertEqual((status, body["status"]), (200, "ready"))
+
+    def test_stream_idle_job_heartbeats_and_sigterm(self):
+        _, job, _ = self.submit()
+        s = SSE(self.d, f"{JOBS}/{job['id']}/events", timeout=10)
+        self.assertEqual(s.resp.status, 200)
+        self.assertIn("text/event-stream", s.resp.getheader("Content-Type"))
+        it = iter(s)
+        eid, kind, data = next(it)
+        self.assertEqual((eid, kind, data["data"]["status"]), (data["id"], "status", "queued"))
+        t0 = time.time()
+        while s.comments < 2 and time.time() - t0 < 5:  # heartbeats every 0.2 s keep an idle stream alive
+            if s.resp.readline().startswith(b":"):
+                s.comments += 1
+        self.assertGreaterEqual(s.comments, 2)
+        # other requests are served while the stream is open
+        self.assertEqual(self.d.request("GET", "/healthz")[0], 200)
+        self.d.request("POST", f"{JOBS}/{job['id']}/cancel")
+        rest = list(it)
+        self.assertEqual(rest[-1][1], "end")
+        self.assertEqual([k for _, k, _ in rest[:-1]], ["status"])
+        s.close()
+        # a stream left open does not hold up SIGTERM
+        _, job2, _ = self.submit()
+        s2 = SSE(self.d, f"{JOBS}/{job2['id']}/events?stream=true", timeout=10)
+        next(iter(s2))
+        rc, secs = self.d.stop(signal.SIGTERM)
+        self.assertEqual(rc, 0, self.d.read_log())
+        self.assertLess(secs, 3.0)
+        s2.close()
+        self.d.start()
+
+
+if __name__ == "__main__":
+    unittest.main()
