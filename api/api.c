@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "api/api.h"
 #include "api/jobspec.h"
+#include "api/static.h"
 #include "common/log.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +24,7 @@ struct api_ctx {
     uv_loop_t *loop;
     svc *svc;
     api_limits lim;
+    static_cfg web;
     const char *version;
     long long started_at;
     void (*kick)(void *);
@@ -500,6 +502,9 @@ static enum MHD_Result dispatch(api_ctx *a, struct MHD_Connection *conn, const c
     if (q->kind == REQ_JSON && q->too_large)
         return fail(conn, SVC_ETOOLARGE, NULL, NULL, "the request body is larger than %zu bytes", a->lim.json_body_max);
     if (q->kind == REQ_UPLOAD) return finish_upload(a, conn, q);
+    enum MHD_Result ret;
+    if ((rc = static_serve(&a->web, conn, method, url, &ret, &e)) != 0) /* the dashboard: /, /web/... */
+        return rc == 1 ? ret : reply_error(conn, &e);
     if (!strcmp(url, "/healthz")) {
         if (!is_method(method, "GET") && !is_method(method, "HEAD")) return method_not_allowed(conn, "GET");
         return reply_json(conn, 200, json_pack("{s:s, s:s, s:I}", "status", "ok", "version", a->version,
@@ -618,6 +623,7 @@ int api_new(api_ctx **out, uv_loop_t *loop, svc *s, const api_limits *lim, const
     a->loop = loop;
     a->svc = s;
     a->lim = *lim;
+    a->web.web_root = lim->web_root;
     a->version = version;
     a->started_at = (long long)time(NULL);
     a->kick = kick;

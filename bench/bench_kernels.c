@@ -1,8 +1,9 @@
 /* bench/bench_kernels.c — times nn_conv forward + backward on the conv shapes of resnet20
  * (1x28x28, batch 128) and of one resnet18 3x3 stage (64 ch, 32x32, batch 64).
  * Usage: bench_kernels [threads] [reps]. Sets OpenMP and OpenBLAS threads to `threads`. Each shape
- * is timed on the back end nn_conv picks and again forced through im2col + OpenBLAS.
- * Run with OMP_WAIT_POLICY=passive (spinning OpenMP threads starve OpenBLAS's).
+ * is timed on the back end nn_conv picks and again forced through im2col + sgemm.
+ * Build: cc -std=gnu11 -O2 -march=x86-64-v2 -fopenmp -I. bench/bench_kernels.c trainer/nn_conv.c
+ *        trainer/rng.c -lopenblas -ldnnl -lm -lpthread
  * A stand-alone tool run by hand (not part of the tests); prints a table, exits 1 on allocation
  * failure. bench/conv_torch.py times PyTorch on the same shapes.
  */

@@ -11,8 +11,9 @@
 #   BENCH_THREADS="1 2"  thread counts;  BENCH_CASES="r20 r18"  cases (r20: resnet20 1x28x28 b128,
 #                        r18: resnet18 small stem 3x32x32 b64)
 #   BENCH_METHOD=core|ce loss (default core, paper variant)
-#   BENCH_ROOF1 / BENCH_ROOF2  nominal roof in GFLOP/s for 1 / 2 threads (default 77 / 155,
-#                        /work/shared/PERFORMANCE.md); sgemm is also measured here, each repetition
+#   BENCH_ROOF1 / BENCH_ROOF2  nominal roof in GFLOP/s for 1 / 2 threads (default 77 / 155, OpenBLAS
+#                        sgemm in /work/shared/PERFORMANCE.md); OpenBLAS and oneDNN sgemm are also
+#                        measured here, each repetition, and the table gives the share of both
 #   PYTHON=...           the python with torch (default /usr/bin/python3)
 set -u
 
@@ -101,10 +102,13 @@ import json, statistics, sys
 raw, roof_nom = sys.argv[1], {1: float(sys.argv[2]), 2: float(sys.argv[3])}
 cpu, load0, load1 = sys.argv[4], sys.argv[5], sys.argv[6]
 rows = [json.loads(l) for l in open(raw) if l.strip()]
-roof = {}
+roof = {}  # threads -> {"openblas": [..], "dnnl": [..]}
 for r in rows:
     if r["case"] == "roof":
-        roof.setdefault(r["run"]["threads"], []).append(r["run"]["gflops_median"])
+        x = r["run"]
+        d = roof.setdefault(x["threads"], {"openblas": [], "dnnl": []})
+        d["openblas"].append(x["openblas_gflops_median"])
+        d["dnnl"].append(x["dnnl_gflops_median"])
 runs = {}
 for r in rows:
     if r["case"] != "roof":
@@ -113,12 +117,14 @@ for r in rows:
 names = {"r20": "resnet20 1x28x28 b128", "r18": "resnet18 small stem 3x32x32 b64"}
 med = statistics.median
 print("%s; load average %s at the start, %s at the end" % (cpu, load0, load1))
-print("sgemm 2048^3 measured (median over reps): " +
-      ", ".join("%d thr %.0f GFLOP/s" % (t, med(v)) for t, v in sorted(roof.items())))
+print("sgemm 2048^3 measured in this run (median over reps), GFLOP/s: " +
+      "; ".join("%d thr OpenBLAS %.0f, oneDNN %.0f" % (t, med(v["openblas"]), med(v["dnnl"]))
+                for t, v in sorted(roof.items())))
 print()
-print("| case | thr | ours img/s | torch img/s | ratio | ours % roof | torch % roof | ours % sgemm | "
-      "peak RSS ours / torch MiB | reps (ours range / torch range) |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| case | thr | ours img/s | torch img/s | ratio | %% of roof %g/%g GFLOP/s: ours, torch | "
+      "%% of oneDNN sgemm here: ours, torch | peak RSS MiB ours / torch | reps: ours range / torch range |"
+      % (roof_nom[1], roof_nom[2]))
+print("|---|---|---|---|---|---|---|---|---|")
 for cs in ("r20", "r18"):
     for t in sorted({k[1] for k in runs if k[0] == cs}):
         o, p = runs.get((cs, t, "coretuned"), []), runs.get((cs, t, "torch"), [])
@@ -129,14 +135,16 @@ for cs in ("r20", "r18"):
         macs = o[0][0]["macs"]
         share = lambda ips, rf: 100.0 * ips * 6 * macs / (rf * 1e9)  # noqa: E731
         rn = roof_nom.get(t, roof_nom[2] * t / 2)
-        rm = med(roof[t]) if t in roof else float("nan")
-        print("| %s | %d | %.1f | %.1f | %.2fx | %.0f%% | %.0f%% | %.0f%% | %.0f / %.0f | %d (%.1f-%.1f / %.1f-%.1f) |" % (
+        rm = med(roof[t]["dnnl"]) if t in roof else float("nan")
+        print("| %s | %d | %.1f | %.1f | %.2fx | %.0f%%, %.0f%% | %.0f%%, %.0f%% | %.0f / %.0f | %d: %.1f-%.1f / %.1f-%.1f |" % (
             names.get(cs, cs), t, med(oi), med(pi), med(oi) / med(pi), share(med(oi), rn), share(med(pi), rn),
-            share(med(oi), rm), max(x["peak_rss_kib"] for _, x in o) / 1024, max(x["peak_rss_kib"] for _, x in p) / 1024,
+            share(med(oi), rm), share(med(pi), rm),
+            max(x["peak_rss_kib"] for _, x in o) / 1024, max(x["peak_rss_kib"] for _, x in p) / 1024,
             len(oi), min(oi), max(oi), min(pi), max(pi)))
 print()
-print("img/s: median over reps of each run's median step; %% roof: images/s x 6 x forward MACs / nominal roof "
-      "(%g GFLOP/s 1 thr, %g 2 thr); %% sgemm: same against the sgemm measured in this run." % (roof_nom[1], roof_nom[2]))
+print("img/s: median over reps of each run's median step. Share of roof: images/s x 6 x forward MACs (31 M resnet20, "
+      "555 M resnet18) / roof; the nominal roof is PERFORMANCE.md's OpenBLAS figure, the second share uses oneDNN's "
+      "sgemm as measured in this run (AVX-512 where the CPU has it).")
 print()
 print("median phase times, ms (ours: forward | loss | backbone backward | sgd; torch: forward | loss fwd | "
       "loss+backbone backward | optimiser step):")

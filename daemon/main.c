@@ -26,6 +26,7 @@ typedef struct daemon_opts {
     svc_config svc;
     api_limits lim;
     int workers_set, threads_set;
+    char web_root[1024];
 } daemon_opts;
 
 typedef struct daemon_ctx {
@@ -131,6 +132,14 @@ static int set_dataset(daemon_opts *o, const char *v)
     return 0;
 }
 
+static int set_web_root(daemon_opts *o, const char *v)
+{
+    if (strlen(v) >= sizeof o->web_root) return -1;
+    snprintf(o->web_root, sizeof o->web_root, "%s", v);
+    o->lim.web_root = o->web_root;
+    return 0;
+}
+
 static int read_config(daemon_opts *o, const char *path);
 static int set_config(daemon_opts *o, const char *v) { return read_config(o, v); }
 
@@ -149,6 +158,7 @@ static const struct optdef {
      set_checkpoint},
     {"max-upload-mb", "MB", "largest POST /v1/files upload (default 512)", set_upload_mb},
     {"sse-heartbeat", "SECONDS", "comment line on idle event streams (default 15)", set_heartbeat},
+    {"web-root", "DIR", "the dashboard's files, served at / (default ./web)", set_web_root},
     {"log-level", "LEVEL", "debug, info, warn or error (default info)", set_log_level},
 };
 #define N_OPTS ((int)(sizeof optdefs / sizeof optdefs[0]))

@@ -97,6 +97,8 @@ struct svc {
     void (*listener)(void *, const char *);
     void *listener_ud;
     char upload_dir[1100];
+    data_info ds_info[SVC_MAX_DATASETS]; /* probed at start */
+    int ds_ok[SVC_MAX_DATASETS];
 };
 
 int svc_fail(svc_error *e, enum svc_err kind, const char *code, const char *param, const char *fmt, ...)
@@ -1260,9 +1262,15 @@ int svc_datasets(svc *s, json_t **out, svc_error *e)
         json_array_append_new(data, json_pack("{s:s, s:s, s:s, s:s, s:i}", "id", "fashion-mnist-test", "object",
                                               "dataset", "source", "builtin", "format", "idx", "images", 10000));
     }
-    for (int i = 0; i < s->cfg.n_datasets; i++)
-        json_array_append_new(data, json_pack("{s:s, s:s, s:s}", "id", s->cfg.datasets[i].name, "object", "dataset",
-                                              "source", "config"));
+    for (int i = 0; i < s->cfg.n_datasets; i++) {
+        json_t *d = json_pack("{s:s, s:s, s:s}", "id", s->cfg.datasets[i].name, "object", "dataset", "source", "config");
+        if (s->ds_ok[i]) {
+            json_object_set_new(d, "format", json_string(data_format_name(s->ds_info[i].format)));
+            json_object_set_new(d, "images", json_integer(s->ds_info[i].count));
+            json_object_set_new(d, "classes", json_integer(s->ds_info[i].num_classes));
+        }
+        json_array_append_new(data, d);
+    }
     if (db_file_list(s->db, add_file_dataset, data)) {
         json_decref(data);
         return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
@@ -1395,6 +1403,11 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
             goto fail;
         }
     } while (n == 64);
+    for (int i = 0; i < cfg->n_datasets; i++) { /* a missing mount should not keep the daemon down: warn */
+        char why[512];
+        s->ds_ok[i] = data_probe(&s->ds_info[i], cfg->datasets[i].path, why, sizeof why) == 0;
+        if (!s->ds_ok[i]) LOG(LOG_WARN, "msg=\"dataset cannot be read\" name=%s err=\"%s\"", cfg->datasets[i].name, why);
+    }
     uv_async_init(loop, &s->async, on_async);
     uv_timer_init(loop, &s->flush_timer);
     s->async.data = s->flush_timer.data = s;

@@ -140,12 +140,6 @@ static void bind_real(sqlite3_stmt *st, int i, double x)
     else sqlite3_bind_double(st, i, x);
 }
 
-static void bind_time(sqlite3_stmt *st, int i, long long t)
-{
-    if (t > 0) sqlite3_bind_int64(st, i, t);
-    else sqlite3_bind_null(st, i);
-}
-
 static char *col_dup(sqlite3_stmt *st, int i)
 {
     const unsigned char *s = sqlite3_column_text(st, i);

@@ -276,10 +276,11 @@ static int plan(model *m, const model_config *cfg, char *err, size_t errlen)
     m->feat_floats = round_up(B * d);
     size_t total_act = m->act_floats + 3 * m->grad_floats + m->ws_floats + m->x0_floats + m->pool_floats +
                        m->feat_floats;
+    size_t table = (size_t)max_units * sizeof *m->units + (size_t)nblocks * sizeof *m->blocks +
+                   ((size_t)max_units * 6 + 8) * (sizeof *m->tensors + sizeof *m->toff);
     m->bytes = sizeof(float) * (2 * round_up(m->nparams) + round_up(m->nbuffers) + total_act +
-                                m->pool_floats) +
-               sizeof(int64_t) * (m->ncounters + 1) + sizeof *m + (size_t)max_units * sizeof *m->units +
-               (size_t)nblocks * sizeof *m->blocks + ((size_t)max_units * 6 + 8) * (sizeof *m->tensors + sizeof *m->toff);
+                                m->pool_floats /* argmax, int32 */) +
+               sizeof(int64_t) * (m->ncounters + 1) + sizeof *m + table;
     return 0;
 
 too_small:
@@ -682,7 +683,9 @@ int model_load(model *m, const char *path, int flags, char *msg, size_t msglen)
             st_to_f32(tmp, s);
             int zero = 1;
             for (size_t j = 0; j < st_numel(s); j++) zero &= tmp[j] == 0.0f;
-            if (!zero) msg_add(probs, sizeof probs, &problems, "nonzero (the model has no classifier bias; load with MODEL_LOAD_SKIP_HEADS to drop the classifier)", s->name);
+            if (!zero) /* we cannot represent it: refuse rather than silently drop it */
+                msg_add(probs, sizeof probs, &problems,
+                        "nonzero (no classifier bias here; MODEL_LOAD_SKIP_HEADS drops the classifier)", s->name);
             continue;
         }
         msg_add(probs, sizeof probs, &problems, "unexpected", s->name);

@@ -1,11 +1,11 @@
 /* trainer/nn_conv.c — image-layer kernels on CNHW activations: conv2d, batch norm 2d, ReLU,
  * residual add, max pool and global average pool.
  * Conv has two back ends, picked per shape by measurement: oneDNN's JIT direct convolution for
- * 3x3/7x7 convs with >= 16 input channels (2x faster than im2col there), im2col + OpenBLAS sgemm
- * over the whole batch for the rest (stem, 1x1). oneDNN plans are built by nn_conv_workspace()
- * (setup), kept in a small process-wide cache, and run allocation-free on the caller's workspace;
- * if a plan cannot be built or fails, the im2col path runs instead, so nothing here fails.
- * Called from a job's trainer thread (any number of jobs: the cache is locked); loops run on
+ * 3x3/7x7 convs with >= 16 input channels (3x faster than im2col there), im2col + sgemm over the
+ * whole batch for the rest (stem, 1x1). oneDNN plans are built by nn_conv_workspace() (setup),
+ * kept in a small process-wide cache and run allocation-free on the caller's workspace; if a plan
+ * cannot be built or fails, the im2col path runs instead, so nothing here fails.
+ * Called from a job's trainer thread (any number of jobs: the cache is locked). All work runs on
  * OpenMP threads (static schedules: bit-identical results for a fixed thread count).
  */
 #include "trainer/nn.h"
@@ -27,6 +27,19 @@
 #endif
 
 static int conv_is_pointwise(const nn_conv *c) { return c->k == 1 && c->stride == 1 && c->pad == 0; }
+
+/* Row-major C = alpha op(A) op(B) + beta C. oneDNN's sgemm first: it runs on the same OpenMP
+ * threads as everything else in this file (OpenBLAS's own pthreads fight spinning OpenMP workers
+ * for the 2 cores: 2 threads ran slower than 1) and was 1.4x faster than OpenBLAS 0.3.21 on the
+ * stem and 1x1 shapes. OpenBLAS only if oneDNN refuses the call (it checks arguments only). */
+static void conv_gemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+                      int ldb, float beta, float *c, int ldc)
+{
+    if (dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == dnnl_success)
+        return;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
+                lda, b, ldb, beta, c, ldc);
+}
 
 /* Images per im2col chunk. */
 static int conv_chunk(const nn_conv *c, int n, int oh, int ow)
@@ -127,7 +140,7 @@ static void gemm_forward(float *out, float *ws, const float *in, const float *we
     const int kk = c->cin * c->k * c->k;
     const int cols = n * oh * ow;
     if (conv_is_pointwise(c)) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, cols, kk, 1.0f, weight, kk,
+        conv_gemm(0, 0, c->cout, cols, kk, 1.0f, weight, kk,
                     in, cols, 0.0f, out, cols);
         return;
     }
@@ -136,7 +149,7 @@ static void gemm_forward(float *out, float *ws, const float *in, const float *we
         int b = n - n0 < nb ? n - n0 : nb, bcols = b * oh * ow;
         im2col(ws, in, c, n, h, w, n0, b, oh, ow);
         /* GEMM into the chunk's column block of every output row (ldc spans the whole batch). */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, bcols, kk, 1.0f, weight, kk,
+        conv_gemm(0, 0, c->cout, bcols, kk, 1.0f, weight, kk,
                     ws, bcols, 0.0f, out + (size_t)n0 * oh * ow, cols);
     }
 }
@@ -148,10 +161,10 @@ static void gemm_backward(float *din, float *dweight, float *ws, const float *do
     const int kk = c->cin * c->k * c->k;
     const int cols = n * oh * ow;
     if (conv_is_pointwise(c)) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->cout, kk, cols, 1.0f, dout, cols,
+        conv_gemm(0, 1, c->cout, kk, cols, 1.0f, dout, cols,
                     in, cols, 1.0f, dweight, kk);
         if (din)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, cols, c->cout, 1.0f, weight, kk,
+            conv_gemm(1, 0, kk, cols, c->cout, 1.0f, weight, kk,
                         dout, cols, 0.0f, din, cols);
         return;
     }
@@ -161,11 +174,11 @@ static void gemm_backward(float *din, float *dweight, float *ws, const float *do
         const float *dchunk = dout + (size_t)n0 * oh * ow;
         im2col(ws, in, c, n, h, w, n0, b, oh, ow);
         /* dW += dout_chunk * col^T, accumulated chunk after chunk (beta = 1). */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->cout, kk, bcols, 1.0f, dchunk, cols,
+        conv_gemm(0, 1, c->cout, kk, bcols, 1.0f, dchunk, cols,
                     ws, bcols, 1.0f, dweight, kk);
         if (!din) continue;
         /* The columns are spent: reuse the same buffer for dcol = W^T * dout_chunk. */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, bcols, c->cout, 1.0f, weight, kk,
+        conv_gemm(1, 0, kk, bcols, c->cout, 1.0f, weight, kk,
                     dchunk, cols, 0.0f, ws, bcols);
         col2im(din, ws, c, n, h, w, n0, b, oh, ow);
     }
@@ -222,7 +235,7 @@ void nn__conv_force_gemm(int on) { atomic_store(&dnn_disabled, on); }
 
 static int dnn_wanted(const nn_conv *c)
 {
-    /* Measured (bench/bench_kernels.c): oneDNN wins 2x on 3x3 convs with 16+ input channels and
+    /* Measured (bench/bench_kernels.c): oneDNN wins 2-4x on 3x3 convs with 16+ input channels and
      * loses on the 1-channel stem and on 1x1 convs, where the reorders cost more than the GEMM. */
     return c->k > 1 && c->cin >= 16 && !atomic_load(&dnn_disabled);
 }

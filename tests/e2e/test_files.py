@@ -100,3 +100,40 @@ class FilesTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ConfigTest(unittest.TestCase):
+    def test_config_file_datasets_and_bad_options(self):
+        import subprocess
+        import tempfile
+        from harness import BIN
+        tmp = tempfile.mkdtemp(prefix="coretuned-cfg-")
+        try:
+            with open(os.path.join(tmp, "data_batch_1.bin"), "wb") as f:
+                f.write(cifar10_batch(2))
+            cfg = os.path.join(tmp, "coretuned.conf")
+            with open(cfg, "w") as f:
+                f.write(f"# test config\nworkers 0\ndataset my-cifar={tmp}/data_batch_1.bin\n"
+                        "sse-heartbeat 5\n")
+            d = Daemon("--config", cfg).start()
+            try:
+                status, ds, _ = d.request("GET", "/v1/datasets")
+                mine = [x for x in ds["data"] if x["id"] == "my-cifar"]
+                self.assertEqual(len(mine), 1, ds)
+                self.assertEqual((mine[0]["source"], mine[0]["format"], mine[0]["images"]), ("config", "cifar10", 20))
+                status, job, _ = d.request("POST", "/v1/fine_tuning/jobs", tiny_job(training_file="my-cifar"))
+                self.assertEqual(status, 200, job)
+            finally:
+                rc, _ = d.stop()
+                d.cleanup()
+            self.assertEqual(rc, 0)
+            with open(cfg, "w") as f:
+                f.write("workers lots\n")
+            for args in (["--config", cfg], ["--workers", "1", "--threads-per-job", "1000"], ["--bogus"]):
+                p = subprocess.run([os.path.join(BIN, "coretuned"), "--data-dir", tmp, *args],
+                                   capture_output=True, timeout=10)
+                self.assertEqual(p.returncode, 2, (args, p.stderr))
+                self.assertTrue(p.stderr)
+        finally:
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)

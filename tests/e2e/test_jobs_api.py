@@ -204,6 +204,23 @@ class JobsApiTest(unittest.TestCase):
         status, body, _ = self.d.request("GET", "/readyz")
         self.assertEqual((status, body["status"]), (200, "ready"))
 
+    def test_slow_clients_do_not_block_others(self):
+        import socket
+        slow = []
+        for _ in range(20):  # half-sent headers and half-sent bodies
+            c = socket.create_connection(("127.0.0.1", self.d.port))
+            c.sendall(b"POST /v1/fine_tuning/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"mo")
+            slow.append(c)
+            c = socket.create_connection(("127.0.0.1", self.d.port))
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+            slow.append(c)
+        t0 = time.time()
+        for _ in range(10):
+            self.assertEqual(self.d.request("GET", "/healthz", timeout=2)[0], 200)
+        self.assertLess(time.time() - t0, 2.0)
+        for c in slow:
+            c.close()
+
     def test_stream_idle_job_heartbeats_and_sigterm(self):
         _, job, _ = self.submit()
         s = SSE(self.d, f"{JOBS}/{job['id']}/events", timeout=10)

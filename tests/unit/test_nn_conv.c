@@ -1,6 +1,6 @@
 /* tests/unit/test_nn_conv.c — cmocka tests for the image-layer kernels of trainer/nn_conv.c:
  * hand-computed forward cases, a double-precision direct-convolution reference for both conv back
- * ends (oneDNN and im2col + OpenBLAS, the latter with a batch large enough to be cut into chunks),
+ * ends (oneDNN and im2col + sgemm, the latter with a batch large enough to be cut into chunks),
  * central finite-difference gradient checks of every backward on small random shapes, and
  * PyTorch's running-statistics formula for batch norm.
  * Single process, one thread of control; buffers are malloc'ed at exactly the sizes the kernels
@@ -20,7 +20,7 @@
 #include "trainer/nn.h"
 #include "trainer/rng.h"
 
-/* Internal hooks of trainer/nn_conv.c (no internal header yet): force the im2col + OpenBLAS path,
+/* Internal hooks of trainer/nn_conv.c (no internal header yet): force the im2col + sgemm path,
  * and ask whether a shape runs on oneDNN. */
 void nn__conv_force_gemm(int on);
 int nn__conv_uses_dnnl(const nn_conv *c, int n, int h, int w);
@@ -250,7 +250,7 @@ static void test_conv_reference_shapes(void **state)
     (void)state;
     run_reference_shapes(); /* each shape on the back end it would use */
     nn__conv_force_gemm(1);
-    run_reference_shapes(); /* everything through im2col + OpenBLAS */
+    run_reference_shapes(); /* everything through im2col + sgemm */
     nn__conv_force_gemm(0);
 }
 
@@ -318,13 +318,12 @@ static void test_conv_gradcheck(void **state)
 }
 
 /* Same inputs, same thread count: bit-identical outputs and gradients. */
-static void test_conv_deterministic(void **state)
+static void check_conv_deterministic(nn_conv c)
 {
-    (void)state;
     rng_t rng;
     rng_seed(&rng, 77);
     conv_case t;
-    conv_case_init(&t, (nn_conv){16, 8, 3, 1, 1}, 4, 9, 9, &rng); /* oneDNN path */
+    conv_case_init(&t, c, 4, 9, 9, &rng);
     float *o1 = falloc(t.out_len), *d1 = falloc(t.in_len), *d2 = falloc(t.in_len);
     float *w1 = falloc(t.w_len), *w2 = falloc(t.w_len);
     fill_const(w1, t.w_len, 0.0f);
@@ -342,6 +341,14 @@ static void test_conv_deterministic(void **state)
     free(w1);
     free(w2);
     conv_case_free(&t);
+}
+
+static void test_conv_deterministic(void **state)
+{
+    (void)state;
+    check_conv_deterministic((nn_conv){16, 8, 3, 1, 1}); /* oneDNN */
+    check_conv_deterministic((nn_conv){3, 8, 3, 1, 1});  /* im2col + sgemm */
+    check_conv_deterministic((nn_conv){8, 4, 1, 1, 0});  /* sgemm on the input itself */
 }
 
 /* ----------------------------------------------------------- batch norm ---- */
