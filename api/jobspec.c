@@ -15,47 +15,58 @@ typedef struct field {
     const char *json;     /* name in the body */
     enum kind kind;
     size_t off;           /* into tr_spec */
-    int core_only;        /* hyperparameter meaningful for core_tuning only */
+    unsigned methods;     /* bit (1 << tr_method) for each method the field applies to */
     const char *tr;       /* the tr_spec field name tr_spec_validate reports */
 } field;
 
+/* Which methods a hyper-parameter applies to. */
+#define ALL (1u << TR_CE_TUNING | 1u << TR_CORE_TUNING | 1u << TR_SIMCLR)
+#define CORE (1u << TR_CORE_TUNING)
+#define CONTRAST (1u << TR_CORE_TUNING | 1u << TR_SIMCLR)
 #define F(j, k, m, c) {j, k, offsetof(tr_spec, m), c, #m}
 static const field hp_fields[] = {
-    F("n_epochs", K_INT, hp.epochs, 0),
-    F("batch_size", K_INT, hp.batch_size, 0),
-    F("gradient_accumulation_steps", K_INT, hp.grad_accum, 0),
-    F("learning_rate", K_REAL, hp.lr, 0),
-    F("momentum", K_REAL, hp.momentum, 0),
-    F("nesterov", K_BOOL, hp.nesterov, 0),
-    F("weight_decay", K_REAL, hp.weight_decay, 0),
-    F("lr_schedule", K_SCHEDULE, hp.cosine, 0),
-    F("warmup_steps", K_INT, hp.warmup_steps, 0),
-    F("eta", K_REAL, hp.eta, 1),
-    F("mixup_alpha", K_REAL, hp.mixup_alpha, 1),
-    F("temperature", K_REAL, hp.temperature, 1),
-    F("contrast_dim", K_INT, hp.contrast_dim, 1),
-    F("variant", K_VARIANT, variant, 1),
-    F("threads", K_INT, threads, 0),
+    F("n_epochs", K_INT, hp.epochs, ALL),
+    F("batch_size", K_INT, hp.batch_size, ALL),
+    F("gradient_accumulation_steps", K_INT, hp.grad_accum, ALL),
+    F("learning_rate", K_REAL, hp.lr, ALL),
+    F("momentum", K_REAL, hp.momentum, ALL),
+    F("nesterov", K_BOOL, hp.nesterov, ALL),
+    F("weight_decay", K_REAL, hp.weight_decay, ALL),
+    F("lr_schedule", K_SCHEDULE, hp.cosine, ALL),
+    F("warmup_steps", K_INT, hp.warmup_steps, ALL),
+    F("eta", K_REAL, hp.eta, CORE),
+    F("mixup_alpha", K_REAL, hp.mixup_alpha, CORE),
+    F("temperature", K_REAL, hp.temperature, CONTRAST),
+    F("contrast_dim", K_INT, hp.contrast_dim, CONTRAST),
+    F("variant", K_VARIANT, variant, CORE),
+    F("threads", K_INT, threads, ALL),
 };
 static const field arch_fields[] = {
-    F("in_channels", K_INT, in_channels, 0),
-    F("image_size", K_INT, image_size, 0),
-    F("small_stem", K_BOOL, small_stem, 0),
+    F("in_channels", K_INT, in_channels, ALL),
+    F("image_size", K_INT, image_size, ALL),
+    F("small_stem", K_BOOL, small_stem, ALL),
 };
 static const field data_fields[] = {
-    F("train_per_class", K_INT, train_per_class, 0),
-    F("train_limit", K_INT, train_limit, 0),
-    F("valid_limit", K_INT, valid_limit, 0),
-    F("valid_fraction", K_REAL, valid_fraction, 0),
-    F("augment", K_BOOL, augment, 0),
+    F("train_per_class", K_INT, train_per_class, ALL),
+    F("train_limit", K_INT, train_limit, ALL),
+    F("valid_limit", K_INT, valid_limit, ALL),
+    F("valid_fraction", K_REAL, valid_fraction, ALL),
+    F("augment", K_BOOL, augment, ALL),
 };
 #undef F
+#undef ALL
+#undef CORE
+#undef CONTRAST
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 static const char *const top_fields[] = {"model", "training_file", "validation_file", "method", "seed",
                                          "suffix", "metadata", "architecture", "data", NULL};
 
-static const char *method_name(enum tr_method m) { return m == TR_CORE_TUNING ? "core_tuning" : "ce_tuning"; }
+static const char *const method_names[] = {[TR_CE_TUNING] = "ce_tuning", [TR_CORE_TUNING] = "core_tuning",
+                                            [TR_SIMCLR] = "simclr"};
+#define NMETHODS (sizeof method_names / sizeof method_names[0])
+
+const char *jobspec_method_name(enum tr_method m) { return method_names[m]; }
 
 __attribute__((format(printf, 6, 7)))
 static int fail(char *param, size_t paramlen, const char *p, char *err, size_t errlen, const char *fmt, ...)
@@ -137,7 +148,7 @@ static int set_field(tr_spec *s, const field *f, const json_t *v, const char *pa
     return -EINVAL;
 }
 
-static int parse_object(const json_t *obj, const char *path, const field *fields, size_t n, int core,
+static int parse_object(const json_t *obj, const char *path, const field *fields, size_t n, enum tr_method method,
                         tr_spec *s, char *param, size_t paramlen, char *err, size_t errlen)
 {
     if (!json_is_object(obj)) return fail(param, paramlen, path, err, errlen, "%s must be an object", path);
@@ -146,10 +157,10 @@ static int parse_object(const json_t *obj, const char *path, const field *fields
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_object_get(obj, fields[i].json);
         if (!v || json_is_null(v)) continue;
-        if (fields[i].core_only && !core) {
+        if (!(fields[i].methods & 1u << method)) {
             char p[256];
             snprintf(p, sizeof p, "%s.%s", path, fields[i].json);
-            return fail(param, paramlen, p, err, errlen, "%s applies to core_tuning only", p);
+            return fail(param, paramlen, p, err, errlen, "%s does not apply to method %s", p, jobspec_method_name(method));
         }
         if ((rc = set_field(s, &fields[i], v, path, param, paramlen, err, errlen))) return rc;
     }
@@ -158,21 +169,28 @@ static int parse_object(const json_t *obj, const char *path, const field *fields
 
 static int parse_method(const json_t *m, tr_spec *s, char *param, size_t paramlen, char *err, size_t errlen)
 {
-    static const char *const names[] = {"type", "core_tuning", "ce_tuning", NULL};
+    static const char *const names[] = {"type", "ce_tuning", "core_tuning", "simclr", NULL};
     if (!json_is_object(m)) return fail(param, paramlen, "method", err, errlen, "method must be an object");
     int rc = check_keys(m, "method", names, NULL, 0, param, paramlen, err, errlen);
     if (rc) return rc;
-    const char *type = json_string_value(json_object_get(m, "type"));
-    if (!json_object_get(m, "type")) type = "core_tuning";
-    if (!type || (strcmp(type, "core_tuning") != 0 && strcmp(type, "ce_tuning") != 0))
+    const char *type = json_object_get(m, "type") ? json_string_value(json_object_get(m, "type")) : "core_tuning";
+    size_t mi = NMETHODS;
+    for (size_t i = 0; type && i < NMETHODS; i++)
+        if (strcmp(type, method_names[i]) == 0) mi = i;
+    if (mi == NMETHODS)
         return fail(param, paramlen, "method.type", err, errlen,
-                    "method.type must be \"core_tuning\" or \"ce_tuning\"");
-    s->method = strcmp(type, "core_tuning") == 0 ? TR_CORE_TUNING : TR_CE_TUNING;
-    const char *other = s->method == TR_CORE_TUNING ? "ce_tuning" : "core_tuning";
-    if (json_object_get(m, other)) {
+                    "method.type must be \"core_tuning\", \"ce_tuning\" or \"simclr\"");
+    s->method = (enum tr_method)mi;
+    if (s->method == TR_SIMCLR) { /* SimCLR's usual head and temperature (CORE_TUNING.md: 0.2-0.5) */
+        s->hp.temperature = 0.5;
+        s->hp.contrast_dim = 128;
+    }
+    for (size_t i = 0; i < NMETHODS; i++) {
+        if (i == mi || !json_object_get(m, method_names[i])) continue;
         char p[64];
-        snprintf(p, sizeof p, "method.%s", other);
-        return fail(param, paramlen, p, err, errlen, "method.%s given but method.type is \"%s\"", other, type);
+        snprintf(p, sizeof p, "method.%s", method_names[i]);
+        return fail(param, paramlen, p, err, errlen, "method.%s given but method.type is \"%s\"", method_names[i],
+                    type);
     }
     json_t *sub = json_object_get(m, type);
     if (!sub || json_is_null(sub)) return 0;
@@ -185,8 +203,7 @@ static int parse_method(const json_t *m, tr_spec *s, char *param, size_t paramle
     if (!hp || json_is_null(hp)) return 0;
     char hpath[96];
     snprintf(hpath, sizeof hpath, "%s.hyperparameters", path);
-    return parse_object(hp, hpath, hp_fields, NELEM(hp_fields), s->method == TR_CORE_TUNING, s, param, paramlen,
-                        err, errlen);
+    return parse_object(hp, hpath, hp_fields, NELEM(hp_fields), s->method, s, param, paramlen, err, errlen);
 }
 
 static int valid_suffix(const char *x)
@@ -254,7 +271,7 @@ static void map_param(const tr_spec *s, const char *tr, char *param, size_t para
             const char *trleaf = strrchr(f->tr, '.') ? strrchr(f->tr, '.') + 1 : f->tr;
             if (strcmp(leaf, trleaf) != 0 && strcmp(leaf, f->json) != 0) continue;
             if (groups[g].path) snprintf(param, paramlen, "%s.%s", groups[g].path, f->json);
-            else snprintf(param, paramlen, "method.%s.hyperparameters.%s", method_name(s->method), f->json);
+            else snprintf(param, paramlen, "method.%s.hyperparameters.%s", jobspec_method_name(s->method), f->json);
             return;
         }
     snprintf(param, paramlen, "%s", tr);
@@ -281,11 +298,11 @@ int jobspec_parse(const json_t *body, jobspec_resolve_fn fn, void *ud, tr_spec *
         if ((rc = parse_method(v, &s, param, paramlen, err, errlen))) return rc;
     }
     if ((v = json_object_get(body, "architecture")) && !json_is_null(v)) {
-        if ((rc = parse_object(v, "architecture", arch_fields, NELEM(arch_fields), 1, &s, param, paramlen, err, errlen)))
+        if ((rc = parse_object(v, "architecture", arch_fields, NELEM(arch_fields), s.method, &s, param, paramlen, err, errlen)))
             return rc;
     }
     if ((v = json_object_get(body, "data")) && !json_is_null(v)) {
-        if ((rc = parse_object(v, "data", data_fields, NELEM(data_fields), 1, &s, param, paramlen, err, errlen)))
+        if ((rc = parse_object(v, "data", data_fields, NELEM(data_fields), s.method, &s, param, paramlen, err, errlen)))
             return rc;
     }
     if ((v = json_object_get(body, "seed")) && !json_is_null(v)) {
@@ -342,7 +359,7 @@ static json_t *fields_json(const tr_spec *s, const field *fields, size_t n)
 {
     json_t *o = json_object();
     for (size_t i = 0; o && i < n; i++) {
-        if (fields[i].core_only && s->method != TR_CORE_TUNING) continue;
+        if (!(fields[i].methods & 1u << s->method)) continue;
         json_object_set_new(o, fields[i].json, field_json(s, &fields[i]));
     }
     return o;
@@ -350,7 +367,7 @@ static json_t *fields_json(const tr_spec *s, const field *fields, size_t n)
 
 json_t *jobspec_effective_json(const tr_spec *s)
 {
-    const char *type = method_name(s->method);
+    const char *type = jobspec_method_name(s->method);
     return json_pack("{s:s, s:{s:o}}", "type", type, type, "hyperparameters",
                      fields_json(s, hp_fields, NELEM(hp_fields)));
 }

@@ -36,6 +36,9 @@ json_t *jobspec_effective_json(const tr_spec *s);
 /* The effective coretuned extensions: {"architecture": {...}, "data": {...}} (new reference). */
 json_t *jobspec_extensions_json(const tr_spec *s);
 
+/* "ce_tuning", "core_tuning" or "simclr": the method's name in bodies and job objects. */
+const char *jobspec_method_name(enum tr_method m);
+
 /* Nesting depth of a JSON text (brackets outside strings), to refuse deep bodies before parsing. */
 int jobspec_json_depth(const char *text, size_t len);
 

@@ -1,7 +1,8 @@
 /* bench/bench_step.c — times full training steps of the trainer (exactly train_step's sequence:
  * model_zero_grad -> model_forward -> coreloss_sample -> coreloss_forward_backward -> model_backward
  * -> sgd_step, grad_accum 1) on synthetic data made once (data loading is not timed), and prints one
- * JSON line: images/second (median, min, max over the timed steps), the median time of each phase,
+ * JSON line: images/second (median, min, max over the timed steps; also per CPU-second of the whole
+ * process, which other processes' load disturbs less), the median time of each phase,
  * peak RSS (getrusage) and the bytes the model + loss + optimiser allocated.
  *   bench_step ARCH IN_CH SIZE SMALL_STEM BATCH THREADS [core|ce [paper|reference [WARMUP [ITERS]]]]
  *   bench_step --roof THREADS     sgemm 2048^3 GFLOP/s (median of 5) of OpenBLAS and of oneDNN (which
@@ -33,6 +34,15 @@ static double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* CPU seconds of the whole process (all threads): with 1 thread, a measure that other processes'
+ * load disturbs far less than wall time does. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -173,10 +183,10 @@ int main(int argc, char **argv)
 
     const sgd_config sc = {.momentum = 0.9, .weight_decay = 1e-4, .nesterov = 1};
     const double lr = 0.01;
-    double ips[MAX_ITERS], tf[MAX_ITERS], tl[MAX_ITERS], tb[MAX_ITERS], ts[MAX_ITERS];
+    double ips[MAX_ITERS], cps[MAX_ITERS], tf[MAX_ITERS], tl[MAX_ITERS], tb[MAX_ITERS], ts[MAX_ITERS];
     coreloss_terms t = {0};
     for (int it = -warmup; it < iters; it++) {
-        double t0 = now();
+        double c0 = cpu_now(), t0 = now();
         model_zero_grad(m);
         const float *h = model_forward(m, x, batch, 1);
         if (!h) {
@@ -201,9 +211,10 @@ int main(int argc, char **argv)
         }
         double t3 = now();
         sgd_step(model_params(m), mom, model_grads(m), np, lr, &sc);
-        double t4 = now();
+        double t4 = now(), c4 = cpu_now();
         if (it >= 0) {
             ips[it] = batch / (t4 - t0);
+            cps[it] = batch / (c4 - c0);
             tf[it] = (t1 - t0) * 1e3; tl[it] = (t2 - t1) * 1e3; tb[it] = (t3 - t2) * 1e3; ts[it] = (t4 - t3) * 1e3;
         }
     }
@@ -214,10 +225,10 @@ int main(int argc, char **argv)
     }
     printf("{\"impl\":\"coretuned\",\"arch\":\"%s\",\"in_ch\":%d,\"size\":%d,\"small_stem\":%d,\"batch\":%d,"
            "\"threads\":%d,\"method\":\"%s\",\"variant\":\"%s\",\"warmup\":%d,\"iters\":%d,"
-           "\"img_s_median\":%.2f,\"img_s_min\":%.2f,\"img_s_max\":%.2f,"
+           "\"img_s_median\":%.2f,\"img_s_min\":%.2f,\"img_s_max\":%.2f,\"img_cpu_s_median\":%.2f,"
            "\"ms_forward\":%.2f,\"ms_loss\":%.2f,\"ms_backward\":%.2f,\"ms_optim\":%.2f,"
            "\"peak_rss_kib\":%ld,\"state_bytes\":%zu,\"params\":%zu,\"last_loss\":%.6f}\n",
-           arch, in_ch, size, small_stem, batch, threads, method, variant, warmup, iters, median(ips, iters), lo, hi,
+           arch, in_ch, size, small_stem, batch, threads, method, variant, warmup, iters, median(ips, iters), lo, hi, median(cps, iters),
            median(tf, iters), median(tl, iters), median(tb, iters), median(ts, iters), peak_rss_kib(), state_bytes,
            np, t.total);
     status = 0;

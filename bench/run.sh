@@ -122,9 +122,9 @@ print("sgemm 2048^3 measured in this run (median over reps), GFLOP/s: " +
                 for t, v in sorted(roof.items())))
 print()
 print("| case | thr | ours img/s | torch img/s | ratio | %% of roof %g/%g GFLOP/s: ours, torch | "
-      "%% of oneDNN sgemm here: ours, torch | peak RSS MiB ours / torch | reps: ours range / torch range |"
-      % (roof_nom[1], roof_nom[2]))
-print("|---|---|---|---|---|---|---|---|---|")
+      "%% of oneDNN sgemm here: ours, torch | img per CPU-s: ours, torch (ratio) | peak RSS MiB ours / torch | "
+      "reps: ours range / torch range |" % (roof_nom[1], roof_nom[2]))
+print("|---|---|---|---|---|---|---|---|---|---|")
 for cs in ("r20", "r18"):
     for t in sorted({k[1] for k in runs if k[0] == cs}):
         o, p = runs.get((cs, t, "coretuned"), []), runs.get((cs, t, "torch"), [])
@@ -136,15 +136,20 @@ for cs in ("r20", "r18"):
         share = lambda ips, rf: 100.0 * ips * 6 * macs / (rf * 1e9)  # noqa: E731
         rn = roof_nom.get(t, roof_nom[2] * t / 2)
         rm = med(roof[t]["dnnl"]) if t in roof else float("nan")
-        print("| %s | %d | %.1f | %.1f | %.2fx | %.0f%%, %.0f%% | %.0f%%, %.0f%% | %.0f / %.0f | %d: %.1f-%.1f / %.1f-%.1f |" % (
+        oc = med([x["img_cpu_s_median"] for _, x in o])
+        pc = med([x["img_cpu_s_median"] for _, x in p])
+        print("| %s | %d | %.1f | %.1f | %.2fx | %.0f%%, %.0f%% | %.0f%%, %.0f%% | %.0f, %.0f (%.2fx) | %.0f / %.0f | "
+              "%d: %.1f-%.1f / %.1f-%.1f |" % (
             names.get(cs, cs), t, med(oi), med(pi), med(oi) / med(pi), share(med(oi), rn), share(med(pi), rn),
-            share(med(oi), rm), share(med(pi), rm),
+            share(med(oi), rm), share(med(pi), rm), oc, pc, oc / pc,
             max(x["peak_rss_kib"] for _, x in o) / 1024, max(x["peak_rss_kib"] for _, x in p) / 1024,
             len(oi), min(oi), max(oi), min(pi), max(pi)))
 print()
 print("img/s: median over reps of each run's median step. Share of roof: images/s x 6 x forward MACs (31 M resnet20, "
       "555 M resnet18) / roof; the nominal roof is PERFORMANCE.md's OpenBLAS figure, the second share uses oneDNN's "
-      "sgemm as measured in this run (AVX-512 where the CPU has it).")
+      "sgemm as measured in this run (AVX-512 where the CPU has it). img per CPU-s: batch / CPU time of the "
+      "whole process per step (all threads); neighbours' load disturbs it far less than wall time, but with 2 "
+      "threads it also counts spin-waiting.")
 print()
 print("median phase times, ms (ours: forward | loss | backbone backward | sgd; torch: forward | loss fwd | "
       "loss+backbone backward | optimiser step):")

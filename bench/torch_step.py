@@ -170,10 +170,10 @@ def bench(argv):
     x = torch.randn(batch, in_ch, size, size)                    # synthetic, as if normalised; made once
     y = torch.arange(batch) % NUM_CLASSES
     gen = torch.Generator().manual_seed(2)
-    ips, tf, tl, tb, ts = [], [], [], [], []
+    ips, cps, tf, tl, tb, ts = [], [], [], [], [], []
     last = float("nan")
     for it in range(-warmup, iters):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         opt.zero_grad(set_to_none=True)
         h = net.backbone(x)
         t1 = time.perf_counter()
@@ -187,10 +187,11 @@ def bench(argv):
         loss.backward()                                          # loss heads + backbone backward
         t3 = time.perf_counter()
         opt.step()
-        t4 = time.perf_counter()
+        t4, c4 = time.perf_counter(), time.process_time()
         last = loss.item()
         if it >= 0:
             ips.append(batch / (t4 - t0))
+            cps.append(batch / (c4 - c0))
             tf.append((t1 - t0) * 1e3); tl.append((t2 - t1) * 1e3); tb.append((t3 - t2) * 1e3); ts.append((t4 - t3) * 1e3)
     nparams = sum(p.numel() for p in net.parameters())
     nbuf = sum(b.numel() for b in net.buffers() if b.is_floating_point())
@@ -199,7 +200,7 @@ def bench(argv):
         "impl": "torch", "torch": torch.__version__, "arch": arch, "in_ch": in_ch, "size": size,
         "small_stem": small_stem, "batch": batch, "threads": threads, "method": method, "variant": variant,
         "warmup": warmup, "iters": iters, "img_s_median": round(med(ips), 2), "img_s_min": round(min(ips), 2),
-        "img_s_max": round(max(ips), 2), "ms_forward": round(med(tf), 2), "ms_loss": round(med(tl), 2),
+        "img_s_max": round(max(ips), 2), "img_cpu_s_median": round(med(cps), 2), "ms_forward": round(med(tf), 2), "ms_loss": round(med(tl), 2),
         "ms_backward": round(med(tb), 2), "ms_optim": round(med(ts), 2),
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         # parameters + gradients + momentum + float buffers (activations are PyTorch's business)

@@ -819,8 +819,7 @@ int svc_job_create(svc *s, const json_t *body, const char *idem_key, json_t **ou
     }
     if (spec.threads > s->cfg.threads_per_job) {
         free(canon);
-        snprintf(param, sizeof param, "method.%s.hyperparameters.threads",
-                 spec.method == TR_CORE_TUNING ? "core_tuning" : "ce_tuning");
+        snprintf(param, sizeof param, "method.%s.hyperparameters.threads", jobspec_method_name(spec.method));
         return svc_fail(e, SVC_EINVAL, "invalid_value", param,
                         "threads %d is more than this daemon gives a job (--threads-per-job %d)", spec.threads,
                         s->cfg.threads_per_job);

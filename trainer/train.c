@@ -188,13 +188,21 @@ static int setup_data(job *j, char *err, size_t errlen)
                            .augment = s->augment != 0, .views = s->method == TR_SIMCLR ? 2 : 1,
                            .layout = DATA_NCHW, .seed = s->seed, .prefetch = 2};
     data_aug_default(&lo.aug, j->train_ds, true);
+    if (s->method == TR_SIMCLR) { /* SimCLR needs strong views: random resized crop (scale as for small images) */
+        lo.aug.crop = DATA_CROP_RESIZED;
+        lo.aug.scale_min = 0.2f;
+        lo.aug.scale_max = 1.0f;
+        lo.aug.ratio_min = 3.0f / 4.0f;
+        lo.aug.ratio_max = 4.0f / 3.0f;
+    }
     rc = data_loader_new(&j->train_loader, &lo, err, errlen);
     if (rc) goto out;
     data_loader_opts vo = lo;
     vo.ds = j->valid_ds; vo.indices = j->valid_idx; vo.nindices = j->nvalid;
     vo.shuffle = false; vo.drop_last = false;
-    vo.augment = s->method == TR_SIMCLR; /* SimCLR validates on (seeded) view pairs */
-    data_aug_default(&vo.aug, j->train_ds, false); /* normalise validation with the training statistics */
+    vo.augment = s->method == TR_SIMCLR; /* SimCLR validates on (seeded) view pairs, augmented as in training */
+    if (s->method != TR_SIMCLR)
+        data_aug_default(&vo.aug, j->train_ds, false); /* normalise with the training statistics */
     rc = data_loader_new(&j->valid_loader, &vo, err, errlen);
     if (rc) goto out;
     int bpe = data_loader_batches_per_epoch(j->train_loader);

@@ -153,7 +153,7 @@ static void test_bad_inputs_name_their_field(void **state)
     expect_error(HP("\"batch_size\":1"), "method.core_tuning.hyperparameters.batch_size", "");
     expect_error(TOP("\"method\":{\"type\":\"dpo\"}"), "method.type", "core_tuning");
     expect_error(TOP("\"method\":{\"type\":\"ce_tuning\",\"ce_tuning\":{\"hyperparameters\":{\"eta\":0.1}}}"),
-                 "method.ce_tuning.hyperparameters.eta", "core_tuning only");
+                 "method.ce_tuning.hyperparameters.eta", "does not apply to method ce_tuning");
     expect_error(TOP("\"method\":{\"type\":\"ce_tuning\",\"core_tuning\":{}}"), "method.core_tuning", "method.type");
     expect_error(TOP("\"method\":{\"type\":\"core_tuning\",\"core_tuning\":{\"hp\":{}}}"), "method.core_tuning.hp",
                  "unknown field");
