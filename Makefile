@@ -13,7 +13,7 @@ SAN     ?=
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 
-PKGS    := libmicrohttpd jansson sqlite3 libuv openblas libpng libjpeg zlib
+PKGS    := libmicrohttpd jansson sqlite3 libuv openblas libpng libjpeg zlib libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 TEST_CFLAGS := $(shell pkg-config --cflags cmocka 2>/dev/null)

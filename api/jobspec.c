@@ -51,6 +51,7 @@ static const field data_fields[] = {
     F("train_limit", K_INT, train_limit, ALL),
     F("valid_limit", K_INT, valid_limit, ALL),
     F("valid_fraction", K_REAL, valid_fraction, ALL),
+    F("valid_every", K_INT, valid_every, ALL),
     F("augment", K_BOOL, augment, ALL),
 };
 #undef F

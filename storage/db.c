@@ -50,6 +50,24 @@ static const char *const migrations[] = {
     "CREATE TABLE models ("
     "  id TEXT PRIMARY KEY, job_id TEXT, arch TEXT NOT NULL, path TEXT NOT NULL,"
     "  created_at INTEGER NOT NULL);",
+    /* 2: users, API tokens (hashes only), the audit trail; owners of files and models; scheduling
+     *    fields of jobs (priority 0-9, effective threads, requeued by preemption) */
+    "CREATE TABLE users ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, uid INTEGER UNIQUE,"
+    "  admin INTEGER NOT NULL DEFAULT 0, bootstrap INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL);"
+    "CREATE TABLE tokens ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT, user_id INTEGER NOT NULL REFERENCES users(id),"
+    "  prefix TEXT NOT NULL, hash BLOB NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER);"
+    "CREATE INDEX tokens_prefix ON tokens(prefix);"
+    "CREATE TABLE audit ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,"
+    "  target TEXT NOT NULL, outcome TEXT NOT NULL, remote TEXT NOT NULL, detail TEXT NOT NULL);"
+    "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 5;"
+    "ALTER TABLE jobs ADD COLUMN threads INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE jobs ADD COLUMN preempted INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX jobs_owner ON jobs(owner, seq);"
+    "ALTER TABLE files ADD COLUMN owner TEXT;"
+    "ALTER TABLE models ADD COLUMN owner TEXT;",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -171,7 +189,8 @@ void db_job_clear(db_job *j)
 #define JOB_COLS "seq, id, status, created_at, started_at, finished_at, body, method, extensions, model," \
                  " training_file, validation_file, seed, suffix, metadata, arch, idem_key, body_hash, step," \
                  " total_steps, epoch, epochs, metrics, best_valid_accuracy, final_valid_accuracy, eta_seconds," \
-                 " progress_at, fine_tuned_model, error_code, error_message, error_param"
+                 " progress_at, fine_tuned_model, error_code, error_message, error_param," \
+                 " coalesce(owner, ''), priority, threads, preempted"
 
 static void read_job(sqlite3_stmt *st, db_job *j)
 {
@@ -207,13 +226,18 @@ static void read_job(sqlite3_stmt *st, db_job *j)
     j->error_code = col_dup(st, 28);
     j->error_message = col_dup(st, 29);
     j->error_param = col_dup(st, 30);
+    col_copy(st, 31, j->owner, sizeof j->owner);
+    j->priority = sqlite3_column_int(st, 32);
+    j->threads = sqlite3_column_int(st, 33);
+    j->preempted = sqlite3_column_int(st, 34);
 }
 
 int db_job_insert(db *d, const db_job *j)
 {
     sqlite3_stmt *st = prep(d, "INSERT INTO jobs (id, status, created_at, body, method, extensions, model,"
                                " training_file, validation_file, seed, suffix, metadata, arch, idem_key, body_hash,"
-                               " total_steps, epochs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+                               " total_steps, epochs, owner, priority, threads)"
+                               " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     if (!st) return -EIO;
     bind_text(st, 1, j->id);
     bind_text(st, 2, j->status);
@@ -232,6 +256,9 @@ int db_job_insert(db *d, const db_job *j)
     bind_text(st, 15, j->body_hash);
     sqlite3_bind_int(st, 16, j->total_steps);
     sqlite3_bind_int(st, 17, j->epochs);
+    bind_text(st, 18, j->owner[0] ? j->owner : NULL);
+    sqlite3_bind_int(st, 19, j->priority);
+    sqlite3_bind_int(st, 20, j->threads > 0 ? j->threads : 1);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc == SQLITE_CONSTRAINT) return -EEXIST;
@@ -254,7 +281,7 @@ static int job_by(db *d, const char *where, const char *key, db_job *out)
 int db_job_get(db *d, const char *id, db_job *out) { return job_by(d, "id", id, out); }
 int db_job_find_idem(db *d, const char *key, db_job *out) { return job_by(d, "idem_key", key, out); }
 
-int db_job_list(db *d, const char *after, int limit, db_job_fn fn, void *ud, int *has_more)
+int db_job_list(db *d, const char *owner, const char *after, int limit, db_job_fn fn, void *ud, int *has_more)
 {
     long long before = -1;
     *has_more = 0;
@@ -267,10 +294,12 @@ int db_job_list(db *d, const char *after, int limit, db_job_fn fn, void *ud, int
         sqlite3_finalize(st);
         if (rc != SQLITE_ROW) return rc == SQLITE_DONE ? -ENOENT : -EIO;
     }
-    sqlite3_stmt *st = prep(d, "SELECT " JOB_COLS " FROM jobs WHERE (?1 < 0 OR seq < ?1) ORDER BY seq DESC LIMIT ?2");
+    sqlite3_stmt *st = prep(d, "SELECT " JOB_COLS " FROM jobs WHERE (?1 < 0 OR seq < ?1) AND (?3 IS NULL OR owner = ?3)"
+                               " ORDER BY seq DESC LIMIT ?2");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, before);
     sqlite3_bind_int(st, 2, limit + 1);
+    bind_text(st, 3, owner);
     int rc, n = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (n++ == limit) { *has_more = 1; break; }
@@ -308,6 +337,64 @@ int db_job_queue_position(db *d, long long seq, int *out)
     return rc == SQLITE_ROW ? 0 : -EIO;
 }
 
+int db_job_queue(db *d, db_queued_fn fn, void *ud)
+{
+    sqlite3_stmt *st = prep(d, "SELECT seq, created_at, id, coalesce(owner, ''), priority, threads, preempted"
+                               " FROM jobs WHERE status = 'queued' ORDER BY seq");
+    if (!st) return -EIO;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        db_queued q;
+        q.seq = sqlite3_column_int64(st, 0);
+        q.created_at = sqlite3_column_int64(st, 1);
+        col_copy(st, 2, q.id, sizeof q.id);
+        col_copy(st, 3, q.owner, sizeof q.owner);
+        q.priority = sqlite3_column_int(st, 4);
+        q.threads = sqlite3_column_int(st, 5);
+        q.preempted = sqlite3_column_int(st, 6);
+        if (fn(ud, &q)) break;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db_job_count(db *d, const char *owner, const char *status, int *out)
+{
+    sqlite3_stmt *st = prep(d, "SELECT count(*) FROM jobs WHERE coalesce(owner, '') = ? AND status = ?");
+    if (!st) return -EIO;
+    bind_text(st, 1, owner ? owner : "");
+    bind_text(st, 2, status);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *out = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
+int db_job_counts(db *d, db_count_fn fn, void *ud)
+{
+    sqlite3_stmt *st = prep(d, "SELECT coalesce(owner, ''), status, count(*) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2");
+    if (!st) return -EIO;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+               sqlite3_column_int64(st, 2)))
+            break;
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db_job_mean_duration(db *d, double *out)
+{
+    sqlite3_stmt *st = prep(d, "SELECT coalesce(avg(finished_at - started_at), 0) FROM (SELECT finished_at,"
+                               " started_at FROM jobs WHERE status = 'succeeded' AND started_at > 0"
+                               " ORDER BY finished_at DESC LIMIT 20)");
+    if (!st) return -EIO;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *out = sqlite3_column_double(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
 int db_job_requeue_running(db *d, int *count)
 {
     sqlite3_stmt *st = prep(d, "UPDATE jobs SET status = 'queued' WHERE status = 'running'");
@@ -337,6 +424,7 @@ db_event *db_batch_event(db_batch *b) { GROW(b->events, b->n_events, b->cap_even
 db_metric *db_batch_metric(db_batch *b) { GROW(b->metrics, b->n_metrics, b->cap_metrics); }
 db_checkpoint *db_batch_checkpoint(db_batch *b) { GROW(b->ckpts, b->n_ckpts, b->cap_ckpts); }
 db_status *db_batch_status(db_batch *b) { GROW(b->status, b->n_status, b->cap_status); }
+db_audit *db_batch_audit(db_batch *b) { GROW(b->audit, b->n_audit, b->cap_audit); }
 static db_progress *batch_progress_new(db_batch *b) { GROW(b->progress, b->n_progress, b->cap_progress); }
 
 db_progress *db_batch_progress(db_batch *b, const char *job_id)
@@ -352,7 +440,7 @@ db_progress *db_batch_progress(db_batch *b, const char *job_id)
 
 int db_batch_empty(const db_batch *b)
 {
-    return !b->n_events && !b->n_metrics && !b->n_progress && !b->n_ckpts && !b->n_status;
+    return !b->n_events && !b->n_metrics && !b->n_progress && !b->n_ckpts && !b->n_status && !b->n_audit;
 }
 
 void db_batch_reset(db_batch *b)
@@ -365,13 +453,13 @@ void db_batch_reset(db_batch *b)
         free(s->error_code); free(s->error_message); free(s->error_param);
         free(s->fine_tuned_model); free(s->model_path);
     }
-    b->n_events = b->n_metrics = b->n_progress = b->n_ckpts = b->n_status = 0;
+    b->n_events = b->n_metrics = b->n_progress = b->n_ckpts = b->n_status = b->n_audit = 0;
 }
 
 void db_batch_free(db_batch *b)
 {
     db_batch_reset(b);
-    free(b->events); free(b->metrics); free(b->progress); free(b->ckpts); free(b->status);
+    free(b->events); free(b->metrics); free(b->progress); free(b->ckpts); free(b->status); free(b->audit);
     memset(b, 0, sizeof *b);
 }
 
@@ -381,7 +469,7 @@ static int write_status(db *d, const db_status *s)
                                " started_at = CASE WHEN ?3 > 0 THEN ?3 WHEN ?3 < 0 THEN NULL ELSE started_at END,"
                                " finished_at = CASE WHEN ?4 > 0 THEN ?4 WHEN ?4 < 0 THEN NULL ELSE finished_at END,"
                                " error_code = ?5, error_message = ?6, error_param = ?7,"
-                               " fine_tuned_model = coalesce(?8, fine_tuned_model) WHERE id = ?1");
+                               " fine_tuned_model = coalesce(?8, fine_tuned_model), preempted = ?9 WHERE id = ?1");
     if (!st) return -EIO;
     bind_text(st, 1, s->job_id);
     bind_text(st, 2, s->status);
@@ -391,12 +479,14 @@ static int write_status(db *d, const db_status *s)
     bind_text(st, 6, s->error_message);
     bind_text(st, 7, s->error_param);
     bind_text(st, 8, s->fine_tuned_model);
+    sqlite3_bind_int(st, 9, s->preempted);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return -EIO;
     if (!s->fine_tuned_model || !s->model_path) return 0;
-    st = prep(d, "INSERT OR REPLACE INTO models (id, job_id, arch, path, created_at) VALUES (?,?,?,?,?)");
+    st = prep(d, "INSERT OR REPLACE INTO models (id, job_id, arch, path, created_at, owner) VALUES (?,?,?,?,?,?)");
     if (!st) return -EIO;
+    bind_text(st, 6, s->owner[0] ? s->owner : NULL);
     bind_text(st, 1, s->fine_tuned_model);
     bind_text(st, 2, s->job_id);
     bind_text(st, 3, s->arch);
@@ -411,6 +501,8 @@ static int write_rows(db *d, const db_batch *b)
 {
     for (int i = 0; i < b->n_status; i++)
         if (write_status(d, &b->status[i])) return -EIO;
+    for (int i = 0; i < b->n_audit; i++)
+        if (db_audit_insert(d, &b->audit[i])) return -EIO;
     sqlite3_stmt *st = NULL;
     int rc = SQLITE_DONE;
     if (b->n_events) {
@@ -607,11 +699,12 @@ static void read_model(sqlite3_stmt *st, db_model *m)
     col_copy(st, 2, m->arch, sizeof m->arch);
     col_copy(st, 3, m->path, sizeof m->path);
     m->created_at = sqlite3_column_int64(st, 4);
+    col_copy(st, 5, m->owner, sizeof m->owner);
 }
 
 int db_model_get(db *d, const char *id, db_model *out)
 {
-    sqlite3_stmt *st = prep(d, "SELECT id, job_id, arch, path, created_at FROM models WHERE id = ?");
+    sqlite3_stmt *st = prep(d, "SELECT id, job_id, arch, path, created_at, coalesce(owner, '') FROM models WHERE id = ?");
     if (!st) return -EIO;
     bind_text(st, 1, id);
     int rc = sqlite3_step(st);
@@ -620,10 +713,12 @@ int db_model_get(db *d, const char *id, db_model *out)
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
 
-int db_model_list(db *d, db_model_fn fn, void *ud)
+int db_model_list(db *d, const char *owner, db_model_fn fn, void *ud)
 {
-    sqlite3_stmt *st = prep(d, "SELECT id, job_id, arch, path, created_at FROM models ORDER BY created_at, id");
+    sqlite3_stmt *st = prep(d, "SELECT id, job_id, arch, path, created_at, coalesce(owner, '') FROM models"
+                               " WHERE ?1 IS NULL OR owner = ?1 ORDER BY created_at, id");
     if (!st) return -EIO;
+    bind_text(st, 1, owner);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         db_model m;
@@ -636,8 +731,8 @@ int db_model_list(db *d, db_model_fn fn, void *ud)
 
 int db_file_insert(db *d, const db_file *f)
 {
-    sqlite3_stmt *st = prep(d, "INSERT INTO files (id, filename, purpose, bytes, format, path, created_at)"
-                               " VALUES (?,?,?,?,?,?,?)");
+    sqlite3_stmt *st = prep(d, "INSERT INTO files (id, filename, purpose, bytes, format, path, created_at, owner)"
+                               " VALUES (?,?,?,?,?,?,?,?)");
     if (!st) return -EIO;
     bind_text(st, 1, f->id);
     bind_text(st, 2, f->filename);
@@ -646,6 +741,7 @@ int db_file_insert(db *d, const db_file *f)
     bind_text(st, 5, f->format);
     bind_text(st, 6, f->path);
     sqlite3_bind_int64(st, 7, f->created_at);
+    bind_text(st, 8, f->owner[0] ? f->owner : NULL);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc == SQLITE_CONSTRAINT) return -EEXIST;
@@ -662,11 +758,13 @@ static void read_file_row(sqlite3_stmt *st, db_file *f)
     col_copy(st, 4, f->format, sizeof f->format);
     col_copy(st, 5, f->path, sizeof f->path);
     f->created_at = sqlite3_column_int64(st, 6);
+    col_copy(st, 7, f->owner, sizeof f->owner);
 }
 
 int db_file_get(db *d, const char *id, db_file *out)
 {
-    sqlite3_stmt *st = prep(d, "SELECT id, filename, purpose, bytes, format, path, created_at FROM files WHERE id = ?");
+    sqlite3_stmt *st = prep(d, "SELECT id, filename, purpose, bytes, format, path, created_at, coalesce(owner, '')"
+                               " FROM files WHERE id = ?");
     if (!st) return -EIO;
     bind_text(st, 1, id);
     int rc = sqlite3_step(st);
@@ -675,16 +773,219 @@ int db_file_get(db *d, const char *id, db_file *out)
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
 
-int db_file_list(db *d, db_file_fn fn, void *ud)
+int db_file_list(db *d, const char *owner, db_file_fn fn, void *ud)
 {
-    sqlite3_stmt *st = prep(d, "SELECT id, filename, purpose, bytes, format, path, created_at FROM files"
-                               " ORDER BY created_at, id");
+    sqlite3_stmt *st = prep(d, "SELECT id, filename, purpose, bytes, format, path, created_at, coalesce(owner, '')"
+                               " FROM files WHERE ?1 IS NULL OR owner = ?1 ORDER BY created_at, id");
     if (!st) return -EIO;
+    bind_text(st, 1, owner);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         db_file f;
         read_file_row(st, &f);
         if (fn(ud, &f)) break;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db_file_bytes(db *d, const char *owner, long long *out)
+{
+    sqlite3_stmt *st = prep(d, "SELECT coalesce(sum(bytes), 0) FROM files WHERE coalesce(owner, '') = ?");
+    if (!st) return -EIO;
+    bind_text(st, 1, owner ? owner : "");
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
+/* ---- users, tokens, audit ---- */
+
+#define USER_COLS "id, name, coalesce(uid, -1), admin, bootstrap, created_at"
+
+static void read_user(sqlite3_stmt *st, db_user *u)
+{
+    memset(u, 0, sizeof *u);
+    u->id = sqlite3_column_int64(st, 0);
+    col_copy(st, 1, u->name, sizeof u->name);
+    u->uid = sqlite3_column_int64(st, 2);
+    u->admin = sqlite3_column_int(st, 3);
+    u->bootstrap = sqlite3_column_int(st, 4);
+    u->created_at = sqlite3_column_int64(st, 5);
+}
+
+int db_user_add(db *d, const db_user *u, long long *id)
+{
+    sqlite3_stmt *st = prep(d, "INSERT INTO users (name, uid, admin, bootstrap, created_at) VALUES (?,?,?,?,?)");
+    if (!st) return -EIO;
+    bind_text(st, 1, u->name);
+    if (u->uid >= 0) sqlite3_bind_int64(st, 2, u->uid);
+    else sqlite3_bind_null(st, 2);
+    sqlite3_bind_int(st, 3, u->admin);
+    sqlite3_bind_int(st, 4, u->bootstrap);
+    sqlite3_bind_int64(st, 5, u->created_at);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_CONSTRAINT) return -EEXIST;
+    if (rc != SQLITE_DONE) return -EIO;
+    if (id) *id = sqlite3_last_insert_rowid(d->h);
+    return 0;
+}
+
+int db_user_count(db *d, int *out)
+{
+    sqlite3_stmt *st = prep(d, "SELECT count(*) FROM users");
+    if (!st) return -EIO;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *out = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
+static int user_where(db *d, const char *where, const char *stext, long long ival, db_user *out)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT " USER_COLS " FROM users WHERE %s ORDER BY id LIMIT 1", where);
+    sqlite3_stmt *st = prep(d, sql);
+    if (!st) return -EIO;
+    if (stext) bind_text(st, 1, stext);
+    else if (strchr(where, '?')) sqlite3_bind_int64(st, 1, ival);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) read_user(st, out);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+int db_user_by_name(db *d, const char *name, db_user *out) { return user_where(d, "name = ?", name, 0, out); }
+int db_user_by_id(db *d, long long id, db_user *out) { return user_where(d, "id = ?", NULL, id, out); }
+int db_user_by_uid(db *d, long long uid, db_user *out) { return user_where(d, "uid = ?", NULL, uid, out); }
+int db_user_bootstrap(db *d, db_user *out) { return user_where(d, "bootstrap = 1", NULL, 0, out); }
+
+int db_user_list(db *d, db_user_fn fn, void *ud)
+{
+    sqlite3_stmt *st = prep(d, "SELECT " USER_COLS " FROM users ORDER BY id");
+    if (!st) return -EIO;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        db_user u;
+        read_user(st, &u);
+        if (fn(ud, &u)) break;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db_token_add(db *d, const db_token *t, long long *id)
+{
+    sqlite3_stmt *st = prep(d, "INSERT INTO tokens (user_id, prefix, hash, created_at) VALUES (?,?,?,?)");
+    if (!st) return -EIO;
+    sqlite3_bind_int64(st, 1, t->user_id);
+    bind_text(st, 2, t->prefix);
+    sqlite3_bind_blob(st, 3, t->hash, (int)sizeof t->hash, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, t->created_at);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return -EIO;
+    if (id) *id = sqlite3_last_insert_rowid(d->h);
+    return 0;
+}
+
+static int token_walk(sqlite3_stmt *st, db_token_fn fn, void *ud)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        db_token t;
+        memset(&t, 0, sizeof t);
+        t.id = sqlite3_column_int64(st, 0);
+        t.user_id = sqlite3_column_int64(st, 1);
+        col_copy(st, 2, t.prefix, sizeof t.prefix);
+        if (sqlite3_column_bytes(st, 3) == (int)sizeof t.hash) memcpy(t.hash, sqlite3_column_blob(st, 3), sizeof t.hash);
+        t.created_at = sqlite3_column_int64(st, 4);
+        t.revoked_at = sqlite3_column_int64(st, 5);
+        col_copy(st, 6, t.user, sizeof t.user);
+        if (fn(ud, &t)) break;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+#define TOKEN_SELECT "SELECT t.id, t.user_id, t.prefix, t.hash, t.created_at, coalesce(t.revoked_at, 0), u.name" \
+                     " FROM tokens t JOIN users u ON u.id = t.user_id"
+
+int db_token_by_prefix(db *d, const char *prefix, db_token_fn fn, void *ud)
+{
+    sqlite3_stmt *st = prep(d, TOKEN_SELECT " WHERE t.prefix = ? AND t.revoked_at IS NULL ORDER BY t.id");
+    if (!st) return -EIO;
+    bind_text(st, 1, prefix);
+    return token_walk(st, fn, ud);
+}
+
+int db_token_list(db *d, const char *owner, db_token_fn fn, void *ud)
+{
+    sqlite3_stmt *st = prep(d, TOKEN_SELECT " WHERE ?1 IS NULL OR u.name = ?1 ORDER BY t.id DESC");
+    if (!st) return -EIO;
+    bind_text(st, 1, owner);
+    return token_walk(st, fn, ud);
+}
+
+int db_token_revoke(db *d, const char *id_or_prefix, long long at, int *count)
+{
+    const char *num = !strncmp(id_or_prefix, "tok-", 4) ? id_or_prefix + 4 : id_or_prefix;
+    char *end;
+    long long id = strtoll(num, &end, 10);
+    int by_id = *num && !*end && id > 0;
+    sqlite3_stmt *st = prep(d, by_id ? "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL"
+                                     : "UPDATE tokens SET revoked_at = ?2 WHERE prefix = ?1 AND revoked_at IS NULL");
+    if (!st) return -EIO;
+    if (by_id) sqlite3_bind_int64(st, 1, id);
+    else bind_text(st, 1, id_or_prefix);
+    sqlite3_bind_int64(st, 2, at);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    *count = sqlite3_changes(d->h);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db_audit_insert(db *d, const db_audit *a)
+{
+    sqlite3_stmt *st = prep(d, "INSERT INTO audit (at, actor, action, target, outcome, remote, detail)"
+                               " VALUES (?,?,?,?,?,?,?)");
+    if (!st) return -EIO;
+    sqlite3_bind_int64(st, 1, a->at);
+    bind_text(st, 2, a->actor);
+    bind_text(st, 3, a->action);
+    bind_text(st, 4, a->target);
+    bind_text(st, 5, a->outcome);
+    bind_text(st, 6, a->remote);
+    bind_text(st, 7, a->detail);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db_audit_list(db *d, long long before, int limit, db_audit_fn fn, void *ud, int *has_more)
+{
+    sqlite3_stmt *st = prep(d, "SELECT id, at, actor, action, target, outcome, remote, detail FROM audit"
+                               " WHERE ?1 <= 0 OR id < ?1 ORDER BY id DESC LIMIT ?2");
+    if (!st) return -EIO;
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int(st, 2, limit + 1);
+    int rc, n = 0;
+    *has_more = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n++ == limit) { *has_more = 1; break; }
+        db_audit a;
+        memset(&a, 0, sizeof a);
+        a.id = sqlite3_column_int64(st, 0);
+        a.at = sqlite3_column_int64(st, 1);
+        col_copy(st, 2, a.actor, sizeof a.actor);
+        col_copy(st, 3, a.action, sizeof a.action);
+        col_copy(st, 4, a.target, sizeof a.target);
+        col_copy(st, 5, a.outcome, sizeof a.outcome);
+        col_copy(st, 6, a.remote, sizeof a.remote);
+        col_copy(st, 7, a.detail, sizeof a.detail);
+        if (fn(ud, &a)) break;
     }
     sqlite3_finalize(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;

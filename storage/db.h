@@ -24,7 +24,11 @@ const char *db_errmsg(db *d);
 typedef struct db_job {
     long long seq;                 /* submission order */
     char id[DB_ID_MAX];
+    char owner[64];                /* user name ("" for jobs from before users existed: admins only) */
     char status[16];
+    int priority;                  /* 0-9, higher first within the owner's queue */
+    int threads;                   /* trainer threads the job runs with (what the scheduler counts) */
+    int preempted;                 /* requeued by preemption: first in its owner's queue */
     long long created_at, started_at, finished_at; /* unix seconds; 0 = not yet */
     char *body;                    /* (heap) the request body, canonical JSON */
     char *method;                  /* (heap) effective method JSON */
@@ -50,8 +54,25 @@ int db_job_get(db *d, const char *id, db_job *out);                /* OUT: calle
 int db_job_find_idem(db *d, const char *idem_key, db_job *out);   /* -ENOENT if none */
 typedef int (*db_job_fn)(void *ud, const db_job *j);              /* non-zero stops the walk */
 /* Newest first, starting after the job `after` (NULL = from the newest); *has_more says whether
- * more rows follow the `limit` returned. -ENOENT if after names no job. */
-int db_job_list(db *d, const char *after, int limit, db_job_fn fn, void *ud, int *has_more);
+ * more rows follow the `limit` returned. owner: only that user's jobs (NULL = everyone's).
+ * -ENOENT if after names no job. */
+int db_job_list(db *d, const char *owner, const char *after, int limit, db_job_fn fn, void *ud, int *has_more);
+/* The queue, for the scheduler: every queued job, oldest first (light rows, no JSON). */
+typedef struct db_queued {
+    long long seq, created_at;
+    char id[DB_ID_MAX];
+    char owner[64];
+    int priority, threads, preempted;
+} db_queued;
+typedef int (*db_queued_fn)(void *ud, const db_queued *q);
+int db_job_queue(db *d, db_queued_fn fn, void *ud);
+/* Jobs of owner in status (quotas). */
+int db_job_count(db *d, const char *owner, const char *status, int *out);
+/* Counts by (owner, status) for /metrics. */
+typedef int (*db_count_fn)(void *ud, const char *owner, const char *status, long long n);
+int db_job_counts(db *d, db_count_fn fn, void *ud);
+/* Mean seconds from start to finish of the last 20 succeeded jobs (0 when none): queue estimates. */
+int db_job_mean_duration(db *d, double *out);
 /* Job ids with a status, oldest first (at most limit). */
 int db_job_ids_by_status(db *d, const char *status, int limit, char (*ids)[DB_ID_MAX], int *n);
 /* 1-based position among queued jobs (jobs queued before it + 1). */
@@ -99,7 +120,20 @@ typedef struct db_status {         /* a status change */
     char *fine_tuned_model;        /* (heap) NULL = keep; with model_path a models row is added */
     char *model_path;              /* (heap) */
     char arch[16];
+    char owner[64];                /* the models row's owner */
+    int preempted;                 /* jobs.preempted after the change (1 only for a preemption requeue) */
 } db_status;
+
+typedef struct db_audit {          /* one audit record: who did what to what, and how it went */
+    long long id;                  /* filled by db_audit_list */
+    long long at;
+    char actor[64];                /* user name, "" = anonymous */
+    char action[32];               /* login_failed, authz_denied, user_add, token_create, ... */
+    char target[128];              /* job/file id, user name, route */
+    char outcome[16];              /* ok, denied, failed */
+    char remote[64];               /* "127.0.0.1", "uid:1000", "cli" */
+    char detail[256];              /* never a token */
+} db_audit;
 
 typedef struct db_batch {
     db_event *events;       int n_events, cap_events;
@@ -107,6 +141,7 @@ typedef struct db_batch {
     db_progress *progress;  int n_progress, cap_progress;
     db_checkpoint *ckpts;   int n_ckpts, cap_ckpts;
     db_status *status;      int n_status, cap_status;
+    db_audit *audit;        int n_audit, cap_audit;
 } db_batch;
 
 /* Append a zeroed row and return it (NULL when out of memory); heap fields put in it belong to the batch. */
@@ -115,6 +150,7 @@ db_metric *db_batch_metric(db_batch *b);
 db_progress *db_batch_progress(db_batch *b, const char *job_id); /* the job's entry, made once per batch */
 db_checkpoint *db_batch_checkpoint(db_batch *b);
 db_status *db_batch_status(db_batch *b);
+db_audit *db_batch_audit(db_batch *b);
 int  db_batch_empty(const db_batch *b);
 void db_batch_reset(db_batch *b);   /* frees the rows, keeps the arrays */
 void db_batch_free(db_batch *b);    /* frees everything */
@@ -143,10 +179,12 @@ typedef struct db_model {
     char arch[16];
     char path[1024];
     long long created_at;
+    char owner[64];
 } db_model;
 int db_model_get(db *d, const char *id, db_model *out);
 typedef int (*db_model_fn)(void *ud, const db_model *m);
-int db_model_list(db *d, db_model_fn fn, void *ud);
+/* owner: only that user's models (NULL = everyone's). */
+int db_model_list(db *d, const char *owner, db_model_fn fn, void *ud);
 
 typedef struct db_file {
     char id[DB_ID_MAX];
@@ -156,10 +194,55 @@ typedef struct db_file {
     char format[32];
     char path[1024];
     long long created_at;
+    char owner[64];
 } db_file;
 int db_file_insert(db *d, const db_file *f);
 int db_file_get(db *d, const char *id, db_file *out);
 typedef int (*db_file_fn)(void *ud, const db_file *f);
-int db_file_list(db *d, db_file_fn fn, void *ud);
+/* owner: only that user's uploads (NULL = everyone's). */
+int db_file_list(db *d, const char *owner, db_file_fn fn, void *ud);
+/* Bytes of owner's stored uploads (quotas). */
+int db_file_bytes(db *d, const char *owner, long long *out);
+
+/* ---- users, API tokens, audit ---- */
+typedef struct db_user {
+    long long id;
+    char name[64];
+    long long uid;                 /* local uid for the Unix socket, -1 = none */
+    int admin;
+    int bootstrap;                 /* the admin made on first start: root and the daemon's uid map to it */
+    long long created_at;
+} db_user;
+/* -EEXIST when the name or the uid is taken. OUT *id may be NULL. */
+int db_user_add(db *d, const db_user *u, long long *id);
+int db_user_count(db *d, int *out);
+int db_user_by_name(db *d, const char *name, db_user *out);   /* -ENOENT */
+int db_user_by_id(db *d, long long id, db_user *out);
+int db_user_by_uid(db *d, long long uid, db_user *out);
+int db_user_bootstrap(db *d, db_user *out);                  /* the bootstrap admin, -ENOENT if none */
+typedef int (*db_user_fn)(void *ud, const db_user *u);
+int db_user_list(db *d, db_user_fn fn, void *ud);
+
+#define DB_TOKEN_PREFIX_MAX 16
+typedef struct db_token {
+    long long id, user_id;
+    char prefix[DB_TOKEN_PREFIX_MAX]; /* the first characters of the token: public, for lookup and display */
+    unsigned char hash[32];        /* SHA-256 of the whole token; the token itself is never stored */
+    long long created_at, revoked_at; /* revoked_at 0 = live */
+    char user[64];                 /* filled by the readers */
+} db_token;
+int db_token_add(db *d, const db_token *t, long long *id);
+/* Live tokens with this prefix (normally one). */
+typedef int (*db_token_fn)(void *ud, const db_token *t);
+int db_token_by_prefix(db *d, const char *prefix, db_token_fn fn, void *ud);
+/* owner: that user's tokens (NULL = all), newest first, revoked ones included. */
+int db_token_list(db *d, const char *owner, db_token_fn fn, void *ud);
+/* Revoke by id ("tok-12" or "12") or by prefix; OUT *count tokens revoked (0: none matched). */
+int db_token_revoke(db *d, const char *id_or_prefix, long long at, int *count);
+
+int db_audit_insert(db *d, const db_audit *a);               /* outside a batch (admin commands) */
+typedef int (*db_audit_fn)(void *ud, const db_audit *a);
+/* Newest first, ids below before (0 = from the newest). */
+int db_audit_list(db *d, long long before, int limit, db_audit_fn fn, void *ud, int *has_more);
 
 #endif

@@ -36,6 +36,7 @@ void tr_spec_defaults(tr_spec *s)
     s->in_channels = 1;
     s->image_size = 28;
     s->valid_fraction = 0.1;
+    s->valid_every = 1;
     s->augment = 1;
     s->method = TR_CORE_TUNING;
     s->variant = TR_VARIANT_PAPER;
@@ -74,6 +75,7 @@ int tr_spec_validate(const tr_spec *s, char *param, size_t paramlen, char *err, 
     CHECK_RANGE(s->train_limit >= 0, "train_limit", "train_limit must be >= 0");
     CHECK_RANGE(s->valid_limit >= 0, "valid_limit", "valid_limit must be >= 0");
     CHECK_RANGE(s->valid_fraction >= 0 && s->valid_fraction < 1, "valid_fraction", "valid_fraction must be in [0, 1)");
+    CHECK_RANGE(s->valid_every >= 1 && s->valid_every <= 10000, "valid_every", "valid_every must be in [1, 10000]");
     CHECK_RANGE(s->method == TR_CE_TUNING || s->method == TR_CORE_TUNING || s->method == TR_SIMCLR, "method",
                 "unknown method");
     CHECK_RANGE(s->variant == TR_VARIANT_PAPER || s->variant == TR_VARIANT_REFERENCE, "variant", "unknown variant");
@@ -557,20 +559,24 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
                 goto done;
             }
         }
-        /* end of epoch: validate, keep the best, checkpoint at the start of the next epoch */
-        double vloss = 0, vacc = 0;
-        if ((rc = evaluate(&j, &vloss, &vacc, err, errlen))) goto out;
+        /* end of epoch: validate (every valid_every epochs and always the last), keep the best,
+         * checkpoint at the start of the next epoch */
         pos.epoch++;
         pos.batch = 0;
-        last_loss = vloss;
-        last_acc = vacc;
-        tr_progress e = {.kind = TR_EV_EPOCH, .step = pos.step, .total_steps = j.total_steps, .epoch = pos.epoch,
-                         .epochs = spec->hp.epochs, .valid_loss = vloss, .valid_accuracy = vacc};
-        emit(cb, &e);
-        if (vacc > pos.best_acc) {
-            pos.best_acc = vacc;
-            pos.best_epoch = pos.epoch;
-            if ((rc = model_save(j.m, best_path, 0, err, errlen))) goto out;
+        if (pos.epoch % spec->valid_every == 0 || pos.epoch == spec->hp.epochs) {
+            double vloss = 0, vacc = 0;
+            if ((rc = evaluate(&j, &vloss, &vacc, err, errlen))) goto out;
+            last_loss = vloss;
+            last_acc = vacc;
+            tr_progress e = {.kind = TR_EV_EPOCH, .step = pos.step, .total_steps = j.total_steps,
+                             .epoch = pos.epoch, .epochs = spec->hp.epochs, .valid_loss = vloss,
+                             .valid_accuracy = vacc};
+            emit(cb, &e);
+            if (vacc > pos.best_acc) {
+                pos.best_acc = vacc;
+                pos.best_epoch = pos.epoch;
+                if ((rc = model_save(j.m, best_path, 0, err, errlen))) goto out;
+            }
         }
         if ((rc = save_state(&j, state_path, &pos, err, errlen))) goto out;
         t_ckpt = now_seconds();

@@ -45,6 +45,7 @@ typedef struct tr_spec {
     int train_limit;         /* > 0: at most this many training images (after the subset) */
     int valid_limit;         /* > 0: at most this many validation images */
     double valid_fraction;   /* used when valid_data is "" */
+    int valid_every;         /* validate every this many epochs (and always after the last), >= 1 */
     int augment;             /* random crop (padding image_size/8) + horizontal flip */
     /* method */
     enum tr_method method;

@@ -56,15 +56,15 @@ static inline const float *golden_f32(const st_file *f, const char *name, size_t
     return t->data;
 }
 
-/* Count of elements with |got - want| > atol * max(1, max|want|) + rtol * |want|; prints the worst. */
+/* Count of elements with |got - want| > atol * max(1, max|want|) + rtol * |want| + slack; prints the worst. */
 static inline size_t golden_mismatches(const char *what, const float *got, const float *want, size_t n,
-                                       double rtol, double atol)
+                                       double rtol, double atol, double slack)
 {
     double scale = 1.0, worst = -1.0;
     size_t bad = 0, wi = 0;
     for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
     for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - want[i]), tol = atol * scale + rtol * fabs(want[i]);
+        double e = fabs((double)got[i] - want[i]), tol = atol * scale + rtol * fabs(want[i]) + slack;
         if (!(e <= tol)) bad++;
         if (!(e / tol <= worst)) worst = e / tol, wi = i;
     }

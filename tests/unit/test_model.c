@@ -172,9 +172,9 @@ static void golden_case(const char *prefix, const char *arch, int in_ch, int siz
         }
         l2 = sqrt(l2);
         const float *ws = stats + 3 * k;
-        /* The reference is PyTorch in float64; our float32 passes measure ~1e-6 relative on norms
-         * and <1e-5 x RMS on samples, so: norms and abs-sums within 1e-5 relative, sums within
-         * 1e-5 x abs-sum, samples within 1e-4 x the tensor's RMS gradient + 1e-5 relative. */
+        /* The reference is PyTorch in float64. Base tolerances (x gk): norms and abs-sums within
+         * 1e-5 relative, sums within 1e-5 x abs-sum, samples within 1e-4 x the tensor's RMS
+         * gradient + 1e-5 relative. A wrong term or sign is off by O(1) in these units. */
         double rms = ws[2] / sqrt((double)t->numel);
         if (!(fabs(l2 - ws[2]) <= gk * 1e-5 * ws[2] && fabs(a - ws[1]) <= gk * 1e-5 * ws[1] &&
               fabs(s - ws[0]) <= gk * 1e-5 * ws[1]))
@@ -239,13 +239,18 @@ static void golden_case(const char *prefix, const char *arch, int in_ch, int siz
 static void test_golden_resnet20(void **state)
 {
     (void)state;
-    golden_case("r20", "resnet20", 1, 28, 0, 1.0, 1.0);
+    /* PyTorch's own float32 gradients are 7e-7 (sums) / 1.5e-5 x RMS (samples) off float64 here:
+     * gradient tolerances at 10x the base (1e-4 relative, 1e-3 x RMS) leave room for other kernels. */
+    golden_case("r20", "resnet20", 1, 28, 0, 1.0, 10.0);
 }
 
 static void test_golden_resnet18_small_stem(void **state)
 {
     (void)state;
-    golden_case("r18", "resnet18", 3, 32, 1, 1.0, 1.0);
+    /* The forward is tight; the gradients of the first layers are sensitive to rounding (a ReLU that
+     * flips at 32x32 moves them): PyTorch's own float32 run is 8e-4 (sums) / 9e-2 x RMS (samples)
+     * off float64. Gradient tolerances 1000x the base: sums/norms 1e-2, samples 0.1 x RMS. */
+    golden_case("r18", "resnet18", 3, 32, 1, 1.0, 1000.0);
 }
 
 /* ---- 2. name / shape tables ---- */

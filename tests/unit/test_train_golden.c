@@ -1,10 +1,12 @@
 /* tests/unit/test_train_golden.c — three whole Core-tuning training steps (paper variant) of resnet20
- * on 1x28x28 against PyTorch (tests/golden/gen_train.py): the backbone features, each loss term of
- * every step, every parameter gradient of step 1, and every weight and running statistic after
+ * on 1x28x28 against PyTorch (tests/golden/gen_train.py): the backbone features, each loss term and
+ * every parameter gradient of every step, and every weight and running statistic after
  * three Nesterov-SGD steps. The step is composed exactly as trainer/train.c's train_step composes it
  * (forward, draws, loss forward/backward, backward, sgd_step), with the fixture's draws.
- * Tolerances: features and terms rel 1e-4; gradients 2e-4 of the tensor's scale; weights after three
- * steps 1e-4 (float32 against a float64 reference through 19 batch norms). */
+ * Tolerances against the float64 reference: features and terms 1e-4 relative; gradients 2e-4 of the
+ * tensor's scale; weights after three steps 1e-4; plus F32DEV_FACTOR times the error of PyTorch's own
+ * float32 run on the same quantity (this net's gradients become ill-conditioned after a step or two,
+ * see tests/golden/gen_train.py), so "as close as PyTorch's float32" is the bar. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -17,32 +19,34 @@
 
 enum { N = 16, C = 10, CD = 32, D = 64, STEPS = 3, SAMPLES = 48 };
 
+/* PyTorch's own float32 run strays from the float64 reference by `key.f32dev` (largest absolute
+ * difference): we may stray by F32DEV_FACTOR times that on top of the base tolerance. */
+#define F32DEV_FACTOR 4.0
+
+/* Compare got[n] with the fixture's `key` (n floats). Returns the number of mismatches. */
+static size_t check(const st_file *f, const char *key, const float *got, size_t n, double rtol, double atol)
+{
+    char devkey[200];
+    snprintf(devkey, sizeof devkey, "%s.f32dev", key);
+    const float *want = golden_f32(f, key, n), *dev = golden_f32(f, devkey, 1);
+    if (!want || !dev) return 1;
+    return golden_mismatches(key, got, want, n, rtol, atol, F32DEV_FACTOR * dev[0]);
+}
+
 /* The fixture keeps big tensors as (sum, abs-sum, L2) + evenly spaced samples. */
 static size_t check_summary(const st_file *f, const char *prefix, const char *name, const float *x, size_t n,
                             double rtol, double atol)
 {
-    char key[160];
-    snprintf(key, sizeof key, "%s.%s.stats", prefix, name);
-    const float *stats = golden_f32(f, key, 3);
-    size_t k = n < SAMPLES ? n : SAMPLES;
-    snprintf(key, sizeof key, "%s.%s.samples", prefix, name);
-    const float *want = golden_f32(f, key, k);
-    if (!stats || !want) return 1;
     double s = 0, a = 0, q = 0;
     for (size_t i = 0; i < n; i++) s += x[i], a += fabs(x[i]), q += (double)x[i] * x[i];
-    float got_stats[3] = {(float)s, (float)a, (float)sqrt(q)}, got[SAMPLES];
-    for (size_t j = 0; j < k; j++) got[j] = x[(j * n) / k];
-    snprintf(key, sizeof key, "%s %s", prefix, name);
-    /* the sum cancels: judge it on the abs-sum's scale */
-    float sum_scale[3] = {stats[0], stats[1], stats[2]};
-    size_t bad = golden_mismatches(key, got_stats + 1, sum_scale + 1, 2, rtol, atol);
-    if (fabs(got_stats[0] - stats[0]) > rtol * 10 * stats[1] + 1e-6) {
-        fprintf(stderr, "%s: sum %.8g want %.8g\n", key, (double)got_stats[0], (double)stats[0]);
-        bad++;
-    }
-    float scale = 0;
-    for (size_t j = 0; j < k; j++) scale = fmaxf(scale, fabsf(want[j]));
-    return bad + golden_mismatches(key, got, want, k, rtol, atol * (scale > 0 ? scale : 1));
+    size_t k = n < SAMPLES ? n : SAMPLES;
+    float stats[3] = {(float)s, (float)a, (float)sqrt(q)}, samples[SAMPLES];
+    for (size_t j = 0; j < k; j++) samples[j] = x[(j * n) / k];
+    char key[200];
+    snprintf(key, sizeof key, "%s.%s.stats", prefix, name);
+    size_t bad = check(f, key, stats, 3, rtol, atol);
+    snprintf(key, sizeof key, "%s.%s.samples", prefix, name);
+    return bad + check(f, key, samples, k, rtol, atol);
 }
 
 static void test_three_steps_match_pytorch(void **state)
@@ -116,17 +120,16 @@ static void test_three_steps_match_pytorch(void **state)
         assert_int_equal(coreloss_forward_backward(loss, dh, &g, &t, h, labels, N, &w, 1.0f), 0);
         assert_int_equal(model_backward(m, dh, N), 0);
         snprintf(key, sizeof key, "step%d.terms", s);
-        const float *want_terms = golden_f32(f, key, 3);
-        assert_non_null(want_terms);
         float got_terms[3] = {(float)t.total, (float)t.ce, (float)t.contrastive};
-        bad += golden_mismatches(key, got_terms, want_terms, 3, 1e-4, 1e-5);
-        if (s == 0) {
-            bad += golden_mismatches("step0.h", h, golden_f32(f, "step0.h", N * D), N * D, 1e-4, 1e-5);
-            bad += golden_mismatches("step0.dh", dh, golden_f32(f, "step0.dh", N * D), N * D, 1e-4, 1e-5);
-            for (int i = 0; i < model_num_tensors(m); i++) {
-                model_tensor *mt = model_tensor_at(m, i);
-                if (mt->kind == MODEL_PARAM) bad += check_summary(f, "grad0", mt->name, mt->grad, mt->numel, 2e-4, 2e-4);
-            }
+        bad += check(f, key, got_terms, 3, 1e-4, 1e-5);
+        snprintf(key, sizeof key, "step%d.h", s);
+        bad += check(f, key, h, N * D, 1e-4, 1e-5);
+        snprintf(key, sizeof key, "step%d.dh", s);
+        bad += check(f, key, dh, N * D, 1e-4, 1e-5);
+        snprintf(key, sizeof key, "grad%d", s);
+        for (int i = 0; i < model_num_tensors(m); i++) {
+            model_tensor *mt = model_tensor_at(m, i);
+            if (mt->kind == MODEL_PARAM) bad += check_summary(f, key, mt->name, mt->grad, mt->numel, 2e-4, 2e-4);
         }
         sgd_step(model_params(m), mom, model_grads(m), model_num_params(m), lrs[s], &sc);
     }
@@ -137,8 +140,7 @@ static void test_three_steps_match_pytorch(void **state)
         } else if (mt->kind == MODEL_BUFFER) {
             char key[96];
             snprintf(key, sizeof key, "final.%s", mt->name);
-            const float *want = golden_f32(f, key, mt->numel);
-            bad += want ? golden_mismatches(key, mt->data, want, mt->numel, 1e-4, 1e-5) : 1;
+            bad += check(f, key, mt->data, mt->numel, 1e-4, 1e-5);
         }
     }
     assert_int_equal(bad, 0);

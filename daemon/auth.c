@@ -1,0 +1,133 @@
+/* daemon/auth.c — users, API tokens, local identities (see auth.h). Whichever thread owns the db
+ * (the loop thread in the daemon; main() in the offline admin commands). Never logs a token. */
+#define _GNU_SOURCE
+#include "daemon/auth.h"
+#include "daemon/sha256.h"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+static const char base62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+int auth_valid_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 63 || name[0] == '.' || name[0] == '-' || name[0] == '_') return 0;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-')) return 0;
+    return 1;
+}
+
+int auth_user_add(db *d, const char *name, int admin, long long uid, int bootstrap, db_user *out, char *err,
+                  size_t errlen)
+{
+    if (!auth_valid_name(name)) {
+        snprintf(err, errlen, "user name '%.80s' must be 1-63 of a-z, 0-9, '.', '_', '-' (starting with a letter or digit)", name);
+        return -EINVAL;
+    }
+    db_user u = {.uid = uid, .admin = admin, .bootstrap = bootstrap, .created_at = (long long)time(NULL)};
+    snprintf(u.name, sizeof u.name, "%s", name);
+    int rc = db_user_add(d, &u, &u.id);
+    if (rc == -EEXIST) {
+        db_user other;
+        if (db_user_by_name(d, name, &other) == 0) snprintf(err, errlen, "user '%s' already exists", name);
+        else snprintf(err, errlen, "uid %lld already belongs to another user", uid);
+        return rc;
+    }
+    if (rc) { snprintf(err, errlen, "database: %s", db_errmsg(d)); return rc; }
+    if (out) *out = u;
+    return 0;
+}
+
+/* Uniform base62 characters: bytes >= 248 (= 4 * 62) are rejected so that no character is likelier. */
+static int random_base62(char *out, size_t n)
+{
+    size_t have = 0;
+    while (have < n) {
+        unsigned char raw[64];
+        ssize_t got = getrandom(raw, sizeof raw, 0);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        for (ssize_t i = 0; i < got && have < n; i++)
+            if (raw[i] < 248) out[have++] = base62[raw[i] % 62];
+    }
+    out[n] = 0;
+    return 0;
+}
+
+int auth_token_create(db *d, long long user_id, char *token, long long *id, char *err, size_t errlen)
+{
+    char rnd[AUTH_TOKEN_RANDOM + 1];
+    int rc = random_base62(rnd, AUTH_TOKEN_RANDOM);
+    if (rc) { snprintf(err, errlen, "no randomness: %s", strerror(-rc)); return rc; }
+    db_token t = {.user_id = user_id, .created_at = (long long)time(NULL)};
+    snprintf(token, AUTH_TOKEN_LEN + 1, AUTH_TOKEN_PREFIX "%s", rnd);
+    snprintf(t.prefix, sizeof t.prefix, "%.*s", AUTH_LOOKUP_LEN, token);
+    sha256(token, AUTH_TOKEN_LEN, t.hash);
+    rc = db_token_add(d, &t, id);
+    memset(rnd, 0, sizeof rnd);
+    if (rc) {
+        memset(token, 0, AUTH_TOKEN_LEN + 1);
+        snprintf(err, errlen, "database: %s", db_errmsg(d));
+    }
+    return rc;
+}
+
+typedef struct check_ctx { uint8_t hash[32]; long long user_id; } check_ctx;
+
+static int check_one(void *ud, const db_token *t)
+{
+    check_ctx *c = ud;
+    if (ct_equal(c->hash, t->hash, sizeof t->hash) && c->user_id < 0) c->user_id = t->user_id;
+    return 0; /* look at every candidate: the time does not say which one matched */
+}
+
+int auth_token_check(db *d, const char *token, db_user *out)
+{
+    if (!token || strlen(token) != AUTH_TOKEN_LEN || strncmp(token, AUTH_TOKEN_PREFIX, 3) != 0) return -EACCES;
+    for (const char *p = token + 3; *p; p++)
+        if (!strchr(base62, *p)) return -EACCES;
+    check_ctx c = {.user_id = -1};
+    sha256(token, AUTH_TOKEN_LEN, c.hash);
+    char prefix[AUTH_LOOKUP_LEN + 1];
+    snprintf(prefix, sizeof prefix, "%.*s", AUTH_LOOKUP_LEN, token);
+    if (db_token_by_prefix(d, prefix, check_one, &c) != 0) return -EIO;
+    if (c.user_id < 0) return -EACCES;
+    return db_user_by_id(d, c.user_id, out) == 0 ? 0 : -EACCES;
+}
+
+int auth_uid_check(db *d, long long uid, long long self_uid, db_user *out)
+{
+    int rc = db_user_by_uid(d, uid, out);
+    if (rc == 0) return 0;
+    if (rc != -ENOENT) return -EIO;
+    if (uid == 0 || uid == self_uid) {
+        rc = db_user_bootstrap(d, out);
+        if (rc == 0) return 0;
+        if (rc != -ENOENT) return -EIO;
+    }
+    return -EACCES;
+}
+
+int auth_bootstrap(db *d, long long self_uid, char *token, char *err, size_t errlen)
+{
+    token[0] = 0;
+    int n = 0;
+    if (db_user_count(d, &n) != 0) { snprintf(err, errlen, "database: %s", db_errmsg(d)); return -EIO; }
+    if (n > 0) return 0;
+    db_user u;
+    int rc = auth_user_add(d, "admin", 1, self_uid, 1, &u, err, errlen);
+    if (rc) return rc;
+    db_audit a = {.at = (long long)time(NULL)};
+    snprintf(a.action, sizeof a.action, "user_add");
+    snprintf(a.target, sizeof a.target, "admin");
+    snprintf(a.outcome, sizeof a.outcome, "ok");
+    snprintf(a.remote, sizeof a.remote, "startup");
+    snprintf(a.detail, sizeof a.detail, "first start: bootstrap admin (uid %lld) and its token", self_uid);
+    db_audit_insert(d, &a);
+    return auth_token_create(d, u.id, token, NULL, err, errlen);
+}

@@ -1,0 +1,39 @@
+/* daemon/auth.h — who is calling: users, API tokens and local (Unix socket) identities, on top of
+ * storage/db.h. Used by the job service on the loop thread and by the offline admin commands
+ * (`coretuned user add`, `token create`, ...) in main.c. Tokens are "ct_" + 40 base62 characters
+ * (238 random bits from getrandom); only their SHA-256 is stored, looked up by the first 11 characters
+ * (public) and compared in constant time. A token is returned to the caller exactly once and never logged.
+ * Errors: negative errno-style codes (-EACCES: not a valid credential, -EEXIST, -EINVAL, -EIO) with a
+ * one-line reason in err where taken. */
+#ifndef CT_AUTH_H
+#define CT_AUTH_H
+#include "storage/db.h"
+#include <stddef.h>
+
+#define AUTH_TOKEN_PREFIX "ct_"
+#define AUTH_TOKEN_RANDOM 40                       /* base62 characters after the prefix */
+#define AUTH_TOKEN_LEN (3 + AUTH_TOKEN_RANDOM)     /* strlen of a token */
+#define AUTH_LOOKUP_LEN 11                         /* "ct_" + 8: stored in clear for lookup and display */
+
+/* 1 for a user name we accept: 1-63 of [a-z0-9._-], starting with a letter or digit. */
+int auth_valid_name(const char *name);
+
+/* Add a user (uid -1 = none). OUT *out (may be NULL). -EEXIST when the name or uid is taken. */
+int auth_user_add(db *d, const char *name, int admin, long long uid, int bootstrap, db_user *out, char *err,
+                  size_t errlen);
+
+/* Make a token for user_id: OUT token (AUTH_TOKEN_LEN + 1 bytes), OUT *id (may be NULL). */
+int auth_token_create(db *d, long long user_id, char *token, long long *id, char *err, size_t errlen);
+
+/* The user a presented token belongs to (live tokens only). -EACCES when it is not one. */
+int auth_token_check(db *d, const char *token, db_user *out);
+
+/* The user a local uid maps to: the user whose uid matches, else (uid 0 or the daemon's own uid) the
+ * bootstrap admin. -EACCES when none. */
+int auth_uid_check(db *d, long long uid, long long self_uid, db_user *out);
+
+/* First start: with no users at all, add the admin "admin" (uid self_uid, bootstrap) and a token for it;
+ * OUT token (empty when nothing was created). */
+int auth_bootstrap(db *d, long long self_uid, char *token, char *err, size_t errlen);
+
+#endif
