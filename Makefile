@@ -49,7 +49,7 @@ BENCH_BINS  := $(BENCH_SRC:bench/%.c=$(BIN)/bench/%)
 LIBTRAINER  := $(O)/libtrainer.a
 LIBSERVICE  := $(O)/libservice.a
 
-.PHONY: all deps run test unit e2e asan bench clean golden check-deps
+.PHONY: all deps run test unit e2e asan bench clean golden reproduce reproduce-quick
 all: $(BIN)/coretuned $(BIN)/coretune $(TEST_BINS)
 
 deps:
@@ -113,12 +113,25 @@ e2e: all
 
 # Regenerate the committed PyTorch fixtures (needs Debian python3-torch; the tests themselves do not).
 golden:
-	$(PYTHON) tests/golden/gen_golden.py tests/fixtures
+	@CT_WITH_TORCH=1 scripts/deps.sh
+	for g in gen_model gen_coreloss gen_simclr gen_train; do $(PYTHON) tests/golden/$$g.py tests/fixtures || exit 1; done
 
 bench:
 	@CT_WITH_TORCH=1 scripts/deps.sh
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
 	@bench/run.sh $(BIN)
+
+# The paper's claim on real data, through the daemon's API, beside the same protocol in PyTorch.
+reproduce:
+	@CT_WITH_TORCH=1 scripts/deps.sh
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) reproduce/run.py && $(PYTHON) reproduce/torch_protocol.py && $(PYTHON) reproduce/report.py
+
+reproduce-quick:
+	@CT_WITH_TORCH=1 scripts/deps.sh
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) reproduce/run.py --quick && $(PYTHON) reproduce/torch_protocol.py --quick && \
+		$(PYTHON) reproduce/report.py --quick
 
 clean:
 	rm -rf build bin

@@ -148,24 +148,30 @@ static int setup_data(job *j, char *err, size_t errlen)
     data_open_opts o = {.channels = s->in_channels, .height = s->image_size, .width = s->image_size};
     int rc = data_open(&j->train_ds, s->train_data, &o, err, errlen);
     if (rc) return rc;
-    int n = j->train_ds->n;
-    int *all = malloc(sizeof(int) * (size_t)n), *tmp = malloc(sizeof(int) * (size_t)n);
-    j->train_idx = malloc(sizeof(int) * (size_t)n);
-    j->valid_idx = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
-    if (!all || !tmp || !j->train_idx || !j->valid_idx) { free(all); free(tmp); return fail(err, errlen, -ENOMEM, "out of memory"); }
+    if (s->valid_data[0]) {
+        data_open_opts vo = o;
+        vo.limit = s->valid_limit;
+        if ((rc = data_open(&j->valid_ds, s->valid_data, &vo, err, errlen))) return rc;
+        if (j->valid_ds->num_classes > j->train_ds->num_classes)
+            return fail(err, errlen, -EINVAL, "validation data has %d classes, training data %d",
+                        j->valid_ds->num_classes, j->train_ds->num_classes);
+    }
+    /* Index lists: the training candidates, and the validation images (a split of the training set,
+     * or the whole separate validation set). */
+    const int n = j->train_ds->n, nv = j->valid_ds ? j->valid_ds->n : n;
+    int *all = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1)), *tmp = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    j->train_idx = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    j->valid_idx = malloc(sizeof(int) * (size_t)(nv > 0 ? nv : 1));
+    if (!all || !tmp || !j->train_idx || !j->valid_idx) {
+        free(all);
+        free(tmp);
+        return fail(err, errlen, -ENOMEM, "out of memory");
+    }
     for (int i = 0; i < n; i++) all[i] = i;
     int ncand = n;
-    if (s->valid_data[0]) {
-        o.limit = s->valid_limit;
-        rc = data_open(&j->valid_ds, s->valid_data, &o, err, errlen);
-        if (rc) goto out;
-        if (j->valid_ds->num_classes > j->train_ds->num_classes) {
-            rc = fail(err, errlen, -EINVAL, "validation data has %d classes, training data %d",
-                      j->valid_ds->num_classes, j->train_ds->num_classes);
-            goto out;
-        }
-        j->nvalid = j->valid_ds->n;
-        for (int i = 0; i < j->nvalid; i++) j->valid_idx[i] = i;
+    if (j->valid_ds) {
+        j->nvalid = nv;
+        for (int i = 0; i < nv; i++) j->valid_idx[i] = i;
     } else {
         j->valid_ds = j->train_ds;
         rc = data_split(tmp, &ncand, j->valid_idx, &j->nvalid, j->train_ds, all, n, s->valid_fraction,

@@ -204,6 +204,27 @@ static void test_simclr_backbone_feeds_fine_tuning(void **state)
     assert_int_equal(ft.nepochs, 3);
 }
 
+/* A labelled subset smaller than a separate validation set (the few-label protocol). */
+static void test_small_subset_large_validation_set(void **state)
+{
+    (void)state;
+    tr_spec s;
+    tiny_spec(&s, TR_CORE_TUNING);
+    s.train_per_class = 4;
+    s.hp.batch_size = 8;
+    s.hp.grad_accum = 1;
+    s.hp.epochs = 2;
+    snprintf(s.valid_data, sizeof s.valid_data, "%s", tmpdir);
+    recorder rec = {0};
+    tr_result res;
+    char err[256] = "";
+    int rc = run(&s, "subset", 0, &rec, &res, err);
+    if (rc) fprintf(stderr, "tr_run: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(rec.n, 2 * (CLASSES * 4 / 8));
+    assert_int_equal(rec.nepochs, 2);
+}
+
 static void test_cancel_stops_without_final_model(void **state)
 {
     (void)state;
@@ -305,6 +326,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_continues_exactly),
         cmocka_unit_test(test_simclr_backbone_feeds_fine_tuning),
+        cmocka_unit_test(test_small_subset_large_validation_set),
         cmocka_unit_test(test_cancel_stops_without_final_model),
         cmocka_unit_test(test_non_finite_loss_fails_the_job),
         cmocka_unit_test(test_spec_validation_names_the_field),
