@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -264,6 +265,23 @@ static void on_sigint(int sig)
     cli_interrupted = 1;
 }
 
+/* CORETUNE_DEBUG=1: libcurl's trace of connections and headers on stderr, the token redacted. */
+static int on_debug(CURL *h, curl_infotype type, char *data, size_t size, void *ud)
+{
+    (void)h, (void)ud;
+    const char *tag = type == CURLINFO_TEXT ? "* " : type == CURLINFO_HEADER_IN ? "< " : type == CURLINFO_HEADER_OUT ? "> " : NULL;
+    if (!tag) return 0;
+    while (size) {
+        const char *nl = memchr(data, '\n', size);
+        size_t n = nl ? (size_t)(nl - data) + 1 : size;
+        if (n >= 14 && !strncasecmp(data, "Authorization:", 14)) fprintf(stderr, "%sAuthorization: (redacted)\n", tag);
+        else if (n > 2 || (n && data[0] != '\r' && data[0] != '\n')) fprintf(stderr, "%s%.*s%s", tag, (int)n, data, nl ? "" : "\n");
+        data += n;
+        size -= n;
+    }
+    return 0;
+}
+
 static void conn_hint(const cli_conn *c)
 {
     if (c->from[0])
@@ -305,8 +323,10 @@ int cli_http(cli_conn *c, const char *method, const char *path, const cli_req *r
         hdrs = curl_slist_append(hdrs, auth);
         explicit_bzero(auth, sizeof auth);
     }
-    if (req && req->json) hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-    hdrs = curl_slist_append(hdrs, "Expect:"); /* no 100-continue round trip for JSON bodies */
+    if (req && req->json) { /* small bodies: no 100-continue round trip (uploads keep it: a 413 comes early) */
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        hdrs = curl_slist_append(hdrs, "Expect:");
+    }
     if (req && req->headers)
         for (const char *const *p = req->headers; *p; p++) hdrs = curl_slist_append(hdrs, *p);
 
@@ -322,6 +342,11 @@ int cli_http(cli_conn *c, const char *method, const char *path, const cli_req *r
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    const char *dbg = getenv("CORETUNE_DEBUG");
+    if (dbg && *dbg && strcmp(dbg, "0")) {
+        curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, on_debug);
+        curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);
+    }
     if (req && req->stream) { /* the daemon's heartbeats arrive every 15 s; 60 s of nothing is a dead link */
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
@@ -351,7 +376,13 @@ int cli_http(cli_conn *c, const char *method, const char *path, const cli_req *r
         ret = CLI_EFAIL;
     } else if (rc != CURLE_OK && (resp->status == 0 || !(req && req->stream))) {
         if (!quiet) {
-            fprintf(stderr, "coretune: cannot connect to %s: %s\n", c->where, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+            struct stat st;
+            const char *why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+            if (c->sock[0] && rc == CURLE_COULDNT_CONNECT) /* curl's message names "localhost port 80" */
+                why = stat(c->sock, &st) != 0 ? strerror(errno)
+                      : !S_ISSOCK(st.st_mode) ? "not a socket"
+                                              : "connection refused";
+            fprintf(stderr, "coretune: cannot connect to %s: %s\n", c->where, why);
             conn_hint(c);
         }
         ret = CLI_ECONNECT;

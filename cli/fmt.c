@@ -128,6 +128,10 @@ const char *cli_fmt_duration(char *buf, size_t n, double s)
 
 const char *cli_fmt_value(char *buf, size_t n, const json_t *v)
 {
+    if (!v) {
+        snprintf(buf, n, "-");
+        return buf;
+    }
     switch (json_typeof(v)) {
     case JSON_STRING: snprintf(buf, n, "%s", json_string_value(v)); break;
     case JSON_INTEGER: snprintf(buf, n, "%lld", (long long)json_integer_value(v)); break;
@@ -143,7 +147,6 @@ const char *cli_fmt_value(char *buf, size_t n, const json_t *v)
     }
     default: snprintf(buf, n, "-"); break;
     }
-    if (!v) snprintf(buf, n, "-");
     return buf;
 }
 

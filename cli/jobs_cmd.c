@@ -455,7 +455,7 @@ static void show_job(const json_t *j)
     }
     kv_object("metrics", json_object_get(j, "metrics"));
     json_t *m = json_object_get(j, "method");
-    json_t *hp = json_object_get(json_object_get(json_object_get(m, method_of(j)), "hyperparameters"));
+    json_t *hp = json_object_get(json_object_get(m, method_of(j)), "hyperparameters");
     kv_object("hyperparameters", json_is_object(hp) ? hp : json_object_get(j, "hyperparameters"));
     kv_object("architecture", json_object_get(j, "architecture"));
     kv_object("data", json_object_get(j, "data"));

@@ -93,21 +93,31 @@ static double eta_seconds(const follower *f)
 static void draw_bar(follower *f)
 {
     int cols = term_cols();
-    char line[512], bar[64], eta[32];
-    int bw = cols >= 100 ? 24 : cols >= 80 ? 16 : 8;
+    char line[512], bar[64], eta[32], ep[32], loss[96], ips[32];
+    int bw = cols >= 120 ? 24 : cols >= 90 ? 16 : 10;
     double frac = f->total > 0 ? fmin(1.0, fmax(0.0, f->step / f->total)) : 0;
     int filled = (int)(frac * bw + 0.5);
     for (int i = 0; i < bw; i++) bar[i] = i < filled ? '#' : '-';
     bar[bw] = 0;
-    if (!strcmp(f->status, "paused") || !strcmp(f->status, "queued")) snprintf(eta, sizeof eta, "%s", f->status);
-    else snprintf(eta, sizeof eta, "ETA ");
-    if (!strncmp(eta, "ETA", 3)) cli_fmt_duration(eta + 4, sizeof eta - 4, eta_seconds(f));
-    char ep[32];
+    if (!strcmp(f->status, "paused") || !strcmp(f->status, "queued")) {
+        snprintf(eta, sizeof eta, "%s", f->status);
+    } else {
+        char d[24];
+        snprintf(eta, sizeof eta, "ETA %s", cli_fmt_duration(d, sizeof d, eta_seconds(f)));
+    }
     if (f->epochs > 0) snprintf(ep, sizeof ep, "%.0f/%.0f", f->epoch, f->epochs);
     else snprintf(ep, sizeof ep, "%.0f", f->epoch);
-    int n = snprintf(line, sizeof line, "[%s] %.0f/%.0f %3.0f%%  epoch %s  loss %.4f (ce %.4f, con %.4f)  %.0f img/s  %s",
-                     bar, f->step, f->total, 100 * frac, ep, f->train, f->ce, f->con, f->ips, eta);
-    if (n >= cols) line[cols - 1] = 0; /* never wrap: \r must return to the bar's own line */
+    if (isfinite(f->ips)) snprintf(ips, sizeof ips, "%.0f img/s", f->ips);
+    else snprintf(ips, sizeof ips, "- img/s");
+    /* the full line when it fits; on a narrow terminal the ce/contrastive terms go first, then the tail */
+    for (int full = 1; full >= 0; full--) {
+        if (full) snprintf(loss, sizeof loss, "loss %.4f (ce %.4f, con %.4f)", f->train, f->ce, f->con);
+        else snprintf(loss, sizeof loss, "loss %.4f", f->train);
+        int n = snprintf(line, sizeof line, "[%s] %.0f/%.0f %3.0f%%  epoch %s  %s  %s  %s", bar, f->step, f->total,
+                         100 * frac, ep, loss, ips, eta);
+        if (n < cols) break;
+    }
+    if ((int)strlen(line) >= cols) line[cols - 1] = 0; /* never wrap: \r must return to the bar's own line */
     printf("\r%s\033[K", line);
     fflush(stdout);
     f->bar_shown = 1;
@@ -381,7 +391,7 @@ int cli_logs(cli_global *g, int argc, char **argv)
     }
     if (optind != argc - 1) return cli_usage_error(LOGS_USAGE);
     const char *id = argv[optind];
-    char esc[400], path[800];
+    char esc[400], path[1024];
     if (cli_escape(esc, sizeof esc, id) != 0) return cli_usage_error(LOGS_USAGE);
     cli_conn *conn;
     if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;

@@ -1,0 +1,332 @@
+/* cli/assets_cmd.c — what jobs use and produce: `models`, `datasets`, `upload FILE` (multipart
+ * POST /v1/files) and `download ID|MODEL` (GET /v1/models/{id}/content, checked to be safetensors and
+ * written atomically: a temporary file in the target's folder, fsync, rename). Single-threaded;
+ * messages on stderr; returns exit codes (cli.h). */
+#include "cli/client.h"
+#include "cli/fmt.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int common(cli_global *g, int c, const char *usage)
+{
+    int rc = cli_common_opt(g, c);
+    if (rc == 0) return -1;
+    if (rc == 1) {
+        printf("usage: coretune %s\n", usage);
+        return CLI_OK;
+    }
+    return cli_usage_error(usage);
+}
+
+/* Parses only the common options; returns -1 to go on, else an exit code. */
+static int only_common(cli_global *g, int argc, char **argv, const char *usage, int positional)
+{
+    static const struct option longopts[] = {CLI_COMMON_OPTS, {0, 0, 0, 0}};
+    int c, rc;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
+        if ((rc = common(g, c, usage)) >= 0) return rc;
+    if (argc - optind != positional) return cli_usage_error(usage);
+    return -1;
+}
+
+/* ---------------- models, datasets ---------------- */
+
+int cli_models(cli_global *g, int argc, char **argv)
+{
+    static const char usage[] = "models [--json]";
+    int rc = only_common(g, argc, argv, usage, 0);
+    if (rc >= 0) return rc;
+    cli_conn *conn;
+    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
+    cli_resp r;
+    if ((rc = cli_call(conn, "GET", "/v1/models", NULL, &r, "models")) == CLI_OK) {
+        if (g->json) {
+            cli_print_raw(r.body, r.len);
+        } else {
+            static const char *const heads[] = {"ID", "KIND", "ARCH", "CREATED", "JOB"};
+            cli_table *t = cli_table_new(5, heads);
+            size_t i;
+            json_t *m;
+            json_array_foreach(json_object_get(r.json, "data"), i, m) {
+                char created[40];
+                json_t *cr = json_object_get(m, "created");
+                cli_fmt_time(created, sizeof created, json_number_value(cr) > 0 ? cr : NULL);
+                const char *row[] = {cli_jstr(m, "id"), cli_jstr(m, "kind"), cli_jstr(m, "arch"), created,
+                                     cli_jstr(m, "job_id")};
+                cli_table_add(t, row);
+            }
+            cli_table_print(t, stdout);
+            cli_table_free(t);
+        }
+        cli_resp_free(&r);
+    }
+    cli_conn_close(conn);
+    return rc;
+}
+
+int cli_datasets(cli_global *g, int argc, char **argv)
+{
+    static const char usage[] = "datasets [--json]";
+    int rc = only_common(g, argc, argv, usage, 0);
+    if (rc >= 0) return rc;
+    cli_conn *conn;
+    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
+    cli_resp r;
+    if ((rc = cli_call(conn, "GET", "/v1/datasets", NULL, &r, "datasets")) == CLI_OK) {
+        if (g->json) {
+            cli_print_raw(r.body, r.len);
+        } else {
+            static const char *const heads[] = {"ID", "SOURCE", "FORMAT", "IMAGES", "CLASSES", "BYTES"};
+            cli_table *t = cli_table_new(6, heads);
+            size_t i;
+            json_t *d;
+            json_array_foreach(json_object_get(r.json, "data"), i, d) {
+                char im[32], cl[32], by[32];
+                cli_fmt_value(im, sizeof im, json_object_get(d, "images"));
+                cli_fmt_value(cl, sizeof cl, json_object_get(d, "classes"));
+                cli_fmt_value(by, sizeof by, json_object_get(d, "bytes"));
+                const char *row[] = {cli_jstr(d, "id"), cli_jstr(d, "source"), cli_jstr(d, "format"), im, cl, by};
+                cli_table_add(t, row);
+            }
+            cli_table_print(t, stdout);
+            cli_table_free(t);
+        }
+        cli_resp_free(&r);
+    }
+    cli_conn_close(conn);
+    return rc;
+}
+
+/* ---------------- upload ---------------- */
+
+int cli_upload(cli_global *g, int argc, char **argv)
+{
+    static const char usage[] = "upload FILE [--purpose fine-tune] [--json]";
+    static const struct option longopts[] = {{"purpose", required_argument, 0, 'p'}, CLI_COMMON_OPTS, {0, 0, 0, 0}};
+    const char *purpose = "fine-tune";
+    int c, rc;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if (c == 'p') purpose = optarg;
+        else if ((rc = common(g, c, usage)) >= 0) return rc;
+    }
+    if (argc - optind != 1) return cli_usage_error(usage);
+    const char *file = argv[optind];
+    struct stat st;
+    errno = 0;
+    if (stat(file, &st) != 0 || !S_ISREG(st.st_mode) || access(file, R_OK) != 0) {
+        fprintf(stderr, "coretune: %s: %s\n", file, errno ? strerror(errno) : "not a regular file");
+        return CLI_EUSAGE;
+    }
+    cli_conn *conn;
+    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
+    curl_mime *mime = curl_mime_init(NULL); /* a handle is only needed for its defaults */
+    curl_mimepart *part = mime ? curl_mime_addpart(mime) : NULL;
+    if (part) {
+        curl_mime_name(part, "purpose");
+        curl_mime_data(part, purpose, CURL_ZERO_TERMINATED);
+    }
+    curl_mimepart *fpart = mime ? curl_mime_addpart(mime) : NULL;
+    if (!part || !fpart || curl_mime_name(fpart, "file") != CURLE_OK || curl_mime_filedata(fpart, file) != CURLE_OK ||
+        curl_mime_type(fpart, "application/octet-stream") != CURLE_OK) {
+        fprintf(stderr, "coretune: %s: cannot prepare the upload\n", file);
+        curl_mime_free(mime);
+        cli_conn_close(conn);
+        return CLI_EFAIL;
+    }
+    cli_req req = {.mime = mime};
+    cli_resp r;
+    rc = cli_http(conn, "POST", "/v1/files", &req, &r, 0);
+    if (rc == CLI_OK && (r.status < 200 || r.status >= 300)) {
+        rc = cli_fail_resp(conn, &r, file);
+    } else if (rc == CLI_OK && g->json) {
+        cli_print_raw(r.body, r.len);
+    } else if (rc == CLI_OK) {
+        char b[64];
+        const char *keys[] = {"id", "filename", "bytes", "format", "images", "classes", "purpose", "status"};
+        for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+            printf("%-10s %s\n", keys[i], cli_fmt_value(b, sizeof b, json_object_get(r.json, keys[i])));
+        if (cli_jstr(r.json, "id") && isatty(STDERR_FILENO))
+            fprintf(stderr, "use it with: coretune submit --training-file %s ...\n", cli_jstr(r.json, "id"));
+    }
+    cli_resp_free(&r);
+    curl_mime_free(mime);
+    cli_conn_close(conn);
+    return rc;
+}
+
+/* ---------------- download ---------------- */
+
+typedef struct dl {
+    FILE *f;
+    uint64_t bytes;
+    unsigned char head[8];
+    int failed;
+} dl;
+
+static int dl_write(void *ud, const char *p, size_t n)
+{
+    dl *d = ud;
+    for (size_t i = 0; i < n && d->bytes + i < 8; i++) d->head[d->bytes + i] = (unsigned char)p[i];
+    if (fwrite(p, 1, n, d->f) != n) {
+        d->failed = errno ? errno : EIO;
+        return 1;
+    }
+    d->bytes += n;
+    return 0;
+}
+
+/* The default file name: the model id with ':' and '/' made safe, plus .safetensors. */
+static void default_name(char *buf, size_t n, const char *model, int best)
+{
+    size_t o = 0;
+    for (const char *p = model; *p && o + 1 < n; p++) buf[o++] = (*p == ':' || *p == '/') ? '_' : *p;
+    buf[o] = 0;
+    snprintf(buf + o, n - o, "%s.safetensors", best ? "-best" : "");
+}
+
+/* Checks the first bytes of f (rewound) for a safetensors header: u64 length + a JSON object. */
+static int check_safetensors(FILE *f, uint64_t size)
+{
+    unsigned char h[8];
+    if (size < 10 || fseek(f, 0, SEEK_SET) != 0 || fread(h, 1, 8, f) != 8) return -1;
+    uint64_t len = 0;
+    for (int i = 7; i >= 0; i--) len = len << 8 | h[i];
+    int c = fgetc(f);
+    return len >= 2 && len <= size - 8 && c == '{' ? 0 : -1;
+}
+
+int cli_download(cli_global *g, int argc, char **argv)
+{
+    static const char usage[] = "download JOB_ID|MODEL [-o FILE|DIR|-] [--best] [--json]";
+    static const struct option longopts[] = {{"output", required_argument, 0, 'o'}, {"best", no_argument, 0, 'b'},
+                                             CLI_COMMON_OPTS, {0, 0, 0, 0}};
+    const char *out = NULL;
+    int best = 0, c, rc;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
+        if (c == 'o') out = optarg;
+        else if (c == 'b') best = 1;
+        else if ((rc = common(g, c, usage)) >= 0) return rc;
+    }
+    if (argc - optind != 1) return cli_usage_error(usage);
+    const char *arg = argv[optind];
+    cli_conn *conn;
+    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
+
+    char model[512], esc[1024], path[1200], target[4096], tmp[4200] = "";
+    cli_resp r = {0};
+    FILE *f = NULL;
+    snprintf(model, sizeof model, "%s", arg);
+    if (!strncmp(arg, "ftjob-", 6)) { /* a job: its fine-tuned model */
+        if (cli_escape(esc, sizeof esc, arg) != 0) goto usage;
+        snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s", esc);
+        if ((rc = cli_call(conn, "GET", path, NULL, &r, arg)) != CLI_OK) goto done;
+        const char *m = cli_jstr(r.json, "fine_tuned_model");
+        if (!m) {
+            fprintf(stderr, "coretune: %s has no model to download (it is %s)\n", arg,
+                    cli_jstr(r.json, "status") ? cli_jstr(r.json, "status") : "not finished");
+            rc = CLI_EFAIL;
+            goto done;
+        }
+        snprintf(model, sizeof model, "%s", m);
+        cli_resp_free(&r);
+    }
+    if (cli_escape(esc, sizeof esc, model) != 0) goto usage;
+    snprintf(path, sizeof path, "/v1/models/%s/content%s", esc, best ? "?which=best" : "");
+
+    int to_stdout = out && !strcmp(out, "-");
+    if (to_stdout) {
+        if (isatty(STDOUT_FILENO)) {
+            fprintf(stderr, "coretune: not writing weights to a terminal; use -o FILE\n");
+            rc = CLI_EUSAGE;
+            goto done;
+        }
+        snprintf(target, sizeof target, "-");
+    } else {
+        struct stat st;
+        char name[600];
+        default_name(name, sizeof name, model, best);
+        if (!out) snprintf(target, sizeof target, "%s", name);
+        else if (stat(out, &st) == 0 && S_ISDIR(st.st_mode))
+            snprintf(target, sizeof target, "%s%s%s", out, out[strlen(out) - 1] == '/' ? "" : "/", name);
+        else if (snprintf(target, sizeof target, "%s", out) >= (int)sizeof target) goto usage;
+        /* the temporary file lives next to the target, so the rename is atomic */
+        const char *slash = strrchr(target, '/');
+        int dirlen = slash ? (int)(slash - target) + 1 : 0;
+        snprintf(tmp, sizeof tmp, "%.*s.%s.XXXXXX", dirlen, target, slash ? slash + 1 : target);
+        int fd = mkstemp(tmp);
+        if (fd < 0 || !(f = fdopen(fd, "w+b"))) {
+            fprintf(stderr, "coretune: cannot write next to %s: %s\n", target, strerror(errno));
+            if (fd >= 0) close(fd);
+            if (fd >= 0) unlink(tmp);
+            tmp[0] = 0;
+            rc = CLI_EFAIL;
+            goto done;
+        }
+        mode_t um = umask(0);
+        umask(um);
+        fchmod(fd, 0666 & ~um);
+    }
+
+    dl d = {.f = to_stdout ? stdout : f};
+    cli_req req = {.sink = dl_write, .ud = &d};
+    if ((rc = cli_http(conn, "GET", path, &req, &r, 0)) != CLI_OK) goto done;
+    if (r.status < 200 || r.status >= 300) {
+        rc = cli_fail_resp(conn, &r, model);
+        goto done;
+    }
+    if (d.failed) {
+        fprintf(stderr, "coretune: writing %s: %s\n", target, strerror(d.failed));
+        rc = CLI_EFAIL;
+        goto done;
+    }
+    if (!to_stdout) {
+        if (fflush(f) != 0 || check_safetensors(f, d.bytes) != 0) {
+            fprintf(stderr, "coretune: %s: the download (%llu bytes) is not a safetensors file\n", model,
+                    (unsigned long long)d.bytes);
+            rc = CLI_EFAIL;
+            goto done;
+        }
+        if (fsync(fileno(f)) != 0 || fclose(f) != 0) {
+            f = NULL;
+            fprintf(stderr, "coretune: writing %s: %s\n", target, strerror(errno));
+            rc = CLI_EFAIL;
+            goto done;
+        }
+        f = NULL;
+        if (rename(tmp, target) != 0) {
+            fprintf(stderr, "coretune: cannot rename to %s: %s\n", target, strerror(errno));
+            rc = CLI_EFAIL;
+            goto done;
+        }
+        tmp[0] = 0;
+    } else {
+        fflush(stdout);
+    }
+    if (g->json && !to_stdout) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:I}", "model", model, "which", best ? "best" : "final", "file", target,
+                              "bytes", (json_int_t)d.bytes);
+        if (o) cli_print_json(o);
+        json_decref(o);
+    } else if (!to_stdout) {
+        printf("%s  %s%s  %llu bytes\n", target, model, best ? " (best)" : "", (unsigned long long)d.bytes);
+    }
+    rc = CLI_OK;
+    goto done;
+usage:
+    rc = cli_usage_error(usage);
+done:
+    if (f) fclose(f);
+    if (tmp[0]) unlink(tmp);
+    cli_resp_free(&r);
+    cli_conn_close(conn);
+    return rc;
+}
