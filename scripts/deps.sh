@@ -38,3 +38,8 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
     echo "coretuned: installing tests/browser npm packages"
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
+# The OpenAI-client compatibility test drives the daemon with OpenAI's official JS library.
+if [ ! -d tests/sdk/node_modules/openai ]; then
+    echo "coretuned: installing tests/sdk npm packages"
+    (cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
