@@ -4,6 +4,7 @@
 #   make test       install, build, run every test (unit + end-to-end), then the same under ASan/UBSan
 #   make asan       unit + end-to-end tests built with -fsanitize=address,undefined
 #   make bench      trainer throughput against PyTorch (long; not part of test)
+#   make install    binaries, systemd unit, example config, man pages (DESTDIR=, PREFIX=/usr/local)
 #   V=1             show the commands
 # Sources are found by wildcard: a new .c file in a module folder is built without touching this file.
 
@@ -12,6 +13,9 @@ BIN     ?= bin
 SAN     ?=
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
+PREFIX  ?= /usr/local
+DESTDIR ?=
+UNITDIR ?= /lib/systemd/system
 
 PKGS    := libmicrohttpd jansson sqlite3 libuv openblas libpng libjpeg zlib libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -132,6 +136,21 @@ reproduce-quick:
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) reproduce/run.py --quick && $(PYTHON) reproduce/torch_protocol.py --quick && \
 		$(PYTHON) reproduce/report.py --quick
+
+# The unit's paths follow PREFIX; an existing /etc/coretuned/coretuned.conf is never overwritten.
+install: $(BIN)/coretuned $(BIN)/coretune
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/coretuned \
+		$(DESTDIR)$(PREFIX)/share/doc/coretuned $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 0755 $(BIN)/coretuned $(BIN)/coretune $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/usr/local/share/|$(PREFIX)/share/|g' \
+		systemd/coretuned.service > $(DESTDIR)$(UNITDIR)/coretuned.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/coretuned.service
+	CORETUNED_CONFIG= $(BIN)/coretuned --example-config > $(DESTDIR)$(PREFIX)/share/doc/coretuned/coretuned.conf.example
+	[ -e $(DESTDIR)/etc/coretuned/coretuned.conf ] || install -m 0644 \
+		$(DESTDIR)$(PREFIX)/share/doc/coretuned/coretuned.conf.example $(DESTDIR)/etc/coretuned/coretuned.conf
+	install -m 0644 docs/man/coretuned.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 0644 docs/man/coretuned.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 0644 docs/operations.md docs/api.md $(DESTDIR)$(PREFIX)/share/doc/coretuned/
 
 clean:
 	rm -rf build bin

@@ -3,14 +3,21 @@
  * state), body chunks (accumulate JSON up to a limit, or stream a multipart upload to a temp file),
  * then dispatch. Bodies over the limit are drained and answered 413, so the client always reads a reply.
  * Event streams: a response with a content-reader callback; when it has nothing to send it suspends the
- * connection, and the service's listener (new events) or the heartbeat timer resumes it. */
+ * connection, and the service's listener (new events) or the heartbeat timer resumes it.
+ * Identity is settled in the headers phase: over the Unix socket from the peer's uid (SO_PEERCRED),
+ * over TCP from `Authorization: Bearer`. Only /healthz and the dashboard's static files are public;
+ * everything else answers 401 without a valid identity (after draining the body, never storing it). */
 #define _GNU_SOURCE
 #include "api/api.h"
 #include "api/jobspec.h"
 #include "api/static.h"
 #include "common/log.h"
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,13 +39,31 @@ struct api_ctx {
     uv_timer_t kick_timer, hb_timer;
     int kick_armed, shutting_down, handles_open;
     sse *streams;
+    int n_streams;
+    struct route_stat { const char *route; unsigned int status; unsigned long long n; prom_hist h; } *stats;
+    int n_stats;
 };
+
+static const double latency_le[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+/* The status of the response just queued. Loop thread only, and dispatch is synchronous: set by every
+ * function that queues a response, read by api_handle right after dispatch. */
+static unsigned int queued_status;
 
 enum req_kind { REQ_PLAIN, REQ_JSON, REQ_UPLOAD };
 
 typedef struct req {
     enum req_kind kind;
     api_ctx *a;           /* borrowed */
+    int public_route;     /* /healthz and the dashboard's files need no identity */
+    int authed;
+    svc_caller who;
+    svc_error auth_err;
+    double t0;            /* monotonic seconds at the headers */
+    const char *route;    /* the route's template, for /metrics (static string) */
+    unsigned int status;  /* 0 = no response yet */
+    int streaming;
+    char method[8];
     char *body;
     size_t len, cap, received;
     int too_large;
@@ -54,6 +79,7 @@ typedef struct req {
 struct sse {
     api_ctx *a;
     struct MHD_Connection *conn;
+    svc_caller who;
     char job_id[64];
     long long last;
     char *buf;
@@ -70,17 +96,21 @@ static const struct {
     const char *type, *code;
 } error_table[] = {
     {SVC_EINVAL, 400, "invalid_request_error", "invalid_request"},
+    {SVC_EUNAUTH, 401, "invalid_request_error", "invalid_api_key"},
+    {SVC_EFORBIDDEN, 403, "invalid_request_error", "permission_denied"},
     {SVC_ENOTFOUND, 404, "invalid_request_error", "not_found"},
     {SVC_EMETHOD, 405, "invalid_request_error", "method_not_allowed"},
     {SVC_ECONFLICT, 409, "invalid_request_error", "invalid_state"},
     {SVC_ETOOLARGE, 413, "invalid_request_error", "request_too_large"},
     {SVC_EMEDIA, 415, "invalid_request_error", "unsupported_media_type"},
     {SVC_EIDEMPOTENCY, 422, "invalid_request_error", "idempotency_key_reused"},
+    {SVC_EQUOTA, 429, "insufficient_quota", "quota_exceeded"},
     {SVC_EINTERNAL, 500, "server_error", "internal_error"},
     {SVC_EUNAVAILABLE, 503, "server_error", "unavailable"},
 };
 
-static enum MHD_Result reply_json(struct MHD_Connection *conn, unsigned int status, json_t *body)
+static enum MHD_Result reply_json_h(struct MHD_Connection *conn, unsigned int status, json_t *body, const char *hname,
+                                    const char *hvalue)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
@@ -90,9 +120,16 @@ static enum MHD_Result reply_json(struct MHD_Connection *conn, unsigned int stat
     struct MHD_Response *r = MHD_create_response_from_buffer(n, text, MHD_RESPMEM_MUST_FREE);
     if (!r) { free(text); return MHD_NO; }
     MHD_add_response_header(r, "Content-Type", "application/json");
+    if (hname) MHD_add_response_header(r, hname, hvalue);
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
+    queued_status = status;
     return ret;
+}
+
+static enum MHD_Result reply_json(struct MHD_Connection *conn, unsigned int status, json_t *body)
+{
+    return reply_json_h(conn, status, body, NULL, NULL);
 }
 
 static enum MHD_Result reply_error(struct MHD_Connection *conn, const svc_error *e)
@@ -105,6 +142,9 @@ static enum MHD_Result reply_error(struct MHD_Connection *conn, const svc_error 
                             e->code ? e->code : error_table[i].code);
     json_object_set_new(err, "param", e->param[0] ? json_string(e->param) : json_null());
     if (error_table[i].status >= 500) LOG(LOG_WARN, "msg=\"request failed\" status=%u err=\"%s\"", error_table[i].status, e->message);
+    if (e->kind == SVC_EUNAUTH)
+        return reply_json_h(conn, error_table[i].status, json_pack("{s:o}", "error", err), "WWW-Authenticate",
+                            "Bearer realm=\"coretuned\"");
     return reply_json(conn, error_table[i].status, json_pack("{s:o}", "error", err));
 }
 
@@ -188,7 +228,7 @@ static void sse_fill(sse *x)
     json_t *events = NULL;
     int ended = 0;
     svc_error e;
-    if (svc_stream_poll(x->a->svc, x->job_id, x->last, 100, &events, &ended, &e) != 0) {
+    if (svc_stream_poll(x->a->svc, &x->who, x->job_id, x->last, 100, &events, &ended, &e) != 0) {
         x->ended = 1;
         return;
     }
@@ -244,6 +284,7 @@ static void sse_free(void *cls)
     if (x->prev) x->prev->next = x->next;
     else x->a->streams = x->next;
     if (x->next) x->next->prev = x->prev;
+    x->a->n_streams--;
     free(x->buf);
     free(x);
 }
@@ -288,11 +329,11 @@ static void arm_kick(api_ctx *a)
     uv_timer_start(&a->kick_timer, on_kick, 0, 0);
 }
 
-static enum MHD_Result start_stream(api_ctx *a, struct MHD_Connection *conn, const char *job_id)
+static enum MHD_Result start_stream(api_ctx *a, struct MHD_Connection *conn, const svc_caller *who, const char *job_id)
 {
     json_t *job;
     svc_error e;
-    if (svc_job_get(a->svc, job_id, &job, &e) != 0) return reply_error(conn, &e);
+    if (svc_job_get(a->svc, who, job_id, &job, &e) != 0) return reply_error(conn, &e);
     json_decref(job);
     long long last = 0;
     const char *lei = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID");
@@ -305,6 +346,7 @@ static enum MHD_Result start_stream(api_ctx *a, struct MHD_Connection *conn, con
     if (!x) return MHD_NO;
     x->a = a;
     x->conn = conn;
+    x->who = *who;
     x->last = last;
     snprintf(x->job_id, sizeof x->job_id, "%.63s", job_id);
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, x, sse_free);
@@ -312,11 +354,13 @@ static enum MHD_Result start_stream(api_ctx *a, struct MHD_Connection *conn, con
     x->next = a->streams;
     if (a->streams) a->streams->prev = x;
     a->streams = x;
+    a->n_streams++;
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-cache");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
     enum MHD_Result ret = MHD_queue_response(conn, 200, r);
     MHD_destroy_response(r); /* the connection holds it; sse_free runs when it is done */
+    queued_status = 200;
     return ret;
 }
 
@@ -379,7 +423,7 @@ static enum MHD_Result create_job(api_ctx *a, struct MHD_Connection *conn, req *
     json_t *out = NULL;
     svc_error e;
     int replayed = 0;
-    int rc = svc_job_create(a->svc, body, key, &out, &replayed, &e);
+    int rc = svc_job_create(a->svc, &q->who, body, key, &out, &replayed, &e);
     json_decref(body);
     return reply_result(conn, rc, &out, &e);
 }
@@ -387,20 +431,20 @@ static enum MHD_Result create_job(api_ctx *a, struct MHD_Connection *conn, req *
 static enum MHD_Result job_route(api_ctx *a, struct MHD_Connection *conn, const char *method, const char *id,
                                  const char *action, req *q)
 {
-    (void)q;
+    const svc_caller *who = &q->who;
     json_t *out = NULL;
     svc_error e;
     long long limit, v;
     int rc;
     if (!action) {
         if (!is_method(method, "GET")) return method_not_allowed(conn, "GET");
-        return reply_result(conn, svc_job_get(a->svc, id, &out, &e), &out, &e);
+        return reply_result(conn, svc_job_get(a->svc, who, id, &out, &e), &out, &e);
     }
     if (!strcmp(action, "cancel") || !strcmp(action, "pause") || !strcmp(action, "resume")) {
         if (!is_method(method, "POST")) return method_not_allowed(conn, "POST");
-        if (!strcmp(action, "cancel")) rc = svc_job_cancel(a->svc, id, &out, &e);
-        else if (!strcmp(action, "pause")) rc = svc_job_pause(a->svc, id, &out, &e);
-        else rc = svc_job_resume(a->svc, id, &out, &e);
+        if (!strcmp(action, "cancel")) rc = svc_job_cancel(a->svc, who, id, &out, &e);
+        else if (!strcmp(action, "pause")) rc = svc_job_pause(a->svc, who, id, &out, &e);
+        else rc = svc_job_resume(a->svc, who, id, &out, &e);
         return reply_result(conn, rc, &out, &e);
     }
     if (!is_method(method, "GET")) return method_not_allowed(conn, "GET");
@@ -408,32 +452,32 @@ static enum MHD_Result job_route(api_ctx *a, struct MHD_Connection *conn, const 
         const char *accept = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept");
         const char *stream = arg(conn, "stream");
         if ((accept && strstr(accept, "text/event-stream")) || (stream && !strcmp(stream, "true")))
-            return start_stream(a, conn, id);
+            return start_stream(a, conn, who, id);
         long long after = 0;
         const char *as = arg(conn, "after");
         if (as && event_id(as, &after) != 0)
             return fail(conn, SVC_EINVAL, "invalid_value", "after", "after must be an event id");
         if ((rc = int_arg(conn, "limit", 20, 1, 1000, &limit, &e))) return reply_error(conn, &e);
-        return reply_result(conn, svc_job_events(a->svc, id, after, (int)limit, &out, &e), &out, &e);
+        return reply_result(conn, svc_job_events(a->svc, who, id, after, (int)limit, &out, &e), &out, &e);
     }
     if (!strcmp(action, "checkpoints")) {
         if ((rc = int_arg(conn, "limit", 10, 1, 100, &limit, &e))) return reply_error(conn, &e);
-        return reply_result(conn, svc_job_checkpoints(a->svc, id, arg(conn, "after"), (int)limit, &out, &e), &out, &e);
+        return reply_result(conn, svc_job_checkpoints(a->svc, who, id, arg(conn, "after"), (int)limit, &out, &e), &out, &e);
     }
     if (!strcmp(action, "metrics")) {
         if ((rc = int_arg(conn, "max_points", 500, 3, 100000, &limit, &e))) return reply_error(conn, &e);
         if ((rc = int_arg(conn, "after_step", 0, 0, 1LL << 30, &v, &e))) return reply_error(conn, &e);
-        return reply_result(conn, svc_job_metrics(a->svc, id, arg(conn, "names"), (int)limit, (int)v, &out, &e), &out,
+        return reply_result(conn, svc_job_metrics(a->svc, who, id, arg(conn, "names"), (int)limit, (int)v, &out, &e), &out,
                             &e);
     }
     return fail(conn, SVC_ENOTFOUND, "not_found", NULL, "no such route");
 }
 
-static enum MHD_Result send_model(api_ctx *a, struct MHD_Connection *conn, const char *id)
+static enum MHD_Result send_model(api_ctx *a, struct MHD_Connection *conn, const svc_caller *who, const char *id)
 {
     char path[1200];
     svc_error e;
-    if (svc_model_file(a->svc, id, arg(conn, "which"), path, sizeof path, &e) != 0) return reply_error(conn, &e);
+    if (svc_model_file(a->svc, who, id, arg(conn, "which"), path, sizeof path, &e) != 0) return reply_error(conn, &e);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
@@ -450,6 +494,7 @@ static enum MHD_Result send_model(api_ctx *a, struct MHD_Connection *conn, const
     MHD_add_response_header(r, "Content-Type", "application/octet-stream");
     MHD_add_response_header(r, "Content-Disposition", disp);
     enum MHD_Result ret = MHD_queue_response(conn, 200, r);
+    queued_status = 200;
     MHD_destroy_response(r);
     return ret;
 }
@@ -471,7 +516,7 @@ static enum MHD_Result finish_upload(api_ctx *a, struct MHD_Connection *conn, re
     }
     json_t *out = NULL;
     svc_error e;
-    int rc = svc_file_add(a->svc, q->tmp, q->filename, q->purpose, q->bytes, &out, &e);
+    int rc = svc_file_add(a->svc, &q->who, q->tmp, q->filename, q->purpose, q->bytes, &out, &e);
     q->tmp[0] = 0; /* svc_file_add took the file */
     return reply_result(conn, rc, &out, &e);
 }
@@ -493,18 +538,24 @@ static int split(const char *url, char segs[][320], int max)
     return n;
 }
 
+static enum MHD_Result send_metrics(api_ctx *a, struct MHD_Connection *conn, const svc_caller *who);
+
 static enum MHD_Result dispatch(api_ctx *a, struct MHD_Connection *conn, const char *url, const char *method, req *q)
 {
     json_t *out = NULL;
     svc_error e;
     long long limit;
     int rc;
+    const svc_caller *who = &q->who;
+    if (!q->public_route && !q->authed) return reply_error(conn, &q->auth_err);
     if (q->kind == REQ_JSON && q->too_large)
         return fail(conn, SVC_ETOOLARGE, NULL, NULL, "the request body is larger than %zu bytes", a->lim.json_body_max);
     if (q->kind == REQ_UPLOAD) return finish_upload(a, conn, q);
     enum MHD_Result ret;
-    if ((rc = static_serve(&a->web, conn, method, url, &ret, &e)) != 0) /* the dashboard: /, /web/... */
+    if ((rc = static_serve(&a->web, conn, method, url, &ret, &e)) != 0) { /* the dashboard: /, /web/... */
+        if (rc == 1) queued_status = 200;
         return rc == 1 ? ret : reply_error(conn, &e);
+    }
     if (!strcmp(url, "/healthz")) {
         if (!is_method(method, "GET") && !is_method(method, "HEAD")) return method_not_allowed(conn, "GET");
         return reply_json(conn, 200, json_pack("{s:s, s:s, s:I}", "status", "ok", "version", a->version,
@@ -512,7 +563,11 @@ static enum MHD_Result dispatch(api_ctx *a, struct MHD_Connection *conn, const c
     }
     if (!strcmp(url, "/readyz")) {
         if (!is_method(method, "GET") && !is_method(method, "HEAD")) return method_not_allowed(conn, "GET");
-        return reply_result(conn, svc_ready(a->svc, &out, &e), &out, &e);
+        return reply_result(conn, svc_ready(a->svc, who, &out, &e), &out, &e);
+    }
+    if (!strcmp(url, "/metrics")) {
+        if (!is_method(method, "GET")) return method_not_allowed(conn, "GET");
+        return send_metrics(a, conn, who);
     }
     char s[6][320];
     int n = split(url, s, 6);
@@ -522,29 +577,153 @@ static enum MHD_Result dispatch(api_ctx *a, struct MHD_Connection *conn, const c
             if (is_method(method, "POST")) return create_job(a, conn, q);
             if (!is_method(method, "GET")) return method_not_allowed(conn, "GET or POST");
             if ((rc = int_arg(conn, "limit", 20, 1, 100, &limit, &e))) return reply_error(conn, &e);
-            return reply_result(conn, svc_job_list(a->svc, arg(conn, "after"), (int)limit, &out, &e), &out, &e);
+            return reply_result(conn, svc_job_list(a->svc, who, arg(conn, "after"), (int)limit, &out, &e), &out, &e);
         }
         return job_route(a, conn, method, s[3], n == 5 ? s[4] : NULL, q);
     }
     if (!strcmp(s[1], "models") && n <= 4) {
         if (!is_method(method, "GET")) return method_not_allowed(conn, "GET");
-        if (n == 2) return reply_result(conn, svc_models(a->svc, &out, &e), &out, &e);
-        if (n == 3) return reply_result(conn, svc_model_get(a->svc, s[2], &out, &e), &out, &e);
-        if (!strcmp(s[3], "content")) return send_model(a, conn, s[2]);
+        if (n == 2) return reply_result(conn, svc_models(a->svc, who, &out, &e), &out, &e);
+        if (n == 3) return reply_result(conn, svc_model_get(a->svc, who, s[2], &out, &e), &out, &e);
+        if (!strcmp(s[3], "content")) return send_model(a, conn, who, s[2]);
     }
     if (!strcmp(s[1], "datasets") && n == 2) {
         if (!is_method(method, "GET")) return method_not_allowed(conn, "GET");
-        return reply_result(conn, svc_datasets(a->svc, &out, &e), &out, &e);
+        return reply_result(conn, svc_datasets(a->svc, who, &out, &e), &out, &e);
     }
     if (!strcmp(s[1], "files") && n <= 3) {
         if (n == 3) {
             if (!is_method(method, "GET")) return method_not_allowed(conn, "GET");
-            return reply_result(conn, svc_file_get(a->svc, s[2], &out, &e), &out, &e);
+            return reply_result(conn, svc_file_get(a->svc, who, s[2], &out, &e), &out, &e);
         }
         if (!is_method(method, "GET")) return method_not_allowed(conn, "GET or POST");
-        return reply_result(conn, svc_files(a->svc, &out, &e), &out, &e);
+        return reply_result(conn, svc_files(a->svc, who, &out, &e), &out, &e);
+    }
+    if (n == 2 && (!strcmp(s[1], "me") || !strcmp(s[1], "users") || !strcmp(s[1], "audit"))) {
+        if (!is_method(method, "GET")) return method_not_allowed(conn, "GET");
+        if (!strcmp(s[1], "me")) return reply_result(conn, svc_me(a->svc, who, &out, &e), &out, &e);
+        if (!strcmp(s[1], "users")) return reply_result(conn, svc_users(a->svc, who, &out, &e), &out, &e);
+        long long before;
+        if ((rc = int_arg(conn, "limit", 100, 1, 1000, &limit, &e)) || (rc = int_arg(conn, "before", 0, 0, 1LL << 62, &before, &e)))
+            return reply_error(conn, &e);
+        return reply_result(conn, svc_audit_list(a->svc, who, before, (int)limit, &out, &e), &out, &e);
     }
     return fail(conn, SVC_ENOTFOUND, "not_found", NULL, "no such route");
+}
+
+/* The route's template (a static string) for /metrics: ids never become label values. */
+static const char *route_of(const char *url)
+{
+    static const char *const fixed[] = {"/healthz", "/readyz", "/metrics", "/v1/fine_tuning/jobs", "/v1/models",
+                                        "/v1/datasets", "/v1/files", "/v1/me", "/v1/users", "/v1/audit"};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        if (!strcmp(url, fixed[i])) return fixed[i];
+    if (static_claims(url)) return "static";
+    static const char *const actions[][2] = {
+        {"cancel", "/v1/fine_tuning/jobs/{id}/cancel"}, {"pause", "/v1/fine_tuning/jobs/{id}/pause"},
+        {"resume", "/v1/fine_tuning/jobs/{id}/resume"}, {"events", "/v1/fine_tuning/jobs/{id}/events"},
+        {"checkpoints", "/v1/fine_tuning/jobs/{id}/checkpoints"}, {"metrics", "/v1/fine_tuning/jobs/{id}/metrics"}};
+    char s[6][320];
+    int n = split(url, s, 6);
+    if (n < 3 || strcmp(s[0], "v1") != 0) return "other";
+    if (!strcmp(s[1], "fine_tuning") && !strcmp(s[2], "jobs")) {
+        if (n == 4) return "/v1/fine_tuning/jobs/{id}";
+        for (size_t i = 0; n == 5 && i < sizeof actions / sizeof actions[0]; i++)
+            if (!strcmp(s[4], actions[i][0])) return actions[i][1];
+    }
+    if (!strcmp(s[1], "models") && n == 3) return "/v1/models/{id}";
+    if (!strcmp(s[1], "models") && n == 4 && !strcmp(s[3], "content")) return "/v1/models/{id}/content";
+    if (!strcmp(s[1], "files") && n == 3) return "/v1/files/{id}";
+    return "other";
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Settle who is calling (headers phase). The credential is never copied anywhere but into the lookup. */
+static void identify(api_ctx *a, struct MHD_Connection *conn, req *q)
+{
+    const union MHD_ConnectionInfo *fi = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct sockaddr_storage local;
+    socklen_t llen = sizeof local;
+    int fd = fi ? fi->connect_fd : -1;
+    if (fd >= 0 && getsockname(fd, (struct sockaddr *)&local, &llen) == 0 && local.ss_family == AF_UNIX) {
+        struct ucred cr;
+        socklen_t clen = sizeof cr;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &clen) != 0) {
+            svc_fail(&q->auth_err, SVC_EUNAUTH, "invalid_api_key", NULL, "cannot tell who is on the other end of the socket");
+            return;
+        }
+        q->authed = svc_auth_uid(a->svc, (long long)cr.uid, &q->who, &q->auth_err) == 0;
+        return;
+    }
+    char remote[64] = "";
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, remote, sizeof remote);
+    else if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, remote, sizeof remote);
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *token = NULL;
+    if (h && !strncasecmp(h, "Bearer ", 7)) {
+        token = h + 7;
+        while (*token == ' ') token++;
+    } else if (h) {
+        token = ""; /* some other scheme: a bad credential, not a missing one */
+    }
+    q->authed = svc_auth_token(a->svc, token, remote, &q->who, &q->auth_err) == 0;
+}
+
+static void record(api_ctx *a, req *q)
+{
+    struct route_stat *st = NULL;
+    for (int i = 0; i < a->n_stats && !st; i++)
+        if (a->stats[i].route == q->route && a->stats[i].status == q->status) st = &a->stats[i];
+    if (!st) {
+        struct route_stat *n = realloc(a->stats, (size_t)(a->n_stats + 1) * sizeof *n);
+        if (!n) return;
+        a->stats = n;
+        st = &a->stats[a->n_stats++];
+        st->route = q->route;
+        st->status = q->status;
+        st->n = 0;
+        prom_hist_init(&st->h, latency_le, (int)(sizeof latency_le / sizeof latency_le[0]));
+    }
+    st->n++;
+    if (!q->streaming) prom_hist_observe(&st->h, mono_s() - q->t0);
+}
+
+static enum MHD_Result send_metrics(api_ctx *a, struct MHD_Connection *conn, const svc_caller *who)
+{
+    prom_buf b = {0};
+    svc_error e;
+    if (svc_metrics_text(a->svc, who, &b, &e) != 0) { prom_free(&b); return reply_error(conn, &e); }
+    prom_printf(&b, "# HELP coretuned_http_requests_total HTTP requests by route template and status.\n"
+                    "# TYPE coretuned_http_requests_total counter\n");
+    for (int i = 0; i < a->n_stats; i++)
+        prom_printf(&b, "coretuned_http_requests_total{route=\"%s\",status=\"%u\"} %llu\n", a->stats[i].route,
+                    a->stats[i].status, a->stats[i].n);
+    prom_printf(&b, "# HELP coretuned_http_request_duration_seconds Time from the request's headers to its completion"
+                    " (event streams excluded).\n# TYPE coretuned_http_request_duration_seconds histogram\n");
+    for (int i = 0; i < a->n_stats; i++) {
+        char labels[200];
+        snprintf(labels, sizeof labels, "route=\"%s\",status=\"%u\"", a->stats[i].route, a->stats[i].status);
+        prom_hist_write(&b, "coretuned_http_request_duration_seconds", labels, &a->stats[i].h);
+    }
+    prom_printf(&b, "# HELP coretuned_sse_clients Open event streams.\n# TYPE coretuned_sse_clients gauge\n"
+                    "coretuned_sse_clients %d\n", a->n_streams);
+    if (b.failed) { prom_free(&b); return fail(conn, SVC_EINTERNAL, "internal_error", NULL, "out of memory"); }
+    struct MHD_Response *r = MHD_create_response_from_buffer(b.len, b.text, MHD_RESPMEM_MUST_FREE);
+    if (!r) { prom_free(&b); return MHD_NO; }
+    MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    enum MHD_Result ret = MHD_queue_response(conn, 200, r);
+    MHD_destroy_response(r);
+    queued_status = 200;
+    return ret;
 }
 
 enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -559,7 +738,16 @@ enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *u
         if (!q) return MHD_NO;
         q->fd = -1;
         q->a = a;
+        q->t0 = mono_s();
+        q->route = route_of(url);
+        snprintf(q->method, sizeof q->method, "%s", method);
         *con_cls = q;
+        q->public_route = !strcmp(url, "/healthz") || static_claims(url);
+        if (!q->public_route) identify(a, conn, q);
+        if (!q->public_route && !q->authed) {
+            q->kind = REQ_PLAIN; /* any body is read and dropped: nothing of an anonymous request is stored */
+            return MHD_YES;
+        }
         if (is_method(method, "POST") && !strcmp(url, "/v1/files")) {
             q->kind = REQ_UPLOAD;
             q->pp = MHD_create_post_processor(conn, 16 * 1024, on_form, q);
@@ -596,15 +784,26 @@ enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *u
         q->body[q->len] = 0;
         return MHD_YES;
     }
-    if (a->shutting_down) return fail(conn, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
-    return dispatch(a, conn, url, method, q);
+    queued_status = 0;
+    enum MHD_Result ret;
+    if (a->shutting_down) ret = fail(conn, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
+    else ret = dispatch(a, conn, url, method, q);
+    q->status = queued_status;
+    q->streaming = q->status == 200 && q->route && strstr(q->route, "/events") && a->streams && a->streams->conn == conn;
+    return ret;
 }
 
 void api_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-    (void)cls; (void)conn; (void)toe;
+    (void)conn; (void)toe;
     req *q = *con_cls;
     if (!q) return;
+    api_ctx *a = cls;
+    if (q->status) {
+        record(a, q);
+        LOG(LOG_DEBUG, "msg=request method=%s route=%s status=%u ms=%.1f user=\"%s\"", q->method, q->route, q->status,
+            (mono_s() - q->t0) * 1000, q->authed ? q->who.name : "");
+    }
     if (q->pp) MHD_destroy_post_processor(q->pp);
     if (q->fd >= 0) close(q->fd);
     if (q->tmp[0]) unlink(q->tmp);
@@ -658,5 +857,6 @@ void api_shutdown(api_ctx *a)
 
 void api_free(api_ctx *a)
 {
+    if (a) free(a->stats);
     free(a);
 }

@@ -2,8 +2,7 @@
  * (1x28x28, batch 128) and of one resnet18 3x3 stage (64 ch, 32x32, batch 64).
  * Usage: bench_kernels [threads] [reps]. Sets OpenMP and OpenBLAS threads to `threads`. Each shape
  * is timed on the back end nn_conv picks and again forced through im2col + sgemm.
- * Build: cc -std=gnu11 -O2 -march=x86-64-v2 -fopenmp -I. bench/bench_kernels.c trainer/nn_conv.c
- *        trainer/rng.c -lopenblas -ldnnl -lm -lpthread
+ * Build: make bin/bench/bench_kernels
  * A stand-alone tool run by hand (not part of the tests); prints a table, exits 1 on allocation
  * failure. bench/conv_torch.py times PyTorch on the same shapes.
  */
@@ -15,6 +14,7 @@
 #include <time.h>
 
 #include "trainer/nn.h"
+#include "trainer/nn_int.h"
 #include "trainer/rng.h"
 
 typedef struct layer {
@@ -54,10 +54,6 @@ static float *rand_buf(size_t n, rng_t *r)
     return p;
 }
 
-/* Internal hooks of trainer/nn_conv.c (see there). */
-void nn__conv_force_gemm(int on);
-int nn__conv_uses_dnnl(const nn_conv *c, int n, int h, int w);
-
 static void sort(double *t, int n)
 {
     for (int i = 1; i < n; i++) /* insertion: a handful of values */
@@ -68,14 +64,21 @@ static void sort(double *t, int n)
         }
 }
 
-/* Minimum forward and backward ms over reps (the machines are shared and noisy). */
-static void time_layer(const layer *L, int reps, rng_t *rng, double *fwd_ms, double *bwd_ms, int *dnnl)
+/* Minimum forward and backward ms over reps (the machines are shared and noisy); gemm = 1 forces
+ * im2col + sgemm. */
+static void time_layer(const layer *L, int reps, rng_t *rng, int gemm, double *fwd_ms, double *bwd_ms, int *dnnl)
 {
     const nn_conv *c = &L->c;
+    nn_conv_plan *p = NULL;
+    if (nn_conv_plan_new(&p, c, L->h, L->w, &L->n, 1)) {
+        fprintf(stderr, "cannot plan %s\n", L->name);
+        exit(1);
+    }
+    nn__conv_plan_force_gemm(p, gemm);
     int oh = nn_conv_out(L->h, c->k, c->stride, c->pad), ow = nn_conv_out(L->w, c->k, c->stride, c->pad);
     size_t in_len = (size_t)c->cin * L->n * L->h * L->w, out_len = (size_t)c->cout * L->n * oh * ow;
-    size_t w_len = (size_t)c->cout * c->cin * c->k * c->k, ws_len = nn_conv_workspace(c, L->n, L->h, L->w);
-    *dnnl = nn__conv_uses_dnnl(c, L->n, L->h, L->w);
+    size_t w_len = (size_t)c->cout * c->cin * c->k * c->k, ws_len = nn_conv_plan_workspace(p);
+    *dnnl = nn__conv_plan_uses_dnnl(p, L->n);
     float *in = rand_buf(in_len, rng), *din = rand_buf(in_len, rng), *out = rand_buf(out_len, rng);
     float *dout = rand_buf(out_len, rng), *wt = rand_buf(w_len, rng), *dw = rand_buf(w_len, rng);
     float *ws = rand_buf(ws_len, rng);
@@ -83,9 +86,9 @@ static void time_layer(const layer *L, int reps, rng_t *rng, double *fwd_ms, dou
     int R = reps > 64 ? 64 : reps < 1 ? 1 : reps;
     for (int r = -2; r < R; r++) { /* two warm-up rounds */
         double t0 = now();
-        nn_conv_forward(out, ws, in, wt, c, L->n, L->h, L->w);
+        nn_conv_forward(out, ws, in, wt, p, L->n);
         double t1 = now();
-        nn_conv_backward(L->need_din ? din : NULL, dw, ws, dout, in, wt, c, L->n, L->h, L->w);
+        nn_conv_backward(L->need_din ? din : NULL, dw, ws, dout, in, wt, p, L->n);
         double t2 = now();
         if (r >= 0) {
             tf[r] = t1 - t0;
@@ -97,6 +100,7 @@ static void time_layer(const layer *L, int reps, rng_t *rng, double *fwd_ms, dou
     *fwd_ms = tf[0] * 1e3;
     *bwd_ms = tb[0] * 1e3;
     free(in); free(din); free(out); free(dout); free(wt); free(dw); free(ws);
+    nn_conv_plan_free(p);
 }
 
 int main(int argc, char **argv)
@@ -114,10 +118,8 @@ int main(int argc, char **argv)
         const nn_conv *c = &L->c;
         double f, b, gf, gb;
         int dn, unused;
-        time_layer(L, reps, &rng, &f, &b, &dn);
-        nn__conv_force_gemm(1);
-        time_layer(L, reps, &rng, &gf, &gb, &unused);
-        nn__conv_force_gemm(0);
+        time_layer(L, reps, &rng, 0, &f, &b, &dn);
+        time_layer(L, reps, &rng, 1, &gf, &gb, &unused);
         int oh = nn_conv_out(L->h, c->k, c->stride, c->pad), ow = nn_conv_out(L->w, c->k, c->stride, c->pad);
         double macs = (double)c->cout * c->cin * c->k * c->k * L->n * oh * ow;
         double flops = 2 * macs * (L->need_din ? 3 : 2);

@@ -7,7 +7,8 @@
 # bench/out/ (gitignored). Exit status 1 if any run failed.
 # Knobs (environment):
 #   BENCH_QUICK=1        one repetition, few steps (a smoke run, ~1-2 minutes)
-#   BENCH_REPS=N         repetitions of every run (default 3; a full run takes ~7-10 minutes on 2 idle cores)
+#   BENCH_REPS=N         repetitions of every run (default 3: ~5 minutes on 2 idle cores, 10-15 when
+#                        the neighbours load them)
 #   BENCH_THREADS="1 2"  thread counts;  BENCH_CASES="r20 r18"  cases (r20: resnet20 1x28x28 b128,
 #                        r18: resnet18 small stem 3x32x32 b64)
 #   BENCH_METHOD=core|ce loss (default core, paper variant)
@@ -15,6 +16,8 @@
 #                        sgemm in /work/shared/PERFORMANCE.md); OpenBLAS and oneDNN sgemm are also
 #                        measured here, each repetition, and the table gives the share of both
 #   PYTHON=...           the python with torch (default /usr/bin/python3)
+# The environment goes to both sides unchanged: OMP_WAIT_POLICY=passive (libgomp reads it at load
+# time) changes 2-thread results a lot on a loaded machine, see docs/performance.md.
 set -u
 
 BIN=${1:-bin}
@@ -44,7 +47,7 @@ case_args() {
     if [ "$QUICK" = 1 ]; then
         case $1 in r20) echo "resnet20 1 28 0 128 1 4 31e6" ;; r18) echo "resnet18 3 32 1 64 1 2 555e6" ;; *) return 1 ;; esac
     else
-        case $1 in r20) echo "resnet20 1 28 0 128 3 15 31e6" ;; r18) echo "resnet18 3 32 1 64 2 6 555e6" ;; *) return 1 ;; esac
+        case $1 in r20) echo "resnet20 1 28 0 128 2 10 31e6" ;; r18) echo "resnet18 3 32 1 64 1 4 555e6" ;; *) return 1 ;; esac
     fi
 }
 [ "$QUICK" = 1 ] && REPS=1
@@ -52,7 +55,8 @@ case_args() {
 fail=0
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
-echo "bench: $cpu, $(nproc) CPUs, load $load_start; $REPS rep(s), threads $THREADS, cases $CASES, method $METHOD"
+ompenv="OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset} GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-unset}"
+echo "bench: $cpu, $(nproc) CPUs, load $load_start; $REPS rep(s), threads $THREADS, cases $CASES, method $METHOD; $ompenv"
 
 # the vectorised PyTorch loss must equal the golden loop implementation before its timings mean anything
 if ! "$PY" "$HERE/torch_step.py" --check >"$OUT/check-$stamp.txt" 2>&1; then
@@ -97,10 +101,10 @@ while [ "$rep" -le "$REPS" ]; do
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
-"$PY" - "$raw" "$ROOF1" "$ROOF2" "$cpu" "$load_start" "$load_end" >"$table" <<'EOF'
+"$PY" - "$raw" "$ROOF1" "$ROOF2" "$cpu" "$load_start" "$load_end" "$ompenv" >"$table" <<'EOF'
 import json, statistics, sys
 raw, roof_nom = sys.argv[1], {1: float(sys.argv[2]), 2: float(sys.argv[3])}
-cpu, load0, load1 = sys.argv[4], sys.argv[5], sys.argv[6]
+cpu, load0, load1, ompenv = sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
 rows = [json.loads(l) for l in open(raw) if l.strip()]
 roof = {}  # threads -> {"openblas": [..], "dnnl": [..]}
 for r in rows:
@@ -116,7 +120,7 @@ for r in rows:
         runs.setdefault((r["case"], x["threads"], x["impl"]), []).append((r, x))
 names = {"r20": "resnet20 1x28x28 b128", "r18": "resnet18 small stem 3x32x32 b64"}
 med = statistics.median
-print("%s; load average %s at the start, %s at the end" % (cpu, load0, load1))
+print("%s; load average %s at the start, %s at the end; %s" % (cpu, load0, load1, ompenv))
 print("sgemm 2048^3 measured in this run (median over reps), GFLOP/s: " +
       "; ".join("%d thr OpenBLAS %.0f, oneDNN %.0f" % (t, med(v["openblas"]), med(v["dnnl"]))
                 for t, v in sorted(roof.items())))

@@ -1,13 +1,19 @@
-/* daemon/main.c — coretuned: options (one table drives the command line, the config file and --help),
- * the data dir, the job service, the HTTP server, and the libuv loop until SIGINT/SIGTERM.
- * The loop thread owns the HTTP server and all job state; see docs/design.md.
- * Start-up errors print one line and exit 1 (2 for bad usage); nothing exits once serving. */
+/* daemon/main.c — coretuned: options (one table drives the config file, the command line, --help and
+ * --example-config), the offline admin commands (user/token), the data dir, the job service, the HTTP
+ * servers (TCP, optionally TLS; the Unix socket), systemd notifications, and the libuv loop until
+ * SIGINT/SIGTERM. The loop thread owns the HTTP servers and all job state; see docs/design.md.
+ * Start-up errors print one line and exit 1 (2 for bad usage or config); nothing exits once serving. */
 #define _GNU_SOURCE
 #include "api/api.h"
 #include "common/log.h"
+#include "daemon/auth.h"
 #include "daemon/httpd.h"
+#include "daemon/sdnotify.h"
 #include "daemon/service.h"
+#include "storage/db.h"
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <sched.h>
 #include <stdio.h>
@@ -18,24 +24,28 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define CORETUNED_VERSION "0.1.0"
+#define CORETUNED_VERSION "0.2.0"
+#define DEFAULT_CONFIG "/etc/coretuned/coretuned.conf"
 
 typedef struct daemon_opts {
     char host[64];
     int port;
     svc_config svc;
     api_limits lim;
-    int workers_set, threads_set;
+    int workers_set, threads_set, cores_set;
     char web_root[1024];
+    char socket_path[108];      /* "" = DATA_DIR/coretuned.sock; "none" = no socket */
+    char tls_cert[1024], tls_key[1024];
 } daemon_opts;
 
 typedef struct daemon_ctx {
     uv_loop_t *loop;
-    httpd *http;
+    httpd *http, *unix_http;
     api_ctx *api;
     svc *svc;
     uv_signal_t sigint, sigterm;
-    int stopping;
+    uv_timer_t watchdog;
+    int stopping, watchdog_on;
 } daemon_ctx;
 
 /* ---- the option table ---- */
@@ -140,38 +150,151 @@ static int set_web_root(daemon_opts *o, const char *v)
     return 0;
 }
 
-static int read_config(daemon_opts *o, const char *path);
-static int set_config(daemon_opts *o, const char *v) { return read_config(o, v); }
+static int set_socket(daemon_opts *o, const char *v)
+{
+    if (!*v || strlen(v) >= sizeof o->socket_path) return -1;
+    snprintf(o->socket_path, sizeof o->socket_path, "%s", v);
+    return 0;
+}
+
+static int set_path(char *dst, size_t n, const char *v)
+{
+    if (!*v || strlen(v) >= n) return -1;
+    snprintf(dst, n, "%s", v);
+    return 0;
+}
+static int set_tls_cert(daemon_opts *o, const char *v) { return set_path(o->tls_cert, sizeof o->tls_cert, v); }
+static int set_tls_key(daemon_opts *o, const char *v) { return set_path(o->tls_key, sizeof o->tls_key, v); }
+
+static int set_cores(daemon_opts *o, const char *v)
+{
+    long x;
+    if (parse_int(v, 1, 4096, &x)) return -1;
+    o->svc.cores = (int)x;
+    o->cores_set = 1;
+    return 0;
+}
+
+static int set_preemption(daemon_opts *o, const char *v)
+{
+    if (!strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "true")) o->svc.preemption = 1;
+    else if (!strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "false")) o->svc.preemption = 0;
+    else return -1;
+    return 0;
+}
+
+static int set_grace(daemon_opts *o, const char *v)
+{
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || !(x >= 0 && x <= 7 * 86400)) return -1;
+    o->svc.preempt_grace = x;
+    return 0;
+}
+
+/* "running_jobs=2,queued_jobs=20,threads=4,upload_mb=1024": the fields named are set in q */
+static int parse_quota(const char *v, svc_quota *q)
+{
+    char buf[256];
+    if (!*v || strlen(v) >= sizeof buf) return -1;
+    snprintf(buf, sizeof buf, "%s", v);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(t, '=');
+        long x;
+        if (!eq) return -1;
+        *eq = 0;
+        if (parse_int(eq + 1, 0, 1L << 30, &x)) return -1;
+        if (!strcmp(t, "running_jobs")) q->running_jobs = (int)x;
+        else if (!strcmp(t, "queued_jobs")) q->queued_jobs = (int)x;
+        else if (!strcmp(t, "threads")) q->threads = (int)x;
+        else if (!strcmp(t, "upload_mb")) q->upload_bytes = (long long)x << 20;
+        else return -1;
+    }
+    return 0;
+}
+
+static int set_quota(daemon_opts *o, const char *v) { return parse_quota(v, &o->svc.quota); }
+
+static int set_user_quota(daemon_opts *o, const char *v)
+{
+    const char *colon = strchr(v, ':');
+    if (!colon || colon == v || (size_t)(colon - v) >= 64 || o->svc.n_user_quotas == SVC_MAX_USER_QUOTAS) return -1;
+    svc_user_quota u = {.q = {-1, -1, -1, -1}};
+    snprintf(u.name, sizeof u.name, "%.*s", (int)(colon - v), v);
+    if (!auth_valid_name(u.name) || parse_quota(colon + 1, &u.q)) return -1;
+    o->svc.user_quotas[o->svc.n_user_quotas++] = u;
+    return 0;
+}
+
+static int set_dataset_root(daemon_opts *o, const char *v)
+{
+    if (v[0] != '/' || strlen(v) >= sizeof o->svc.roots[0] || o->svc.n_roots == SVC_MAX_ROOTS) return -1;
+    snprintf(o->svc.roots[o->svc.n_roots++], sizeof o->svc.roots[0], "%s", v);
+    return 0;
+}
+
+static int set_config(daemon_opts *o, const char *v) { (void)o; (void)v; return 0; } /* read before the others */
 
 static const struct optdef {
-    const char *name, *arg, *help;
+    const char *name, *arg, *def, *help;
     opt_set set;
 } optdefs[] = {
-    {"listen", "HOST:PORT", "address to serve HTTP on (default 127.0.0.1:8080; port 0 = any)", set_listen},
-    {"data-dir", "DIR", "database, job outputs, uploads and backbones (default ./var)", set_data_dir},
-    {"workers", "N", "jobs trained at once (default: cores / threads-per-job; 0 = queue only)", set_workers},
-    {"threads-per-job", "T", "trainer threads per job (default: cores / workers); workers x T <= cores",
-     set_threads},
-    {"config", "FILE", "read options from FILE: one 'name value' per line, # comments", set_config},
-    {"dataset", "NAME=PATH", "register a dataset by path (repeatable)", set_dataset},
-    {"checkpoint-seconds", "S", "checkpoint running jobs every S seconds besides every epoch (default 300)",
-     set_checkpoint},
-    {"max-upload-mb", "MB", "largest POST /v1/files upload (default 512)", set_upload_mb},
-    {"sse-heartbeat", "SECONDS", "comment line on idle event streams (default 15)", set_heartbeat},
-    {"web-root", "DIR", "the dashboard's files, served at / (default ./web)", set_web_root},
-    {"log-level", "LEVEL", "debug, info, warn or error (default info)", set_log_level},
+    {"config", "FILE", DEFAULT_CONFIG " (if present)", "read options from FILE first: one 'name value' per line, # comments; the command line overrides it", set_config},
+    {"listen", "HOST:PORT", "127.0.0.1:8080", "TCP address to serve HTTP on (port 0 = any); only loopback unless tls-cert/tls-key are set", set_listen},
+    {"socket", "PATH", "DATA_DIR/coretuned.sock", "Unix socket serving the same API; callers are identified by their uid ('none' = no socket)", set_socket},
+    {"tls-cert", "FILE", "", "PEM certificate: serve HTTPS (required to listen on a non-loopback address)", set_tls_cert},
+    {"tls-key", "FILE", "", "PEM private key for tls-cert", set_tls_key},
+    {"data-dir", "DIR", "var", "database, job outputs, uploads and backbones", set_data_dir},
+    {"cores", "N", "the cores this process may use", "the threads of running jobs together never exceed N", set_cores},
+    {"workers", "N", "cores / threads-per-job", "jobs trained at once at most (0 = queue only)", set_workers},
+    {"threads-per-job", "T", "cores / workers", "most trainer threads one job gets (a job may ask for fewer)", set_threads},
+    {"preemption", "yes|no", "yes", "checkpoint and requeue a running job to make room for a user under the fair share or a higher-priority job of its own user", set_preemption},
+    {"preempt-grace", "SECONDS", "600", "how long a job runs before it may be preempted", set_grace},
+    {"quota", "K=V,...", "unlimited", "every user's limits: running_jobs, queued_jobs, threads, upload_mb (0 = unlimited)", set_quota},
+    {"user-quota", "NAME:K=V,...", "", "one user's limits, overriding 'quota' field by field (repeatable)", set_user_quota},
+    {"dataset", "NAME=PATH", "", "register a dataset by path (repeatable)", set_dataset},
+    {"dataset-root", "DIR", "", "a directory whose files jobs may name by absolute path (repeatable; no '..', no symlinks out)", set_dataset_root},
+    {"checkpoint-seconds", "S", "300", "checkpoint running jobs every S seconds besides every epoch", set_checkpoint},
+    {"max-upload-mb", "MB", "512", "largest POST /v1/files upload", set_upload_mb},
+    {"sse-heartbeat", "SECONDS", "15", "comment line on idle event streams", set_heartbeat},
+    {"web-root", "DIR", "web", "the dashboard's files, served at /", set_web_root},
+    {"log-level", "LEVEL", "info", "debug, info, warn or error", set_log_level},
 };
 #define N_OPTS ((int)(sizeof optdefs / sizeof optdefs[0]))
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: coretuned [options]\n");
+    fprintf(f, "usage: coretuned [options]                          run the daemon\n"
+               "       coretuned [options] user add NAME [--admin] [--uid N]\n"
+               "       coretuned [options] user list\n"
+               "       coretuned [options] token create NAME        print a new API token for user NAME (once)\n"
+               "       coretuned [options] token list [NAME]\n"
+               "       coretuned [options] token revoke ID|PREFIX\n"
+               "options (also config-file keys, without the dashes):\n");
     for (int i = 0; i < N_OPTS; i++) {
         char left[64];
         snprintf(left, sizeof left, "--%s %s", optdefs[i].name, optdefs[i].arg);
-        fprintf(f, "  %-30s %s\n", left, optdefs[i].help);
+        fprintf(f, "  %-30s %s", left, optdefs[i].help);
+        if (optdefs[i].def[0]) fprintf(f, " (default: %s)", optdefs[i].def);
+        fprintf(f, "\n");
     }
+    fprintf(f, "  %-30s %s\n", "--example-config", "print a documented config file and exit");
+    fprintf(f, "  %-30s %s\n", "--version", "print the version and exit");
     fprintf(f, "  %-30s %s\n", "--help", "this text");
+}
+
+static void example_config(FILE *f)
+{
+    fprintf(f, "# coretuned.conf — the coretuned daemon's configuration (generated by coretuned --example-config).\n"
+               "# One option per line: NAME VALUE. '#' starts a comment. Options given on the command line\n"
+               "# override these. Repeatable options (dataset, dataset-root, user-quota) may appear many times.\n"
+               "# Every value is checked at start; a bad one stops the daemon with a message naming the line.\n\n");
+    for (int i = 1; i < N_OPTS; i++) { /* not "config": files do not nest */
+        fprintf(f, "# %s\n#   %s %s", optdefs[i].help, optdefs[i].name, optdefs[i].arg);
+        if (optdefs[i].def[0]) fprintf(f, "   (default: %s)", optdefs[i].def);
+        fprintf(f, "\n#%s %s\n\n", optdefs[i].name, optdefs[i].def[0] && !strchr(optdefs[i].def, ' ') ? optdefs[i].def : optdefs[i].arg);
+    }
 }
 
 static int apply(daemon_opts *o, const char *name, const char *value, const char *where)
@@ -179,8 +302,7 @@ static int apply(daemon_opts *o, const char *name, const char *value, const char
     for (int i = 0; i < N_OPTS; i++) {
         if (strcmp(optdefs[i].name, name) != 0) continue;
         if (optdefs[i].set(o, value) == 0) return 0;
-        if (optdefs[i].set != set_config)
-            fprintf(stderr, "coretuned: %s: bad value '%s' for %s (wants %s)\n", where, value, name, optdefs[i].arg);
+        fprintf(stderr, "coretuned: %s: bad value '%s' for %s (wants %s)\n", where, value, name, optdefs[i].arg);
         return -1;
     }
     fprintf(stderr, "coretuned: %s: unknown option '%s'\n", where, name);
@@ -223,6 +345,189 @@ static int cores_available(void)
     return n > 0 ? (int)n : 1;
 }
 
+static int is_loopback(const char *host)
+{
+    struct in_addr a;
+    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+/* Read a whole small file (PEM). OUT *text (heap, NUL-terminated). */
+static int slurp(const char *path, char **text, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) { snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno)); return -1; }
+    char *buf = malloc(1 << 20);
+    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    fclose(f);
+    if (!buf || n == 0) { free(buf); snprintf(err, errlen, "%s is empty or unreadable", path); return -1; }
+    buf[n] = 0;
+    *text = buf;
+    return 0;
+}
+
+/* Every option checked together, after the config file and the command line: one message per problem. */
+static int validate(daemon_opts *o)
+{
+    int bad = 0, cores = cores_available();
+    if (!o->cores_set) o->svc.cores = cores;
+    else if (o->svc.cores > cores) {
+        fprintf(stderr, "coretuned: cores %d is more than the %d cores this process may use\n", o->svc.cores, cores);
+        bad = 1;
+    }
+    cores = o->svc.cores;
+    if (!o->workers_set && !o->threads_set) { o->svc.workers = 1; o->svc.threads_per_job = cores; }
+    else if (!o->threads_set) o->svc.threads_per_job = o->svc.workers > 0 && cores / o->svc.workers > 0 ? cores / o->svc.workers : 1;
+    else if (!o->workers_set) o->svc.workers = cores / o->svc.threads_per_job > 0 ? cores / o->svc.threads_per_job : 1;
+    if (o->svc.threads_per_job > cores) {
+        fprintf(stderr, "coretuned: threads-per-job %d is more than the %d cores available (workers %d)\n",
+                o->svc.threads_per_job, cores, o->svc.workers);
+        bad = 1;
+    }
+    if (!!o->tls_cert[0] != !!o->tls_key[0]) {
+        fprintf(stderr, "coretuned: tls-cert and tls-key go together\n");
+        bad = 1;
+    }
+    if (o->tls_cert[0] && !httpd_tls_supported()) {
+        fprintf(stderr, "coretuned: this libmicrohttpd was built without TLS\n");
+        bad = 1;
+    }
+    if (!o->tls_cert[0] && !is_loopback(o->host)) {
+        fprintf(stderr, "coretuned: refusing to listen on %s without TLS: tokens would cross the network in clear;"
+                        " set tls-cert and tls-key, or listen on 127.0.0.1 and use the Unix socket\n", o->host);
+        bad = 1;
+    }
+    for (int i = 0; i < o->svc.n_roots; i++) {
+        struct stat st;
+        if (stat(o->svc.roots[i], &st) != 0 || !S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "coretuned: dataset-root %s is not a directory\n", o->svc.roots[i]);
+            bad = 1;
+        }
+    }
+    if (o->svc.quota.threads > 0 && o->svc.quota.threads > cores)
+        fprintf(stderr, "coretuned: note: quota threads=%d is more than cores=%d\n", o->svc.quota.threads, cores);
+    if (!o->socket_path[0]) {
+        char p[1200];
+        snprintf(p, sizeof p, "%s/coretuned.sock", o->svc.data_dir);
+        if (strlen(p) >= sizeof o->socket_path) {
+            fprintf(stderr, "coretuned: the default socket path %s is too long: set socket\n", p);
+            bad = 1;
+        } else {
+            snprintf(o->socket_path, sizeof o->socket_path, "%s", p);
+        }
+    }
+    return bad ? -1 : 0;
+}
+
+/* ---- offline admin commands: they open the database directly (the daemon may be stopped) ---- */
+
+static void audit_cli(db *d, const char *action, const char *target, const char *detail)
+{
+    db_audit a = {.at = (long long)time(NULL)};
+    snprintf(a.action, sizeof a.action, "%s", action);
+    snprintf(a.target, sizeof a.target, "%s", target);
+    snprintf(a.outcome, sizeof a.outcome, "ok");
+    snprintf(a.remote, sizeof a.remote, "cli:uid:%lld", (long long)getuid());
+    snprintf(a.detail, sizeof a.detail, "%s", detail);
+    db_audit_insert(d, &a);
+}
+
+static int print_user(void *ud, const db_user *u)
+{
+    (void)ud;
+    char uid[32] = "-";
+    if (u->uid >= 0) snprintf(uid, sizeof uid, "%lld", u->uid);
+    printf("%-24s %-6s uid=%s%s\n", u->name, u->admin ? "admin" : "user", uid, u->bootstrap ? " (bootstrap)" : "");
+    return 0;
+}
+
+static int print_token(void *ud, const db_token *t)
+{
+    (void)ud;
+    printf("tok-%lld  %s…  user=%s  created=%lld%s\n", t->id, t->prefix, t->user, t->created_at,
+           t->revoked_at ? "  revoked" : "");
+    return 0;
+}
+
+static int admin_command(daemon_opts *o, int argc, char **argv)
+{
+    char path[1200], err[512];
+    snprintf(path, sizeof path, "%s/coretuned.db", o->svc.data_dir);
+    const char *what = argv[0], *verb = argc > 1 ? argv[1] : "";
+    if (mkdir(o->svc.data_dir, 0750) != 0 && errno != EEXIST) {
+        fprintf(stderr, "coretuned: cannot create data dir %s: %s\n", o->svc.data_dir, strerror(errno));
+        return 1;
+    }
+    db *d = NULL;
+    if (db_open(&d, path, err, sizeof err) != 0) {
+        fprintf(stderr, "coretuned: %s\n", err);
+        return 1;
+    }
+    int rc = 2;
+    if (!strcmp(what, "user") && !strcmp(verb, "add") && argc >= 3) {
+        int admin = 0;
+        long long uid = -1;
+        rc = 0;
+        for (int i = 3; i < argc && rc == 0; i++) {
+            long x;
+            if (!strcmp(argv[i], "--admin")) admin = 1;
+            else if (!strcmp(argv[i], "--uid") && i + 1 < argc && parse_int(argv[i + 1], 0, 0x7fffffffL, &x) == 0) uid = x, i++;
+            else { fprintf(stderr, "coretuned: user add: unexpected '%s'\n", argv[i]); rc = 2; }
+        }
+        if (rc == 0) {
+            db_user u;
+            if (auth_user_add(d, argv[2], admin, uid, 0, &u, err, sizeof err) != 0) {
+                fprintf(stderr, "coretuned: %s\n", err);
+                rc = 1;
+            } else {
+                char detail[64];
+                snprintf(detail, sizeof detail, "admin=%d uid=%lld", admin, uid);
+                audit_cli(d, "user_add", u.name, detail);
+                printf("added user %s%s\n", u.name, admin ? " (admin)" : "");
+            }
+        }
+    } else if (!strcmp(what, "user") && !strcmp(verb, "list") && argc == 2) {
+        rc = db_user_list(d, print_user, NULL) == 0 ? 0 : 1;
+    } else if (!strcmp(what, "token") && !strcmp(verb, "create") && argc == 3) {
+        db_user u;
+        char token[AUTH_TOKEN_LEN + 1];
+        long long id;
+        if (db_user_by_name(d, argv[2], &u) != 0) {
+            fprintf(stderr, "coretuned: no user '%s' (add one with: coretuned user add %s)\n", argv[2], argv[2]);
+            rc = 1;
+        } else if (auth_token_create(d, u.id, token, &id, err, sizeof err) != 0) {
+            fprintf(stderr, "coretuned: %s\n", err);
+            rc = 1;
+        } else {
+            char target[80];
+            snprintf(target, sizeof target, "tok-%lld", id);
+            audit_cli(d, "token_create", target, u.name);
+            printf("%s\n", token); /* the only time this token is shown */
+            fprintf(stderr, "coretuned: token tok-%lld for %s (shown once; only its hash is stored)\n", id, u.name);
+            memset(token, 0, sizeof token);
+            rc = 0;
+        }
+    } else if (!strcmp(what, "token") && !strcmp(verb, "list") && argc <= 3) {
+        rc = db_token_list(d, argc == 3 ? argv[2] : NULL, print_token, NULL) == 0 ? 0 : 1;
+    } else if (!strcmp(what, "token") && !strcmp(verb, "revoke") && argc == 3) {
+        int n = 0;
+        if (db_token_revoke(d, argv[2], (long long)time(NULL), &n) != 0) {
+            fprintf(stderr, "coretuned: database: %s\n", db_errmsg(d));
+            rc = 1;
+        } else if (n == 0) {
+            fprintf(stderr, "coretuned: no live token '%s' (see coretuned token list)\n", argv[2]);
+            rc = 1;
+        } else {
+            audit_cli(d, "token_revoke", argv[2], "");
+            printf("revoked %d token%s\n", n, n == 1 ? "" : "s");
+            rc = 0;
+        }
+    } else {
+        usage(stderr);
+    }
+    db_close(d);
+    return rc;
+}
+
 /* ---- life cycle ---- */
 
 static void on_svc_done(void *ud)
@@ -230,6 +535,7 @@ static void on_svc_done(void *ud)
     daemon_ctx *d = ud;
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
+    if (d->watchdog_on) uv_close((uv_handle_t *)&d->watchdog, NULL);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -240,11 +546,14 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     }
     d->stopping = 1;
+    sdnotify("STOPPING=1\nSTATUS=checkpointing running jobs");
     LOG(LOG_INFO, "msg=\"shutting down\" signal=%d", signum);
     api_shutdown(d->api);   /* ends event streams, resumes suspended connections */
-    httpd_kick(d->http);    /* lets MHD process the resumed connections before it stops */
+    if (d->http) httpd_kick(d->http); /* lets MHD process the resumed connections before it stops */
+    if (d->unix_http) httpd_kick(d->unix_http);
     httpd_stop(d->http);    /* stop accepting, close connections */
-    d->http = NULL;
+    httpd_stop(d->unix_http);
+    d->http = d->unix_http = NULL;
     svc_shutdown(d->svc, on_svc_done, d); /* running jobs checkpoint, workers are joined */
 }
 
@@ -252,6 +561,41 @@ static void kick_http(void *ud)
 {
     daemon_ctx *d = ud;
     if (d->http) httpd_kick(d->http);
+    if (d->unix_http) httpd_kick(d->unix_http);
+}
+
+/* The loop itself pings the watchdog: a stuck loop (not a busy trainer) gets the daemon restarted. */
+static void on_watchdog(uv_timer_t *t)
+{
+    (void)t;
+    sdnotify("WATCHDOG=1");
+}
+
+/* First start: the admin's token goes to DATA_DIR/admin.token (0600) and into one sign-in line on
+ * stderr — the only place the daemon ever prints a token. */
+static int bootstrap(daemon_ctx *d, daemon_opts *o)
+{
+    char token[128], err[512], path[1200];
+    if (svc_bootstrap(d->svc, token, sizeof token, err, sizeof err) != 0) {
+        fprintf(stderr, "coretuned: cannot create the first admin: %s\n", err);
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/admin.token", o->svc.data_dir);
+    if (!token[0]) {
+        if (access(path, F_OK) == 0)
+            LOG(LOG_INFO, "msg=\"the first admin's token is in %s\"", path);
+        return 0;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int ok = fd >= 0 && write(fd, token, strlen(token)) == (ssize_t)strlen(token) && write(fd, "\n", 1) == 1;
+    if (fd >= 0) { fchmod(fd, 0600); fsync(fd); close(fd); }
+    if (!ok) LOG(LOG_WARN, "msg=\"cannot write the admin token file\" path=%s err=\"%s\"", path, strerror(errno));
+    const char *host = o->host;
+    fprintf(stderr, "coretuned: sign in at %s://%s:%d/?token=%s\n", o->tls_cert[0] ? "https" : "http",
+            !strcmp(host, "0.0.0.0") ? "127.0.0.1" : host, httpd_port(d->http), token);
+    fprintf(stderr, "coretuned: (first start: created the admin user 'admin'; the token is also in %s)\n", path);
+    memset(token, 0, sizeof token);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -265,32 +609,45 @@ int main(int argc, char **argv)
     o.svc.checkpoint_seconds = 300;
     o.svc.flush_seconds = 1.0;
     o.svc.upload_limit = 512LL << 20;
+    o.svc.preemption = 1;
+    o.svc.preempt_grace = 600;
+    o.svc.self_uid = (long long)geteuid();
     o.lim.json_body_max = 1 << 20;
     o.lim.json_depth_max = 32;
     o.lim.sse_heartbeat_s = 15;
 
-    struct option longopts[N_OPTS + 2];
+    struct option longopts[N_OPTS + 4];
     for (int i = 0; i < N_OPTS; i++) longopts[i] = (struct option){optdefs[i].name, required_argument, 0, i};
     longopts[N_OPTS] = (struct option){"help", no_argument, 0, 'h'};
-    longopts[N_OPTS + 1] = (struct option){0, 0, 0, 0};
+    longopts[N_OPTS + 1] = (struct option){"example-config", no_argument, 0, 'x'};
+    longopts[N_OPTS + 2] = (struct option){"version", no_argument, 0, 'v'};
+    longopts[N_OPTS + 3] = (struct option){0, 0, 0, 0};
+    /* pass 1: --help, --example-config and which config file; pass 2 (after the file): the rest */
+    const char *config = getenv("CORETUNED_CONFIG");
+    int config_explicit = config != NULL;
+    if (!config) config = DEFAULT_CONFIG;
     int c;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
         if (c == 'h') { usage(stdout); return 0; }
+        if (c == 'x') { example_config(stdout); return 0; }
+        if (c == 'v') { printf("coretuned %s\n", CORETUNED_VERSION); return 0; }
+        if (c >= 0 && c < N_OPTS && !strcmp(optdefs[c].name, "config")) { config = optarg; config_explicit = 1; }
+    }
+    if (config[0] && (config_explicit || access(config, F_OK) == 0) && read_config(&o, config) != 0) return 2;
+    optind = 0;
+    opterr = 1;
+    while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
         if (c < 0 || c >= N_OPTS) { usage(stderr); return 2; }
         if (apply(&o, optdefs[c].name, optarg, "command line") != 0) return 2;
     }
-    if (optind < argc) { usage(stderr); return 2; }
-
-    /* workers x threads-per-job must fit the cores this process may use */
-    int cores = cores_available();
-    if (!o.workers_set && !o.threads_set) { o.svc.workers = 1; o.svc.threads_per_job = cores; }
-    else if (!o.threads_set) o.svc.threads_per_job = o.svc.workers > 0 && cores / o.svc.workers > 0 ? cores / o.svc.workers : 1;
-    else if (!o.workers_set) o.svc.workers = cores / o.svc.threads_per_job > 0 ? cores / o.svc.threads_per_job : 1;
-    if (o.svc.workers * o.svc.threads_per_job > cores) {
-        fprintf(stderr, "coretuned: %d workers x %d threads per job is more than the %d cores available\n",
-                o.svc.workers, o.svc.threads_per_job, cores);
+    if (optind < argc) {
+        if (!strcmp(argv[optind], "user") || !strcmp(argv[optind], "token"))
+            return admin_command(&o, argc - optind, argv + optind);
+        usage(stderr);
         return 2;
     }
+    if (validate(&o) != 0) return 2;
     if (mkdir(o.svc.data_dir, 0750) != 0 && errno != EEXIST) {
         fprintf(stderr, "coretuned: cannot create data dir %s: %s\n", o.svc.data_dir, strerror(errno));
         return 1;
@@ -298,14 +655,30 @@ int main(int argc, char **argv)
 
     daemon_ctx d = {.loop = uv_default_loop()};
     char err[512];
+    char *cert = NULL, *key = NULL;
+    if (o.tls_cert[0] && (slurp(o.tls_cert, &cert, err, sizeof err) != 0 || slurp(o.tls_key, &key, err, sizeof err) != 0)) {
+        fprintf(stderr, "coretuned: %s\n", err);
+        free(cert);
+        return 2;
+    }
     if (svc_open(&d.svc, d.loop, &o.svc, err, sizeof err) != 0) {
         fprintf(stderr, "coretuned: %s\n", err);
+        free(cert); free(key);
         return 1;
     }
-    if (api_new(&d.api, d.loop, d.svc, &o.lim, CORETUNED_VERSION, kick_http, &d) != 0 ||
-        httpd_start(&d.http, d.loop, o.host, o.port, api_handle, api_completed, d.api, err, sizeof err) != 0) {
-        fprintf(stderr, "coretuned: %s\n", d.api ? err : "out of memory");
+    int ok = api_new(&d.api, d.loop, d.svc, &o.lim, CORETUNED_VERSION, kick_http, &d) == 0;
+    if (!ok) snprintf(err, sizeof err, "out of memory");
+    ok = ok && httpd_start(&d.http, d.loop, o.host, o.port, cert, key, api_handle, api_completed, d.api, err, sizeof err) == 0;
+    ok = ok && (!strcmp(o.socket_path, "none") ||
+                httpd_start_unix(&d.unix_http, d.loop, o.socket_path, api_handle, api_completed, d.api, err, sizeof err) == 0);
+    if (key) memset(key, 0, strlen(key));
+    free(cert); free(key);
+    if (ok && bootstrap(&d, &o) != 0) { ok = 0; snprintf(err, sizeof err, "bootstrap failed"); }
+    if (!ok) {
+        fprintf(stderr, "coretuned: %s\n", err);
         if (d.api) api_shutdown(d.api);
+        httpd_stop(d.http);
+        httpd_stop(d.unix_http);
         svc_shutdown(d.svc, NULL, NULL);
         uv_run(d.loop, UV_RUN_DEFAULT);
         api_free(d.api);
@@ -317,8 +690,18 @@ int main(int argc, char **argv)
     d.sigint.data = d.sigterm.data = &d;
     uv_signal_start(&d.sigint, on_signal, SIGINT);
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
-    LOG(LOG_INFO, "msg=listening addr=%s:%d data_dir=%s workers=%d threads_per_job=%d version=%s", o.host,
-        httpd_port(d.http), o.svc.data_dir, o.svc.workers, o.svc.threads_per_job, CORETUNED_VERSION);
+    unsigned long long wd = sdnotify_watchdog_usec();
+    if (wd > 0) {
+        uv_timer_init(d.loop, &d.watchdog);
+        uv_timer_start(&d.watchdog, on_watchdog, 0, wd / 2000 > 0 ? wd / 2000 : 1);
+        d.watchdog_on = 1;
+    }
+    LOG(LOG_INFO, "msg=listening addr=%s:%d tls=%s socket=%s data_dir=%s cores=%d workers=%d threads_per_job=%d"
+                  " preemption=%s version=%s", o.host, httpd_port(d.http), o.tls_cert[0] ? "yes" : "no",
+        o.socket_path, o.svc.data_dir, o.svc.cores, o.svc.workers, o.svc.threads_per_job,
+        o.svc.preemption ? "yes" : "no", CORETUNED_VERSION);
+    /* READY only now: database open, migrations applied, listeners up */
+    sdnotify("READY=1\nSTATUS=serving");
     uv_run(d.loop, UV_RUN_DEFAULT);
     api_free(d.api);
     svc_free(d.svc);

@@ -40,10 +40,9 @@ static int users_of(const sched_cfg *c, const sched_job *jobs, int nj, const sch
         u[i].jobs++;
     }
     for (int j = 0; j < nj; j++) {
-        if (removed && removed[j]) continue;
         int i = find_user(u, n, jobs[j].owner);
         if (i < 0) { i = n++; memset(&u[i], 0, sizeof u[i]); u[i].name = jobs[j].owner; u[i].head = -1; }
-        if (!removed && jobs[j].blocked) continue;
+        if (removed ? removed[j] : jobs[j].blocked) continue;
         if (u[i].head < 0 || before(&jobs[j], &jobs[u[i].head])) u[i].head = j;
     }
     for (int i = 0; i < n; i++) {
@@ -135,7 +134,11 @@ void sched_order(const sched_cfg *c, const sched_job *jobs, int nj, const sched_
         int n = users_of(c, jobs, nj, runs, nr, u, removed);
         /* add what the simulation has started so far */
         for (int j = 0; j < nj; j++)
-            if (removed[j] == 2) { int i = find_user(u, n, jobs[j].owner); u[i].threads += jobs[j].threads; u[i].recent += 1; }
+            if (removed[j] == 2) {
+                int i = find_user(u, n, jobs[j].owner); /* always found: users_of registers every owner */
+                u[i].threads += jobs[j].threads;
+                u[i].recent += 1;
+            }
         int top = -1;
         for (int i = 0; i < n; i++)
             if (u[i].head >= 0 && (top < 0 || ahead(&u[i], &u[top], jobs))) top = i;

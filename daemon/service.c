@@ -17,16 +17,24 @@
  *           leaves within a step; a job is never started again while its old worker lives)
  *
  *   shutdown: running -> queued after the worker checkpointed; crash: running -> queued at start.
+ *   preemption: running -> queued (at the front of its owner's queue) after the worker checkpointed.
+ *
+ * Who may see what: every job, upload and fine-tuned model has an owner (a user name); a caller who
+ * is not an admin gets "not found" for anything not theirs (the same answer as for an id that does
+ * not exist, so ids of other users cannot be probed), and the attempt is audited.
  */
 #define _GNU_SOURCE
 #include "daemon/service.h"
 #include "api/jobspec.h"
+#include "daemon/auth.h"
+#include "daemon/sched.h"
 #include "api/lttb.h"
 #include "common/log.h"
 #include "storage/db.h"
 #include "trainer/data.h"
 #include "trainer/trainer.h"
 #include <dirent.h>
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -68,6 +76,13 @@ struct run {
     tr_result res;
     char err[512];
     /* loop-owned */
+    char owner[64];
+    int priority, threads;
+    double started_at;             /* monotonic seconds */
+    int preempting;                /* stopping to make room: requeued when its worker leaves */
+    double rate_t;                 /* steps/s: time and step of the previous progress record */
+    int rate_step;
+    double steps_per_s, images_per_s;
     int step, total_steps, epoch, epochs;
     double eta_seconds, best_acc, final_acc;
     json_t *latest;                /* latest metrics object */
@@ -84,6 +99,8 @@ struct svc {
     uv_timer_t flush_timer;
     int flush_armed;
     int flush_now;                 /* a record that must not wait for the timer (checkpoints) */
+    uv_timer_t sched_timer;
+    int sched_waiting;             /* the last decision left a job waiting (preemption may come later) */
     pthread_mutex_t qlock;
     rec *q;                        /* guarded by qlock */
     int qn, qcap;
@@ -99,7 +116,20 @@ struct svc {
     char upload_dir[1100];
     data_info ds_info[SVC_MAX_DATASETS]; /* probed at start */
     int ds_ok[SVC_MAX_DATASETS];
+    /* fair share: recent starts per user (exponentially decayed, time constant RECENT_TAU) */
+    struct recent { char name[64]; double score, at; } *recent;
+    int n_recent;
+    /* queue positions and estimated starts, recomputed when the queue or the runs change */
+    int order_valid;
+    struct order { char id[DB_ID_MAX]; int pos; double est; } *order;
+    int n_order;
+    /* /metrics */
+    prom_hist db_write;            /* seconds per committed transaction */
+    unsigned long long preemptions, auth_failures;
 };
+
+#define RECENT_TAU 600.0
+static const double db_write_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
 
 int svc_fail(svc_error *e, enum svc_err kind, const char *code, const char *param, const char *fmt, ...)
 {
@@ -114,6 +144,13 @@ int svc_fail(svc_error *e, enum svc_err kind, const char *code, const char *para
 }
 
 static long long now_s(void) { return (long long)time(NULL); }
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static json_t *jreal(double x) { return isfinite(x) ? json_real(x) : json_null(); }
 
@@ -207,7 +244,9 @@ static int flush(svc *s)
 {
     if (db_batch_empty(&s->batch)) return 0;
     char err[256];
+    double t0 = mono();
     int rc = db_batch_write(s->db, &s->batch, err, sizeof err);
+    prom_hist_observe(&s->db_write, mono() - t0);
     if (rc) {
         LOG(LOG_ERROR, "msg=\"cannot commit progress; will retry\" err=\"%s\"", err);
         return rc;
@@ -240,6 +279,7 @@ static db_status *status_change(svc *s, const char *job_id, const char *status)
     if (!c) return NULL;
     snprintf(c->job_id, sizeof c->job_id, "%.47s", job_id);
     snprintf(c->status, sizeof c->status, "%s", status);
+    s->order_valid = 0;
     return c;
 }
 
@@ -279,10 +319,42 @@ static int builtin_available(svc *s)
     return s->cfg.builtin_dir[0] && stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* A path a job names: allowed only inside a configured dataset root once every symlink is resolved,
+ * and never with a ".." segment. OUT path (TR_PATH_MAX). */
+static int root_path(svc *s, const char *name, char *path)
+{
+    if (name[0] != '/' || s->cfg.n_roots == 0 || strstr(name, "/../") || strstr(name, "/./")) return -ENOENT;
+    size_t n = strlen(name);
+    if (n >= 3 && !strcmp(name + n - 3, "/..")) return -ENOENT;
+    char real[PATH_MAX], root[PATH_MAX];
+    if (!realpath(name, real)) return -ENOENT;
+    for (int i = 0; i < s->cfg.n_roots; i++) {
+        if (!realpath(s->cfg.roots[i], root)) continue;
+        size_t rn = strlen(root);
+        if (!strncmp(real, root, rn) && (real[rn] == '/' || (rn == 1 && root[0] == '/')) && strlen(real) < TR_PATH_MAX) {
+            memcpy(path, real, strlen(real) + 1); /* length checked above */
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+typedef struct resolve_ctx {
+    svc *s;
+    const char *owner;             /* the job's owner: only their uploads and fine-tuned models */
+    int admin;
+} resolve_ctx;
+
+static int owned_by(const char *row_owner, const char *owner, int admin)
+{
+    return admin || (row_owner[0] && owner && !strcmp(row_owner, owner));
+}
+
 static int resolver(void *ud, enum jobspec_ref kind, const char *name, char *path, char *arch, char *err,
                     size_t errlen)
 {
-    svc *s = ud;
+    resolve_ctx *rc = ud;
+    svc *s = rc->s;
     if (kind == JOBSPEC_MODEL) {
         for (int i = 0; i < N_BASE; i++)
             if (!strcmp(name, base_archs[i])) {
@@ -291,7 +363,7 @@ static int resolver(void *ud, enum jobspec_ref kind, const char *name, char *pat
                 return 0;
             }
         db_model m;
-        if (db_model_get(s->db, name, &m) == 0) {
+        if (db_model_get(s->db, name, &m) == 0 && owned_by(m.owner, rc->owner, rc->admin)) {
             if (!file_exists(m.path)) {
                 snprintf(err, errlen, "model '%s' has no weights on disk", name);
                 return -ENOENT;
@@ -330,12 +402,166 @@ static int resolver(void *ud, enum jobspec_ref kind, const char *name, char *pat
             return 0;
         }
     db_file f;
-    if (!strncmp(name, "file-", 5) && db_file_get(s->db, name, &f) == 0) {
+    if (!strncmp(name, "file-", 5) && db_file_get(s->db, name, &f) == 0 && owned_by(f.owner, rc->owner, rc->admin)) {
         snprintf(path, TR_PATH_MAX, "%s", f.path);
         return 0;
     }
-    snprintf(err, errlen, "'%.200s' is neither a dataset nor an uploaded file (see GET /v1/datasets)", name);
+    if (root_path(s, name, path) == 0) return 0;
+    snprintf(err, errlen, "'%.200s' is neither a dataset, an uploaded file nor a path inside a dataset root"
+             " (see GET /v1/datasets)", name);
     return -ENOENT;
+}
+
+/* ---------------- scheduling snapshot, quotas, fair-share bookkeeping ---------------- */
+
+static svc_quota quota_of(svc *s, const char *owner)
+{
+    svc_quota q = s->cfg.quota;
+    for (int i = 0; i < s->cfg.n_user_quotas; i++) {
+        const svc_user_quota *u = &s->cfg.user_quotas[i];
+        if (!owner || strcmp(u->name, owner)) continue;
+        if (u->q.running_jobs >= 0) q.running_jobs = u->q.running_jobs;
+        if (u->q.queued_jobs >= 0) q.queued_jobs = u->q.queued_jobs;
+        if (u->q.threads >= 0) q.threads = u->q.threads;
+        if (u->q.upload_bytes >= 0) q.upload_bytes = u->q.upload_bytes;
+    }
+    return q;
+}
+
+static void sched_quota_cb(void *ud, const char *owner, sched_quota *out)
+{
+    svc_quota q = quota_of(ud, owner);
+    out->running_jobs = q.running_jobs;
+    out->threads = q.threads;
+}
+
+static struct recent *recent_entry(svc *s, const char *owner, int create)
+{
+    for (int i = 0; i < s->n_recent; i++)
+        if (!strcmp(s->recent[i].name, owner)) return &s->recent[i];
+    if (!create) return NULL;
+    struct recent *r = realloc(s->recent, (size_t)(s->n_recent + 1) * sizeof *r);
+    if (!r) return NULL;
+    s->recent = r;
+    r = &s->recent[s->n_recent++];
+    snprintf(r->name, sizeof r->name, "%s", owner);
+    r->score = 0;
+    r->at = mono();
+    return r;
+}
+
+static double sched_recent_cb(void *ud, const char *owner)
+{
+    struct recent *r = recent_entry(ud, owner, 0);
+    return r ? r->score * exp(-(mono() - r->at) / RECENT_TAU) : 0;
+}
+
+static void note_start(svc *s, const char *owner)
+{
+    struct recent *r = recent_entry(s, owner, 1);
+    if (!r) return;
+    double t = mono();
+    r->score = r->score * exp(-(t - r->at) / RECENT_TAU) + 1;
+    r->at = t;
+}
+
+static run *find_run(svc *s, const char *job_id);
+
+typedef struct snapshot {
+    db_queued *q;
+    sched_job *jobs;
+    int nj, capj;
+    sched_run *runs;
+    run **run_of;
+    double *finish;
+    int nr;
+} snapshot;
+
+static int snap_add(void *ud, const db_queued *q)
+{
+    snapshot *sn = ud;
+    if (sn->nj == sn->capj) {
+        int cap = sn->capj ? 2 * sn->capj : 64;
+        db_queued *a = realloc(sn->q, (size_t)cap * sizeof *a);
+        if (!a) return 1;
+        sn->q = a;
+        sn->capj = cap;
+    }
+    sn->q[sn->nj++] = *q;
+    return 0;
+}
+
+static void snapshot_free(snapshot *sn)
+{
+    free(sn->q); free(sn->jobs); free(sn->runs); free(sn->run_of); free(sn->finish);
+    memset(sn, 0, sizeof *sn);
+}
+
+static int snapshot_take(svc *s, snapshot *sn, sched_cfg *c)
+{
+    memset(sn, 0, sizeof *sn);
+    if (db_job_queue(s->db, snap_add, sn) != 0) goto fail;
+    sn->jobs = calloc((size_t)sn->nj + 1, sizeof *sn->jobs);
+    sn->runs = calloc((size_t)s->n_runs + 1, sizeof *sn->runs);
+    sn->run_of = calloc((size_t)s->n_runs + 1, sizeof *sn->run_of);
+    sn->finish = calloc((size_t)s->n_runs + 1, sizeof *sn->finish);
+    if (!sn->jobs || !sn->runs || !sn->run_of || !sn->finish) goto fail;
+    for (int i = 0; i < sn->nj; i++) {
+        db_queued *q = &sn->q[i];
+        sn->jobs[i] = (sched_job){.id = q->id, .owner = q->owner, .priority = q->priority,
+                                  .threads = q->threads > 0 ? q->threads : 1, .preempted = q->preempted,
+                                  .seq = q->seq, .blocked = find_run(s, q->id) != NULL};
+    }
+    double now = mono();
+    for (run *r = s->runs; r; r = r->next) {
+        int stop = atomic_load(&r->stop);
+        sn->run_of[sn->nr] = r;
+        sn->finish[sn->nr] = isfinite(r->eta_seconds) && r->eta_seconds > 0 ? now + r->eta_seconds : 0;
+        sn->runs[sn->nr++] = (sched_run){.id = r->job_id, .owner = r->owner, .priority = r->priority,
+                                          .threads = r->threads, .started_at = r->started_at,
+                                          .stopping = stop != TR_RUN, .preempting = r->preempting};
+    }
+    *c = (sched_cfg){.cores = s->cfg.cores, .workers = s->cfg.workers, .preemption = s->cfg.preemption,
+                     .grace = s->cfg.preempt_grace, .quota = sched_quota_cb, .recent = sched_recent_cb, .ud = s};
+    return 0;
+fail:
+    snapshot_free(sn);
+    return -ENOMEM;
+}
+
+/* Queue position (1 = next) and estimated start (unix seconds, 0 = unknown) of a queued job. */
+static void queue_place(svc *s, const char *id, int *pos, long long *est)
+{
+    *pos = 0;
+    *est = 0;
+    if (!s->order_valid) {
+        snapshot sn;
+        sched_cfg c;
+        s->n_order = 0;
+        if (snapshot_take(s, &sn, &c) != 0) return;
+        int *p = calloc((size_t)sn.nj + 1, sizeof *p);
+        double *e = calloc((size_t)sn.nj + 1, sizeof *e);
+        struct order *o = realloc(s->order, ((size_t)sn.nj + 1) * sizeof *o);
+        double mean = 0, now = mono();
+        db_job_mean_duration(s->db, &mean);
+        if (p && e && o) {
+            s->order = o;
+            sched_order(&c, sn.jobs, sn.nj, sn.runs, sn.nr, sn.finish, now, mean, p, e);
+            for (int i = 0; i < sn.nj; i++) {
+                snprintf(o[i].id, sizeof o[i].id, "%s", sn.jobs[i].id);
+                o[i].pos = p[i];
+                o[i].est = e[i] > 0 ? (double)now_s() + (e[i] - now) : 0;
+            }
+            s->n_order = sn.nj;
+            s->order_valid = 1;
+        } else if (o) {
+            s->order = o;
+        }
+        free(p); free(e);
+        snapshot_free(&sn);
+    }
+    for (int i = 0; i < s->n_order; i++)
+        if (!strcmp(s->order[i].id, id)) { *pos = s->order[i].pos; *est = (long long)ceil(s->order[i].est); return; }
 }
 
 /* ---------------- JSON views ---------------- */
@@ -395,12 +621,18 @@ static json_t *job_json(svc *s, const db_job *j)
     json_object_set_new(o, "metrics", json_is_object(metrics) ? metrics : (json_decref(metrics), json_object()));
     json_object_set_new(o, "best_valid_accuracy", jreal(best));
     json_object_set_new(o, "final_valid_accuracy", jreal(fin));
+    json_object_set_new(o, "owner", j->owner[0] ? json_string(j->owner) : json_null());
+    json_object_set_new(o, "priority", json_integer(j->priority));
+    json_object_set_new(o, "threads", json_integer(j->threads));
     if (!strcmp(j->status, "queued")) {
         int pos = 0;
-        db_job_queue_position(s->db, j->seq, &pos);
-        json_object_set_new(o, "queue_position", json_integer(pos));
+        long long est = 0;
+        queue_place(s, j->id, &pos, &est);
+        json_object_set_new(o, "queue_position", pos > 0 ? json_integer(pos) : json_null());
+        json_object_set_new(o, "estimated_start", est > 0 ? json_integer(est) : json_null());
     } else {
         json_object_set_new(o, "queue_position", json_null());
+        json_object_set_new(o, "estimated_start", json_null());
     }
     if (!strcmp(j->status, "running") && isfinite(eta) && eta_from > 0)
         json_object_set_new(o, "estimated_finish", json_integer(eta_from + (long long)ceil(eta)));
@@ -414,9 +646,15 @@ static json_t *job_json(svc *s, const db_job *j)
     return o;
 }
 
-static int get_job(svc *s, const char *id, db_job *j, svc_error *e)
+/* who NULL = the service itself. Another user's job is "not found" (and audited). */
+static int get_job(svc *s, const svc_caller *who, const char *id, db_job *j, svc_error *e)
 {
     int rc = db_job_get(s->db, id, j);
+    if (rc == 0 && who && !who->admin && strcmp(j->owner, who->name) != 0) {
+        svc_audit(s, who, NULL, "authz_denied", id, "denied", "a job of another user");
+        db_job_clear(j);
+        rc = -ENOENT;
+    }
     if (rc == -ENOENT) return svc_fail(e, SVC_ENOTFOUND, "job_not_found", "id", "no fine-tuning job '%.100s'", id);
     if (rc) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
     return 0;
@@ -425,7 +663,7 @@ static int get_job(svc *s, const char *id, db_job *j, svc_error *e)
 static int job_reply(svc *s, const char *id, json_t **out, svc_error *e)
 {
     db_job j;
-    int rc = get_job(s, id, &j, e);
+    int rc = get_job(s, NULL, id, &j, e);
     if (rc) return rc;
     *out = job_json(s, &j);
     db_job_clear(&j);
@@ -509,16 +747,39 @@ static void fail_job_now(svc *s, const char *id, const char *code, const char *m
     flush(s);
 }
 
+/* The body without "priority" (a scheduling field, not part of the training spec): a new reference, or
+ * NULL with e filled. OUT *prio (default 5). */
+static json_t *split_priority(const json_t *body, int *prio, svc_error *e)
+{
+    *prio = 5;
+    json_t *copy = json_is_object(body) ? json_copy((json_t *)body) : json_incref((json_t *)body);
+    json_t *p = json_object_get(copy, "priority");
+    if (p && !json_is_null(p)) {
+        if (!json_is_integer(p) || json_integer_value(p) < 0 || json_integer_value(p) > 9) {
+            json_decref(copy);
+            svc_fail(e, SVC_EINVAL, "invalid_value", "priority", "priority must be an integer from 0 to 9");
+            return NULL;
+        }
+        *prio = (int)json_integer_value(p);
+    }
+    if (json_is_object(copy)) json_object_del(copy, "priority");
+    return copy;
+}
+
 static void start_job(svc *s, const char *id)
 {
     db_job j;
     svc_error e;
-    if (get_job(s, id, &j, &e)) return;
+    if (get_job(s, NULL, id, &j, &e)) return;
     run *r = calloc(1, sizeof *r);
-    json_t *body = json_loads(j.body, 0, NULL);
+    json_t *full = json_loads(j.body, 0, NULL);
+    int prio;
+    json_t *body = full ? split_priority(full, &prio, &e) : NULL;
+    json_decref(full);
     char param[128], err[512];
     int rc = -ENOMEM;
-    if (r && body) rc = jobspec_parse(body, resolver, s, &r->spec, param, sizeof param, err, sizeof err);
+    resolve_ctx rctx = {s, j.owner, j.owner[0] == 0};
+    if (r && body) rc = jobspec_parse(body, resolver, &rctx, &r->spec, param, sizeof param, err, sizeof err);
     else snprintf(err, sizeof err, "out of memory"), param[0] = 0;
     json_decref(body);
     if (rc) {
@@ -530,8 +791,12 @@ static void start_job(svc *s, const char *id)
     }
     r->s = s;
     snprintf(r->job_id, sizeof r->job_id, "%.47s", id);
+    snprintf(r->owner, sizeof r->owner, "%s", j.owner);
+    r->priority = j.priority;
     r->spec.seed = (uint64_t)j.seed;
     if (r->spec.threads <= 0 || r->spec.threads > s->cfg.threads_per_job) r->spec.threads = s->cfg.threads_per_job;
+    r->threads = r->spec.threads;
+    r->started_at = mono();
     r->spec.checkpoint_seconds = s->cfg.checkpoint_seconds;
     snprintf(r->out_dir, sizeof r->out_dir, "%.900s/jobs/%.47s", s->cfg.data_dir, id);
     char state[TR_PATH_MAX + 32];
@@ -564,6 +829,8 @@ static void start_job(svc *s, const char *id)
     r->next = s->runs;
     s->runs = r;
     s->n_runs++;
+    s->order_valid = 0;
+    note_start(s, r->owner);
     if ((rc = pthread_create(&r->thread, NULL, worker_main, r)) != 0) {
         s->runs = r->next;
         s->n_runs--;
@@ -571,27 +838,57 @@ static void start_job(svc *s, const char *id)
         fail_job_now(s, id, "internal_error", err, NULL);
         run_free(r);
     } else {
-        LOG(LOG_INFO, "msg=\"job started\" job=%s resume=%d threads=%d", id, r->resume, r->spec.threads);
+        LOG(LOG_INFO, "msg=\"job started\" job=%s user=%s priority=%d resume=%d threads=%d", id, r->owner, r->priority,
+            r->resume, r->spec.threads);
     }
     db_job_clear(&j);
 }
 
+/* Ask a running job to checkpoint and leave; on_record_done requeues it at the front of its owner's queue. */
+static void preempt(svc *s, run *r, const char *for_job, const char *for_user)
+{
+    int want = TR_RUN;
+    if (!atomic_compare_exchange_strong(&r->stop, &want, TR_STOP_CHECKPOINT)) return;
+    r->preempting = 1;
+    s->preemptions++;
+    emit(s, r->job_id, "message", "info", json_pack("{s:s, s:s}", "preempted_for", for_job, "user", for_user),
+         "Preempting: checkpointing to make room for a job of %s; it resumes from the checkpoint", for_user);
+    LOG(LOG_INFO, "msg=\"preempting job\" job=%s user=%s for_job=%s for_user=%s", r->job_id, r->owner, for_job,
+        for_user);
+}
+
+/* Start what the policy (daemon/sched.h) says, one job at a time, until nothing more fits; maybe preempt. */
 static void schedule(svc *s)
 {
-    while (!s->stopping && s->n_runs < s->cfg.workers) {
-        char ids[16][DB_ID_MAX];
-        int n = 0, limit = s->n_runs + 1 < 16 ? s->n_runs + 1 : 16, started = 0;
-        if (db_job_ids_by_status(s->db, "queued", limit, ids, &n) != 0) {
+    s->sched_waiting = 0;
+    for (int guard = 0; guard < 256 && !s->stopping; guard++) {
+        snapshot sn;
+        sched_cfg c;
+        if (snapshot_take(s, &sn, &c) != 0) {
             LOG(LOG_ERROR, "msg=\"cannot read the queue\" err=\"%s\"", db_errmsg(s->db));
             return;
         }
-        for (int i = 0; i < n && !started; i++) {
-            if (find_run(s, ids[i])) continue; /* its old worker is still stopping */
-            start_job(s, ids[i]);
-            started = 1;
+        sched_decision d;
+        sched_pick(&c, sn.jobs, sn.nj, sn.runs, sn.nr, mono(), &d);
+        if (d.start >= 0) {
+            char id[DB_ID_MAX];
+            snprintf(id, sizeof id, "%s", sn.jobs[d.start].id);
+            snapshot_free(&sn);
+            start_job(s, id);
+            continue;
         }
-        if (!started) return;
+        if (d.preempt >= 0 && d.waiting >= 0) preempt(s, sn.run_of[d.preempt], sn.jobs[d.waiting].id, sn.jobs[d.waiting].owner);
+        s->sched_waiting = d.waiting >= 0 && s->cfg.preemption;
+        snapshot_free(&sn);
+        return;
     }
+}
+
+/* While a job waits, preemption depends on time (the grace period): look again every second. */
+static void on_sched_timer(uv_timer_t *t)
+{
+    svc *s = t->data;
+    if (s->sched_waiting && !s->stopping) schedule(s);
 }
 
 /* ---------------- the loop side of progress ---------------- */
@@ -631,7 +928,15 @@ static void on_record_progress(svc *s, run *r, const tr_progress *p, const char 
     r->epoch = p->epoch;
     r->epochs = p->epochs;
     switch (p->kind) {
-    case TR_EV_STEP:
+    case TR_EV_STEP: {
+        double t = mono();
+        if (r->rate_t <= 0) { r->rate_t = t; r->rate_step = p->step; }
+        else if (t - r->rate_t >= 1.0 && p->step > r->rate_step) {
+            r->steps_per_s = (p->step - r->rate_step) / (t - r->rate_t);
+            r->rate_t = t;
+            r->rate_step = p->step;
+        }
+        r->images_per_s = p->images_per_second;
         r->eta_seconds = p->eta_seconds;
         json_object_set_new(r->latest, "step", json_integer(p->step));
         metric(s, r, p->step, "train_loss", p->train_loss);
@@ -646,6 +951,7 @@ static void on_record_progress(svc *s, run *r, const tr_progress *p, const char 
                        jreal(p->images_per_second)),
              "Step %d/%d: training loss=%.4f", p->step, p->total_steps, p->train_loss);
         break;
+    }
     case TR_EV_EPOCH:
         if (!isfinite(r->best_acc) || p->valid_accuracy > r->best_acc) r->best_acc = p->valid_accuracy;
         r->final_acc = p->valid_accuracy;
@@ -688,9 +994,10 @@ static void on_record_done(svc *s, run *r)
     for (run **pp = &s->runs; *pp; pp = &(*pp)->next)
         if (*pp == r) { *pp = r->next; break; }
     s->n_runs--;
+    s->order_valid = 0;
     db_job j;
     svc_error e;
-    if (get_job(s, r->job_id, &j, &e) != 0) { run_free(r); return; }
+    if (get_job(s, NULL, r->job_id, &j, &e) != 0) { run_free(r); return; }
     int stop = atomic_load(&r->stop);
     const char *id = r->job_id;
     if (!strcmp(j.status, "cancelled") || stop == TR_STOP_CANCEL) {
@@ -706,6 +1013,13 @@ static void on_record_done(svc *s, run *r)
         if (!strcmp(j.status, "paused")) {
             emit(s, id, "status", "info", json_pack("{s:s, s:i}", "status", "paused", "step", r->res.steps_done),
                  "Job paused at step %d; checkpoint written", r->res.steps_done);
+        } else if (!strcmp(j.status, "running") && r->preempting && !s->stopping) {
+            db_status *c = status_change(s, id, "queued");
+            if (c) c->preempted = 1;
+            emit(s, id, "status", "info",
+                 json_pack("{s:s, s:i, s:b}", "status", "queued", "step", r->res.steps_done, "preempted", 1),
+                 "Preempted: checkpointed at step %d and requeued at the front of its user's queue",
+                 r->res.steps_done);
         } else if (!strcmp(j.status, "running")) { /* daemon shutdown */
             status_change(s, id, "queued");
             emit(s, id, "status", "info", json_pack("{s:s, s:i}", "status", "queued", "step", r->res.steps_done),
@@ -717,6 +1031,7 @@ static void on_record_done(svc *s, run *r)
         snprintf(path, sizeof path, "%s/final.safetensors", r->out_dir);
         db_status *c = status_change(s, id, "succeeded");
         if (c) {
+            snprintf(c->owner, sizeof c->owner, "%s", j.owner);
             c->finished_at = now_s();
             c->fine_tuned_model = strdup(model);
             c->model_path = strdup(path);
@@ -786,17 +1101,52 @@ static unsigned long long fnv1a(const char *text)
     return h;
 }
 
-int svc_job_create(svc *s, const json_t *body, const char *idem_key, json_t **out, int *replayed, svc_error *e)
+/* 429 naming the limit */
+static int over_quota(svc_error *e, const char *limit, long long value, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int over_quota(svc_error *e, const char *limit, long long value, const char *fmt, ...)
+{
+    char why[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    return svc_fail(e, SVC_EQUOTA, "quota_exceeded", NULL, "quota exceeded: %s (limit %lld): %s", limit, value, why);
+}
+
+static int check_queued_quota(svc *s, const char *owner, svc_error *e)
+{
+    svc_quota q = quota_of(s, owner);
+    int n = 0;
+    if (q.queued_jobs <= 0) return 0;
+    if (db_job_count(s->db, owner, "queued", &n) != 0)
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+    if (n >= q.queued_jobs)
+        return over_quota(e, "queued_jobs", q.queued_jobs, "%s has %d jobs queued; wait for some to start or cancel one",
+                          owner, n);
+    return 0;
+}
+
+int svc_job_create(svc *s, const svc_caller *who, const json_t *rawbody, const char *idem_key, json_t **out,
+                   int *replayed, svc_error *e)
 {
     *replayed = 0;
     if (s->stopping) return svc_fail(e, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
-    char *canon = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-    if (!canon) return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
-    char hash[24];
+    int priority = 5;
+    json_t *body = split_priority(rawbody, &priority, e);
+    if (!body) return e->kind;
+    char *canon = json_dumps(rawbody, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    if (!canon) { json_decref(body); return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory"); }
+    char hash[24], scoped[400];
     snprintf(hash, sizeof hash, "%016llx", fnv1a(canon));
+    if (idem_key) { /* keys are per user: one user's key never returns another's job */
+        snprintf(scoped, sizeof scoped, "%s:%s", who->name, idem_key);
+        idem_key = scoped;
+    }
     db_job j;
     int rc;
     if (idem_key && db_job_find_idem(s->db, idem_key, &j) == 0) {
+        json_decref(body);
         int same = j.body_hash && !strcmp(j.body_hash, hash);
         if (same) { *out = job_json(s, &j); *replayed = 1; }
         db_job_clear(&j);
@@ -808,7 +1158,11 @@ int svc_job_create(svc *s, const json_t *body, const char *idem_key, json_t **ou
     }
     tr_spec spec;
     char param[128], err[512];
-    rc = jobspec_parse(body, resolver, s, &spec, param, sizeof param, err, sizeof err);
+    resolve_ctx rctx = {s, who->name, 0};
+    rc = jobspec_parse(body, resolver, &rctx, &spec, param, sizeof param, err, sizeof err);
+    json_t *seed = json_object_get(body, "seed");
+    int seed_absent = !seed || json_is_null(seed);
+    json_decref(body);
     if (rc) {
         free(canon);
         if (rc == -ENOENT)
@@ -825,8 +1179,14 @@ int svc_job_create(svc *s, const json_t *body, const char *idem_key, json_t **ou
                         s->cfg.threads_per_job);
     }
     if (spec.threads <= 0) spec.threads = s->cfg.threads_per_job;
-    json_t *seed = json_object_get(body, "seed");
-    if (!seed || json_is_null(seed)) {
+    svc_quota q = quota_of(s, who->name);
+    if (q.threads > 0 && spec.threads > q.threads) {
+        free(canon);
+        return over_quota(e, "threads", q.threads, "the job asks for %d threads; set hyperparameters.threads to at most %d",
+                          spec.threads, q.threads);
+    }
+    if ((rc = check_queued_quota(s, who->name, e)) != 0) { free(canon); return rc; }
+    if (seed_absent) {
         unsigned int x = 0;
         if (getrandom(&x, sizeof x, 0) != (ssize_t)sizeof x) x = (unsigned int)time(NULL);
         spec.seed = x & 0x7fffffff;
@@ -842,11 +1202,14 @@ int svc_job_create(svc *s, const json_t *body, const char *idem_key, json_t **ou
     json_decref(method);
     json_decref(ext);
     const json_t *v;
-    j.model = (char *)json_string_value(json_object_get(body, "model"));
-    j.training_file = (char *)json_string_value(json_object_get(body, "training_file"));
-    j.validation_file = (char *)json_string_value(json_object_get(body, "validation_file"));
-    j.suffix = (char *)json_string_value(json_object_get(body, "suffix"));
-    j.metadata = (v = json_object_get(body, "metadata")) && json_is_object(v) ? json_dumps(v, JSON_COMPACT) : NULL;
+    snprintf(j.owner, sizeof j.owner, "%s", who->name);
+    j.priority = priority;
+    j.threads = spec.threads;
+    j.model = (char *)json_string_value(json_object_get(rawbody, "model"));
+    j.training_file = (char *)json_string_value(json_object_get(rawbody, "training_file"));
+    j.validation_file = (char *)json_string_value(json_object_get(rawbody, "validation_file"));
+    j.suffix = (char *)json_string_value(json_object_get(rawbody, "suffix"));
+    j.metadata = (v = json_object_get(rawbody, "metadata")) && json_is_object(v) ? json_dumps(v, JSON_COMPACT) : NULL;
     j.seed = (long long)spec.seed;
     j.idem_key = (char *)idem_key;
     j.body_hash = hash;
@@ -863,7 +1226,8 @@ int svc_job_create(svc *s, const json_t *body, const char *idem_key, json_t **ou
     if (rc) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the job: %s", db_errmsg(s->db));
     char id[DB_ID_MAX];
     snprintf(id, sizeof id, "%s", j.id);
-    LOG(LOG_INFO, "msg=\"job created\" job=%s model=%s", id, spec.arch);
+    LOG(LOG_INFO, "msg=\"job created\" job=%s user=%s priority=%d model=%s", id, who->name, priority, spec.arch);
+    s->order_valid = 0;
     emit(s, id, "status", "info", json_pack("{s:s}", "status", "queued"), "Job created");
     flush(s);
     schedule(s);
@@ -887,11 +1251,11 @@ static json_t *list_envelope(json_t *data, int has_more)
                      first ? first : json_null(), "last_id", last ? last : json_null());
 }
 
-int svc_job_list(svc *s, const char *after, int limit, json_t **out, svc_error *e)
+int svc_job_list(svc *s, const svc_caller *who, const char *after, int limit, json_t **out, svc_error *e)
 {
     list_ctx c = {s, json_array()};
     int more = 0;
-    int rc = db_job_list(s->db, after, limit, add_job, &c, &more);
+    int rc = db_job_list(s->db, who->admin ? NULL : who->name, after, limit, add_job, &c, &more);
     if (rc) {
         json_decref(c.data);
         if (rc == -ENOENT) return svc_fail(e, SVC_EINVAL, "invalid_value", "after", "no job '%.100s' to list after", after);
@@ -901,18 +1265,37 @@ int svc_job_list(svc *s, const char *after, int limit, json_t **out, svc_error *
     return 0;
 }
 
-int svc_job_get(svc *s, const char *id, json_t **out, svc_error *e) { return job_reply(s, id, out, e); }
-
-int svc_job_cancel(svc *s, const char *id, json_t **out, svc_error *e)
+int svc_job_get(svc *s, const svc_caller *who, const char *id, json_t **out, svc_error *e)
 {
     db_job j;
-    int rc = get_job(s, id, &j, e);
+    int rc = get_job(s, who, id, &j, e);
+    if (rc) return rc;
+    *out = job_json(s, &j);
+    db_job_clear(&j);
+    return *out ? 0 : svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+}
+
+/* An admin acting on someone else's job is an admin action: audited. */
+static void audit_if_admin_action(svc *s, const svc_caller *who, const db_job *j, const char *action)
+{
+    if (who && who->admin && strcmp(j->owner, who->name) != 0) {
+        char detail[160];
+        snprintf(detail, sizeof detail, "job of user '%s'", j->owner[0] ? j->owner : "(none)");
+        svc_audit(s, who, NULL, action, j->id, "ok", detail);
+    }
+}
+
+int svc_job_cancel(svc *s, const svc_caller *who, const char *id, json_t **out, svc_error *e)
+{
+    db_job j;
+    int rc = get_job(s, who, id, &j, e);
     if (rc) return rc;
     if (is_final(j.status)) {
         rc = svc_fail(e, SVC_ECONFLICT, "invalid_state", NULL, "job %s is already %s", id, j.status);
         db_job_clear(&j);
         return rc;
     }
+    audit_if_admin_action(s, who, &j, "job_cancel");
     db_job_clear(&j);
     run *r = find_run(s, id);
     if (r) atomic_store(&r->stop, TR_STOP_CANCEL); /* the trainer stops within one step */
@@ -924,13 +1307,14 @@ int svc_job_cancel(svc *s, const char *id, json_t **out, svc_error *e)
     return job_reply(s, id, out, e);
 }
 
-int svc_job_pause(svc *s, const char *id, json_t **out, svc_error *e)
+int svc_job_pause(svc *s, const svc_caller *who, const char *id, json_t **out, svc_error *e)
 {
     db_job j;
-    int rc = get_job(s, id, &j, e);
+    int rc = get_job(s, who, id, &j, e);
     if (rc) return rc;
     int ok = !strcmp(j.status, "queued") || !strcmp(j.status, "running");
     if (!ok) rc = svc_fail(e, SVC_ECONFLICT, "invalid_state", NULL, "only a queued or running job can be paused (job %s is %s)", id, j.status);
+    else audit_if_admin_action(s, who, &j, "job_pause");
     db_job_clear(&j);
     if (!ok) return rc;
     run *r = find_run(s, id);
@@ -942,14 +1326,17 @@ int svc_job_pause(svc *s, const char *id, json_t **out, svc_error *e)
     return job_reply(s, id, out, e);
 }
 
-int svc_job_resume(svc *s, const char *id, json_t **out, svc_error *e)
+int svc_job_resume(svc *s, const svc_caller *who, const char *id, json_t **out, svc_error *e)
 {
     db_job j;
-    int rc = get_job(s, id, &j, e);
+    int rc = get_job(s, who, id, &j, e);
     if (rc) return rc;
     int ok = !strcmp(j.status, "paused");
     if (!ok) rc = svc_fail(e, SVC_ECONFLICT, "invalid_state", NULL, "only a paused job can be resumed (job %s is %s)", id, j.status);
+    else rc = check_queued_quota(s, j.owner, e);
+    if (ok && !rc) audit_if_admin_action(s, who, &j, "job_resume");
     db_job_clear(&j);
+    if (ok && rc) return rc;
     if (!ok) return rc;
     status_change(s, id, "queued");
     emit(s, id, "status", "info", json_pack("{s:s}", "status", "queued"), "Job resumed: queued to continue from its checkpoint");
@@ -983,10 +1370,10 @@ static int collect_events(svc *s, const char *id, long long after, int limit, js
     return 0;
 }
 
-int svc_job_events(svc *s, const char *id, long long after, int limit, json_t **out, svc_error *e)
+int svc_job_events(svc *s, const svc_caller *who, const char *id, long long after, int limit, json_t **out, svc_error *e)
 {
     db_job j;
-    int rc = get_job(s, id, &j, e);
+    int rc = get_job(s, who, id, &j, e);
     if (rc) return rc;
     db_job_clear(&j);
     json_t *data;
@@ -997,10 +1384,11 @@ int svc_job_events(svc *s, const char *id, long long after, int limit, json_t **
     return 0;
 }
 
-int svc_stream_poll(svc *s, const char *id, long long after, int limit, json_t **events, int *ended, svc_error *e)
+int svc_stream_poll(svc *s, const svc_caller *who, const char *id, long long after, int limit, json_t **events,
+                    int *ended, svc_error *e)
 {
     db_job j;
-    int rc = get_job(s, id, &j, e);
+    int rc = get_job(s, who, id, &j, e);
     if (rc) return rc;
     int more = 0;
     if (collect_events(s, id, after, limit, events, &more)) {
@@ -1027,10 +1415,11 @@ static int add_ckpt(void *ud, const db_checkpoint *c)
     return 0;
 }
 
-int svc_job_checkpoints(svc *s, const char *id, const char *after, int limit, json_t **out, svc_error *e)
+int svc_job_checkpoints(svc *s, const svc_caller *who, const char *id, const char *after, int limit, json_t **out,
+                        svc_error *e)
 {
     db_job j;
-    int rc = get_job(s, id, &j, e);
+    int rc = get_job(s, who, id, &j, e);
     if (rc) return rc;
     long long a = 0;
     if (after) {
@@ -1078,11 +1467,11 @@ static int add_name(void *ud, const char *name)
     return 0;
 }
 
-int svc_job_metrics(svc *s, const char *id, const char *names, int max_points, int after_step, json_t **out,
-                    svc_error *e)
+int svc_job_metrics(svc *s, const svc_caller *who, const char *id, const char *names, int max_points, int after_step,
+                    json_t **out, svc_error *e)
 {
     db_job j;
-    int rc = get_job(s, id, &j, e);
+    int rc = get_job(s, who, id, &j, e);
     if (rc) return rc;
     db_job_clear(&j);
     json_t *list = json_array();
@@ -1146,7 +1535,8 @@ static int add_model(void *ud, const db_model *m)
 {
     model_ctx *c = ud;
     json_array_append_new(c->data, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:s}", "id", m->id, "object", "model",
-                                             "created", (json_int_t)m->created_at, "owned_by", "coretuned",
+                                             "created", (json_int_t)m->created_at, "owned_by",
+                                             m->owner[0] ? m->owner : "coretuned",
                                              "kind", "fine-tuned", "arch", m->arch, "job_id", m->job_id));
     return 0;
 }
@@ -1173,7 +1563,7 @@ static void list_backbones(svc *s, json_t *data)
     closedir(d);
 }
 
-int svc_models(svc *s, json_t **out, svc_error *e)
+int svc_models(svc *s, const svc_caller *who, json_t **out, svc_error *e)
 {
     json_t *data = json_array();
     for (int i = 0; i < N_BASE; i++)
@@ -1182,7 +1572,7 @@ int svc_models(svc *s, json_t **out, svc_error *e)
                                               base_archs[i]));
     list_backbones(s, data);
     model_ctx c = {data};
-    if (db_model_list(s->db, add_model, &c)) {
+    if (db_model_list(s->db, who->admin ? NULL : who->name, add_model, &c)) {
         json_decref(data);
         return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
     }
@@ -1190,10 +1580,10 @@ int svc_models(svc *s, json_t **out, svc_error *e)
     return 0;
 }
 
-int svc_model_get(svc *s, const char *id, json_t **out, svc_error *e)
+int svc_model_get(svc *s, const svc_caller *who, const char *id, json_t **out, svc_error *e)
 {
     json_t *all;
-    int rc = svc_models(s, &all, e);
+    int rc = svc_models(s, who, &all, e);
     if (rc) return rc;
     size_t i;
     json_t *m;
@@ -1208,12 +1598,18 @@ int svc_model_get(svc *s, const char *id, json_t **out, svc_error *e)
     return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "no model '%.200s'", id);
 }
 
-int svc_model_file(svc *s, const char *id, const char *which, char *path, size_t pathlen, svc_error *e)
+int svc_model_file(svc *s, const svc_caller *who, const char *id, const char *which, char *path, size_t pathlen,
+                   svc_error *e)
 {
     if (which && strcmp(which, "final") && strcmp(which, "best"))
         return svc_fail(e, SVC_EINVAL, "invalid_value", "which", "which must be \"final\" or \"best\"");
     db_model m;
-    if (db_model_get(s->db, id, &m) == 0) {
+    int found = db_model_get(s->db, id, &m) == 0;
+    if (found && !owned_by(m.owner, who->name, who->admin)) {
+        svc_audit(s, who, NULL, "authz_denied", id, "denied", "a model of another user");
+        return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "no model '%.200s'", id);
+    }
+    if (found) {
         if (which && !strcmp(which, "best")) {
             char *slash = strrchr(m.path, '/');
             if (slash) snprintf(slash + 1, sizeof m.path - (size_t)(slash + 1 - m.path), "best.safetensors");
@@ -1252,7 +1648,7 @@ static int add_file_dataset(void *ud, const db_file *f)
     return 0;
 }
 
-int svc_datasets(svc *s, json_t **out, svc_error *e)
+int svc_datasets(svc *s, const svc_caller *who, json_t **out, svc_error *e)
 {
     json_t *data = json_array();
     if (builtin_available(s)) {
@@ -1270,7 +1666,7 @@ int svc_datasets(svc *s, json_t **out, svc_error *e)
         }
         json_array_append_new(data, d);
     }
-    if (db_file_list(s->db, add_file_dataset, data)) {
+    if (db_file_list(s->db, who->admin ? NULL : who->name, add_file_dataset, data)) {
         json_decref(data);
         return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
     }
@@ -1278,10 +1674,10 @@ int svc_datasets(svc *s, json_t **out, svc_error *e)
     return 0;
 }
 
-int svc_files(svc *s, json_t **out, svc_error *e)
+int svc_files(svc *s, const svc_caller *who, json_t **out, svc_error *e)
 {
     json_t *data = json_array();
-    if (db_file_list(s->db, add_file, data)) {
+    if (db_file_list(s->db, who->admin ? NULL : who->name, add_file, data)) {
         json_decref(data);
         return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
     }
@@ -1289,10 +1685,14 @@ int svc_files(svc *s, json_t **out, svc_error *e)
     return 0;
 }
 
-int svc_file_get(svc *s, const char *id, json_t **out, svc_error *e)
+int svc_file_get(svc *s, const svc_caller *who, const char *id, json_t **out, svc_error *e)
 {
     db_file f;
     int rc = db_file_get(s->db, id, &f);
+    if (rc == 0 && !owned_by(f.owner, who->name, who->admin)) {
+        svc_audit(s, who, NULL, "authz_denied", id, "denied", "a file of another user");
+        rc = -ENOENT;
+    }
     if (rc == -ENOENT) return svc_fail(e, SVC_ENOTFOUND, "file_not_found", "id", "no file '%.100s'", id);
     if (rc) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
     *out = file_json(&f);
@@ -1312,10 +1712,18 @@ static void upload_name(const char *filename, char *out, size_t n)
     else snprintf(out, n, "upload.bin");
 }
 
-int svc_file_add(svc *s, const char *tmp_path, const char *filename, const char *purpose, long long bytes,
-                 json_t **out, svc_error *e)
+int svc_file_add(svc *s, const svc_caller *who, const char *tmp_path, const char *filename, const char *purpose,
+                 long long bytes, json_t **out, svc_error *e)
 {
+    svc_quota q = quota_of(s, who->name);
+    long long have = 0;
+    if (q.upload_bytes > 0 && (db_file_bytes(s->db, who->name, &have) != 0 || have + bytes > q.upload_bytes)) {
+        unlink(tmp_path);
+        return over_quota(e, "upload_bytes", q.upload_bytes, "%s has %lld bytes of uploads stored and this one has %lld",
+                          who->name, have, bytes);
+    }
     db_file f = {.bytes = bytes, .created_at = now_s()};
+    snprintf(f.owner, sizeof f.owner, "%s", who->name);
     char dir[1100], name[200], err[512];
     random_id(f.id, sizeof f.id, "file-");
     upload_name(filename, name, sizeof name);
@@ -1350,13 +1758,204 @@ int svc_file_add(svc *s, const char *tmp_path, const char *filename, const char 
     return 0;
 }
 
-int svc_ready(svc *s, json_t **out, svc_error *e)
+int svc_ready(svc *s, const svc_caller *who, json_t **out, svc_error *e)
 {
+    (void)who;
     if (s->stopping) return svc_fail(e, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
     *out = json_pack("{s:s, s:i, s:i, s:i}", "status", "ready", "workers", s->cfg.workers, "running", s->n_runs,
                      "threads_per_job", s->cfg.threads_per_job);
     return 0;
 }
+
+/* ---------------- identity, audit, metrics ---------------- */
+
+static void caller_of(const db_user *u, const char *remote, svc_caller *out)
+{
+    memset(out, 0, sizeof *out);
+    out->user_id = u->id;
+    snprintf(out->name, sizeof out->name, "%s", u->name);
+    out->admin = u->admin;
+    snprintf(out->remote, sizeof out->remote, "%s", remote ? remote : "");
+}
+
+void svc_audit(svc *s, const svc_caller *who, const char *remote, const char *action, const char *target,
+               const char *outcome, const char *detail)
+{
+    db_audit *a = db_batch_audit(&s->batch);
+    const char *actor = who ? who->name : "", *from = who ? who->remote : remote ? remote : "";
+    if (a) {
+        a->at = now_s();
+        snprintf(a->actor, sizeof a->actor, "%s", actor);
+        snprintf(a->action, sizeof a->action, "%s", action);
+        snprintf(a->target, sizeof a->target, "%s", target ? target : "");
+        snprintf(a->outcome, sizeof a->outcome, "%s", outcome);
+        snprintf(a->remote, sizeof a->remote, "%s", from);
+        snprintf(a->detail, sizeof a->detail, "%s", detail ? detail : "");
+    }
+    if (!strcmp(action, "login_failed")) s->auth_failures++;
+    LOG(LOG_WARN, "msg=audit action=%s outcome=%s user=\"%s\" remote=\"%s\" target=\"%.120s\" detail=\"%.200s\"",
+        action, outcome, actor, from, target ? target : "", detail ? detail : "");
+    flush_later(s);
+}
+
+int svc_auth_token(svc *s, const char *token, const char *remote, svc_caller *out, svc_error *e)
+{
+    db_user u;
+    int rc = auth_token_check(s->db, token, &u);
+    if (rc == 0) { caller_of(&u, remote, out); return 0; }
+    svc_audit(s, NULL, remote, "login_failed", "", "denied", token ? "invalid or revoked token" : "no credentials");
+    if (!token)
+        return svc_fail(e, SVC_EUNAUTH, "invalid_api_key", NULL,
+                        "missing credentials: send 'Authorization: Bearer ct_...' (an admin makes one with"
+                        " 'coretuned token create NAME'), or connect over the Unix socket");
+    return svc_fail(e, SVC_EUNAUTH, "invalid_api_key", NULL, "the API token is not valid (unknown or revoked)");
+}
+
+int svc_auth_uid(svc *s, long long uid, svc_caller *out, svc_error *e)
+{
+    db_user u;
+    char remote[32];
+    snprintf(remote, sizeof remote, "uid:%lld", uid);
+    if (auth_uid_check(s->db, uid, s->cfg.self_uid, &u) == 0) { caller_of(&u, remote, out); return 0; }
+    svc_audit(s, NULL, remote, "login_failed", "", "denied", "no user has this uid");
+    return svc_fail(e, SVC_EUNAUTH, "invalid_api_key", NULL,
+                    "local uid %lld is not a coretuned user; an admin can add you with"
+                    " 'coretuned user add NAME --uid %lld'", uid, uid);
+}
+
+static int need_admin(svc *s, const svc_caller *who, const char *what, svc_error *e)
+{
+    if (who->admin) return 0;
+    svc_audit(s, who, NULL, "authz_denied", what, "denied", "admin only");
+    return svc_fail(e, SVC_EFORBIDDEN, "permission_denied", NULL, "%s is for admins only", what);
+}
+
+static json_t *quota_json(const svc_quota *q)
+{
+    return json_pack("{s:i, s:i, s:i, s:I}", "running_jobs", q->running_jobs, "queued_jobs", q->queued_jobs, "threads",
+                     q->threads, "upload_bytes", (json_int_t)q->upload_bytes);
+}
+
+int svc_me(svc *s, const svc_caller *who, json_t **out, svc_error *e)
+{
+    db_user u;
+    if (db_user_by_id(s->db, who->user_id, &u) != 0)
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+    svc_quota q = quota_of(s, who->name), used = {0};
+    db_job_count(s->db, who->name, "queued", &used.queued_jobs);
+    db_file_bytes(s->db, who->name, &used.upload_bytes);
+    for (run *r = s->runs; r; r = r->next)
+        if (!strcmp(r->owner, who->name)) { used.running_jobs++; used.threads += r->threads; }
+    *out = json_pack("{s:s, s:s, s:b, s:o, s:s, s:o, s:o}", "object", "user", "name", u.name, "admin", u.admin, "uid",
+                     u.uid >= 0 ? json_integer(u.uid) : json_null(), "via", who->remote, "quota", quota_json(&q),
+                     "usage", quota_json(&used));
+    return *out ? 0 : svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+}
+
+static int add_user(void *ud, const db_user *u)
+{
+    json_array_append_new(ud, json_pack("{s:s, s:s, s:b, s:o, s:I}", "object", "user", "name", u->name, "admin", u->admin,
+                                        "uid", u->uid >= 0 ? json_integer(u->uid) : json_null(), "created_at",
+                                        (json_int_t)u->created_at));
+    return 0;
+}
+
+int svc_users(svc *s, const svc_caller *who, json_t **out, svc_error *e)
+{
+    int rc = need_admin(s, who, "GET /v1/users", e);
+    if (rc) return rc;
+    json_t *data = json_array();
+    if (db_user_list(s->db, add_user, data)) {
+        json_decref(data);
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+    }
+    *out = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", 0);
+    return 0;
+}
+
+static int add_audit(void *ud, const db_audit *a)
+{
+    json_array_append_new(ud, json_pack("{s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "object", "audit.record", "id",
+                                        (json_int_t)a->id, "created_at", (json_int_t)a->at, "user", a->actor, "action",
+                                        a->action, "target", a->target, "outcome", a->outcome, "remote", a->remote,
+                                        "detail", a->detail));
+    return 0;
+}
+
+int svc_audit_list(svc *s, const svc_caller *who, long long before, int limit, json_t **out, svc_error *e)
+{
+    int rc = need_admin(s, who, "GET /v1/audit", e);
+    if (rc) return rc;
+    flush(s); /* records of the last second too */
+    json_t *data = json_array();
+    int more = 0;
+    if (db_audit_list(s->db, before, limit, add_audit, data, &more)) {
+        json_decref(data);
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+    }
+    *out = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", more);
+    return 0;
+}
+
+typedef struct count_ctx { prom_buf *b; long long queued; } count_ctx;
+static int add_count(void *ud, const char *owner, const char *status, long long n)
+{
+    count_ctx *c = ud;
+    prom_printf(c->b, "coretuned_jobs{user=\"");
+    prom_escaped(c->b, owner);
+    prom_printf(c->b, "\",state=\"%s\"} %lld\n", status, n);
+    if (!strcmp(status, "queued")) c->queued += n;
+    return 0;
+}
+
+int svc_metrics_text(svc *s, const svc_caller *who, prom_buf *b, svc_error *e)
+{
+    int rc = need_admin(s, who, "GET /metrics", e);
+    if (rc) return rc;
+    count_ctx c = {b, 0};
+    prom_printf(b, "# HELP coretuned_jobs Jobs by user and state.\n# TYPE coretuned_jobs gauge\n");
+    if (db_job_counts(s->db, add_count, &c))
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+    int threads = 0;
+    for (run *r = s->runs; r; r = r->next) threads += r->threads;
+    prom_printf(b, "# HELP coretuned_queue_depth Jobs waiting to run.\n# TYPE coretuned_queue_depth gauge\n"
+                   "coretuned_queue_depth %lld\n", c.queued);
+    prom_printf(b, "# HELP coretuned_running_jobs Jobs with a worker thread.\n# TYPE coretuned_running_jobs gauge\n"
+                   "coretuned_running_jobs %d\n", s->n_runs);
+    prom_printf(b, "# HELP coretuned_running_threads Trainer threads of running jobs (never above coretuned_cores).\n"
+                   "# TYPE coretuned_running_threads gauge\ncoretuned_running_threads %d\n", threads);
+    prom_printf(b, "# HELP coretuned_cores Cores the scheduler hands out.\n# TYPE coretuned_cores gauge\n"
+                   "coretuned_cores %d\n", s->cfg.cores);
+    const char *names[2] = {"coretuned_job_steps_per_second", "coretuned_job_images_per_second"};
+    const char *helps[2] = {"Optimiser steps per second of a running job.", "Training images per second of a running job."};
+    for (int k = 0; k < 2; k++) {
+        prom_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", names[k], helps[k], names[k]);
+        for (run *r = s->runs; r; r = r->next) {
+            prom_printf(b, "%s{job=\"%s\",user=\"", names[k], r->job_id);
+            prom_escaped(b, r->owner);
+            prom_printf(b, "\"} %.6g\n", k == 0 ? r->steps_per_s : (isfinite(r->images_per_s) ? r->images_per_s : 0));
+        }
+    }
+    prom_printf(b, "# HELP coretuned_db_write_seconds Time to commit one database transaction.\n"
+                   "# TYPE coretuned_db_write_seconds histogram\n");
+    prom_hist_write(b, "coretuned_db_write_seconds", "", &s->db_write);
+    prom_printf(b, "# HELP coretuned_preemptions_total Jobs checkpointed and requeued to make room.\n"
+                   "# TYPE coretuned_preemptions_total counter\ncoretuned_preemptions_total %llu\n", s->preemptions);
+    prom_printf(b, "# HELP coretuned_auth_failures_total Requests refused for missing or bad credentials.\n"
+                   "# TYPE coretuned_auth_failures_total counter\ncoretuned_auth_failures_total %llu\n", s->auth_failures);
+    return b->failed ? svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory") : 0;
+}
+
+int svc_bootstrap(svc *s, char *token, size_t tokenlen, char *err, size_t errlen)
+{
+    char t[AUTH_TOKEN_LEN + 1];
+    int rc = auth_bootstrap(s->db, s->cfg.self_uid, t, err, errlen);
+    snprintf(token, tokenlen, "%s", rc == 0 ? t : "");
+    memset(t, 0, sizeof t);
+    return rc;
+}
+
+int svc_running_jobs(svc *s) { return s->n_runs; }
 
 /* ---------------- life cycle ---------------- */
 
@@ -1366,6 +1965,8 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
     if (!s) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
     s->loop = loop;
     s->cfg = *cfg;
+    if (s->cfg.cores <= 0) s->cfg.cores = s->cfg.threads_per_job > 0 ? s->cfg.threads_per_job : 1;
+    prom_hist_init(&s->db_write, db_write_le, (int)(sizeof db_write_le / sizeof db_write_le[0]));
     pthread_mutex_init(&s->qlock, NULL);
     char path[1200];
     const char *sub[] = {"jobs", "files", "models", "files/tmp"};
@@ -1409,8 +2010,10 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
     }
     uv_async_init(loop, &s->async, on_async);
     uv_timer_init(loop, &s->flush_timer);
-    s->async.data = s->flush_timer.data = s;
-    s->handles_open = 2;
+    uv_timer_init(loop, &s->sched_timer);
+    s->async.data = s->flush_timer.data = s->sched_timer.data = s;
+    s->handles_open = 3;
+    uv_timer_start(&s->sched_timer, on_sched_timer, 1000, 1000);
     schedule(s);
     *out = s;
     return 0;
@@ -1427,11 +2030,13 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void maybe_finish_shutdown(svc *s)
 {
-    if (!s->stopping || s->n_runs > 0 || s->handles_open != 2) return;
+    if (!s->stopping || s->n_runs > 0 || s->handles_open != 3) return;
     flush(s);
     uv_timer_stop(&s->flush_timer);
+    uv_timer_stop(&s->sched_timer);
     uv_close((uv_handle_t *)&s->async, on_handle_closed);
     uv_close((uv_handle_t *)&s->flush_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&s->sched_timer, on_handle_closed);
 }
 
 void svc_shutdown(svc *s, void (*done)(void *), void *ud)
@@ -1456,6 +2061,8 @@ void svc_free(svc *s)
     free(s->q);
     free(s->spare);
     while (s->runs) { run *r = s->runs; s->runs = r->next; run_free(r); }
+    free(s->recent);
+    free(s->order);
     pthread_mutex_destroy(&s->qlock);
     free(s);
 }

@@ -1,12 +1,11 @@
 /* trainer/coreloss.c — Core-tuning and CE losses with explicit backward (see coreloss.h and
  * /work/shared/CORE_TUNING.md). Rows of the extended batch: n originals, then the semi-hard
  * negatives in anchor order, then the hard positives in anchor order (the authors' concatenation).
- * Called from the job's thread; big products use cblas_sgemm, reductions run in double.
+ * Called from the job's thread; big products use nn_gemm (oneDNN sgemm), reductions run in double.
  * Errors are negative codes (-EINVAL, -ENOMEM, -EDOM); nothing is allocated after coreloss_new.
  */
 #include "trainer/coreloss.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -200,7 +199,7 @@ int coreloss_mine(coreloss *c, int *hard_pos, int *hard_neg, const float *h, con
     if (n == 0) return 0;
     int d = c->cfg.feat_dim;
     nn_l2norm_forward(c->hn, h, n, d);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, d, 1.0f, c->hn, d, c->hn, d, 0.0f,
+    nn_gemm(0, 1, n, n, d, 1.0f, c->hn, d, c->hn, d, 0.0f,
                 c->sim, n);
     if (c->cfg.variant == CORELOSS_PAPER) {
         /* Strict comparisons in increasing index order: ties go to the lowest index. */
@@ -478,7 +477,7 @@ int coreloss__forward_backward_split(coreloss *c, float *dh, const coreloss_grad
     for (size_t j = 0; j < (size_t)rows * d; j++) c->r1[j] = c->r1[j] > 0.0f ? c->r1[j] : 0.0f;
     nn_linear_forward(c->a2, c->r1, w->c2w, w->c2b, rows, d, cd);
     nn_l2norm_forward(c->z, c->a2, rows, cd);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, rows, cd, 1.0f / tau, c->z, cd, c->z, cd,
+    nn_gemm(0, 1, rows, rows, cd, 1.0f / tau, c->z, cd, c->z, cd,
                 0.0f, c->s, rows);
     int nanch = 0;
     double con = focal_supcon(c, rows, eta * grad_scale, &nanch);
@@ -497,7 +496,7 @@ int coreloss__forward_backward_split(coreloss *c, float *dh, const coreloss_grad
                 float t = G[(size_t)m * rows + k] + G[(size_t)k * rows + m];
                 G[(size_t)m * rows + k] = G[(size_t)k * rows + m] = t;
             }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cd, rows, 1.0f / tau, G, rows, c->z,
+        nn_gemm(0, 0, rows, cd, rows, 1.0f / tau, G, rows, c->z,
                     cd, 0.0f, c->dz, cd);
         nn_l2norm_backward(c->da2, c->dz, c->a2, rows, cd);
         nn_linear_backward(c->dr1, g ? g->c2w : NULL, g ? g->c2b : NULL, c->da2, c->r1, w->c2w, rows, d, cd);
@@ -510,10 +509,10 @@ int coreloss__forward_backward_split(coreloss *c, float *dh, const coreloss_grad
     }
     /* classifier: dfc += dlogits^T x; dx += dlogits fc */
     if (g && g->fc)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, d, rows, 1.0f, c->dlogits, C, c->x, d, 1.0f,
+        nn_gemm(1, 0, C, d, rows, 1.0f, c->dlogits, C, c->x, d, 1.0f,
                     g->fc, d);
     if (!dh) return 0;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, C, 1.0f, c->dlogits, C, w->fc, d, 1.0f,
+    nn_gemm(0, 0, rows, d, C, 1.0f, c->dlogits, C, w->fc, d, 1.0f,
                 c->dx, d);
     /* scatter the extended batch's gradient back onto h; the reference variant's originals are
      * detached (their rows still train the heads), so only generated rows reach dh there */

@@ -1,7 +1,8 @@
 /* trainer/model.c — ResNet backbones with torchvision's parameter names, explicit forward/backward.
  * model_new plans the network once (a list of conv+BN "units" wired to their input buffers, a list
- * of residual blocks, the tensor table), then allocates every buffer from that size table; the
- * forward and backward passes only walk the lists and call the nn.h kernels.
+ * of residual blocks, the tensor table, one nn_conv_plan per distinct conv shape for max_batch and the
+ * declared extra batch sizes), then allocates every buffer from that size table; the forward and
+ * backward passes only walk the lists and call the nn.h kernels.
  * Called from the job's trainer thread (the owner of the model). Errors: negative errno-style codes
  * with a reason in the caller's buffer; forward/backward cannot fail on valid arguments.
  */
@@ -24,6 +25,8 @@
 /* One conv (no bias) followed by BN and, unless it ends a block, ReLU (in place on z). */
 typedef struct unit {
     nn_conv conv;
+    nn_conv_plan *plan; /* owned when owns_plan, else borrowed from an earlier unit of the same shape */
+    int owns_plan;
     int h, w, oh, ow; /* input and output spatial size */
     int relu;
     int tensor;       /* table index of the conv weight; the BN's 5 tensors follow it */
@@ -165,6 +168,12 @@ static int plan(model *m, const model_config *cfg, char *err, size_t errlen)
         set_err(err, errlen, "max_batch %d out of range for image_size %d", cfg->max_batch, cfg->image_size);
         return -EINVAL;
     }
+    for (int i = 0; i < MODEL_EXTRA_BATCHES; i++)
+        if (cfg->extra_batch[i] < 0 || cfg->extra_batch[i] > cfg->max_batch) {
+            set_err(err, errlen, "extra_batch %d out of range [0, max_batch %d]", cfg->extra_batch[i],
+                    cfg->max_batch);
+            return -EINVAL;
+        }
     if (cfg->num_classes < 0 || cfg->num_classes > 1000000 || cfg->contrast_dim < 0 ||
         cfg->contrast_dim > 65536) {
         set_err(err, errlen, "num_classes %d or contrast_dim %d out of range", cfg->num_classes,
@@ -257,6 +266,27 @@ static int plan(model *m, const model_config *cfg, char *err, size_t errlen)
         add_tensor(m, "contrastor.2.bias", MODEL_PARAM, 1, cfg->contrast_dim, 0, 0, 0);
     }
 
+    /* conv plans: one per distinct (conv, input size), shared by the units of that shape (they run one
+     * after another on the owning thread), each for every batch size the model will run */
+    int ns[1 + MODEL_EXTRA_BATCHES], nns = 0;
+    ns[nns++] = cfg->max_batch;
+    for (int i = 0; i < MODEL_EXTRA_BATCHES; i++)
+        if (cfg->extra_batch[i] > 0) ns[nns++] = cfg->extra_batch[i];
+    for (int i = 0; i < m->nunits; i++) {
+        unit *u = &m->units[i];
+        for (int j = 0; j < i && !u->plan; j++) {
+            const unit *v = &m->units[j];
+            if (!memcmp(&v->conv, &u->conv, sizeof u->conv) && v->h == u->h && v->w == u->w) u->plan = v->plan;
+        }
+        if (u->plan) continue;
+        int rc = nn_conv_plan_new(&u->plan, &u->conv, u->h, u->w, ns, nns);
+        if (rc) {
+            set_err(err, errlen, rc == -ENOMEM ? "out of memory planning %s" : "cannot plan a conv of %s", a->name);
+            return rc;
+        }
+        u->owns_plan = 1;
+    }
+
     /* size table */
     const size_t B = (size_t)cfg->max_batch;
     size_t act = 0, gmax = 0, ws = 0;
@@ -265,7 +295,7 @@ static int plan(model *m, const model_config *cfg, char *err, size_t errlen)
         size_t out = B * u->conv.cout * u->oh * u->ow;
         act += 2 * round_up(out) + 2 * round_up((size_t)u->conv.cout);
         if (out > gmax) gmax = out;
-        size_t w = nn_conv_workspace(&u->conv, (int)B, u->h, u->w);
+        size_t w = nn_conv_plan_workspace(u->plan);
         if (w > ws) ws = w;
     }
     m->act_floats = act;
@@ -291,6 +321,8 @@ too_small:
 
 static void plan_free(model *m)
 {
+    for (int i = 0; m->units && i < m->nunits; i++)
+        if (m->units[i].owns_plan) nn_conv_plan_free(m->units[i].plan);
     free(m->units);
     free(m->blocks);
     free(m->tensors);
@@ -397,6 +429,14 @@ void model_free(model *m)
 }
 
 size_t model_memory_bytes(const model *m) { return m->bytes; }
+
+int model_batch_prepared(const model *m, int n)
+{
+    if (n == m->cfg.max_batch) return 1;
+    for (int i = 0; i < MODEL_EXTRA_BATCHES; i++)
+        if (n == m->cfg.extra_batch[i]) return n > 0;
+    return 0;
+}
 const model_config *model_get_config(const model *m) { return &m->cfg; }
 int model_feature_dim(const model *m) { return m->feat_dim; }
 int model_num_tensors(const model *m) { return m->ntensors; }
@@ -441,7 +481,7 @@ void model_init(model *m, rng_t *rng)
 static void unit_forward(unit *u, int n, int train, float *ws)
 {
     const int c = u->conv.cout, m = n * u->oh * u->ow;
-    nn_conv_forward(u->y, ws, u->x, u->weight, &u->conv, n, u->h, u->w);
+    nn_conv_forward(u->y, ws, u->x, u->weight, u->plan, n);
     if (train) {
         nn_bn_forward_train(u->z, u->mean, u->rstd, u->rmean, u->rvar, u->y, u->gamma, u->beta, c, m,
                             BN_MOMENTUM, BN_EPS);
@@ -452,13 +492,14 @@ static void unit_forward(unit *u, int n, int train, float *ws)
     if (u->relu) nn_relu_forward(u->z, u->z, (size_t)c * m);
 }
 
-/* z = relu(z + s): the block's residual add fused with its ReLU, one pass, in place. */
+/* z = relu(z + s): the block's residual add fused with its ReLU, one pass, in place; NaN passes
+ * (as nn_relu_forward, torch). */
 static void add_relu(float *z, const float *s, size_t len)
 {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < len; i++) {
         float v = z[i] + s[i];
-        z[i] = v > 0.0f ? v : 0.0f;
+        z[i] = !(v <= 0.0f) ? v : 0.0f;
     }
 }
 
@@ -514,17 +555,18 @@ static void unit_backward(unit *u, const float *dz, float *tmp, float *din, int 
 {
     const int c = u->conv.cout, m = n * u->oh * u->ow;
     nn_bn_backward(tmp, u->dgamma, u->dbeta, dz, u->y, u->mean, u->rstd, u->gamma, c, m);
-    nn_conv_backward(din, u->dweight, ws, tmp, u->x, u->weight, &u->conv, n, u->h, u->w);
+    nn_conv_backward(din, u->dweight, ws, tmp, u->x, u->weight, u->plan, n);
 }
 
 static size_t unit_len(const unit *u, int n) { return (size_t)u->conv.cout * n * u->oh * u->ow; }
 
-/* dx = mask > 0 ? a + b : 0: the residual gradient sum fused with the ReLU backward of the block
- * before (its output, the mask, is this block's input), saving a pass over three buffers. */
+/* dx = mask <= 0 ? 0 : a + b: the residual gradient sum fused with the ReLU backward of the block
+ * before (its output, the mask, is this block's input), saving a pass over three buffers. The mask
+ * test is nn_relu_backward's (a NaN output passes the gradient, as torch). */
 static void add_relu_backward(float *dx, const float *a, const float *b, const float *mask, size_t len)
 {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < len; i++) dx[i] = mask[i] > 0.0f ? a[i] + b[i] : 0.0f;
+    for (size_t i = 0; i < len; i++) dx[i] = !(mask[i] <= 0.0f) ? a[i] + b[i] : 0.0f;
 }
 
 /* gout = dL/d(block output), already through the output ReLU when masked; returns the buffer with

@@ -3,8 +3,9 @@
  * safetensors checkpoints map 1:1 (and load into torchvision with strict=True).
  * model_forward/model_backward run the backbone only (images -> pooled feature h); the loss module
  * runs the heads through the tensors it finds by name (fc.weight, contrastor.{0,2}.{weight,bias}).
- * Everything is allocated by model_new; forward/backward never allocate or fail on valid input.
- * One job thread owns a model. Errors: negative return (-EINVAL, -ENOMEM, -EIO) + text in err.
+ * Everything is allocated by model_new (conv plans included); forward/backward never allocate or fail
+ * on valid input. One job thread owns a model; models share no mutable state, so several jobs (each
+ * with its own model) run at once without locks. Errors: negative return (-EINVAL, -ENOMEM, -EIO) + text in err.
  */
 #ifndef CT_MODEL_H
 #define CT_MODEL_H
@@ -14,6 +15,8 @@
 
 typedef struct model model; /* opaque */
 
+#define MODEL_EXTRA_BATCHES 4
+
 typedef struct model_config {
     char arch[16];    /* "resnet18" "resnet34" "resnet50" "resnet101" "resnet152" | "resnet20" "resnet32" "resnet56" */
     int in_channels;  /* 1 or 3 */
@@ -22,6 +25,11 @@ typedef struct model_config {
     int num_classes;  /* fc.weight [num_classes x feat_dim], no bias; 0 = no classifier */
     int contrast_dim; /* contrastor Linear(d,d) -> ReLU -> Linear(d, contrast_dim); 0 = none */
     int max_batch;    /* activations are sized for this many images */
+    /* Other batch sizes model_forward/backward will run, besides max_batch (0 = unused), each in
+     * [1, max_batch]: e.g. the short last validation batch (times 2 for SimCLR's stacked views). The
+     * convs are prepared for max_batch and these at model_new; any other n still works but runs the
+     * slower im2col path (model_batch_prepared tells). */
+    int extra_batch[MODEL_EXTRA_BATCHES];
 } model_config;
 
 enum model_kind {
@@ -48,6 +56,9 @@ void model_free(model *m); /* NULL-safe */
 /* Bytes model_new would allocate for cfg, without allocating (to check a job against a memory limit). */
 int  model_estimate_bytes(const model_config *cfg, size_t *out, char *err, size_t errlen);
 size_t model_memory_bytes(const model *m); /* everything model_new allocated */
+/* 1 if convs were prepared for batch n (n is max_batch or an extra_batch): a setup-time check that
+ * every batch size a job will run takes the fast path. */
+int  model_batch_prepared(const model *m, int n);
 
 /* torchvision's init: convs kaiming_normal (fan_out, relu), BN weight 1 bias 0, running stats 0/1,
  * counters 0; fc and contrastor as nn.Linear's default (uniform +-1/sqrt(fan_in), bias likewise). */

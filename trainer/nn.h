@@ -6,25 +6,38 @@
  * row-major [n x d], one row per sample. Weight layouts are PyTorch's, so safetensors map 1:1.
  *
  * Conventions: outputs first, then caches, then inputs. Backward functions WRITE input gradients
- * (din, may be NULL when not needed) and ACCUMULATE (+=) parameter gradients. Nothing here
- * allocates or fails: shapes are checked when the model is built; work buffers are passed in.
- * Called from the job's thread; kernels use OpenMP/OpenBLAS threads as set by the trainer.
+ * (din, may be NULL when not needed) and ACCUMULATE (+=) parameter gradients. Only setup
+ * (nn_conv_plan_new) allocates or fails; the kernels do neither: shapes are checked when the model
+ * is built, work buffers are passed in. Called from the job's thread; kernels use OpenMP/OpenBLAS
+ * threads as set by the trainer. No global mutable state: any number of jobs may run at once.
  */
 #ifndef CT_NN_H
 #define CT_NN_H
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- conv2d, no bias (nn_conv.c) ---- */
+/* ---- conv2d, no bias (nn_conv.c) ----
+ * A conv runs through a plan, made at setup for one conv on h x w inputs and the batch sizes its
+ * owner will run (e.g. the training batch and a short last validation batch). For each declared batch
+ * size the plan holds, where that was measured faster, oneDNN primitives built once; anything else
+ * (a shape oneDNN loses on, a batch size not declared) runs im2col + sgemm, correct but slower.
+ * A plan is used by one thread at a time (it rebinds its memory objects on every call); plans share
+ * no mutable state, so every job owns its plans and no call takes a lock. */
 typedef struct nn_conv { int cin, cout, k, stride, pad; } nn_conv;
+typedef struct nn_conv_plan nn_conv_plan; /* opaque */
 static inline int nn_conv_out(int size, int k, int stride, int pad) { return (size + 2 * pad - k) / stride + 1; }
-/* Floats of scratch the conv needs for a batch of n images of h x w (im2col, chunked so it stays bounded). */
-size_t nn_conv_workspace(const nn_conv *c, int n, int h, int w);
-/* out[cout][n][oh][ow] = conv(in[cin][n][h][w], weight[cout][cin][k][k]) */
-void nn_conv_forward(float *out, float *ws, const float *in, const float *weight,
-                     const nn_conv *c, int n, int h, int w);
+/* Plan conv c on h x w inputs for the batch sizes ns[0..count-1] (each >= 1, duplicates ignored).
+ * The plan then runs any batch 1 <= n <= max(ns). Returns 0, -EINVAL (bad shape), -ENOMEM. A shape
+ * oneDNN cannot take is not an error: it runs on im2col. Free with nn_conv_plan_free (NULL-safe). */
+int  nn_conv_plan_new(nn_conv_plan **out, const nn_conv *c, int h, int w, const int *ns, int count);
+void nn_conv_plan_free(nn_conv_plan *p);
+/* Floats of scratch forward/backward need for any batch the plan runs (im2col is chunked so this
+ * stays bounded); the caller passes that many as ws. */
+size_t nn_conv_plan_workspace(const nn_conv_plan *p);
+/* out[cout][n][oh][ow] = conv(in[cin][n][h][w], weight[cout][cin][k][k]), 1 <= n <= max(ns) */
+void nn_conv_forward(float *out, float *ws, const float *in, const float *weight, nn_conv_plan *p, int n);
 void nn_conv_backward(float *din, float *dweight, float *ws, const float *dout, const float *in,
-                      const float *weight, const nn_conv *c, int n, int h, int w);
+                      const float *weight, nn_conv_plan *p, int n);
 
 /* ---- batch norm 2d over CNHW rows of m = n*h*w values (nn_conv.c) ----
  * Train mode: normalise with batch statistics, save mean and rstd = 1/sqrt(var + eps) for backward,
@@ -38,8 +51,10 @@ void nn_bn_backward(float *din, float *dgamma, float *dbeta, const float *dout, 
                     const float *mean, const float *rstd, const float *gamma, int c, int m);
 
 /* ---- elementwise (nn_conv.c) ---- */
-void nn_relu_forward(float *out, const float *in, size_t len);              /* may run in place */
-void nn_relu_backward(float *din, const float *dout, const float *out, size_t len); /* mask from OUTPUT */
+/* ReLU as torch: out = in unless in <= 0 (so NaN propagates); may run in place. Backward masks on the
+ * OUTPUT: din = dout unless out <= 0 (torch's threshold_backward). */
+void nn_relu_forward(float *out, const float *in, size_t len);
+void nn_relu_backward(float *din, const float *dout, const float *out, size_t len);
 void nn_add_forward(float *out, const float *a, const float *b, size_t len);   /* residual add */
 
 /* ---- pooling (nn_conv.c) ---- */
@@ -53,6 +68,10 @@ void nn_avgpool_forward(float *out, const float *in, int c, int n, int hw);
 void nn_avgpool_backward(float *din, const float *dout, int c, int n, int hw);
 
 /* ---- dense (nn_dense.c) ---- */
+/* Row-major C = alpha op(A) op(B) + beta C (op = transpose when ta / tb): every product of the
+ * trainer goes through here, on the calling thread's OpenMP threads. */
+void nn_gemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+             float beta, float *c, int ldc);
 /* out[n][out_dim] = in[n][in_dim] * weight[out_dim][in_dim]^T + bias (bias may be NULL). */
 void nn_linear_forward(float *out, const float *in, const float *weight, const float *bias,
                        int n, int in_dim, int out_dim);

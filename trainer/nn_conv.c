@@ -2,19 +2,19 @@
  * residual add, max pool and global average pool.
  * Conv has two back ends, picked per shape by measurement: oneDNN's JIT direct convolution for
  * 3x3/7x7 convs with >= 16 input channels (3x faster than im2col there), im2col + sgemm over the
- * whole batch for the rest (stem, 1x1). oneDNN plans are built by nn_conv_workspace() (setup),
- * kept in a small process-wide cache and run allocation-free on the caller's workspace; if a plan
- * cannot be built or fails, the im2col path runs instead, so nothing here fails.
- * Called from a job's trainer thread (any number of jobs: the cache is locked). All work runs on
- * OpenMP threads (static schedules: bit-identical results for a fixed thread count).
+ * whole batch for the rest (stem, 1x1). An nn_conv_plan, made at setup by its owner, holds the oneDNN
+ * primitives for each batch size declared for it and runs allocation-free on the caller's
+ * workspace; if a plan cannot be built or fails, or a batch size was not declared, the im2col path
+ * runs instead, so nothing here fails after setup. No global mutable state and no locks: each plan
+ * belongs to one job's trainer thread at a time. All work runs on OpenMP threads (static schedules:
+ * bit-identical results for a fixed thread count).
  */
 #include "trainer/nn.h"
+#include "trainer/nn_int.h"
 
-#include <cblas.h>
+#include <errno.h>
 #include <math.h>
 #include <oneapi/dnnl/dnnl.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,19 +27,6 @@
 #endif
 
 static int conv_is_pointwise(const nn_conv *c) { return c->k == 1 && c->stride == 1 && c->pad == 0; }
-
-/* Row-major C = alpha op(A) op(B) + beta C. oneDNN's sgemm first: it runs on the same OpenMP
- * threads as everything else in this file (OpenBLAS's own pthreads fight spinning OpenMP workers
- * for the 2 cores: 2 threads ran slower than 1) and was 1.4x faster than OpenBLAS 0.3.21 on the
- * stem and 1x1 shapes. OpenBLAS only if oneDNN refuses the call (it checks arguments only). */
-static void conv_gemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
-                      int ldb, float beta, float *c, int ldc)
-{
-    if (dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == dnnl_success)
-        return;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
-                lda, b, ldb, beta, c, ldc);
-}
 
 /* Images per im2col chunk. */
 static int conv_chunk(const nn_conv *c, int n, int oh, int ow)
@@ -140,7 +127,7 @@ static void gemm_forward(float *out, float *ws, const float *in, const float *we
     const int kk = c->cin * c->k * c->k;
     const int cols = n * oh * ow;
     if (conv_is_pointwise(c)) {
-        conv_gemm(0, 0, c->cout, cols, kk, 1.0f, weight, kk,
+        nn_gemm(0, 0, c->cout, cols, kk, 1.0f, weight, kk,
                     in, cols, 0.0f, out, cols);
         return;
     }
@@ -149,7 +136,7 @@ static void gemm_forward(float *out, float *ws, const float *in, const float *we
         int b = n - n0 < nb ? n - n0 : nb, bcols = b * oh * ow;
         im2col(ws, in, c, n, h, w, n0, b, oh, ow);
         /* GEMM into the chunk's column block of every output row (ldc spans the whole batch). */
-        conv_gemm(0, 0, c->cout, bcols, kk, 1.0f, weight, kk,
+        nn_gemm(0, 0, c->cout, bcols, kk, 1.0f, weight, kk,
                     ws, bcols, 0.0f, out + (size_t)n0 * oh * ow, cols);
     }
 }
@@ -161,10 +148,10 @@ static void gemm_backward(float *din, float *dweight, float *ws, const float *do
     const int kk = c->cin * c->k * c->k;
     const int cols = n * oh * ow;
     if (conv_is_pointwise(c)) {
-        conv_gemm(0, 1, c->cout, kk, cols, 1.0f, dout, cols,
+        nn_gemm(0, 1, c->cout, kk, cols, 1.0f, dout, cols,
                     in, cols, 1.0f, dweight, kk);
         if (din)
-            conv_gemm(1, 0, kk, cols, c->cout, 1.0f, weight, kk,
+            nn_gemm(1, 0, kk, cols, c->cout, 1.0f, weight, kk,
                         dout, cols, 0.0f, din, cols);
         return;
     }
@@ -174,24 +161,25 @@ static void gemm_backward(float *din, float *dweight, float *ws, const float *do
         const float *dchunk = dout + (size_t)n0 * oh * ow;
         im2col(ws, in, c, n, h, w, n0, b, oh, ow);
         /* dW += dout_chunk * col^T, accumulated chunk after chunk (beta = 1). */
-        conv_gemm(0, 1, c->cout, kk, bcols, 1.0f, dchunk, cols,
+        nn_gemm(0, 1, c->cout, kk, bcols, 1.0f, dchunk, cols,
                     ws, bcols, 1.0f, dweight, kk);
         if (!din) continue;
         /* The columns are spent: reuse the same buffer for dcol = W^T * dout_chunk. */
-        conv_gemm(1, 0, kk, bcols, c->cout, 1.0f, weight, kk,
+        nn_gemm(1, 0, kk, bcols, c->cout, 1.0f, weight, kk,
                     dchunk, cols, 0.0f, ws, bcols);
         col2im(din, ws, c, n, h, w, n0, b, oh, ow);
     }
 }
 
 /* ---- oneDNN back end ----
- * A plan holds, for one (conv, n, h, w), the three convolution primitives (forward, backward data,
- * backward weights) in oneDNN's preferred blocked formats, the reorders between those and our
- * CNHW / OIHW buffers, and memory objects that are rebound to the caller's pointers on every
- * call. Blocked copies and every scratchpad live in the caller's workspace (user scratchpad
- * mode), so running a plan allocates nothing. Plans are never freed: the cache is bounded. */
+ * A dnn_plan holds, for one (conv, n, h, w), the three convolution primitives (forward, backward
+ * data, backward weights) in oneDNN's preferred blocked formats, the reorders between those and our
+ * CNHW / OIHW buffers, and memory objects that are rebound to the caller's pointers on every call
+ * (which is why a plan has one user at a time). Blocked copies and every scratchpad live in the
+ * caller's workspace (user scratchpad mode), so running a plan allocates nothing. The engine and
+ * stream belong to the nn_conv_plan that owns the dnn_plans (borrowed here). The JIT code itself is
+ * shared between plans of the same shape by oneDNN's own (thread-safe) primitive cache. */
 
-#define DNN_MAX_PLANS 128
 #define DNN_ALIGN 16 /* floats: workspace regions start on 64-byte lines */
 
 /* One primitive and its scratchpad (memory object bound to the pass's scratch region). */
@@ -206,10 +194,9 @@ typedef struct dnn_port {
 } dnn_port;
 
 typedef struct dnn_plan {
+    dnnl_engine_t eng;              /* borrowed from the nn_conv_plan */
+    dnnl_stream_t stream;           /* borrowed from the nn_conv_plan */
     nn_conv c;
-    int n, h, w;
-    pthread_mutex_t lock; /* memory objects are rebound per call: one caller at a time */
-    dnnl_stream_t stream;
     dnn_prim fwd, bwd_d, bwd_w;
     dnn_port f_src, f_w, f_dst;     /* forward */
     dnn_port d_ddst, d_w, d_dsrc;   /* backward data */
@@ -218,26 +205,14 @@ typedef struct dnn_plan {
     int share_ddst;                 /* both backward convs take dout in one format: reorder once */
     size_t f_scratch, b_scratch;    /* scratch region of each pass */
     size_t floats;                  /* workspace this plan needs, alignment slack included */
-    atomic_int broken;              /* set when an execution failed: use im2col from then on */
+    int broken;                     /* set when an execution failed: use im2col from then on */
 } dnn_plan;
-
-static pthread_mutex_t dnn_cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static dnn_plan *dnn_plans[DNN_MAX_PLANS];
-static int dnn_nplans;
-static dnnl_engine_t dnn_engine;
-static int dnn_engine_state; /* 0 untried, 1 ready, -1 unavailable; under dnn_cache_lock */
-static atomic_int dnn_disabled; /* test hook: force the im2col path */
-
-/* Internal (tests and benchmarks): 1 = never use oneDNN, 0 = pick per shape. Flip it only between
- * whole uses of a shape (workspace, forward, backward): the workspace size depends on it. */
-void nn__conv_force_gemm(int on);
-void nn__conv_force_gemm(int on) { atomic_store(&dnn_disabled, on); }
 
 static int dnn_wanted(const nn_conv *c)
 {
     /* Measured (bench/bench_kernels.c): oneDNN wins 2-4x on 3x3 convs with 16+ input channels and
      * loses on the 1-channel stem and on 1x1 convs, where the reorders cost more than the GEMM. */
-    return c->k > 1 && c->cin >= 16 && !atomic_load(&dnn_disabled);
+    return c->k > 1 && c->cin >= 16;
 }
 
 static void dnn_prim_fini(dnn_prim *q)
@@ -264,19 +239,17 @@ static void dnn_plan_free(dnn_plan *p)
     dnn_port *ports[] = {&p->f_src, &p->f_w, &p->f_dst, &p->d_ddst, &p->d_w, &p->d_dsrc,
                          &p->w_src, &p->w_ddst, &p->w_dw};
     for (size_t i = 0; i < sizeof ports / sizeof ports[0]; i++) dnn_port_fini(ports[i]);
-    if (p->stream) dnnl_stream_destroy(p->stream);
-    pthread_mutex_destroy(&p->lock);
     free(p);
 }
 
 /* Primitive from a descriptor, with user scratchpad; takes ownership of pd. */
-static int dnn_prim_make(dnn_prim *q, dnnl_primitive_desc_t pd)
+static int dnn_prim_make(dnn_prim *q, dnnl_primitive_desc_t pd, dnnl_engine_t eng)
 {
     int rc = -1;
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     q->scratch_bytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
     if (dnnl_primitive_create(&q->p, pd) != dnnl_success) goto out;
-    if (q->scratch_bytes && dnnl_memory_create(&q->scratch, smd, dnn_engine, DNNL_MEMORY_NONE) != dnnl_success)
+    if (q->scratch_bytes && dnnl_memory_create(&q->scratch, smd, eng, DNNL_MEMORY_NONE) != dnnl_success)
         goto out;
     rc = 0;
 out:
@@ -305,41 +278,37 @@ static size_t dnn_take(size_t *top, size_t bytes)
 
 /* Port between our buffer (user_md) and the primitive's format (conv_md); into_conv says which way
  * the data moves. */
-static int dnn_port_make(dnn_port *t, const dnnl_memory_desc_t *user_md, const dnnl_memory_desc_t *conv_md,
-                         int into_conv, size_t *top)
+static int dnn_port_make(dnn_port *t, dnnl_engine_t eng, const dnnl_memory_desc_t *user_md,
+                         const dnnl_memory_desc_t *conv_md, int into_conv, size_t *top)
 {
-    if (dnnl_memory_create(&t->user, user_md, dnn_engine, DNNL_MEMORY_NONE) != dnnl_success) return -1;
+    if (dnnl_memory_create(&t->user, user_md, eng, DNNL_MEMORY_NONE) != dnnl_success) return -1;
     if (dnnl_memory_desc_equal(user_md, conv_md)) {
         t->conv = t->user;
         return 0;
     }
-    if (dnnl_memory_create(&t->conv, conv_md, dnn_engine, DNNL_MEMORY_NONE) != dnnl_success) return -1;
+    if (dnnl_memory_create(&t->conv, conv_md, eng, DNNL_MEMORY_NONE) != dnnl_success) return -1;
     t->off = dnn_take(top, dnnl_memory_desc_get_size(conv_md));
     dnnl_primitive_attr_t a = dnn_attr();
     if (!a) return -1;
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t st = into_conv ? dnnl_reorder_primitive_desc_create(&pd, user_md, dnn_engine, conv_md, dnn_engine, a)
-                                 : dnnl_reorder_primitive_desc_create(&pd, conv_md, dnn_engine, user_md, dnn_engine, a);
+    dnnl_status_t st = into_conv ? dnnl_reorder_primitive_desc_create(&pd, user_md, eng, conv_md, eng, a)
+                                 : dnnl_reorder_primitive_desc_create(&pd, conv_md, eng, user_md, eng, a);
     dnnl_primitive_attr_destroy(a);
     if (st != dnnl_success) return -1;
-    return dnn_prim_make(&t->move, pd);
+    return dnn_prim_make(&t->move, pd, eng);
 }
 
 static size_t dnn_max(size_t a, size_t b) { return a > b ? a : b; }
 
-static dnn_plan *dnn_plan_new(const nn_conv *c, int n, int h, int w)
+/* The plan for one batch size, or NULL when oneDNN has no JIT kernel for it (or fails): im2col. */
+static dnn_plan *dnn_plan_new(dnnl_engine_t eng, dnnl_stream_t stream, const nn_conv *c, int n, int h, int w)
 {
     const int oh = nn_conv_out(h, c->k, c->stride, c->pad), ow = nn_conv_out(w, c->k, c->stride, c->pad);
     dnn_plan *p = calloc(1, sizeof *p);
     if (!p) return NULL;
+    p->eng = eng;
+    p->stream = stream;
     p->c = *c;
-    p->n = n;
-    p->h = h;
-    p->w = w;
-    if (pthread_mutex_init(&p->lock, NULL)) {
-        free(p);
-        return NULL;
-    }
     dnnl_primitive_desc_t fpd = NULL, dpd = NULL, wpd = NULL;
     dnnl_primitive_attr_t a = NULL;
     /* Our layouts: activations CNHW expressed as NCHW dims with strides, weights OIHW. */
@@ -366,9 +335,9 @@ static dnn_plan *dnn_plan_new(const nn_conv *c, int n, int h, int w)
                                                     pad_l, pad_r) != dnnl_success)
         goto fail;
     if (!(a = dnn_attr())) goto fail;
-    if (dnnl_primitive_desc_create(&fpd, &fd, a, dnn_engine, NULL) != dnnl_success ||
-        dnnl_primitive_desc_create(&dpd, &dd, a, dnn_engine, fpd) != dnnl_success ||
-        dnnl_primitive_desc_create(&wpd, &wd, a, dnn_engine, fpd) != dnnl_success)
+    if (dnnl_primitive_desc_create(&fpd, &fd, a, eng, NULL) != dnnl_success ||
+        dnnl_primitive_desc_create(&dpd, &dd, a, eng, fpd) != dnnl_success ||
+        dnnl_primitive_desc_create(&wpd, &wd, a, eng, fpd) != dnnl_success)
         goto fail;
     /* Only the JIT kernels are worth the reorders; the reference kernels are 100x slower. */
     const char *impl[3] = {NULL, NULL, NULL};
@@ -380,35 +349,32 @@ static dnn_plan *dnn_plan_new(const nn_conv *c, int n, int h, int w)
 
     size_t ftop = 0, btop = 0;
 #define MD(pd, arg) dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg)
-    if (dnn_port_make(&p->f_src, &u_src, MD(fpd, DNNL_ARG_SRC), 1, &ftop) ||
-        dnn_port_make(&p->f_w, &u_w, MD(fpd, DNNL_ARG_WEIGHTS), 1, &ftop) ||
-        dnn_port_make(&p->f_dst, &u_dst, MD(fpd, DNNL_ARG_DST), 0, &ftop) ||
-        dnn_port_make(&p->d_ddst, &u_dst, MD(dpd, DNNL_ARG_DIFF_DST), 1, &btop) ||
-        dnn_port_make(&p->d_w, &u_w, MD(dpd, DNNL_ARG_WEIGHTS), 1, &btop) ||
-        dnn_port_make(&p->d_dsrc, &u_src, MD(dpd, DNNL_ARG_DIFF_SRC), 0, &btop) ||
-        dnn_port_make(&p->w_src, &u_src, MD(wpd, DNNL_ARG_SRC), 1, &btop) ||
-        dnn_port_make(&p->w_ddst, &u_dst, MD(wpd, DNNL_ARG_DIFF_DST), 1, &btop) ||
-        dnn_port_make(&p->w_dw, &u_w, MD(wpd, DNNL_ARG_DIFF_WEIGHTS), 0, &btop))
+    if (dnn_port_make(&p->f_src, eng, &u_src, MD(fpd, DNNL_ARG_SRC), 1, &ftop) ||
+        dnn_port_make(&p->f_w, eng, &u_w, MD(fpd, DNNL_ARG_WEIGHTS), 1, &ftop) ||
+        dnn_port_make(&p->f_dst, eng, &u_dst, MD(fpd, DNNL_ARG_DST), 0, &ftop) ||
+        dnn_port_make(&p->d_ddst, eng, &u_dst, MD(dpd, DNNL_ARG_DIFF_DST), 1, &btop) ||
+        dnn_port_make(&p->d_w, eng, &u_w, MD(dpd, DNNL_ARG_WEIGHTS), 1, &btop) ||
+        dnn_port_make(&p->d_dsrc, eng, &u_src, MD(dpd, DNNL_ARG_DIFF_SRC), 0, &btop) ||
+        dnn_port_make(&p->w_src, eng, &u_src, MD(wpd, DNNL_ARG_SRC), 1, &btop) ||
+        dnn_port_make(&p->w_ddst, eng, &u_dst, MD(wpd, DNNL_ARG_DIFF_DST), 1, &btop) ||
+        dnn_port_make(&p->w_dw, eng, &u_w, MD(wpd, DNNL_ARG_DIFF_WEIGHTS), 0, &btop))
         goto fail;
     p->share_ddst = p->d_ddst.move.p && p->w_ddst.move.p &&
                     dnnl_memory_desc_equal(MD(dpd, DNNL_ARG_DIFF_DST), MD(wpd, DNNL_ARG_DIFF_DST));
 #undef MD
     p->dw_off = dnn_take(&btop, sizeof(float) * c->cout * c->cin * c->k * c->k);
-    if (dnn_prim_make(&p->fwd, fpd)) {
-        fpd = NULL;
+    dnnl_primitive_desc_t owned[3] = {fpd, dpd, wpd};
+    fpd = dpd = wpd = NULL; /* dnn_prim_make takes each one, even when it fails */
+    if (dnn_prim_make(&p->fwd, owned[0], eng)) {
+        dnnl_primitive_desc_destroy(owned[1]);
+        dnnl_primitive_desc_destroy(owned[2]);
         goto fail;
     }
-    fpd = NULL;
-    if (dnn_prim_make(&p->bwd_d, dpd)) {
-        dpd = NULL;
+    if (dnn_prim_make(&p->bwd_d, owned[1], eng)) {
+        dnnl_primitive_desc_destroy(owned[2]);
         goto fail;
     }
-    dpd = NULL;
-    if (dnn_prim_make(&p->bwd_w, wpd)) {
-        wpd = NULL;
-        goto fail;
-    }
-    wpd = NULL;
+    if (dnn_prim_make(&p->bwd_w, owned[2], eng)) goto fail;
     /* One scratch region per pass, as large as the largest scratchpad used in it. */
     size_t fs = dnn_max(p->fwd.scratch_bytes, dnn_max(p->f_src.move.scratch_bytes,
                         dnn_max(p->f_w.move.scratch_bytes, p->f_dst.move.scratch_bytes)));
@@ -419,7 +385,6 @@ static dnn_plan *dnn_plan_new(const nn_conv *c, int n, int h, int w)
     p->f_scratch = dnn_take(&ftop, fs);
     p->b_scratch = dnn_take(&btop, bs);
     p->floats = dnn_max(ftop, btop) + DNN_ALIGN; /* slack to align the caller's pointer */
-    if (dnnl_stream_create(&p->stream, dnn_engine, dnnl_stream_default_flags) != dnnl_success) goto fail;
     dnnl_primitive_attr_destroy(a);
     return p;
 fail:
@@ -430,33 +395,6 @@ fail:
     dnn_plan_free(p);
     return NULL;
 }
-
-static int dnn_same(const dnn_plan *p, const nn_conv *c, int n, int h, int w)
-{
-    return p->c.cin == c->cin && p->c.cout == c->cout && p->c.k == c->k && p->c.stride == c->stride &&
-           p->c.pad == c->pad && p->n == n && p->h == h && p->w == w;
-}
-
-/* The plan for this shape: found, or (create = 1, at setup) built and cached. NULL: use im2col. */
-static dnn_plan *dnn_plan_get(const nn_conv *c, int n, int h, int w, int create)
-{
-    if (!dnn_wanted(c)) return NULL;
-    dnn_plan *found = NULL;
-    pthread_mutex_lock(&dnn_cache_lock);
-    for (int i = 0; i < dnn_nplans && !found; i++)
-        if (dnn_same(dnn_plans[i], c, n, h, w)) found = dnn_plans[i];
-    if (!found && create && dnn_nplans < DNN_MAX_PLANS) {
-        if (!dnn_engine_state)
-            dnn_engine_state = dnnl_engine_create(&dnn_engine, dnnl_cpu, 0) == dnnl_success ? 1 : -1;
-        if (dnn_engine_state > 0 && (found = dnn_plan_new(c, n, h, w))) dnn_plans[dnn_nplans++] = found;
-    }
-    pthread_mutex_unlock(&dnn_cache_lock);
-    return found && !atomic_load(&found->broken) ? found : NULL;
-}
-
-/* Internal (tests): whether this shape runs on oneDNN (a plan was built by nn_conv_workspace). */
-int nn__conv_uses_dnnl(const nn_conv *c, int n, int h, int w);
-int nn__conv_uses_dnnl(const nn_conv *c, int n, int h, int w) { return dnn_plan_get(c, n, h, w, 0) != NULL; }
 
 static float *dnn_base(float *ws)
 {
@@ -501,18 +439,13 @@ static int dnn_port_out(dnn_plan *p, dnn_port *t, float *scratch)
 static int dnn_forward(dnn_plan *p, float *out, float *ws, const float *in, const float *weight)
 {
     float *base = dnn_base(ws), *scr = base + p->f_scratch;
-    int rc = -1;
-    pthread_mutex_lock(&p->lock);
     if (dnn_port_in(p, &p->f_src, in, base, scr) || dnn_port_in(p, &p->f_w, weight, base, scr) ||
         dnn_port_bind_out(&p->f_dst, out, base))
-        goto out;
+        return -1;
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, p->f_src.conv}, {DNNL_ARG_WEIGHTS, p->f_w.conv},
                                {DNNL_ARG_DST, p->f_dst.conv}};
-    if (dnn_exec(p, &p->fwd, scr, args, 3) || dnn_port_out(p, &p->f_dst, scr)) goto out;
-    rc = dnnl_stream_wait(p->stream) == dnnl_success ? 0 : -1;
-out:
-    pthread_mutex_unlock(&p->lock);
-    return rc;
+    if (dnn_exec(p, &p->fwd, scr, args, 3) || dnn_port_out(p, &p->f_dst, scr)) return -1;
+    return dnnl_stream_wait(p->stream) == dnnl_success ? 0 : -1;
 }
 
 static int dnn_backward(dnn_plan *p, float *din, float *dweight, float *ws, const float *dout, const float *in,
@@ -520,60 +453,111 @@ static int dnn_backward(dnn_plan *p, float *din, float *dweight, float *ws, cons
 {
     float *base = dnn_base(ws), *scr = base + p->b_scratch, *dw = base + p->dw_off;
     const size_t wlen = (size_t)p->c.cout * p->c.cin * p->c.k * p->c.k;
-    int rc = -1;
-    pthread_mutex_lock(&p->lock);
     if (din) {
         if (dnn_port_in(p, &p->d_ddst, dout, base, scr) || dnn_port_in(p, &p->d_w, weight, base, scr) ||
             dnn_port_bind_out(&p->d_dsrc, din, base))
-            goto out;
+            return -1;
         dnnl_exec_arg_t args[4] = {{DNNL_ARG_DIFF_DST, p->d_ddst.conv}, {DNNL_ARG_WEIGHTS, p->d_w.conv},
                                    {DNNL_ARG_DIFF_SRC, p->d_dsrc.conv}};
-        if (dnn_exec(p, &p->bwd_d, scr, args, 3) || dnn_port_out(p, &p->d_dsrc, scr)) goto out;
+        if (dnn_exec(p, &p->bwd_d, scr, args, 3) || dnn_port_out(p, &p->d_dsrc, scr)) return -1;
     }
     if (din && p->share_ddst) { /* dout is already in the blocked format, at d_ddst's region */
-        if (dnnl_memory_set_data_handle(p->w_ddst.conv, base + p->d_ddst.off) != dnnl_success) goto out;
+        if (dnnl_memory_set_data_handle(p->w_ddst.conv, base + p->d_ddst.off) != dnnl_success) return -1;
     } else if (dnn_port_in(p, &p->w_ddst, dout, base, scr)) {
-        goto out;
+        return -1;
     }
-    if (dnn_port_in(p, &p->w_src, in, base, scr) || dnn_port_bind_out(&p->w_dw, dw, base)) goto out;
+    if (dnn_port_in(p, &p->w_src, in, base, scr) || dnn_port_bind_out(&p->w_dw, dw, base)) return -1;
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, p->w_src.conv}, {DNNL_ARG_DIFF_DST, p->w_ddst.conv},
                                {DNNL_ARG_DIFF_WEIGHTS, p->w_dw.conv}};
-    if (dnn_exec(p, &p->bwd_w, scr, args, 3) || dnn_port_out(p, &p->w_dw, scr)) goto out;
-    if (dnnl_stream_wait(p->stream) != dnnl_success) goto out;
+    if (dnn_exec(p, &p->bwd_w, scr, args, 3) || dnn_port_out(p, &p->w_dw, scr)) return -1;
+    if (dnnl_stream_wait(p->stream) != dnnl_success) return -1;
     /* oneDNN overwrites diff weights; our contract accumulates. */
     for (size_t i = 0; i < wlen; i++) dweight[i] += dw[i];
-    rc = 0;
-out:
-    pthread_mutex_unlock(&p->lock);
-    return rc;
+    return 0;
 }
 
-/* ---- public conv entry points ---- */
+/* ---- conv plans: the public entry points ---- */
 
-size_t nn_conv_workspace(const nn_conv *c, int n, int h, int w)
+struct nn_conv_plan {
+    nn_conv c;
+    int h, w, max_n;
+    int force_gemm;          /* test hook (nn_int.h): run im2col even where a dnn_plan exists */
+    size_t ws_floats;        /* enough for every n in [1, max_n], either path */
+    dnnl_engine_t eng;       /* NULL: no oneDNN for this conv (not wanted, or unavailable) */
+    dnnl_stream_t stream;
+    int count;
+    struct { int n; dnn_plan *dnn; } by_n[]; /* the declared batch sizes; dnn NULL: im2col */
+};
+
+int nn_conv_plan_new(nn_conv_plan **out, const nn_conv *c, int h, int w, const int *ns, int count)
 {
-    /* Enough for either path: a oneDNN plan may turn out unusable at run time. */
-    size_t need = gemm_workspace(c, n, h, w);
-    dnn_plan *p = dnn_plan_get(c, n, h, w, 1);
-    return p ? dnn_max(need, p->floats) : need;
+    *out = NULL;
+    if (count < 1 || h < 1 || w < 1 || c->cin < 1 || c->cout < 1 || c->k < 1 || c->stride < 1 || c->pad < 0 ||
+        nn_conv_out(h, c->k, c->stride, c->pad) < 1 || nn_conv_out(w, c->k, c->stride, c->pad) < 1)
+        return -EINVAL;
+    for (int i = 0; i < count; i++)
+        if (ns[i] < 1) return -EINVAL;
+    nn_conv_plan *p = calloc(1, sizeof *p + (size_t)count * sizeof p->by_n[0]);
+    if (!p) return -ENOMEM;
+    p->c = *c;
+    p->h = h;
+    p->w = w;
+    for (int i = 0; i < count; i++) {
+        int dup = 0;
+        for (int j = 0; j < p->count; j++) dup |= p->by_n[j].n == ns[i];
+        if (!dup) p->by_n[p->count++].n = ns[i];
+        if (ns[i] > p->max_n) p->max_n = ns[i];
+    }
+    /* Without oneDNN (no engine, no JIT kernel for this CPU) every batch runs on im2col: not an error. */
+    if (dnn_wanted(c) && dnnl_engine_create(&p->eng, dnnl_cpu, 0) == dnnl_success &&
+        dnnl_stream_create(&p->stream, p->eng, dnnl_stream_default_flags) == dnnl_success)
+        for (int i = 0; i < p->count; i++) p->by_n[i].dnn = dnn_plan_new(p->eng, p->stream, c, p->by_n[i].n, h, w);
+    /* im2col's workspace grows with n up to one chunk, so max_n's covers every smaller batch too. */
+    p->ws_floats = gemm_workspace(c, p->max_n, h, w);
+    for (int i = 0; i < p->count; i++)
+        if (p->by_n[i].dnn) p->ws_floats = dnn_max(p->ws_floats, p->by_n[i].dnn->floats);
+    *out = p;
+    return 0;
 }
 
-void nn_conv_forward(float *out, float *ws, const float *in, const float *weight,
-                     const nn_conv *c, int n, int h, int w)
+void nn_conv_plan_free(nn_conv_plan *p)
 {
-    dnn_plan *p = dnn_plan_get(c, n, h, w, 0);
-    if (p && !dnn_forward(p, out, ws, in, weight)) return;
-    if (p) atomic_store(&p->broken, 1); /* failed mid-way: nothing was accumulated, redo it */
-    gemm_forward(out, ws, in, weight, c, n, h, w);
+    if (!p) return;
+    for (int i = 0; i < p->count; i++) dnn_plan_free(p->by_n[i].dnn);
+    if (p->stream) dnnl_stream_destroy(p->stream);
+    if (p->eng) dnnl_engine_destroy(p->eng);
+    free(p);
+}
+
+size_t nn_conv_plan_workspace(const nn_conv_plan *p) { return p->ws_floats; }
+
+/* The oneDNN plan for batch n, or NULL: im2col. */
+static dnn_plan *plan_for(const nn_conv_plan *p, int n)
+{
+    if (p->force_gemm) return NULL;
+    for (int i = 0; i < p->count; i++)
+        if (p->by_n[i].n == n) return p->by_n[i].dnn && !p->by_n[i].dnn->broken ? p->by_n[i].dnn : NULL;
+    return NULL;
+}
+
+int nn__conv_plan_uses_dnnl(const nn_conv_plan *p, int n) { return plan_for(p, n) != NULL; }
+void nn__conv_plan_force_gemm(nn_conv_plan *p, int on) { p->force_gemm = on != 0; }
+
+void nn_conv_forward(float *out, float *ws, const float *in, const float *weight, nn_conv_plan *p, int n)
+{
+    dnn_plan *d = plan_for(p, n);
+    if (d && !dnn_forward(d, out, ws, in, weight)) return;
+    if (d) d->broken = 1; /* failed mid-way: nothing was accumulated, redo it */
+    gemm_forward(out, ws, in, weight, &p->c, n, p->h, p->w);
 }
 
 void nn_conv_backward(float *din, float *dweight, float *ws, const float *dout, const float *in,
-                      const float *weight, const nn_conv *c, int n, int h, int w)
+                      const float *weight, nn_conv_plan *p, int n)
 {
-    dnn_plan *p = dnn_plan_get(c, n, h, w, 0);
-    if (p && !dnn_backward(p, din, dweight, ws, dout, in, weight)) return;
-    if (p) atomic_store(&p->broken, 1);
-    gemm_backward(din, dweight, ws, dout, in, weight, c, n, h, w);
+    dnn_plan *d = plan_for(p, n);
+    if (d && !dnn_backward(d, din, dweight, ws, dout, in, weight)) return;
+    if (d) d->broken = 1;
+    gemm_backward(din, dweight, ws, dout, in, weight, &p->c, n, p->h, p->w);
 }
 
 /* ---- batch norm ---- */
@@ -647,13 +631,13 @@ void nn_bn_backward(float *din, float *dgamma, float *dbeta, const float *dout, 
 void nn_relu_forward(float *out, const float *in, size_t len)
 {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < len; i++) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+    for (size_t i = 0; i < len; i++) out[i] = !(in[i] <= 0.0f) ? in[i] : 0.0f; /* NaN passes, as in torch */
 }
 
 void nn_relu_backward(float *din, const float *dout, const float *out, size_t len)
 {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < len; i++) din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+    for (size_t i = 0; i < len; i++) din[i] = !(out[i] <= 0.0f) ? dout[i] : 0.0f; /* torch: NaN passes too */
 }
 
 void nn_add_forward(float *out, const float *a, const float *b, size_t len)

@@ -1,12 +1,11 @@
 /* trainer/simclr.c — SimCLR's projection head and NT-Xent loss with explicit backward (see
  * simclr.h). Forward: r1 = relu(h w0^T + b0), a2 = r1 w2^T + b2, z = a2/|a2|, s = z z^T / tau;
  * then a log-sum-exp per row (max subtracted, summed in double). Backward reuses s as dL/ds.
- * Called from the job's thread; products use cblas_sgemm. Errors are negative codes (-EINVAL,
+ * Called from the job's thread; products use nn_gemm (oneDNN sgemm). Errors are negative codes (-EINVAL,
  * -ENOMEM, -EDOM); nothing is allocated after simclr_new.
  */
 #include "trainer/simclr.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -175,7 +174,7 @@ int simclr_forward_backward(simclr *c, float *dh, const simclr_grads *g, double 
     nn_relu_forward(c->r1, c->r1, (size_t)R * d);
     nn_linear_forward(c->a2, c->r1, w->w2, w->b2, R, d, p);
     nn_l2norm_forward(c->z, c->a2, R, p);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, R, p, 1.0f / tau, c->z, p, c->z, p, 0.0f,
+    nn_gemm(0, 1, R, R, p, 1.0f / tau, c->z, p, c->z, p, 0.0f,
                 c->s, R);
     int hits = 0;
     double L = ntxent_loss(c, n, &hits) / R;
@@ -195,7 +194,7 @@ int simclr_forward_backward(simclr *c, float *dh, const simclr_grads *g, double 
             float t = G[(size_t)i * R + k] + G[(size_t)k * R + i];
             G[(size_t)i * R + k] = G[(size_t)k * R + i] = t;
         }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, p, R, 1.0f / tau, G, R, c->z, p, 0.0f,
+    nn_gemm(0, 0, R, p, R, 1.0f / tau, G, R, c->z, p, 0.0f,
                 c->dz, p);
     nn_l2norm_backward(c->da2, c->dz, c->a2, R, p);
     nn_linear_backward(c->dr1, g ? g->w2 : NULL, g ? g->b2 : NULL, c->da2, c->r1, w->w2, R, d, p);

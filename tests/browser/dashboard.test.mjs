@@ -15,7 +15,7 @@ import path from 'node:path';
 
 const BASE = process.argv[2];
 const ART = process.argv[3] || path.resolve('artifacts');
-const TOKEN = 'ct-test-token-123';
+const TOKEN = process.env.CT_TOKEN || 'ct-test-token-123';
 const CHROMIUM = process.env.CT_CHROMIUM || '/usr/bin/chromium';
 const SANITIZED = process.env.CT_SANITIZED === '1'; // daemon under ASan/UBSan: ~3x slower, fewer images
 const T = SANITIZED ? 120_000 : 60_000; // longest wait for any one thing

@@ -1,5 +1,8 @@
 """tests/e2e/harness.py — start the real bin/coretuned on a free loopback port with a temporary
-data dir, talk HTTP to it (stdlib only), and stop it checking a clean exit (so sanitizer reports fail)."""
+data dir, talk HTTP to it (stdlib only), and stop it checking a clean exit (so sanitizer reports fail).
+Every request is authenticated by default with the first admin's token, which the daemon writes to
+DATA_DIR/admin.token on first start; pass token=None for an anonymous request or token="ct_..." for
+another user. The daemon's default config file is not read (CORETUNED_CONFIG="")."""
 import json
 import os
 import shutil
@@ -27,20 +30,25 @@ class Daemon:
         self.extra = list(extra_args)
         self.proc = None
         self.port = None
+        self.token = None
+        self.socket_path = os.path.join(self.data_dir, "coretuned.sock")
 
     def start(self, timeout=10.0):
         self.port = free_port()
         self.log = open(os.path.join(self.data_dir, "daemon.log"), "ab")
+        env = dict(os.environ, CORETUNED_CONFIG=os.environ.get("CT_TEST_CONFIG", ""))
         self.proc = subprocess.Popen(
             [os.path.join(BIN, "coretuned"), "--listen", f"127.0.0.1:{self.port}",
              "--data-dir", self.data_dir, *self.extra],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"coretuned exited with {self.proc.returncode}: {self.read_log()}")
             try:
-                if self.request("GET", "/healthz")[0] == 200:
+                if self.request("GET", "/healthz", token=None)[0] == 200:
+                    self.token = self.admin_token()
+                    os.environ["CT_TOKEN"] = self.token  # for child processes (the browser test)
                     return self
             except OSError:
                 time.sleep(0.05)
@@ -50,13 +58,22 @@ class Daemon:
         with open(os.path.join(self.data_dir, "daemon.log"), "rb") as f:
             return f.read().decode(errors="replace")
 
+    def admin_token(self):
+        with open(os.path.join(self.data_dir, "admin.token")) as f:
+            return f.read().strip()
+
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def request(self, method, path, body=None, headers=None, timeout=10):
-        """Returns (status, parsed JSON or raw bytes, headers)."""
+    def request(self, method, path, body=None, headers=None, timeout=10, token="admin"):
+        """Returns (status, parsed JSON or raw bytes, headers). token: "admin" (the default) = the
+        first admin's, None = no Authorization header, anything else = that token."""
         data = None
         hdrs = dict(headers or {})
+        if token == "admin":
+            token = self.token
+        if token is not None and "Authorization" not in hdrs:
+            hdrs["Authorization"] = f"Bearer {token}"
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
@@ -162,9 +179,12 @@ def event_num(e):
 class SSE:
     """A minimal server-sent events client: iterate over (id, event, data) until the server ends."""
 
-    def __init__(self, d, path, last_event_id=None, timeout=60):
+    def __init__(self, d, path, last_event_id=None, timeout=60, token="admin"):
         self.conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=timeout)
         hdrs = {"Accept": "text/event-stream"}
+        token = d.token if token == "admin" else token
+        if token:
+            hdrs["Authorization"] = f"Bearer {token}"
         if last_event_id:
             hdrs["Last-Event-ID"] = last_event_id
         self.conn.request("GET", path, headers=hdrs)
@@ -199,3 +219,47 @@ def integrity_check(data_dir):
         return con.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
         con.close()
+
+
+# ---- users, tokens and the Unix socket (issue #6) ----
+
+def admin_cli(d, *args, check=True):
+    """Run an offline admin command (coretuned --data-dir DIR user|token ...); returns stdout."""
+    env = dict(os.environ, CORETUNED_CONFIG="")
+    p = subprocess.run([os.path.join(BIN, "coretuned"), "--data-dir", d.data_dir, *args], capture_output=True,
+                       text=True, timeout=30, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError(f"coretuned {' '.join(args)} -> {p.returncode}: {p.stderr}")
+    return p.stdout if check else p
+
+
+def add_user(d, name, admin=False, uid=None):
+    """Add a user and return a fresh token for it."""
+    args = ["user", "add", name] + (["--admin"] if admin else []) + (["--uid", str(uid)] if uid is not None else [])
+    admin_cli(d, *args)
+    return admin_cli(d, "token", "create", name).strip()
+
+
+def unix_request(path, method, url, body=None, headers=None, timeout=10):
+    """HTTP over a Unix socket: (status, parsed JSON or bytes, headers)."""
+    class Conn(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(path)
+    c = Conn("localhost", timeout=timeout)
+    hdrs = dict(headers or {})
+    data = None
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    try:
+        c.request(method, url, body=data, headers=hdrs)
+        r = c.getresponse()
+        raw = r.read()
+        try:
+            return r.status, json.loads(raw), r.headers
+        except ValueError:
+            return r.status, raw, r.headers
+    finally:
+        c.close()

@@ -3,8 +3,10 @@
  * 1x64x64), batch 4, weights from a
  * formula both sides compute (tests/golden/model_twin.py det_fill), checked against
  * tests/fixtures/model_golden.safetensors; name/shape tables against torchvision's state_dict
- * (tests/fixtures/model_names.txt); safetensors round trip and load errors; finite differences.
- * Run from the repository root (fixtures via relative paths, or $CT_FIXTURES). No torch needed.
+ * (tests/fixtures/model_names.txt); safetensors round trip and load errors; finite differences;
+ * extra batch sizes; two models trained at once on two threads (as two jobs in one daemon); NaN
+ * propagation (torch's ReLU). Run from the repository root (fixtures via relative paths, or
+ * $CT_FIXTURES). No torch needed.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +16,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,10 +35,11 @@ static const char *fixture(const char *name)
     return path;
 }
 
-static model *make_model(const char *arch, int in_ch, int size, int small, int nc, int cd, int batch)
+static model *make_model_extra(const char *arch, int in_ch, int size, int small, int nc, int cd, int batch,
+                               int extra)
 {
     model_config cfg = {.in_channels = in_ch, .image_size = size, .small_stem = small, .num_classes = nc,
-                        .contrast_dim = cd, .max_batch = batch};
+                        .contrast_dim = cd, .max_batch = batch, .extra_batch = {extra}};
     snprintf(cfg.arch, sizeof cfg.arch, "%s", arch);
     model *m = NULL;
     char err[256] = "";
@@ -43,6 +47,11 @@ static model *make_model(const char *arch, int in_ch, int size, int small, int n
     if (rc) fprintf(stderr, "model_new(%s): %s\n", arch, err);
     assert_int_equal(rc, 0);
     return m;
+}
+
+static model *make_model(const char *arch, int in_ch, int size, int small, int nc, int cd, int batch)
+{
+    return make_model_extra(arch, in_ch, size, small, nc, cd, batch, 0);
 }
 
 /* model_twin.det_uniform: splitmix64 of (stream << 32) + i, mapped to [-1, 1) in double. */
@@ -351,9 +360,152 @@ static void test_layout_and_config(void **state)
     cfg.max_batch = 0;
     assert_int_equal(model_new(&m, &cfg, err, sizeof err), -EINVAL);
     cfg.max_batch = 2;
+    cfg.extra_batch[1] = 3; /* larger than max_batch */
+    assert_int_equal(model_new(&m, &cfg, err, sizeof err), -EINVAL);
+    assert_non_null(strstr(err, "extra_batch"));
+    cfg.extra_batch[1] = -1;
+    assert_int_equal(model_new(&m, &cfg, err, sizeof err), -EINVAL);
+    cfg.extra_batch[1] = 0;
     cfg.in_channels = 0;
     assert_int_equal(model_new(&m, &cfg, err, sizeof err), -EINVAL);
     model_free(NULL);
+}
+
+/* ---- 5. batch sizes, concurrency, NaN ---- */
+
+/* Train-mode features and gradients of batch n (weights det_fill, fresh running stats). */
+static void run_step(model *m, int n, const float *img, const float *dfeat, float *feat_out)
+{
+    det_fill(m);
+    model_zero_grad(m);
+    const float *f = model_forward(m, img, n, 1);
+    assert_non_null(f);
+    memcpy(feat_out, f, sizeof(float) * (size_t)n * model_feature_dim(m));
+    assert_int_equal(model_backward(m, dfeat, n), 0);
+}
+
+/* A model declared for max_batch 8 and a short batch of 5: both prepared, both estimated exactly; the
+ * short batch (prepared: oneDNN) and an undeclared one (3: im2col) both give what a model built for
+ * exactly that batch gives. */
+static void test_extra_batch(void **state)
+{
+    (void)state;
+    const int S = 12;
+    model *m = make_model_extra("resnet20", 1, S, 0, 0, 0, 8, 5);
+    assert_true(model_batch_prepared(m, 8));
+    assert_true(model_batch_prepared(m, 5));
+    assert_false(model_batch_prepared(m, 3));
+    assert_false(model_batch_prepared(m, 0));
+    size_t est = 0;
+    assert_int_equal(model_estimate_bytes(model_get_config(m), &est, NULL, 0), 0);
+    assert_int_equal(est, model_memory_bytes(m));
+    const int d = model_feature_dim(m);
+    float img[8 * S * S], dfeat[8 * 64], f1[8 * 64], f2[8 * 64];
+    det_array(img, sizeof img / sizeof img[0], 2000);
+    det_array(dfeat, sizeof dfeat / sizeof dfeat[0], 2001);
+    const int sizes[2] = {5, 3};
+    for (int k = 0; k < 2; k++) {
+        int n = sizes[k];
+        model *ref = make_model("resnet20", 1, S, 0, 0, 0, n);
+        run_step(m, n, img, dfeat, f1);
+        run_step(ref, n, img, dfeat, f2);
+        check_close("extra batch features", f1, f2, (size_t)n * d, 1e-5, 1e-6);
+        check_close("extra batch grads", model_grads(m), model_grads(ref), model_num_params(m), 1e-4, 1e-5);
+        model_free(ref);
+    }
+    model_free(m);
+}
+
+/* Two jobs of the same model in one process: two threads, each owning a model, train at the same
+ * time; every step's features and gradients are bit-identical to the same step run alone. */
+typedef struct model_job {
+    model *m;
+    const float *img, *dfeat, *want_feat, *want_grad;
+    int n, reps, mismatches;
+    float *feat;
+} model_job;
+
+static void *model_job_run(void *arg)
+{
+    model_job *j = arg;
+    for (int r = 0; r < j->reps; r++) {
+        run_step(j->m, j->n, j->img, j->dfeat, j->feat);
+        j->mismatches += memcmp(j->feat, j->want_feat, sizeof(float) * (size_t)j->n * model_feature_dim(j->m)) != 0 ||
+                         memcmp(model_grads(j->m), j->want_grad, sizeof(float) * model_num_params(j->m)) != 0;
+    }
+    return NULL;
+}
+
+static void test_two_models_two_threads(void **state)
+{
+    (void)state;
+    enum { N = 4, S = 16 };
+    float img[N * S * S], dfeat[N * 64], want_feat[N * 64], feat[2][N * 64];
+    det_array(img, sizeof img / sizeof img[0], 3000);
+    det_array(dfeat, sizeof dfeat / sizeof dfeat[0], 3001);
+    model_job jobs[2];
+    for (int k = 0; k < 2; k++)
+        jobs[k] = (model_job){.m = make_model("resnet20", 1, S, 0, 0, 0, N), .img = img, .dfeat = dfeat,
+                              .want_feat = want_feat, .n = N, .reps = 4, .feat = feat[k]};
+    run_step(jobs[0].m, N, img, dfeat, want_feat); /* alone */
+    float *want_grad = malloc(sizeof(float) * model_num_params(jobs[0].m));
+    assert_non_null(want_grad);
+    memcpy(want_grad, model_grads(jobs[0].m), sizeof(float) * model_num_params(jobs[0].m));
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++) {
+        jobs[k].want_grad = want_grad;
+        assert_int_equal(pthread_create(&th[k], NULL, model_job_run, &jobs[k]), 0);
+    }
+    for (int k = 0; k < 2; k++) assert_int_equal(pthread_join(th[k], NULL), 0);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(jobs[k].mismatches, 0);
+        model_free(jobs[k].m);
+    }
+    free(want_grad);
+}
+
+static int all_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* A NaN in the input must reach the features, as in torch (whose ReLU keeps NaN), so a diverging
+ * job sees a non-finite loss. Eval mode keeps images apart: only the poisoned image's features go
+ * non-finite, through the ReLUs after BN and the fused residual add + ReLU. Train mode: BN's batch
+ * statistics spread it to every image, and backward yields non-finite gradients. */
+static void test_nan_propagates(void **state)
+{
+    (void)state;
+    enum { N = 3, S = 16 };
+    model *m = make_model("resnet20", 1, S, 0, 0, 0, N);
+    det_fill(m);
+    for (int i = 0; i < model_num_tensors(m); i++) { /* running stats as PyTorch's fresh BN: 0 / 1 */
+        model_tensor *t = model_tensor_at(m, i);
+        if (t->kind == MODEL_BUFFER)
+            for (size_t j = 0; j < t->numel; j++) t->data[j] = strstr(t->name, "running_var") ? 1.0f : 0.0f;
+    }
+    const int d = model_feature_dim(m);
+    float img[N * S * S], dfeat[N * 64];
+    det_array(img, sizeof img / sizeof img[0], 4000);
+    det_array(dfeat, sizeof dfeat / sizeof dfeat[0], 4001);
+    const float *f = model_forward(m, img, N, 0);
+    assert_non_null(f);
+    assert_true(all_finite(f, (size_t)N * d));
+    img[S * S + 5 * S + 7] = NAN; /* image 1 */
+    f = model_forward(m, img, N, 0);
+    assert_non_null(f);
+    assert_true(all_finite(f, (size_t)d));
+    assert_false(all_finite(f + d, (size_t)d));
+    assert_true(all_finite(f + 2 * d, (size_t)d));
+    model_zero_grad(m);
+    f = model_forward(m, img, N, 1);
+    assert_non_null(f);
+    for (int i = 0; i < N; i++) assert_false(all_finite(f + (size_t)i * d, (size_t)d));
+    assert_int_equal(model_backward(m, dfeat, N), 0);
+    assert_false(all_finite(model_grads(m), model_num_params(m)));
+    model_free(m);
 }
 
 /* ---- 3. safetensors round trip and load errors ---- */
@@ -646,6 +798,9 @@ int main(void)
         cmocka_unit_test(test_layout_and_config),
         cmocka_unit_test_setup_teardown(test_save_load_roundtrip, setup_tmp, teardown_tmp),
         cmocka_unit_test(test_finite_differences),
+        cmocka_unit_test(test_extra_batch),
+        cmocka_unit_test(test_two_models_two_threads),
+        cmocka_unit_test(test_nan_propagates),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }

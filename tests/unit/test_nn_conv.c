@@ -1,10 +1,11 @@
 /* tests/unit/test_nn_conv.c — cmocka tests for the image-layer kernels of trainer/nn_conv.c:
  * hand-computed forward cases, a double-precision direct-convolution reference for both conv back
  * ends (oneDNN and im2col + sgemm, the latter with a batch large enough to be cut into chunks),
- * central finite-difference gradient checks of every backward on small random shapes, and
- * PyTorch's running-statistics formula for batch norm.
- * Single process, one thread of control; buffers are malloc'ed at exactly the sizes the kernels
- * promise, so ASan catches any overrun of the workspace or outputs. Failures are cmocka asserts.
+ * plans with several batch sizes (declared ones on oneDNN, others on im2col), plans of the same
+ * shape run by two threads at once, central finite-difference gradient checks of every backward on
+ * small random shapes, ReLU's NaN propagation, and PyTorch's running-statistics formula for batch norm.
+ * Single process; buffers are malloc'ed at exactly the sizes the kernels promise, so ASan catches
+ * any overrun of the workspace or outputs. Failures are cmocka asserts (on the main thread).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,18 +13,16 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "trainer/nn.h"
+#include "trainer/nn_int.h"
 #include "trainer/rng.h"
-
-/* Internal hooks of trainer/nn_conv.c (no internal header yet): force the im2col + sgemm path,
- * and ask whether a shape runs on oneDNN. */
-void nn__conv_force_gemm(int on);
-int nn__conv_uses_dnnl(const nn_conv *c, int n, int h, int w);
 
 static float *falloc(size_t n)
 {
@@ -82,15 +81,28 @@ static void fd_check(const char *what, float *p, size_t n, const float *g, loss_
 
 typedef struct conv_case {
     nn_conv c;
+    nn_conv_plan *p;
     int n, h, w;
     float *in, *wt, *out, *ws, *r; /* r: the fixed random cotangent defining L = sum r * out */
     size_t in_len, w_len, out_len, ws_len;
     int oh, ow;
 } conv_case;
 
-static void conv_case_init(conv_case *t, nn_conv c, int n, int h, int w, rng_t *rng)
+static nn_conv_plan *plan_new(const nn_conv *c, int h, int w, const int *ns, int count)
+{
+    nn_conv_plan *p = NULL;
+    assert_int_equal(nn_conv_plan_new(&p, c, h, w, ns, count), 0);
+    assert_non_null(p);
+    return p;
+}
+
+/* A case of batch n on a plan for ns[0..count-1] (NULL: for n alone); gemm = 1 forces im2col. */
+static void conv_case_init_plan(conv_case *t, nn_conv c, int n, int h, int w, rng_t *rng, const int *ns,
+                                int count, int gemm)
 {
     t->c = c;
+    t->p = ns ? plan_new(&c, h, w, ns, count) : plan_new(&c, h, w, &n, 1);
+    nn__conv_plan_force_gemm(t->p, gemm);
     t->n = n;
     t->h = h;
     t->w = w;
@@ -99,7 +111,7 @@ static void conv_case_init(conv_case *t, nn_conv c, int n, int h, int w, rng_t *
     t->in_len = (size_t)c.cin * n * h * w;
     t->w_len = (size_t)c.cout * c.cin * c.k * c.k;
     t->out_len = (size_t)c.cout * n * t->oh * t->ow;
-    t->ws_len = nn_conv_workspace(&c, n, h, w);
+    t->ws_len = nn_conv_plan_workspace(t->p);
     t->in = falloc(t->in_len);
     t->wt = falloc(t->w_len);
     t->out = falloc(t->out_len);
@@ -111,8 +123,14 @@ static void conv_case_init(conv_case *t, nn_conv c, int n, int h, int w, rng_t *
     fill_const(t->ws, t->ws_len, NAN); /* results must not depend on stale scratch */
 }
 
+static void conv_case_init(conv_case *t, nn_conv c, int n, int h, int w, rng_t *rng)
+{
+    conv_case_init_plan(t, c, n, h, w, rng, NULL, 0, 0);
+}
+
 static void conv_case_free(conv_case *t)
 {
+    nn_conv_plan_free(t->p);
     free(t->in);
     free(t->wt);
     free(t->out);
@@ -123,7 +141,7 @@ static void conv_case_free(conv_case *t)
 static double conv_loss(void *ctx)
 {
     conv_case *t = ctx;
-    nn_conv_forward(t->out, t->ws, t->in, t->wt, &t->c, t->n, t->h, t->w);
+    nn_conv_forward(t->out, t->ws, t->in, t->wt, t->p, t->n);
     return dot_d(t->out, t->r, t->out_len);
 }
 
@@ -162,38 +180,53 @@ static void test_conv_forward_hand(void **state)
     float out[4], ws[64];
 
     /* 2x2 kernel [[1,0],[0,-1]], stride 1, no pad: x[i][j] - x[i+1][j+1] = -4 everywhere. */
+    const int one = 1, two = 2;
     nn_conv c1 = {.cin = 1, .cout = 1, .k = 2, .stride = 1, .pad = 0};
     float w1[4] = {1, 0, 0, -1};
-    assert_true(nn_conv_workspace(&c1, 1, 3, 3) <= 64);
-    nn_conv_forward(out, ws, in, w1, &c1, 1, 3, 3);
+    nn_conv_plan *p1 = plan_new(&c1, 3, 3, &one, 1);
+    assert_true(nn_conv_plan_workspace(p1) <= 64);
+    nn_conv_forward(out, ws, in, w1, p1, 1);
     for (int i = 0; i < 4; i++) assert_float_equal(out[i], -4.0f, 0.0f);
+    nn_conv_plan_free(p1);
 
     /* 3x3 box, stride 2, pad 1: window sums of the 2x2 corners: 12 16 / 24 28. */
     nn_conv c2 = {.cin = 1, .cout = 1, .k = 3, .stride = 2, .pad = 1};
     float w2[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
     const float want2[4] = {12, 16, 24, 28};
-    assert_true(nn_conv_workspace(&c2, 1, 3, 3) <= 64);
-    nn_conv_forward(out, ws, in, w2, &c2, 1, 3, 3);
+    nn_conv_plan *p2 = plan_new(&c2, 3, 3, &one, 1);
+    assert_true(nn_conv_plan_workspace(p2) <= 64);
+    nn_conv_forward(out, ws, in, w2, p2, 1);
     for (int i = 0; i < 4; i++) assert_float_equal(out[i], want2[i], 0.0f);
+    nn_conv_plan_free(p2);
 
     /* 1x1 conv, 2 in -> 1 out, batch of 2 (CNHW): out[n] = 2*a[n] - b[n]. */
     nn_conv c3 = {.cin = 2, .cout = 1, .k = 1, .stride = 1, .pad = 0};
     float in3[8] = {1, 2, 3, 4, /* ch 0: img 0 = {1,2}, img 1 = {3,4} */ 10, 20, 30, 40};
     float w3[2] = {2, -1}, out3[4];
     const float want3[4] = {-8, -16, -24, -32};
-    assert_int_equal(nn_conv_workspace(&c3, 2, 1, 2), 0);
-    nn_conv_forward(out3, NULL, in3, w3, &c3, 2, 1, 2);
+    nn_conv_plan *p3 = plan_new(&c3, 1, 2, &two, 1);
+    assert_int_equal(nn_conv_plan_workspace(p3), 0);
+    nn_conv_forward(out3, NULL, in3, w3, p3, 2);
     for (int i = 0; i < 4; i++) assert_float_equal(out3[i], want3[i], 0.0f);
+    nn_conv_plan_free(p3);
+
+    /* Shapes that are no conv at all are refused at setup. */
+    nn_conv_plan *bad = NULL;
+    nn_conv cbad = {.cin = 1, .cout = 1, .k = 5, .stride = 1, .pad = 0};
+    assert_int_equal(nn_conv_plan_new(&bad, &cbad, 3, 3, &one, 1), -EINVAL); /* kernel larger than the image */
+    assert_null(bad);
+    assert_int_equal(nn_conv_plan_new(&bad, &c1, 3, 3, &one, 0), -EINVAL);
+    const int zero = 0;
+    assert_int_equal(nn_conv_plan_new(&bad, &c1, 3, 3, &zero, 1), -EINVAL);
+    nn_conv_plan_free(NULL);
 }
 
 /* Forward and both gradients against the double reference, and din overwritten (not summed) while
  * dweight is accumulated. Tolerance: 1e-4 * (1 + |ref|), float GEMM rounding over <= 600 terms. */
-static void check_conv_vs_reference(nn_conv c, int n, int h, int w, uint64_t seed)
+static void check_case_vs_reference(conv_case *tp)
 {
-    rng_t rng;
-    rng_seed(&rng, seed);
-    conv_case t;
-    conv_case_init(&t, c, n, h, w, &rng);
+    conv_case t = *tp;
+    const int n = t.n;
     double *rout = malloc(sizeof(double) * t.out_len), *rdin = malloc(sizeof(double) * t.in_len);
     double *rdw = malloc(sizeof(double) * t.w_len);
     float *din = falloc(t.in_len), *dw = falloc(t.w_len);
@@ -202,20 +235,20 @@ static void check_conv_vs_reference(nn_conv c, int n, int h, int w, uint64_t see
     assert_non_null(rdw);
     conv_reference(rout, rdin, rdw, &t);
 
-    nn_conv_forward(t.out, t.ws, t.in, t.wt, &t.c, n, h, w);
+    nn_conv_forward(t.out, t.ws, t.in, t.wt, t.p, n);
     for (size_t i = 0; i < t.out_len; i++) assert_true(fabs(t.out[i] - rout[i]) <= 1e-4 * (1 + fabs(rout[i])));
 
     fill_const(din, t.in_len, 1e30f); /* must be overwritten */
     fill_const(dw, t.w_len, 0.5f);    /* must be accumulated onto */
     fill_const(t.ws, t.ws_len, NAN);
-    nn_conv_backward(din, dw, t.ws, t.r, t.in, t.wt, &t.c, n, h, w);
+    nn_conv_backward(din, dw, t.ws, t.r, t.in, t.wt, t.p, n);
     for (size_t i = 0; i < t.in_len; i++) assert_true(fabs(din[i] - rdin[i]) <= 1e-4 * (1 + fabs(rdin[i])));
     for (size_t i = 0; i < t.w_len; i++)
         assert_true(fabs((dw[i] - 0.5) - rdw[i]) <= 1e-4 * (1 + fabs(rdw[i])));
 
     /* din == NULL: only the weight gradient. */
     fill_const(dw, t.w_len, 0.0f);
-    nn_conv_backward(NULL, dw, t.ws, t.r, t.in, t.wt, &t.c, n, h, w);
+    nn_conv_backward(NULL, dw, t.ws, t.r, t.in, t.wt, t.p, n);
     for (size_t i = 0; i < t.w_len; i++) assert_true(fabs(dw[i] - rdw[i]) <= 1e-4 * (1 + fabs(rdw[i])));
 
     free(rout);
@@ -223,35 +256,43 @@ static void check_conv_vs_reference(nn_conv c, int n, int h, int w, uint64_t see
     free(rdw);
     free(din);
     free(dw);
+}
+
+/* gemm = 1: through im2col + sgemm even where oneDNN would run. */
+static void check_conv_vs_reference(nn_conv c, int n, int h, int w, uint64_t seed, int gemm)
+{
+    rng_t rng;
+    rng_seed(&rng, seed);
+    conv_case t;
+    conv_case_init_plan(&t, c, n, h, w, &rng, NULL, 0, gemm);
+    check_case_vs_reference(&t);
     conv_case_free(&t);
 }
 
-static void run_reference_shapes(void)
+static void run_reference_shapes(int gemm)
 {
-    check_conv_vs_reference((nn_conv){3, 4, 3, 1, 1}, 2, 5, 5, 1);
-    check_conv_vs_reference((nn_conv){2, 3, 3, 2, 1}, 3, 7, 6, 2);
-    check_conv_vs_reference((nn_conv){3, 5, 1, 1, 0}, 2, 4, 3, 3);
-    check_conv_vs_reference((nn_conv){4, 6, 1, 2, 0}, 2, 5, 5, 4);
-    check_conv_vs_reference((nn_conv){3, 4, 7, 2, 3}, 2, 11, 9, 5);
-    check_conv_vs_reference((nn_conv){2, 2, 3, 1, 0}, 1, 3, 3, 6);  /* output 1x1 */
-    check_conv_vs_reference((nn_conv){1, 2, 5, 3, 2}, 2, 8, 7, 7);  /* stride 3, uneven edges */
+    check_conv_vs_reference((nn_conv){3, 4, 3, 1, 1}, 2, 5, 5, 1, gemm);
+    check_conv_vs_reference((nn_conv){2, 3, 3, 2, 1}, 3, 7, 6, 2, gemm);
+    check_conv_vs_reference((nn_conv){3, 5, 1, 1, 0}, 2, 4, 3, 3, gemm);
+    check_conv_vs_reference((nn_conv){4, 6, 1, 2, 0}, 2, 5, 5, 4, gemm);
+    check_conv_vs_reference((nn_conv){3, 4, 7, 2, 3}, 2, 11, 9, 5, gemm);
+    check_conv_vs_reference((nn_conv){2, 2, 3, 1, 0}, 1, 3, 3, 6, gemm);  /* output 1x1 */
+    check_conv_vs_reference((nn_conv){1, 2, 5, 3, 2}, 2, 8, 7, 7, gemm);  /* stride 3, uneven edges */
     /* Shapes oneDNN takes (>= 16 input channels, k > 1) */
-    check_conv_vs_reference((nn_conv){16, 8, 3, 1, 1}, 3, 6, 6, 21);
-    check_conv_vs_reference((nn_conv){16, 24, 3, 2, 1}, 2, 7, 8, 22); /* odd size, stride 2 */
-    check_conv_vs_reference((nn_conv){24, 16, 7, 2, 3}, 2, 9, 9, 23);
-    check_conv_vs_reference((nn_conv){32, 32, 3, 1, 0}, 2, 5, 5, 24); /* no padding */
-    check_conv_vs_reference((nn_conv){17, 5, 3, 1, 1}, 2, 4, 4, 25);  /* channels not a multiple of 8 */
-    check_conv_vs_reference((nn_conv){16, 16, 3, 2, 1}, 5, 8, 8, 26);
-    check_conv_vs_reference((nn_conv){16, 8, 3, 2, 0}, 2, 8, 8, 27);  /* last input row unused */
+    check_conv_vs_reference((nn_conv){16, 8, 3, 1, 1}, 3, 6, 6, 21, gemm);
+    check_conv_vs_reference((nn_conv){16, 24, 3, 2, 1}, 2, 7, 8, 22, gemm); /* odd size, stride 2 */
+    check_conv_vs_reference((nn_conv){24, 16, 7, 2, 3}, 2, 9, 9, 23, gemm);
+    check_conv_vs_reference((nn_conv){32, 32, 3, 1, 0}, 2, 5, 5, 24, gemm); /* no padding */
+    check_conv_vs_reference((nn_conv){17, 5, 3, 1, 1}, 2, 4, 4, 25, gemm);  /* channels not a multiple of 8 */
+    check_conv_vs_reference((nn_conv){16, 16, 3, 2, 1}, 5, 8, 8, 26, gemm);
+    check_conv_vs_reference((nn_conv){16, 8, 3, 2, 0}, 2, 8, 8, 27, gemm);  /* last input row unused */
 }
 
 static void test_conv_reference_shapes(void **state)
 {
     (void)state;
-    run_reference_shapes(); /* each shape on the back end it would use */
-    nn__conv_force_gemm(1);
-    run_reference_shapes(); /* everything through im2col + sgemm */
-    nn__conv_force_gemm(0);
+    run_reference_shapes(0); /* each shape on the back end it would use */
+    run_reference_shapes(1); /* everything through im2col + sgemm */
 }
 
 /* The fast path must really be taken where it was measured to win (and not where it loses), or
@@ -260,31 +301,126 @@ static void test_conv_backend_choice(void **state)
 {
     (void)state;
     nn_conv big = {16, 16, 3, 1, 1}, stem = {1, 16, 3, 1, 1}, point = {16, 32, 1, 2, 0};
-    assert_true(nn_conv_workspace(&big, 4, 8, 8) > 0);
-    assert_true(nn__conv_uses_dnnl(&big, 4, 8, 8));
-    nn_conv_workspace(&stem, 4, 8, 8);
-    nn_conv_workspace(&point, 4, 8, 8);
-    assert_false(nn__conv_uses_dnnl(&stem, 4, 8, 8));
-    assert_false(nn__conv_uses_dnnl(&point, 4, 8, 8));
-    assert_false(nn__conv_uses_dnnl(&big, 5, 8, 8)); /* no plan for a batch size never sized */
-    nn__conv_force_gemm(1);
-    assert_false(nn__conv_uses_dnnl(&big, 4, 8, 8));
-    nn__conv_force_gemm(0);
+    const int four = 4;
+    nn_conv_plan *pb = plan_new(&big, 8, 8, &four, 1), *ps = plan_new(&stem, 8, 8, &four, 1);
+    nn_conv_plan *pp = plan_new(&point, 8, 8, &four, 1);
+    assert_true(nn_conv_plan_workspace(pb) > 0);
+    assert_true(nn__conv_plan_uses_dnnl(pb, 4));
+    assert_false(nn__conv_plan_uses_dnnl(ps, 4));
+    assert_false(nn__conv_plan_uses_dnnl(pp, 4));
+    assert_false(nn__conv_plan_uses_dnnl(pb, 3)); /* a batch size never declared */
+    nn__conv_plan_force_gemm(pb, 1);
+    assert_false(nn__conv_plan_uses_dnnl(pb, 4));
+    nn__conv_plan_force_gemm(pb, 0);
+    assert_true(nn__conv_plan_uses_dnnl(pb, 4));
+    nn_conv_plan_free(pb);
+    nn_conv_plan_free(ps);
+    nn_conv_plan_free(pp);
+}
+
+/* One plan, several batch sizes (a training batch, a short last validation batch): each declared
+ * size runs on oneDNN, an undeclared smaller one on im2col, all within the one workspace (ASan: the
+ * buffer is exactly nn_conv_plan_workspace floats) and all equal to the reference. */
+static void test_conv_plan_batches(void **state)
+{
+    (void)state;
+    const nn_conv c = {16, 8, 3, 2, 1};
+    const int ns[3] = {6, 2, 6}; /* a duplicate is ignored */
+    for (int n = 1; n <= 6; n++) {
+        rng_t rng;
+        rng_seed(&rng, 300 + n);
+        conv_case t;
+        conv_case_init_plan(&t, c, n, 7, 9, &rng, ns, 3, 0);
+        assert_int_equal(nn__conv_plan_uses_dnnl(t.p, n), n == 6 || n == 2);
+        check_case_vs_reference(&t);
+        conv_case_free(&t);
+    }
 }
 
 /* A batch whose columns exceed the im2col bound: the conv runs in several chunks of images (the
- * last one short), GEMMing into column blocks of the output; must equal the reference. */
+ * last one short), GEMMing into column blocks of the output; must equal the reference. 15 input
+ * channels: just below oneDNN's share, so the workspace is im2col's alone. */
 static void test_conv_chunked(void **state)
 {
     (void)state;
-    nn_conv c = {.cin = 64, .cout = 8, .k = 3, .stride = 1, .pad = 1};
-    nn__conv_force_gemm(1); /* a shape oneDNN would otherwise take */
-    size_t one = nn_conv_workspace(&c, 1, 16, 16), all = nn_conv_workspace(&c, 17, 16, 16);
-    assert_int_equal(one, (size_t)64 * 9 * 256);
-    assert_true(all < one * 17); /* chunked: the workspace does not grow with the whole batch */
-    assert_int_equal(all % one, 0);
-    check_conv_vs_reference(c, 17, 16, 16, 11);
-    nn__conv_force_gemm(0);
+    nn_conv c = {.cin = 15, .cout = 8, .k = 3, .stride = 1, .pad = 1};
+    const int one = 1, many = 67;
+    nn_conv_plan *p1 = plan_new(&c, 16, 16, &one, 1), *pn = plan_new(&c, 16, 16, &many, 1);
+    size_t w1 = nn_conv_plan_workspace(p1), wn = nn_conv_plan_workspace(pn);
+    nn_conv_plan_free(p1);
+    nn_conv_plan_free(pn);
+    assert_int_equal(w1, (size_t)15 * 9 * 256);
+    assert_true(wn < w1 * 67); /* chunked: the workspace does not grow with the whole batch */
+    assert_int_equal(wn % w1, 0);
+    check_conv_vs_reference(c, 67, 16, 16, 11, 0);
+}
+
+/* Two threads, each with its own plan of the same shape and batch (two jobs of one model in one
+ * daemon), run forward + backward at the same time, over and over: every result is bit-identical to
+ * the same work done alone. Before plans were owned, such jobs took turns on one shared plan. */
+typedef struct conv_job {
+    conv_case t;
+    float *din, *dw;
+    int reps, mismatches;
+    const float *want_out, *want_din, *want_dw;
+} conv_job;
+
+static void conv_job_once(conv_job *j)
+{
+    memset(j->dw, 0, sizeof(float) * j->t.w_len);
+    nn_conv_forward(j->t.out, j->t.ws, j->t.in, j->t.wt, j->t.p, j->t.n);
+    nn_conv_backward(j->din, j->dw, j->t.ws, j->t.r, j->t.in, j->t.wt, j->t.p, j->t.n);
+}
+
+static void *conv_job_run(void *arg)
+{
+    conv_job *j = arg;
+    for (int r = 0; r < j->reps; r++) {
+        conv_job_once(j);
+        j->mismatches += memcmp(j->t.out, j->want_out, sizeof(float) * j->t.out_len) != 0 ||
+                         memcmp(j->din, j->want_din, sizeof(float) * j->t.in_len) != 0 ||
+                         memcmp(j->dw, j->want_dw, sizeof(float) * j->t.w_len) != 0;
+    }
+    return NULL;
+}
+
+static void test_conv_plans_two_threads(void **state)
+{
+    (void)state;
+    const nn_conv c = {16, 16, 3, 1, 1};
+    conv_job jobs[2];
+    for (int k = 0; k < 2; k++) {
+        rng_t rng;
+        rng_seed(&rng, 500); /* same data: one reference for both */
+        conv_case_init(&jobs[k].t, c, 4, 10, 10, &rng);
+        jobs[k].din = falloc(jobs[k].t.in_len);
+        jobs[k].dw = falloc(jobs[k].t.w_len);
+        jobs[k].reps = 20;
+        jobs[k].mismatches = 0;
+        assert_true(nn__conv_plan_uses_dnnl(jobs[k].t.p, 4));
+    }
+    conv_job_once(&jobs[0]); /* the reference, alone */
+    float *out = falloc(jobs[0].t.out_len), *din = falloc(jobs[0].t.in_len), *dw = falloc(jobs[0].t.w_len);
+    memcpy(out, jobs[0].t.out, sizeof(float) * jobs[0].t.out_len);
+    memcpy(din, jobs[0].din, sizeof(float) * jobs[0].t.in_len);
+    memcpy(dw, jobs[0].dw, sizeof(float) * jobs[0].t.w_len);
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++) {
+        jobs[k].want_out = out;
+        jobs[k].want_din = din;
+        jobs[k].want_dw = dw;
+        assert_int_equal(pthread_create(&th[k], NULL, conv_job_run, &jobs[k]), 0);
+    }
+    for (int k = 0; k < 2; k++) assert_int_equal(pthread_join(th[k], NULL), 0);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(jobs[k].mismatches, 0);
+        free(jobs[k].din);
+        free(jobs[k].dw);
+        conv_case_free(&jobs[k].t);
+    }
+    free(out);
+    free(din);
+    free(dw);
 }
 
 typedef struct { nn_conv c; int n, h, w; } conv_shape;
@@ -308,7 +444,7 @@ static void test_conv_gradcheck(void **state)
         conv_case_init(&t, shapes[s].c, shapes[s].n, shapes[s].h, shapes[s].w, &rng);
         float *din = falloc(t.in_len), *dw = falloc(t.w_len);
         fill_const(dw, t.w_len, 0.0f);
-        nn_conv_backward(din, dw, t.ws, t.r, t.in, t.wt, &t.c, t.n, t.h, t.w);
+        nn_conv_backward(din, dw, t.ws, t.r, t.in, t.wt, t.p, t.n);
         fd_check("conv din", t.in, t.in_len, din, conv_loss, &t, 0.5f, 2e-3, 2e-3);
         fd_check("conv dw", t.wt, t.w_len, dw, conv_loss, &t, 0.5f, 2e-3, 2e-3);
         free(din);
@@ -328,10 +464,10 @@ static void check_conv_deterministic(nn_conv c)
     float *w1 = falloc(t.w_len), *w2 = falloc(t.w_len);
     fill_const(w1, t.w_len, 0.0f);
     fill_const(w2, t.w_len, 0.0f);
-    nn_conv_forward(o1, t.ws, t.in, t.wt, &t.c, t.n, t.h, t.w);
-    nn_conv_backward(d1, w1, t.ws, t.r, t.in, t.wt, &t.c, t.n, t.h, t.w);
-    nn_conv_forward(t.out, t.ws, t.in, t.wt, &t.c, t.n, t.h, t.w);
-    nn_conv_backward(d2, w2, t.ws, t.r, t.in, t.wt, &t.c, t.n, t.h, t.w);
+    nn_conv_forward(o1, t.ws, t.in, t.wt, t.p, t.n);
+    nn_conv_backward(d1, w1, t.ws, t.r, t.in, t.wt, t.p, t.n);
+    nn_conv_forward(t.out, t.ws, t.in, t.wt, t.p, t.n);
+    nn_conv_backward(d2, w2, t.ws, t.r, t.in, t.wt, t.p, t.n);
     assert_memory_equal(o1, t.out, sizeof(float) * t.out_len);
     assert_memory_equal(d1, d2, sizeof(float) * t.in_len);
     assert_memory_equal(w1, w2, sizeof(float) * t.w_len);
@@ -533,6 +669,27 @@ static void test_relu(void **state)
     free(inplace);
 }
 
+/* As torch.relu: NaN propagates (a diverging job must show a non-finite loss, not zeroed features),
+ * +-inf and -0 behave; backward passes the gradient wherever the output is not <= 0 (NaN included),
+ * as torch's threshold_backward. */
+static void test_relu_nan(void **state)
+{
+    (void)state;
+    const float in[6] = {NAN, -NAN, INFINITY, -INFINITY, -0.0f, 2.5f};
+    const float dout[6] = {1, 2, 3, 4, 5, 6};
+    float out[6], din[6];
+    nn_relu_forward(out, in, 6);
+    assert_true(isnan(out[0]));
+    assert_true(isnan(out[1]));
+    assert_true(isinf(out[2]) && out[2] > 0);
+    assert_true(out[3] == 0.0f && !signbit(out[3]));
+    assert_true(out[4] == 0.0f && !signbit(out[4]));
+    assert_float_equal(out[5], 2.5f, 0.0f);
+    nn_relu_backward(din, dout, out, 6);
+    const float want[6] = {1, 2, 3, 0, 0, 6};
+    for (int i = 0; i < 6; i++) assert_float_equal(din[i], want[i], 0.0f);
+}
+
 /* out = a + b exactly; the gradient wrt either input is the cotangent itself. */
 static double add_loss(void *ctx)
 {
@@ -671,13 +828,16 @@ int main(void)
         cmocka_unit_test(test_conv_forward_hand),
         cmocka_unit_test(test_conv_reference_shapes),
         cmocka_unit_test(test_conv_backend_choice),
+        cmocka_unit_test(test_conv_plan_batches),
         cmocka_unit_test(test_conv_chunked),
+        cmocka_unit_test(test_conv_plans_two_threads),
         cmocka_unit_test(test_conv_gradcheck),
         cmocka_unit_test(test_conv_deterministic),
         cmocka_unit_test(test_bn_forward_hand),
         cmocka_unit_test(test_bn_running_stats),
         cmocka_unit_test(test_bn_gradcheck),
         cmocka_unit_test(test_relu),
+        cmocka_unit_test(test_relu_nan),
         cmocka_unit_test(test_add),
         cmocka_unit_test(test_maxpool_hand),
         cmocka_unit_test(test_maxpool_gradcheck),

@@ -133,17 +133,17 @@ static void test_jobs_list_pages_newest_first(void **state)
     for (int i = 0; i < 3; i++) { new_job(&j, names[i], NULL); assert_int_equal(db_job_insert(f->d, &j), 0); }
     ids x = {.n = 0};
     int more;
-    assert_int_equal(db_job_list(f->d, NULL, 2, collect_job, &x, &more), 0);
+    assert_int_equal(db_job_list(f->d, NULL, NULL, 2, collect_job, &x, &more), 0);
     assert_int_equal(x.n, 2);
     assert_int_equal(more, 1);
     assert_string_equal(x.v[0], "ftjob-c");
     assert_string_equal(x.v[1], "ftjob-b");
     x.n = 0;
-    assert_int_equal(db_job_list(f->d, "ftjob-b", 2, collect_job, &x, &more), 0);
+    assert_int_equal(db_job_list(f->d, NULL, "ftjob-b", 2, collect_job, &x, &more), 0);
     assert_int_equal(x.n, 1);
     assert_int_equal(more, 0);
     assert_string_equal(x.v[0], "ftjob-a");
-    assert_int_equal(db_job_list(f->d, "ftjob-zzz", 2, collect_job, &x, &more), -ENOENT);
+    assert_int_equal(db_job_list(f->d, NULL, "ftjob-zzz", 2, collect_job, &x, &more), -ENOENT);
 }
 
 typedef struct evs { long long id[16]; char type[16][16]; int n; } evs;
@@ -329,7 +329,7 @@ static void test_files_and_integrity(void **state)
     assert_string_equal(got.format, "cifar10");
     assert_int_equal(got.bytes, 3073);
     int n = 0;
-    assert_int_equal(db_file_list(f->d, count_file, &n), 0);
+    assert_int_equal(db_file_list(f->d, NULL, count_file, &n), 0);
     assert_int_equal(n, 1);
 
     sqlite3 *h;

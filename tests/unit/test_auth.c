@@ -1,0 +1,148 @@
+/* tests/unit/test_auth.c — daemon/sha256.c against the FIPS 180-4 vectors, ct_equal, and daemon/auth.c on
+ * a real database: token format and uniqueness, only the hash stored, check/revoke, uid mapping (root and
+ * the daemon's uid -> the bootstrap admin), bootstrap once, user-name rules. Single-threaded cmocka binary. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon/auth.h"
+#include "daemon/sha256.h"
+
+static void hex(const uint8_t *h, char *out)
+{
+    for (int i = 0; i < 32; i++) sprintf(out + 2 * i, "%02x", h[i]);
+}
+
+static void test_sha256_vectors(void **st)
+{
+    (void)st;
+    uint8_t h[32];
+    char x[65];
+    sha256("abc", 3, h);
+    hex(h, x);
+    assert_string_equal(x, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    sha256("", 0, h);
+    hex(h, x);
+    assert_string_equal(x, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    sha256(m, strlen(m), h);
+    hex(h, x);
+    assert_string_equal(x, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    static char mil[1000000];
+    memset(mil, 'a', sizeof mil);
+    sha256(mil, sizeof mil, h);
+    hex(h, x);
+    assert_string_equal(x, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    assert_true(ct_equal("abcd", "abcd", 4));
+    assert_false(ct_equal("abcd", "abce", 4));
+}
+
+typedef struct fx { char dir[256], path[300]; db *d; } fx;
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "%s/ct-auth-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(f->dir)) return -1;
+    snprintf(f->path, sizeof f->path, "%s/coretuned.db", f->dir);
+    char err[256];
+    if (db_open(&f->d, f->path, err, sizeof err) != 0) return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    db_close(f->d);
+    char p[400];
+    const char *sfx[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) { snprintf(p, sizeof p, "%s%s", f->path, sfx[i]); unlink(p); }
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static int find_in_db(const char *path, const char *needle)
+{
+    /* the token must not appear anywhere in the database file */
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return 0;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, fp);
+    fclose(fp);
+    size_t k = strlen(needle);
+    for (size_t i = 0; i + k <= n; i++)
+        if (!memcmp(buf + i, needle, k)) return 1;
+    return 0;
+}
+
+static void test_tokens(void **state)
+{
+    fx *f = *state;
+    char err[256], t1[AUTH_TOKEN_LEN + 1], t2[AUTH_TOKEN_LEN + 1], boot[AUTH_TOKEN_LEN + 1];
+    assert_int_equal(auth_bootstrap(f->d, 1000, boot, err, sizeof err), 0);
+    assert_int_equal((int)strlen(boot), AUTH_TOKEN_LEN);
+    assert_int_equal(auth_bootstrap(f->d, 1000, t1, err, sizeof err), 0);
+    assert_string_equal(t1, ""); /* only once */
+    db_user u, v;
+    assert_int_equal(auth_user_add(f->d, "ana", 0, 2000, 0, &u, err, sizeof err), 0);
+    assert_int_equal(auth_user_add(f->d, "ana", 0, -1, 0, NULL, err, sizeof err), -EEXIST);
+    assert_int_equal(auth_user_add(f->d, "ben", 0, 2000, 0, NULL, err, sizeof err), -EEXIST); /* uid taken */
+    assert_int_equal(auth_user_add(f->d, "Ana", 0, -1, 0, NULL, err, sizeof err), -EINVAL);
+    assert_int_equal(auth_user_add(f->d, "../x", 0, -1, 0, NULL, err, sizeof err), -EINVAL);
+    assert_int_equal(auth_token_create(f->d, u.id, t1, NULL, err, sizeof err), 0);
+    assert_int_equal(auth_token_create(f->d, u.id, t2, NULL, err, sizeof err), 0);
+    assert_memory_equal(t1, "ct_", 3);
+    assert_string_not_equal(t1, t2);
+    assert_int_equal(auth_token_check(f->d, t1, &v), 0);
+    assert_string_equal(v.name, "ana");
+    assert_int_equal(auth_token_check(f->d, boot, &v), 0);
+    assert_string_equal(v.name, "admin");
+    assert_true(v.admin);
+    char bad[AUTH_TOKEN_LEN + 1];
+    memcpy(bad, t1, sizeof bad);
+    bad[AUTH_TOKEN_LEN - 1] = bad[AUTH_TOKEN_LEN - 1] == 'a' ? 'b' : 'a';
+    assert_int_equal(auth_token_check(f->d, bad, &v), -EACCES);
+    assert_int_equal(auth_token_check(f->d, "ct_short", &v), -EACCES);
+    assert_int_equal(auth_token_check(f->d, NULL, &v), -EACCES);
+    db_close(f->d);
+    assert_false(find_in_db(f->path, t1 + 11)); /* the secret part never reaches the disk */
+    char p2[320];
+    snprintf(p2, sizeof p2, "%s-wal", f->path);
+    assert_false(find_in_db(p2, t1 + 11));
+    assert_int_equal(db_open(&f->d, f->path, err, sizeof err), 0);
+    char prefix[16];
+    snprintf(prefix, sizeof prefix, "%.11s", t1);
+    int n = 0;
+    assert_int_equal(db_token_revoke(f->d, prefix, 1, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(auth_token_check(f->d, t1, &v), -EACCES);
+    assert_int_equal(auth_token_check(f->d, t2, &v), 0);
+    /* uids */
+    assert_int_equal(auth_uid_check(f->d, 2000, 1000, &v), 0);
+    assert_string_equal(v.name, "ana");
+    assert_int_equal(auth_uid_check(f->d, 0, 1000, &v), 0);
+    assert_string_equal(v.name, "admin");
+    assert_int_equal(auth_uid_check(f->d, 1000, 1000, &v), 0);
+    assert_string_equal(v.name, "admin");
+    assert_int_equal(auth_uid_check(f->d, 3000, 1000, &v), -EACCES);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha256_vectors),
+        cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
