@@ -598,8 +598,20 @@ static int bootstrap(daemon_ctx *d, daemon_opts *o)
     return 0;
 }
 
+/* Jobs share the cores: OpenMP workers that spin while idle steal them from the other jobs (measured:
+ * 2 threads ran at a third of their speed under load, see docs/performance.md). libgomp reads
+ * OMP_WAIT_POLICY when it loads, before main, so set it and re-execute once unless the operator chose. */
+static void passive_openmp(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY")) return;
+    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    /* exec failed (no /proc): run on with the default policy */
+}
+
 int main(int argc, char **argv)
 {
+    passive_openmp(argv);
     daemon_opts o;
     memset(&o, 0, sizeof o);
     snprintf(o.host, sizeof o.host, "127.0.0.1");

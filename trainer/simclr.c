@@ -160,8 +160,8 @@ int simclr_forward_backward(simclr *c, float *dh, const simclr_grads *g, double 
     const int R = 2 * n, d = c->cfg.feat_dim, p = c->cfg.proj_dim;
     const float tau = c->cfg.temperature;
 
-    /* A NaN feature would vanish in nn_relu_forward (NaN > 0 is false), where torch's relu keeps it
-     * and its loss is NaN; refuse it here so a diverged backbone stops the job. */
+    /* A non-finite feature means the backbone diverged: refuse it here, before the head, with the
+     * same -EDOM a non-finite loss gives, so the job stops with a clear error. */
     int bad = 0;
     for (size_t i = 0; i < (size_t)R * d; i++) bad |= !isfinite(h[i]);
     if (bad) {

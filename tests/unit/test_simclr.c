@@ -505,7 +505,7 @@ static void test_errors(void **state)
     /* a non-finite feature: -EDOM, dh and gradients untouched */
     for (int i = 0; i < 2 * N * D; i++) dh[i] = 7.0f;
     for (int i = 0; i < D * D; i++) gw0[i] = 0.0f;
-    /* a non-finite feature (refused before the head: nn_relu_forward maps NaN to 0), then a
+    /* a non-finite feature (refused before the head), then a
      * non-finite head weight (a2 infinite in every row, so z and the loss are NaN) */
     const float bad[2] = { NAN, INFINITY };
     for (int b = 0; b < 3; b++) {
