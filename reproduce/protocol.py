@@ -19,8 +19,8 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 PROFILES = {
     "full": {
         "pretrain_images": 20000, "pretrain_epochs": 3, "pretrain_batch": 256, "pretrain_lr": 0.3,
-        "per_class": 100, "seeds": [1, 2, 3], "finetune_epochs": 30, "finetune_batch": 64,
-        "test_images": 10000, "valid_every": 15,
+        "per_class": 100, "seeds": [1, 2, 3], "finetune_epochs": 20, "finetune_batch": 64,
+        "test_images": 10000, "valid_every": 20,
     },
     "quick": {
         "pretrain_images": 4096, "pretrain_epochs": 2, "pretrain_batch": 128, "pretrain_lr": 0.3,

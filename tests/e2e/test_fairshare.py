@@ -123,7 +123,7 @@ class PreemptionTest(Base):
         self.assertLessEqual(threads, cores)
 
     def test_preempt_checkpoint_requeue_resume(self):
-        a = self.submit(self.alice, tiny_job(epochs=3))["id"]
+        a = self.submit(self.alice, tiny_job(epochs=15))["id"]  # long enough to be preempted
         wait_event(self.d, a, lambda e: e["type"] == "metrics", timeout=120)
         b = self.submit(self.bob, tiny_job(epochs=1))["id"]
         wait_event(self.d, a, lambda e: e["type"] == "status" and e["data"].get("preempted"), timeout=120)

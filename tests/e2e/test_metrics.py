@@ -80,7 +80,7 @@ class MetricsTest(unittest.TestCase):
         alice = add_user(self.d, "alice")
         self.assertEqual(self.d.request("GET", "/metrics", token=alice)[0], 403)
         self.assertEqual(self.d.request("GET", "/metrics", token=None)[0], 401)
-        jid = self.d.request("POST", JOBS, tiny_job(epochs=2), token=alice)[1]["id"]
+        jid = self.d.request("POST", JOBS, tiny_job(epochs=30), token=alice)[1]["id"]  # still running when scraped
         self.d.request("POST", JOBS, tiny_job(), token=alice)          # waits behind it
         self.d.request("GET", f"{JOBS}/ftjob-nope")                     # a 404 on a templated route
         wait_event(self.d, jid, lambda e: e["type"] == "metrics" and e["data"]["step"] >= 3)
