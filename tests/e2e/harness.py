@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import unittest
 import urllib.error
 import urllib.request
 
@@ -219,6 +220,40 @@ def integrity_check(data_dir):
         return con.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
         con.close()
+
+
+class DaemonTest(unittest.TestCase):
+    """A test case with its own daemon per test: started in setUp with `args`, stopped in tearDown, which
+    checks the exit code is 0 (the log is the message) and, with check_db, PRAGMA integrity_check."""
+    args = ()
+    check_db = True
+    stop_timeout = 60
+
+    def setUp(self):
+        self.d = Daemon(*self.args).start()
+
+    def tearDown(self):
+        data_dir = self.d.data_dir
+        rc, _ = self.d.stop(timeout=self.stop_timeout)
+        try:
+            self.assertEqual(rc, 0, self.d.read_log())
+            if self.check_db:
+                self.assertEqual(integrity_check(data_dir), "ok")
+        finally:
+            self.d.cleanup()
+
+
+def npm_ci_if_missing(test, directory, package, what):
+    """Install the pinned node dependencies of `directory` (npm ci, from its package-lock.json) unless
+    node_modules/<package> is there; failures fail `test`. what: "<package> for <which test>"."""
+    if os.path.exists(os.path.join(directory, "node_modules", package, "package.json")):
+        return
+    npm = shutil.which("npm")
+    test.assertIsNotNone(npm, f"npm is missing: cannot install {what}")
+    r = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=directory, capture_output=True, text=True,
+                       timeout=300)
+    rel = os.path.join("tests", os.path.basename(directory))
+    test.assertEqual(r.returncode, 0, f"npm ci in {rel} failed:\n{r.stdout}\n{r.stderr}")
 
 
 # ---- users, tokens and the Unix socket (issue #6) ----

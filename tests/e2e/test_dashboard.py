@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import unittest
 
-from harness import BIN, SANITIZED, Daemon
+from harness import BIN, SANITIZED, Daemon, DaemonTest, npm_ci_if_missing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BROWSER_DIR = os.path.join(ROOT, "tests", "browser")
@@ -34,16 +34,11 @@ def daemon_args():
     return args
 
 
-class DashboardTest(unittest.TestCase):
+class DashboardTest(DaemonTest):
+    check_db = False
+
     def setUp(self):
         self.d = Daemon(*daemon_args()).start()
-
-    def tearDown(self):
-        rc, _ = self.d.stop(timeout=60)
-        try:
-            self.assertEqual(rc, 0, self.d.read_log())
-        finally:
-            self.d.cleanup()
 
     def get(self, path, method="GET", headers=None):
         return self.d.request(method, path, headers=headers)
@@ -92,12 +87,7 @@ class DashboardTest(unittest.TestCase):
             self.skipTest("node is not installed (Debian package nodejs): the browser test needs it")
         if not os.access(CHROMIUM, os.X_OK):
             self.skipTest(f"{CHROMIUM} is not installed (Debian package chromium): the browser test needs it")
-        if not os.path.exists(os.path.join(BROWSER_DIR, "node_modules", "playwright-core", "package.json")):
-            npm = shutil.which("npm")
-            self.assertIsNotNone(npm, "npm is missing: cannot install playwright-core for the browser test")
-            r = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=BROWSER_DIR, capture_output=True,
-                               text=True, timeout=300)
-            self.assertEqual(r.returncode, 0, f"npm ci in tests/browser failed:\n{r.stdout}\n{r.stderr}")
+        npm_ci_if_missing(self, BROWSER_DIR, "playwright-core", "playwright-core for the browser test")
         os.makedirs(ARTIFACTS, exist_ok=True)
         env = dict(os.environ, CT_CHROMIUM=CHROMIUM, CT_SANITIZED="1" if SANITIZED else "0")
         r = subprocess.run([node, "dashboard.test.mjs", self.d.url(""), ARTIFACTS], cwd=BROWSER_DIR, env=env,

@@ -9,29 +9,18 @@ import re
 import time
 import unittest
 
-from harness import Daemon, add_user, all_events, integrity_check, tiny_job, wait_event, wait_for
+from harness import DaemonTest, add_user, all_events, tiny_job, wait_event, wait_for
 from test_files import cifar10_batch, multipart
 
 JOBS = "/v1/fine_tuning/jobs"
 FINAL = ("succeeded", "failed", "cancelled")
 
 
-class Base(unittest.TestCase):
-    args = ()
-
+class Base(DaemonTest):
     def setUp(self):
-        self.d = Daemon(*self.args).start()
+        super().setUp()
         self.alice = add_user(self.d, "alice")
         self.bob = add_user(self.d, "bob")
-
-    def tearDown(self):
-        data_dir = self.d.data_dir
-        rc, _ = self.d.stop(timeout=60)
-        try:
-            self.assertEqual(rc, 0, self.d.read_log())
-            self.assertEqual(integrity_check(data_dir), "ok")
-        finally:
-            self.d.cleanup()
 
     def submit(self, token, body=None, status=200):
         s, job, _ = self.d.request("POST", JOBS, body or tiny_job(), token=token)

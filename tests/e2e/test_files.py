@@ -6,7 +6,7 @@ import random
 import unittest
 import uuid
 
-from harness import Daemon, integrity_check, tiny_job, wait_for
+from harness import Daemon, DaemonTest, tiny_job, wait_for
 
 JOBS = "/v1/fine_tuning/jobs"
 
@@ -31,18 +31,8 @@ def cifar10_batch(per_class):
     return b"".join(recs)
 
 
-class FilesTest(unittest.TestCase):
-    def setUp(self):
-        self.d = Daemon("--workers", "1", "--threads-per-job", "1", "--max-upload-mb", "1").start()
-
-    def tearDown(self):
-        data_dir = self.d.data_dir
-        rc, _ = self.d.stop(timeout=60)
-        try:
-            self.assertEqual(rc, 0, self.d.read_log())
-            self.assertEqual(integrity_check(data_dir), "ok")
-        finally:
-            self.d.cleanup()
+class FilesTest(DaemonTest):
+    args = ("--workers", "1", "--threads-per-job", "1", "--max-upload-mb", "1")
 
     def uploads_on_disk(self):
         root = os.path.join(self.d.data_dir, "files")

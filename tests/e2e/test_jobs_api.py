@@ -8,23 +8,14 @@ import time
 import unittest
 import urllib.request
 
-from harness import SSE, Daemon, all_events, integrity_check, tiny_job
+from harness import SSE, DaemonTest, all_events, tiny_job
 
 JOBS = "/v1/fine_tuning/jobs"
 
 
-class JobsApiTest(unittest.TestCase):
-    def setUp(self):
-        self.d = Daemon("--workers", "0", "--sse-heartbeat", "0.2").start()
-
-    def tearDown(self):
-        data_dir = self.d.data_dir
-        rc, _ = self.d.stop()
-        try:
-            self.assertEqual(rc, 0, self.d.read_log())
-            self.assertEqual(integrity_check(data_dir), "ok")
-        finally:
-            self.d.cleanup()
+class JobsApiTest(DaemonTest):
+    args = ("--workers", "0", "--sse-heartbeat", "0.2")
+    stop_timeout = 10
 
     def submit(self, body=None, headers=None):
         return self.d.request("POST", JOBS, tiny_job() if body is None else body, headers=headers)

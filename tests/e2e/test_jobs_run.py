@@ -10,8 +10,7 @@ import struct
 import json
 import unittest
 
-from harness import (SSE, Daemon, all_events, event_num, integrity_check, tiny_job, wait_event,
-                     wait_for)
+from harness import SSE, Daemon, DaemonTest, all_events, event_num, tiny_job, wait_event, wait_for
 
 JOBS = "/v1/fine_tuning/jobs"
 FINAL = ("succeeded", "failed", "cancelled")
@@ -21,18 +20,8 @@ def steps_of(events):
     return [e["data"]["step"] for e in events if e["type"] == "metrics"]
 
 
-class JobsRunTest(unittest.TestCase):
-    def setUp(self):
-        self.d = Daemon("--workers", "1", "--threads-per-job", "1").start()
-
-    def tearDown(self):
-        data_dir = self.d.data_dir
-        rc, _ = self.d.stop(timeout=60)
-        try:
-            self.assertEqual(rc, 0, self.d.read_log())
-            self.assertEqual(integrity_check(data_dir), "ok")
-        finally:
-            self.d.cleanup()
+class JobsRunTest(DaemonTest):
+    args = ("--workers", "1", "--threads-per-job", "1")
 
     def submit(self, body):
         status, job, _ = self.d.request("POST", JOBS, body)

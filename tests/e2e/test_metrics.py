@@ -6,7 +6,7 @@ clients; admins only (403 for users, 401 anonymous)."""
 import re
 import unittest
 
-from harness import SSE, Daemon, add_user, tiny_job, wait_event, wait_for
+from harness import SSE, DaemonTest, add_user, tiny_job, wait_event, wait_for
 
 JOBS = "/v1/fine_tuning/jobs"
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*)\})? (\S+)$')
@@ -59,16 +59,9 @@ def value(fams, fam, name=None, **labels):
     return None
 
 
-class MetricsTest(unittest.TestCase):
-    def setUp(self):
-        self.d = Daemon("--workers", "1", "--threads-per-job", "1").start()
-
-    def tearDown(self):
-        rc, _ = self.d.stop(timeout=60)
-        try:
-            self.assertEqual(rc, 0, self.d.read_log())
-        finally:
-            self.d.cleanup()
+class MetricsTest(DaemonTest):
+    args = ("--workers", "1", "--threads-per-job", "1")
+    check_db = False
 
     def scrape(self):
         status, body, h = self.d.request("GET", "/metrics")

@@ -9,34 +9,22 @@ import shutil
 import subprocess
 import unittest
 
-from harness import SANITIZED, Daemon
+from harness import SANITIZED, DaemonTest, npm_ci_if_missing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SDK_DIR = os.path.join(ROOT, "tests", "sdk")
 
 
-class OpenAISDKTest(unittest.TestCase):
-    def setUp(self):
-        # two workers: the pause/resume job trains beside the job that runs to completion
-        self.d = Daemon("--workers", "2", "--threads-per-job", "1").start()
-
-    def tearDown(self):
-        rc, _ = self.d.stop(timeout=60)
-        try:
-            self.assertEqual(rc, 0, self.d.read_log())
-        finally:
-            self.d.cleanup()
+class OpenAISDKTest(DaemonTest):
+    # two workers: the pause/resume job trains beside the job that runs to completion
+    args = ("--workers", "2", "--threads-per-job", "1")
+    check_db = False
 
     def test_openai_js_sdk(self):
         node = shutil.which("node")
         if not node:
             self.skipTest("node is not installed (Debian package nodejs): the OpenAI SDK test needs it")
-        if not os.path.exists(os.path.join(SDK_DIR, "node_modules", "openai", "package.json")):
-            npm = shutil.which("npm")
-            self.assertIsNotNone(npm, "npm is missing: cannot install the openai package for the SDK test")
-            r = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=SDK_DIR, capture_output=True,
-                               text=True, timeout=300)
-            self.assertEqual(r.returncode, 0, f"npm ci in tests/sdk failed:\n{r.stdout}\n{r.stderr}")
+        npm_ci_if_missing(self, SDK_DIR, "openai", "the openai package for the SDK test")
         # only what we pass: no OPENAI_* from the caller's environment (org/project headers, base URL)
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
         env.update(CT_BASE_URL=self.d.url("/v1"), CT_TOKEN=self.d.token, CT_SANITIZED="1" if SANITIZED else "0")

@@ -6,9 +6,7 @@ dc0b, dc2w, dc2b) of the total loss. Values are computed in float64 from the flo
 labels in float32, as the script and the C code build them). Run by hand with Debian's python3:
     /usr/bin/python3 tests/golden/gen_coreloss.py tests/fixtures
 """
-import json
 import os
-import struct
 import sys
 
 import numpy as np
@@ -17,33 +15,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import coretuning_ref  # noqa: E402
+import safetensors_io  # noqa: E402
 
 N, D, C, CD = 16, 64, 4, 32
 TAU = 0.07
 ETA = {"paper": 0.1, "reference": 1.0}
 # class 3 has a single sample (paper: p(i) = i); the other classes several
 LABELS = np.array([0, 1, 2, 0, 1, 1, 2, 0, 3, 1, 2, 0, 0, 1, 2, 1], dtype=np.int32)
-
-
-def write_safetensors(path, tensors, meta):
-    header, blobs, off = {}, [], 0
-    for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        dt = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}[arr.dtype]
-        b = arr.tobytes()
-        header[name] = {"dtype": dt, "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    header["__metadata__"] = meta
-    hb = json.dumps(header, separators=(",", ":")).encode()
-    hb += b" " * ((8 - len(hb) % 8) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hb)))
-        f.write(hb)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
 
 
 def mix_label(ca, wa, cb, wb):
@@ -216,7 +194,7 @@ def main(outdir):
             t["eval"] = np.array([eval_sum], np.float32)
             t["eval_correct"] = np.array([eval_correct], np.int32)
         path = os.path.join(outdir, "coreloss_%s.safetensors" % variant)
-        write_safetensors(path, t, meta)
+        safetensors_io.write(path, t, meta)
         print("%s: total %.6f ce %.6f con %.6f  (%d bytes)" % (path, total.item(), ce.item(), con.item(),
                                                              os.path.getsize(path)))
 

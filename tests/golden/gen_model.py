@@ -13,9 +13,7 @@ test only reads the committed outputs). Writes:
                            running stats after that step, and eval-mode features afterwards; computed
                            in float64 from the float32 weights and inputs, stored as float32.
 """
-import json
 import os
-import struct
 import sys
 
 import numpy as np
@@ -23,27 +21,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import model_twin  # noqa: E402
+import safetensors_io  # noqa: E402
 
 BATCH = 4
 SAMPLES = 48
-
-
-def write_safetensors(path, tensors):
-    """tensors: list of (name, np.ndarray float32). Hand-written: 8-byte LE length, JSON, raw bytes."""
-    header, blobs, off = {}, [], 0
-    for name, a in tensors:
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        b = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 def det_images(n, c, s):
@@ -119,7 +100,7 @@ def main():
     tensors = golden_case("r20", model_twin.cifar_resnet(20, 1), 1, 28)
     tensors += golden_case("r18", model_twin.torchvision_resnet("resnet18", 3, True), 3, 32)
     tensors += golden_case("r50", model_twin.torchvision_resnet("resnet50", 1, False), 1, 64)
-    write_safetensors(os.path.join(out, "model_golden.safetensors"), tensors)
+    safetensors_io.write(os.path.join(out, "model_golden.safetensors"), tensors, dtype=np.float32)
 
 
 if __name__ == "__main__":

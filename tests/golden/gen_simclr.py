@@ -8,38 +8,18 @@ index), independently of the C code's loops; values in float64 from the float32 
 Run by hand with Debian's python3:
     /usr/bin/python3 tests/golden/gen_simclr.py tests/fixtures
 """
-import json
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402
+
 N, D, P = 8, 64, 32
 CASES = (("t050", 0.5, 11), ("t020", 0.2, 12))
-
-
-def write_safetensors(path, tensors, meta):
-    header, blobs, off = {}, [], 0
-    for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        dt = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}[arr.dtype]
-        b = arr.tobytes()
-        header[name] = {"dtype": dt, "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    header["__metadata__"] = meta
-    hb = json.dumps(header, separators=(",", ":")).encode()
-    hb += b" " * ((8 - len(hb) % 8) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hb)))
-        f.write(hb)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
 
 
 def ntxent(h, w0, b0, w2, b2, tau):
@@ -99,7 +79,7 @@ def main(outdir):
         meta = {"temperature": repr(tau), "n": str(N), "loss_f64": repr(loss.item()),
                 "generator": "tests/golden/gen_simclr.py (torch %s)" % torch.__version__}
         path = os.path.join(outdir, "simclr_%s.safetensors" % tag)
-        write_safetensors(path, t, meta)
+        safetensors_io.write(path, t, meta)
         print("%s: tau %.2f loss %.6f acc %.4f  (%d bytes)" % (path, tau, loss.item(), acc, os.path.getsize(path)))
 
 

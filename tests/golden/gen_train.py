@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_coreloss  # noqa: E402
 import gen_model  # noqa: E402
 import model_twin  # noqa: E402
+import safetensors_io  # noqa: E402
 
 N, C, CD, STEPS = 16, 10, 32, 3
 ETA, TAU, ALPHA = 0.1, 0.07, 1.0
@@ -108,7 +109,7 @@ def main(outdir):
     for k, v in want.items():
         out.append((k, v.astype(np.float32)))
         out.append((k + ".f32dev", np.array([np.abs(f32[k] - v).max()], np.float32)))
-    gen_model.write_safetensors(os.path.join(outdir, "train_golden.safetensors"), out)
+    safetensors_io.write(os.path.join(outdir, "train_golden.safetensors"), out, dtype=np.float32)
 
 
 if __name__ == "__main__":

@@ -56,22 +56,36 @@ static inline const float *golden_f32(const st_file *f, const char *name, size_t
     return t->data;
 }
 
-/* Count of elements with |got - want| > atol * max(1, max|want|) + rtol * |want| + slack; prints the worst. */
-static inline size_t golden_mismatches(const char *what, const float *got, const float *want, size_t n,
-                                       double rtol, double atol, double slack)
+/* Count of elements with |got - want| > atol * max(1, max|want|) + rtol * |want| + slack; prints the worst.
+ * OUT (each may be NULL): *scale_out = max(1, max|want|), *maxerr_out = max |got - want|,
+ * *worst_out = the worst |got - want| / tolerance. */
+static inline size_t golden_mismatches_stats(const char *what, const float *got, const float *want, size_t n,
+                                             double rtol, double atol, double slack, double *scale_out,
+                                             double *maxerr_out, double *worst_out)
 {
-    double scale = 1.0, worst = -1.0;
+    double scale = 1.0, worst = -1.0, maxerr = 0.0;
     size_t bad = 0, wi = 0;
     for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
     for (size_t i = 0; i < n; i++) {
         double e = fabs((double)got[i] - want[i]), tol = atol * scale + rtol * fabs(want[i]) + slack;
+        maxerr = fmax(maxerr, e);
         if (!(e <= tol)) bad++;
         if (!(e / tol <= worst)) worst = e / tol, wi = i;
     }
     if (bad)
         fprintf(stderr, "%s: %zu of %zu outside tolerance; worst at %zu: got %.8g want %.8g\n", what, bad, n, wi,
                 (double)got[wi], (double)want[wi]);
+    if (scale_out) *scale_out = scale;
+    if (maxerr_out) *maxerr_out = maxerr;
+    if (worst_out) *worst_out = worst < 0.0 ? 0.0 : worst;
     return bad;
+}
+
+/* golden_mismatches_stats without the statistics. */
+static inline size_t golden_mismatches(const char *what, const float *got, const float *want, size_t n,
+                                       double rtol, double atol, double slack)
+{
+    return golden_mismatches_stats(what, got, want, n, rtol, atol, slack, NULL, NULL, NULL);
 }
 
 #endif

@@ -16,6 +16,7 @@
 
 #include "daemon/auth.h"
 #include "daemon/sha256.h"
+#include "tests/unit/dbfix.h"
 
 static void hex(const uint8_t *h, char *out)
 {
@@ -46,31 +47,7 @@ static void test_sha256_vectors(void **st)
     assert_false(ct_equal("abcd", "abce", 4));
 }
 
-typedef struct fx { char dir[256], path[300]; db *d; } fx;
-
-static int setup(void **state)
-{
-    fx *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "%s/ct-auth-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(f->dir)) return -1;
-    snprintf(f->path, sizeof f->path, "%s/coretuned.db", f->dir);
-    char err[256];
-    if (db_open(&f->d, f->path, err, sizeof err) != 0) return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx *f = *state;
-    db_close(f->d);
-    char p[400];
-    const char *sfx[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) { snprintf(p, sizeof p, "%s%s", f->path, sfx[i]); unlink(p); }
-    rmdir(f->dir);
-    free(f);
-    return 0;
-}
+static int setup(void **state) { return db_fixture_setup(state, "auth"); }
 
 static int find_in_db(const char *path, const char *needle)
 {
@@ -88,7 +65,7 @@ static int find_in_db(const char *path, const char *needle)
 
 static void test_tokens(void **state)
 {
-    fx *f = *state;
+    db_fixture *f = *state;
     char err[256], t1[AUTH_TOKEN_LEN + 1], t2[AUTH_TOKEN_LEN + 1], boot[AUTH_TOKEN_LEN + 1];
     assert_int_equal(auth_bootstrap(f->d, 1000, boot, err, sizeof err), 0);
     assert_int_equal((int)strlen(boot), AUTH_TOKEN_LEN);
@@ -142,7 +119,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256_vectors),
-        cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tokens, setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,11 +19,7 @@
 #include "trainer/coreloss.h"
 #include "trainer/rng.h"
 #include "trainer/safetensors.h"
-
-static void fill(rng_t *r, float *x, size_t len, float scale)
-{
-    for (size_t i = 0; i < len; i++) x[i] = (float)((rng_uniform(r) * 2.0 - 1.0) * scale);
-}
+#include "tests/unit/fdcheck.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* finite differences                                                                          */
@@ -39,8 +35,9 @@ typedef struct fdprob {
     int hold_orig; /* reference variant: original rows detached = read from the fixed copy */
 } fdprob;
 
-static double fd_loss(fdprob *p)
+static double fd_loss(void *ctx)
 {
+    fdprob *p = ctx;
     coreloss_terms t;
     coreloss_weights w = { p->fc, p->c0w, p->c0b, p->c2w, p->c2b };
     int rc = coreloss__forward_backward_split(p->c, NULL, NULL, &t, p->h, p->hold_orig ? p->h_orig : p->h,
@@ -49,43 +46,11 @@ static double fd_loss(fdprob *p)
     return t.total;
 }
 
-/* Richardson-extrapolated central difference: O(step^4) truncation, so a step of 1e-2 keeps the
- * float rounding of the loss (~1e-7 relative) down to ~1e-5 in the derivative. */
-static double fd_coord(fdprob *p, float *x, float step)
-{
-    float save = *x;
-    double d[2];
-    for (int s = 0; s < 2; s++) {
-        float hs = s ? step * 0.5f : step;
-        *x = save + hs;
-        double lp = fd_loss(p);
-        *x = save - hs;
-        double lm = fd_loss(p);
-        *x = save;
-        double hp = (double)(save + hs) - save, hm = (double)save - (save - hs); /* exact steps */
-        d[s] = (lp - lm) / (hp + hm);
-    }
-    return (4.0 * d[1] - d[0]) / 3.0;
-}
-
-/* Compares every coordinate of an analytic gradient with finite differences. Tolerance:
+/* Compares every coordinate of an analytic gradient with finite differences (fd_richardson). Tolerance:
  * |fd - an| <= 2e-3 * max|an| + 5e-3 * |an|  (stated once for all tensors). */
 static double check_tensor(fdprob *p, const char *name, float *x, const float *an, int len, float step)
 {
-    double amax = 0.0, worst = 0.0;
-    for (int i = 0; i < len; i++) amax = fmax(amax, fabs(an[i]));
-    assert_true(amax > 0.0); /* a zero gradient would make the check vacuous */
-    for (int i = 0; i < len; i++) {
-        double g = fd_coord(p, &x[i], step);
-        double tol = 2e-3 * amax + 5e-3 * fabs(an[i]);
-        double err = fabs(g - an[i]);
-        if (err / tol > worst) worst = err / tol;
-        if (err > tol) {
-            fprintf(stderr, "%s[%d]: analytic %.7g fd %.7g (max|g| %.3g)\n", name, i, an[i], g, amax);
-            fail();
-        }
-    }
-    return worst;
+    return fd_check_tensor(fd_loss, p, name, x, an, len, step, 2e-3, 5e-3);
 }
 
 static void fd_case(enum coreloss_method method, enum coreloss_variant variant)
@@ -99,15 +64,15 @@ static void fd_case(enum coreloss_method method, enum coreloss_variant variant)
     assert_int_equal(coreloss_new(&p->c, &cfg, NULL, 0), 0);
     rng_t r;
     rng_seed(&r, 1234 + 10 * (uint64_t)method + (uint64_t)variant);
-    fill(&r, p->h, FN * FD_, 1.0f);
+    fill_uniform(&r, p->h, FN * FD_, 1.0f);
     if (variant == CORELOSS_REFERENCE)
         for (int i = 0; i < FN * FD_; i++) p->h[i] = fabsf(p->h[i]); /* post-ReLU-like */
     memcpy(p->h_orig, p->h, sizeof p->h);
     p->hold_orig = method == CORELOSS_CORE && variant == CORELOSS_REFERENCE;
-    fill(&r, p->fc, FC * FD_, 0.5f);
-    fill(&r, p->c0w, FD_ * FD_, 0.15f);
-    fill(&r, p->c2w, FCD * FD_, 0.5f);
-    fill(&r, p->c2b, FCD, 0.2f);
+    fill_uniform(&r, p->fc, FC * FD_, 0.5f);
+    fill_uniform(&r, p->c0w, FD_ * FD_, 0.15f);
+    fill_uniform(&r, p->c2w, FCD * FD_, 0.5f);
+    fill_uniform(&r, p->c2b, FCD, 0.2f);
     /* ReLU kinks would spoil finite differences: half the hidden units always on (bias +1.5),
      * half always off (bias -1.5, so their zero gradient is checked too). Every extended-batch row
      * is a convex mix of rows of h, |h| <= 1, so |x c0w_j^T| <= sum |c0w_j|, kept below 1.2 (a
@@ -216,18 +181,7 @@ static int *gload_i(const golden *gd, const char *name, size_t numel)
 /* |c - g| <= atol_rel * max|g| + rtol * |g|  with atol_rel 1e-4, rtol 1e-4 */
 static double compare(const char *name, const float *c, const float *g, size_t len)
 {
-    double gmax = 0.0, worst = 0.0;
-    for (size_t i = 0; i < len; i++) gmax = fmax(gmax, fabs(g[i]));
-    for (size_t i = 0; i < len; i++) {
-        double tol = 1e-4 * gmax + 1e-4 * fabs(g[i]) + 1e-12;
-        double err = fabs((double)c[i] - g[i]);
-        if (err / tol > worst) worst = err / tol;
-        if (err > tol) {
-            fprintf(stderr, "%s[%zu]: C %.8g torch %.8g (max|g| %.3g)\n", name, i, c[i], g[i], gmax);
-            fail();
-        }
-    }
-    return worst;
+    return fd_compare_torch(name, c, g, len, 1e-4, 1e-4, 1e-12);
 }
 
 static void golden_case(const char *variant_name)
@@ -475,12 +429,12 @@ static void test_all_one_class(void **state)
     rng_t r;
     rng_seed(&r, 3);
     float h[N * D], fc[C * D], c0w[D * D], c0b[D], c2w[4 * D], c2b[4];
-    fill(&r, h, N * D, 1.0f);
-    fill(&r, fc, C * D, 1.0f);
-    fill(&r, c0w, D * D, 1.0f);
-    fill(&r, c0b, D, 0.1f);
-    fill(&r, c2w, 4 * D, 1.0f);
-    fill(&r, c2b, 4, 0.1f);
+    fill_uniform(&r, h, N * D, 1.0f);
+    fill_uniform(&r, fc, C * D, 1.0f);
+    fill_uniform(&r, c0w, D * D, 1.0f);
+    fill_uniform(&r, c0b, D, 0.1f);
+    fill_uniform(&r, c2w, 4 * D, 1.0f);
+    fill_uniform(&r, c2b, 4, 0.1f);
     const int lab[N] = { 2, 2, 2, 2, 2, 2 };
     assert_int_equal(coreloss_sample(core, &r, lab, N), 0);
     float gfc1[C * D] = { 0 }, gfc2[C * D] = { 0 };

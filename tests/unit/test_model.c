@@ -24,6 +24,7 @@
 
 #include "trainer/model.h"
 #include "trainer/safetensors.h"
+#include "tests/unit/golden.h"
 
 /* ---- helpers ---- */
 
@@ -54,71 +55,26 @@ static model *make_model(const char *arch, int in_ch, int size, int small, int n
     return make_model_extra(arch, in_ch, size, small, nc, cd, batch, 0);
 }
 
-/* model_twin.det_uniform: splitmix64 of (stream << 32) + i, mapped to [-1, 1) in double. */
-static double det_uniform(uint64_t stream, uint64_t i)
-{
-    uint64_t z = (stream << 32) + i + 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53 * 2.0 - 1.0;
-}
-
-/* model_twin.det_fill over the MODEL_PARAM tensors in table order (= named_parameters order). */
-static void det_fill(model *m)
-{
-    int k = 0;
-    for (int i = 0; i < model_num_tensors(m); i++) {
-        model_tensor *t = model_tensor_at(m, i);
-        if (t->kind != MODEL_PARAM) continue;
-        const char *dot = strrchr(t->name, '.');
-        const double conv_scale = t->ndim == 4 ? sqrt(6.0 / ((double)t->shape[1] * t->shape[2] * t->shape[3])) : 0;
-        for (size_t j = 0; j < t->numel; j++) {
-            double v = det_uniform((uint64_t)k, j);
-            if (t->ndim == 4)
-                v = conv_scale * v;
-            else if (!strcmp(dot, ".weight"))
-                v = 1.0 + 0.2 * v;
-            else
-                v = 0.1 * v;
-            t->data[j] = (float)v;
-        }
-        k++;
-    }
-}
-
 static void det_array(float *x, size_t n, uint64_t stream)
 {
-    for (size_t i = 0; i < n; i++) x[i] = (float)det_uniform(stream, i);
+    for (size_t i = 0; i < n; i++) x[i] = (float)golden_uniform(stream, i);
 }
 
+/* golden.h's golden_f32, failing the test when the tensor is missing or not F32 of that size. */
 static const float *fixture_f32(const st_file *f, const char *name, size_t expect_numel)
 {
-    const st_tensor *t = st_find(f, name);
-    if (!t) fprintf(stderr, "fixture lacks %s\n", name);
-    assert_non_null(t);
-    assert_int_equal(t->dtype, ST_F32);
-    assert_int_equal(st_numel(t), expect_numel);
-    return t->data; /* the reader places data 64-byte aligned; F32 is read in place */
+    const float *x = golden_f32(f, name, expect_numel);
+    assert_non_null(x);
+    return x; /* the reader places data 64-byte aligned; F32 is read in place */
 }
 
-/* |got - want| <= atol * scale + rtol * |want| elementwise, scale = max(1, max |want|). */
+/* |got - want| <= atol * scale + rtol * |want| elementwise, scale = max(1, max |want|) (golden.h). */
 static void check_close(const char *what, const float *got, const float *want, size_t n, double rtol,
                         double atol)
 {
-    double scale = 1.0, worst = 0.0, maxerr = 0.0;
-    size_t bad = 0, wi = 0;
-    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - want[i]), tol = atol * scale + rtol * fabs(want[i]);
-        maxerr = fmax(maxerr, e);
-        if (!(e <= tol)) bad++;
-        if (!(e / tol <= worst)) worst = e / tol, wi = i;
-    }
+    double scale, maxerr, worst;
+    size_t bad = golden_mismatches_stats(what, got, want, n, rtol, atol, 0.0, &scale, &maxerr, &worst);
     fprintf(stderr, "%s: max error %.2e (scale %.3g), worst error/tolerance %.2f\n", what, maxerr, scale, worst);
-    if (bad)
-        fprintf(stderr, "%s: %zu of %zu outside tolerance; worst at %zu: got %.8g want %.8g\n", what, bad, n,
-                wi, got[wi], want[wi]);
     assert_int_equal(bad, 0);
 }
 
@@ -133,7 +89,7 @@ static void golden_case(const char *prefix, const char *arch, int in_ch, int siz
     st_file *f = NULL;
     assert_int_equal(st_open(&f, fixture("model_golden.safetensors"), err, sizeof err), 0);
     model *m = make_model(arch, in_ch, size, small, 0, 0, B);
-    det_fill(m);
+    golden_fill(m);
     model_tensor *t0 = model_tensor_at(m, 3); /* bn1.running_mean: PyTorch's fresh 0 / 1 */
     for (int i = 0; i < model_num_tensors(m); i++) {
         model_tensor *t = model_tensor_at(m, i);
@@ -376,7 +332,7 @@ static void test_layout_and_config(void **state)
 /* Train-mode features and gradients of batch n (weights det_fill, fresh running stats). */
 static void run_step(model *m, int n, const float *img, const float *dfeat, float *feat_out)
 {
-    det_fill(m);
+    golden_fill(m);
     model_zero_grad(m);
     const float *f = model_forward(m, img, n, 1);
     assert_non_null(f);
@@ -480,7 +436,7 @@ static void test_nan_propagates(void **state)
     (void)state;
     enum { N = 3, S = 16 };
     model *m = make_model("resnet20", 1, S, 0, 0, 0, N);
-    det_fill(m);
+    golden_fill(m);
     for (int i = 0; i < model_num_tensors(m); i++) { /* running stats as PyTorch's fresh BN: 0 / 1 */
         model_tensor *t = model_tensor_at(m, i);
         if (t->kind == MODEL_BUFFER)

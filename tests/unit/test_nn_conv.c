@@ -23,6 +23,7 @@
 #include "trainer/nn.h"
 #include "trainer/nn_int.h"
 #include "trainer/rng.h"
+#include "tests/unit/fdcheck.h"
 
 static float *falloc(size_t n)
 {
@@ -46,35 +47,6 @@ static double dot_d(const float *a, const float *b, size_t n)
     double s = 0.0;
     for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
     return s;
-}
-
-/* Compare analytic gradient g with central differences of loss() over every element of p.
- * Pass: |g - fd| <= atol + rtol * |fd| for each element. */
-typedef double (*loss_fn)(void *ctx);
-
-static void fd_check(const char *what, float *p, size_t n, const float *g, loss_fn loss, void *ctx,
-                     float eps, double atol, double rtol)
-{
-    double worst = 0.0;
-    size_t worst_i = 0;
-    for (size_t i = 0; i < n; i++) {
-        float keep = p[i];
-        p[i] = keep + eps;
-        double lp = loss(ctx);
-        p[i] = keep - eps;
-        double lm = loss(ctx);
-        p[i] = keep;
-        double fd = (lp - lm) / (2.0 * eps);
-        double excess = fabs(fd - g[i]) - (atol + rtol * fabs(fd));
-        if (i == 0 || excess > worst) {
-            worst = excess;
-            worst_i = i;
-        }
-        if (excess > 0)
-            print_error("%s[%zu]: analytic %.7g, finite difference %.7g\n", what, i, g[i], fd);
-    }
-    (void)worst_i;
-    assert_true(worst <= 0.0);
 }
 
 /* ---------------------------------------------------------------- conv ---- */
@@ -445,8 +417,8 @@ static void test_conv_gradcheck(void **state)
         float *din = falloc(t.in_len), *dw = falloc(t.w_len);
         fill_const(dw, t.w_len, 0.0f);
         nn_conv_backward(din, dw, t.ws, t.r, t.in, t.wt, t.p, t.n);
-        fd_check("conv din", t.in, t.in_len, din, conv_loss, &t, 0.5f, 2e-3, 2e-3);
-        fd_check("conv dw", t.wt, t.w_len, dw, conv_loss, &t, 0.5f, 2e-3, 2e-3);
+        fd_check_central("conv din", t.in, t.in_len, din, conv_loss, &t, 0.5f, 2e-3, 2e-3);
+        fd_check_central("conv dw", t.wt, t.w_len, dw, conv_loss, &t, 0.5f, 2e-3, 2e-3);
         free(din);
         free(dw);
         conv_case_free(&t);
@@ -606,9 +578,9 @@ static void test_bn_gradcheck(void **state)
         dg[c] -= 0.25f;
         db[c] += 0.25f;
     }
-    fd_check("bn din", t.in, len, din, bn_loss, &t, 1e-2f, 2e-3, 1e-2);
-    fd_check("bn dgamma", t.gamma, t.c, dg, bn_loss, &t, 1e-2f, 2e-3, 1e-2);
-    fd_check("bn dbeta", t.beta, t.c, db, bn_loss, &t, 1e-2f, 2e-3, 1e-2);
+    fd_check_central("bn din", t.in, len, din, bn_loss, &t, 1e-2f, 2e-3, 1e-2);
+    fd_check_central("bn dgamma", t.gamma, t.c, dg, bn_loss, &t, 1e-2f, 2e-3, 1e-2);
+    fd_check_central("bn dbeta", t.beta, t.c, db, bn_loss, &t, 1e-2f, 2e-3, 1e-2);
     /* din == NULL still accumulates the parameter gradients. */
     float dg2[3] = {0, 0, 0}, db2[3] = {0, 0, 0};
     bn_loss(&t);
@@ -661,7 +633,7 @@ static void test_relu(void **state)
     nn_relu_forward(inplace, inplace, N);
     assert_memory_equal(inplace, t.out, sizeof(float) * N);
     nn_relu_backward(din, t.r, t.out, N);
-    fd_check("relu din", t.in, N, din, relu_loss, &t, 1e-3f, 1e-3, 1e-3);
+    fd_check_central("relu din", t.in, N, din, relu_loss, &t, 1e-3f, 1e-3, 1e-3);
     free(t.in);
     free(t.out);
     free(t.r);
@@ -707,8 +679,8 @@ static void test_add(void **state)
     for (int i = 0; i < 4; i++) fill_normal(p[i], 64, &rng, 1.0f);
     add_loss(p);
     for (int i = 0; i < 64; i++) assert_float_equal(p[2][i], p[0][i] + p[1][i], 0.0f);
-    fd_check("add da", p[0], 64, p[3], add_loss, p, 0.5f, 1e-4, 1e-4);
-    fd_check("add db", p[1], 64, p[3], add_loss, p, 0.5f, 1e-4, 1e-4);
+    fd_check_central("add da", p[0], 64, p[3], add_loss, p, 0.5f, 1e-4, 1e-4);
+    fd_check_central("add db", p[1], 64, p[3], add_loss, p, 0.5f, 1e-4, 1e-4);
     for (int i = 0; i < 4; i++) free(p[i]);
 }
 
@@ -774,7 +746,7 @@ static void test_maxpool_gradcheck(void **state)
     maxpool_loss(&t);
     for (size_t i = 0; i < olen; i++) assert_true(t.am[i] >= 0 && t.am[i] < t.h * t.w);
     nn_maxpool_backward(din, t.r, t.am, t.c, t.n, t.h, t.w, 3, 2, 1);
-    fd_check("maxpool din", t.in, len, din, maxpool_loss, &t, 1e-3f, 1e-3, 1e-3);
+    fd_check_central("maxpool din", t.in, len, din, maxpool_loss, &t, 1e-3f, 1e-3, 1e-3);
     free(perm);
     free(t.in);
     free(t.out);
@@ -815,7 +787,7 @@ static void test_avgpool(void **state)
     fill_normal(t.r, (size_t)t.c * t.n, &rng, 1.0f);
     float *g = falloc(len);
     nn_avgpool_backward(g, t.r, t.c, t.n, t.h * t.w);
-    fd_check("avgpool din", t.in, len, g, avgpool_loss, &t, 0.5f, 1e-4, 1e-4);
+    fd_check_central("avgpool din", t.in, len, g, avgpool_loss, &t, 0.5f, 1e-4, 1e-4);
     free(t.in);
     free(t.out);
     free(t.r);

@@ -16,11 +16,7 @@
 
 #include "trainer/nn.h"
 #include "trainer/rng.h"
-
-static void fill(rng_t *r, float *x, size_t len, float scale)
-{
-    for (size_t i = 0; i < len; i++) x[i] = (float)((rng_uniform(r) * 2.0 - 1.0) * scale);
-}
+#include "tests/unit/fdcheck.h"
 
 /* |a - b| <= atol + rtol * max(|a|, |b|) */
 static int close_enough(double a, double b, double atol, double rtol)
@@ -43,19 +39,6 @@ static double linear_loss(const float *in, const float *w, const float *b, const
     return s;
 }
 
-/* Central difference on one float coordinate; step 1e-2 (the loss is linear in each coordinate,
- * so only rounding error is left: ~1e-5 absolute). */
-static double fd(double (*f)(void *), void *ctx, float *x, float h)
-{
-    float save = *x;
-    *x = save + h;
-    double lp = f(ctx);
-    *x = save - h;
-    double lm = f(ctx);
-    *x = save;
-    return (lp - lm) / (2.0 * (double)h);
-}
-
 typedef struct lin_ctx { float *in, *w, *b, *R; } lin_ctx;
 static double lin_f(void *c)
 {
@@ -68,10 +51,10 @@ static void check_linear(int with_bias)
     rng_t r;
     rng_seed(&r, 11 + (uint64_t)with_bias);
     float in[LN * LDIN], w[LDOUT * LDIN], b[LDOUT], R[LN * LDOUT];
-    fill(&r, in, LN * LDIN, 1.0f);
-    fill(&r, w, LDOUT * LDIN, 1.0f);
-    fill(&r, b, LDOUT, 1.0f);
-    fill(&r, R, LN * LDOUT, 1.0f);
+    fill_uniform(&r, in, LN * LDIN, 1.0f);
+    fill_uniform(&r, w, LDOUT * LDIN, 1.0f);
+    fill_uniform(&r, b, LDOUT, 1.0f);
+    fill_uniform(&r, R, LN * LDOUT, 1.0f);
     float *bp = with_bias ? b : NULL;
 
     /* forward against a double reference: 1e-5 absolute */
@@ -91,14 +74,16 @@ static void check_linear(int with_bias)
     for (int i = 0; i < LDOUT; i++) db[i] = -0.25f;
     nn_linear_backward(din, dw, with_bias ? db : NULL, R, in, w, LN, LDIN, LDOUT);
 
+    /* central differences, step 1e-2 (the loss is linear in each coordinate, so only rounding error
+     * is left: ~1e-5 absolute) */
     lin_ctx c = { in, w, bp, R };
     for (int i = 0; i < LN * LDIN; i++)
-        assert_true(close_enough(din[i], fd(lin_f, &c, &in[i], 1e-2f), 1e-4, 1e-3));
+        assert_true(close_enough(din[i], fd_central(lin_f, &c, &in[i], 1e-2f), 1e-4, 1e-3));
     for (int i = 0; i < LDOUT * LDIN; i++)
-        assert_true(close_enough(dw[i] - 0.5, fd(lin_f, &c, &w[i], 1e-2f), 1e-4, 1e-3));
+        assert_true(close_enough(dw[i] - 0.5, fd_central(lin_f, &c, &w[i], 1e-2f), 1e-4, 1e-3));
     if (with_bias)
         for (int i = 0; i < LDOUT; i++)
-            assert_true(close_enough(db[i] + 0.25, fd(lin_f, &c, &b[i], 1e-2f), 1e-4, 1e-3));
+            assert_true(close_enough(db[i] + 0.25, fd_central(lin_f, &c, &b[i], 1e-2f), 1e-4, 1e-3));
     else
         for (int i = 0; i < LDOUT; i++) assert_true(db[i] == -0.25f); /* untouched */
 
@@ -134,8 +119,8 @@ static void test_l2norm(void **state)
     rng_t r;
     rng_seed(&r, 7);
     float in[NN_ * ND], R[NN_ * ND], out[NN_ * ND], din[NN_ * ND];
-    fill(&r, in, NN_ * ND, 2.0f);
-    fill(&r, R, NN_ * ND, 1.0f);
+    fill_uniform(&r, in, NN_ * ND, 2.0f);
+    fill_uniform(&r, R, NN_ * ND, 1.0f);
     for (int j = 0; j < ND; j++) in[3 * ND + j] *= 1e-3f; /* a short row, still above eps */
 
     nn_l2norm_forward(out, in, NN_, ND);
@@ -155,7 +140,7 @@ static void test_l2norm(void **state)
     l2_ctx c = { in, R };
     for (int i = 0; i < NN_ * ND; i++) {
         float h = (i >= 3 * ND) ? 1e-6f : 1e-3f;
-        double g = fd(l2_f, &c, &in[i], h);
+        double g = fd_central(l2_f, &c, &in[i], h);
         double scale = (i >= 3 * ND) ? 1e3 : 1.0; /* short row: gradients ~1e3 larger */
         assert_true(close_enough(din[i], g, 2e-3 * scale, 2e-3));
     }

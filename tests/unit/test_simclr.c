@@ -20,11 +20,7 @@
 #include "trainer/rng.h"
 #include "trainer/safetensors.h"
 #include "trainer/simclr.h"
-
-static void fill(rng_t *r, float *x, size_t len, float scale)
-{
-    for (size_t i = 0; i < len; i++) x[i] = (float)((rng_uniform(r) * 2.0 - 1.0) * scale);
-}
+#include "tests/unit/fdcheck.h"
 
 static simclr *make(int d, int p, int mb, float tau)
 {
@@ -47,51 +43,20 @@ typedef struct fdprob {
     float h[FR * FD_], w0[FD_ * FD_], b0[FD_], w2[FP * FD_], b2[FP];
 } fdprob;
 
-static double fd_loss(fdprob *p)
+static double fd_loss(void *ctx)
 {
+    fdprob *p = ctx;
     double loss;
     simclr_weights w = { p->w0, p->b0, p->w2, p->b2 };
     assert_int_equal(simclr_forward_backward(p->s, NULL, NULL, &loss, NULL, p->h, FN, &w, 1.0f), 0);
     return loss;
 }
 
-/* Richardson-extrapolated central difference: O(step^4) truncation, so a step of 1e-2 keeps the
- * float rounding of the loss (~1e-7 relative) down to ~1e-5 in the derivative. */
-static double fd_coord(fdprob *p, float *x, float step)
-{
-    float save = *x;
-    double d[2];
-    for (int k = 0; k < 2; k++) {
-        float hs = k ? step * 0.5f : step;
-        *x = save + hs;
-        double lp = fd_loss(p);
-        *x = save - hs;
-        double lm = fd_loss(p);
-        *x = save;
-        double up = (double)(save + hs) - save, dn = (double)save - (save - hs); /* exact steps */
-        d[k] = (lp - lm) / (up + dn);
-    }
-    return (4.0 * d[1] - d[0]) / 3.0;
-}
-
-/* Every coordinate of an analytic gradient against finite differences. Tolerance, for all tensors:
- * |fd - an| <= 2e-3 * max|an| + 5e-3 * |an|. Returns the worst err/tol. */
+/* Every coordinate of an analytic gradient against finite differences (fd_richardson). Tolerance, for
+ * all tensors: |fd - an| <= 2e-3 * max|an| + 5e-3 * |an|. Returns the worst err/tol. */
 static double check_tensor(fdprob *p, const char *name, float *x, const float *an, int len, float step)
 {
-    double amax = 0.0, worst = 0.0;
-    for (int i = 0; i < len; i++) amax = fmax(amax, fabs(an[i]));
-    assert_true(amax > 0.0); /* a zero gradient would make the check vacuous */
-    for (int i = 0; i < len; i++) {
-        double g = fd_coord(p, &x[i], step);
-        double tol = 2e-3 * amax + 5e-3 * fabs(an[i]);
-        double err = fabs(g - an[i]);
-        if (err / tol > worst) worst = err / tol;
-        if (err > tol) {
-            fprintf(stderr, "%s[%d]: analytic %.7g fd %.7g (max|g| %.3g)\n", name, i, an[i], g, amax);
-            fail();
-        }
-    }
-    return worst;
+    return fd_check_tensor(fd_loss, p, name, x, an, len, step, 2e-3, 5e-3);
 }
 
 static void fd_case(float tau, uint64_t seed)
@@ -101,10 +66,10 @@ static void fd_case(float tau, uint64_t seed)
     p->s = make(FD_, FP, FN, tau);
     rng_t r;
     rng_seed(&r, seed);
-    fill(&r, p->h, FR * FD_, 1.0f);
-    fill(&r, p->w0, FD_ * FD_, 0.15f);
-    fill(&r, p->w2, FP * FD_, 0.5f);
-    fill(&r, p->b2, FP, 0.2f);
+    fill_uniform(&r, p->h, FR * FD_, 1.0f);
+    fill_uniform(&r, p->w0, FD_ * FD_, 0.15f);
+    fill_uniform(&r, p->w2, FP * FD_, 0.5f);
+    fill_uniform(&r, p->b2, FP, 0.2f);
     /* ReLU kinks would spoil finite differences: half the hidden units always on (bias +1.5), half
      * always off (bias -1.5, so their zero gradient is checked too): |h w0_j^T| <= sum |w0_j| <= 1.1
      * since |h| <= 1, so |pre-activation| >= 0.4, far beyond what a step of at most 0.05 moves. */
@@ -167,19 +132,8 @@ static float *gload(const st_file *f, const char *name, size_t numel)
 /* |c - g| <= 1e-4 * max|g| + 1e-4 * |g|; returns the worst err/tol. */
 static double compare(const char *name, const float *c, const float *g, size_t len)
 {
-    double gmax = 0.0, worst = 0.0;
-    for (size_t i = 0; i < len; i++) gmax = fmax(gmax, fabs(g[i]));
-    assert_true(gmax > 0.0);
-    for (size_t i = 0; i < len; i++) {
-        double tol = 1e-4 * gmax + 1e-4 * fabs(g[i]);
-        double err = fabs((double)c[i] - g[i]);
-        if (err / tol > worst) worst = err / tol;
-        if (err > tol) {
-            fprintf(stderr, "%s[%zu]: C %.8g torch %.8g (max|g| %.3g)\n", name, i, c[i], g[i], gmax);
-            fail();
-        }
-    }
-    return worst;
+    assert_true(fd_max_abs(g, len) > 0.0);
+    return fd_compare_torch(name, c, g, len, 1e-4, 1e-4, 0.0);
 }
 
 static void golden_case(const char *tag)
@@ -326,11 +280,11 @@ static void test_invariants(void **state)
     float w0[D * D], b0[D], w2[P * D], b2[P];
     simclr_weights w = { w0, b0, w2, b2 };
     for (int trial = 0; trial < 20; trial++) {
-        fill(&r, h, 2 * N * D, 1.0f);
-        fill(&r, w0, D * D, 0.5f);
-        fill(&r, b0, D, 0.2f);
-        fill(&r, w2, P * D, 0.5f);
-        fill(&r, b2, P, 0.2f);
+        fill_uniform(&r, h, 2 * N * D, 1.0f);
+        fill_uniform(&r, w0, D * D, 0.5f);
+        fill_uniform(&r, b0, D, 0.2f);
+        fill_uniform(&r, w2, P * D, 0.5f);
+        fill_uniform(&r, b2, P, 0.2f);
         double loss, acc, loss2, acc2;
         assert_int_equal(simclr_forward_backward(s, dh, NULL, &loss, &acc, h, N, &w, 1.0f), 0);
         assert_true(loss >= 0.0 && loss <= log(2.0 * N - 1.0) + 2.0 / 0.3 + 1e-6);
@@ -358,11 +312,11 @@ static void test_single_pair(void **state)
     rng_seed(&r, 7);
     float h[2 * D], dh[2 * D], w0[D * D], b0[D], w2[P * D], b2[P];
     float gw0[D * D], gb0[D], gw2[P * D], gb2[P];
-    fill(&r, h, 2 * D, 1.0f);
-    fill(&r, w0, D * D, 1.0f);
-    fill(&r, b0, D, 0.1f);
-    fill(&r, w2, P * D, 1.0f);
-    fill(&r, b2, P, 0.1f);
+    fill_uniform(&r, h, 2 * D, 1.0f);
+    fill_uniform(&r, w0, D * D, 1.0f);
+    fill_uniform(&r, b0, D, 0.1f);
+    fill_uniform(&r, w2, P * D, 1.0f);
+    fill_uniform(&r, b2, P, 0.1f);
     for (int i = 0; i < 2 * D; i++) dh[i] = 9.0f;
     for (int i = 0; i < D * D; i++) gw0[i] = 0.5f;
     for (int i = 0; i < D; i++) gb0[i] = 0.5f;
@@ -439,13 +393,13 @@ static void test_large_batch(void **state)
     float *v = malloc(sizeof(float) * 2 * N * D);
     assert_true(h && dh && v);
     float w0[D * D], b0[D], w2[P * D], b2[P];
-    fill(&r, h, 2 * N * D, 1.0f);
+    fill_uniform(&r, h, 2 * N * D, 1.0f);
     for (int i = 0; i < N * D; i++) h[N * D + i] = 0.8f * h[i] + 0.2f * h[N * D + i];
-    fill(&r, w0, D * D, 0.5f);
-    fill(&r, b0, D, 0.2f);
-    fill(&r, w2, P * D, 0.5f);
-    fill(&r, b2, P, 0.2f);
-    fill(&r, v, 2 * N * D, 1.0f);
+    fill_uniform(&r, w0, D * D, 0.5f);
+    fill_uniform(&r, b0, D, 0.2f);
+    fill_uniform(&r, w2, P * D, 0.5f);
+    fill_uniform(&r, b2, P, 0.2f);
+    fill_uniform(&r, v, 2 * N * D, 1.0f);
     simclr_weights w = { w0, b0, w2, b2 };
     double loss, acc, racc;
     assert_int_equal(simclr_forward_backward(s, dh, NULL, &loss, &acc, h, N, &w, 1.0f), 0);
@@ -493,11 +447,11 @@ static void test_errors(void **state)
     rng_t r;
     rng_seed(&r, 3);
     float h[2 * N * D], dh[2 * N * D], w0[D * D], b0[D], w2[P * D], b2[P], gw0[D * D];
-    fill(&r, h, 2 * N * D, 1.0f);
-    fill(&r, w0, D * D, 1.0f);
-    fill(&r, b0, D, 0.1f);
-    fill(&r, w2, P * D, 1.0f);
-    fill(&r, b2, P, 0.1f);
+    fill_uniform(&r, h, 2 * N * D, 1.0f);
+    fill_uniform(&r, w0, D * D, 1.0f);
+    fill_uniform(&r, b0, D, 0.1f);
+    fill_uniform(&r, w2, P * D, 1.0f);
+    fill_uniform(&r, b2, P, 0.1f);
     simclr_weights w = { w0, b0, w2, b2 };
     simclr_grads g = { gw0, NULL, NULL, NULL };
     double loss, acc;

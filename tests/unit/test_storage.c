@@ -18,35 +18,9 @@
 #include <unistd.h>
 
 #include "storage/db.h"
+#include "tests/unit/dbfix.h"
 
-typedef struct fixture {
-    char dir[256], path[300];
-    db *d;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "%s/ct-storage-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(f->dir)) return -1;
-    snprintf(f->path, sizeof f->path, "%s/coretuned.db", f->dir);
-    char err[256];
-    if (db_open(&f->d, f->path, err, sizeof err) != 0) { fprintf(stderr, "%s\n", err); return -1; }
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    db_close(f->d);
-    char p[400];
-    const char *sfx[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) { snprintf(p, sizeof p, "%s%s", f->path, sfx[i]); unlink(p); }
-    rmdir(f->dir);
-    free(f);
-    return 0;
-}
+static int setup(void **state) { return db_fixture_setup(state, "storage"); }
 
 static void new_job(db_job *j, const char *id, const char *idem)
 {
@@ -68,7 +42,7 @@ static void new_job(db_job *j, const char *id, const char *idem)
 
 static void test_reopen_and_wal(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     db *again;
     char err[256];
     assert_int_equal(db_open(&again, f->path, err, sizeof err), 0); /* migrations already applied */
@@ -85,7 +59,7 @@ static void test_reopen_and_wal(void **state)
 
 static void test_jobs_insert_get_idem(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     db_job j, got;
     new_job(&j, "ftjob-1", "key-1");
     assert_int_equal(db_job_insert(f->d, &j), 0);
@@ -127,7 +101,7 @@ static int collect_job(void *ud, const db_job *j)
 
 static void test_jobs_list_pages_newest_first(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     db_job j;
     const char *names[] = {"ftjob-a", "ftjob-b", "ftjob-c"};
     for (int i = 0; i < 3; i++) { new_job(&j, names[i], NULL); assert_int_equal(db_job_insert(f->d, &j), 0); }
@@ -193,7 +167,7 @@ static void add_event(db_batch *b, const char *job, long long id, const char *ty
 
 static void test_batch_round_trip(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     db_job j;
     new_job(&j, "ftjob-1", NULL);
     assert_int_equal(db_job_insert(f->d, &j), 0);
@@ -274,7 +248,7 @@ static void test_batch_round_trip(void **state)
 
 static void test_failed_batch_writes_nothing(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     db_batch b = {0};
     add_event(&b, "ftjob-1", 7, "status");
     add_metric(&b, "ftjob-1", 1, NULL, 1.0); /* NOT NULL violated: the whole batch must roll back */
@@ -289,7 +263,7 @@ static void test_failed_batch_writes_nothing(void **state)
 
 static void test_requeue_running(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     db_job j;
     new_job(&j, "ftjob-1", NULL);
     snprintf(j.status, sizeof j.status, "running");
@@ -315,7 +289,7 @@ static int count_file(void *ud, const db_file *fl)
 
 static void test_files_and_integrity(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     db_file fl = {.bytes = 3073, .created_at = 1700000000};
     snprintf(fl.id, sizeof fl.id, "file-1");
     snprintf(fl.filename, sizeof fl.filename, "data_batch_1.bin");
@@ -345,13 +319,13 @@ static void test_files_and_integrity(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_reopen_and_wal, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_jobs_insert_get_idem, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_jobs_list_pages_newest_first, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_batch_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_batch_writes_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_requeue_running, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_files_and_integrity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_and_wal, setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_insert_get_idem, setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_list_pages_newest_first, setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_round_trip, setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_batch_writes_nothing, setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_requeue_running, setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_files_and_integrity, setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
