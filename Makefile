@@ -129,7 +129,9 @@ bench:
 reproduce:
 	@CT_WITH_TORCH=1 scripts/deps.sh
 	@$(MAKE) --no-print-directory all
-	$(PYTHON) reproduce/run.py && $(PYTHON) reproduce/torch_protocol.py && $(PYTHON) reproduce/report.py
+	$(PYTHON) reproduce/run.py && $(PYTHON) reproduce/torch_protocol.py && \
+		$(PYTHON) reproduce/torch_protocol.py --our-backbone && $(PYTHON) reproduce/ablate.py && \
+		$(PYTHON) reproduce/report.py
 
 reproduce-quick:
 	@CT_WITH_TORCH=1 scripts/deps.sh

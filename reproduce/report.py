@@ -12,22 +12,38 @@ sys.path.insert(0, HERE)
 import protocol  # noqa: E402
 
 
-def table(ours, torch):
-    rows = ["| method | coretuned (C) top-1 % | PyTorch top-1 % | runs |", "|---|---|---|---|"]
+def cell(res, method, variant):
+    accs = [100 * r["test_accuracy"] for r in (res or {}).get("runs", [])
+            if r["method"] == method and r["variant"] == variant]
+    if not accs:
+        return "—"
+    if len(accs) == 1:
+        return f"{accs[0]:.2f}"
+    return f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}"
+
+
+def table(ours, torch, torch_ours):
+    rows = ["| method | coretuned (C), its own SimCLR backbone | PyTorch, coretuned's backbone "
+            "| PyTorch, its own SimCLR backbone | seeds |", "|---|---|---|---|---|"]
     for method, variant in protocol.METHODS:
-        cells = []
-        for res in (ours, torch):
-            accs = [100 * r["test_accuracy"] for r in (res or {}).get("runs", [])
-                    if r["method"] == method and r["variant"] == variant]
-            if not accs:
-                cells.append("—")
-            elif len(accs) == 1:
-                cells.append(f"{accs[0]:.2f}")
-            else:
-                cells.append(f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}")
         n = len([r for r in ours.get("runs", []) if r["method"] == method and r["variant"] == variant])
         name = method + (f" ({variant})" if variant else "")
-        rows.append(f"| {name} | {cells[0]} | {cells[1]} | {n} seeds |")
+        rows.append(f"| {name} | {cell(ours, method, variant)} | {cell(torch_ours, method, variant)} "
+                    f"| {cell(torch, method, variant)} | {n} |")
+    return "\n".join(rows)
+
+
+def ablation_table(abl):
+    rows = ["| change (paper variant unless CE) | top-1 % | seeds |", "|---|---|---|"]
+    labels = []
+    for r in abl["runs"]:
+        if r["label"] not in labels:
+            labels.append(r["label"])
+    for label in labels:
+        accs = [100 * r["test_accuracy"] for r in abl["runs"] if r["label"] == label]
+        m = statistics.mean(accs)
+        sd = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
+        rows.append(f"| {label} | {m:.2f}{sd} | {len(accs)} |")
     return "\n".join(rows)
 
 
@@ -38,10 +54,11 @@ def main():
     name = "quick" if args.quick else "full"
     out = os.path.join(HERE, "out", name)
     load = lambda f: json.load(open(os.path.join(out, f))) if os.path.exists(os.path.join(out, f)) else None
-    ours, torch = load("ours.json"), load("torch.json")
+    ours, torch, torch_ours, abl = load("ours.json"), load("torch.json"), load("torch-our-backbone.json"), \
+        load("ablate.json")
     if not ours:
         raise SystemExit(f"no {out}/ours.json: run reproduce/run.py first")
-    t = table(ours, torch)
+    t = table(ours, torch, torch_ours)
     print(t)
     if args.quick:
         return
@@ -49,8 +66,9 @@ def main():
     doc = f"""# Results: Core-tuning against CE-tuning on Fashion-MNIST, through the service
 
 Produced by `make reproduce` (`reproduce/run.py` drives a real `bin/coretuned` over HTTP as a user would;
-`reproduce/torch_protocol.py` runs the same protocol in PyTorch {torch['torch'] if torch else '(not run)'};
-`reproduce/report.py` wrote this page). Machine: {ours['machine']}, {ours['threads']} threads.
+`reproduce/torch_protocol.py` runs the same protocol in PyTorch {torch['torch'] if torch else '(not run)'},
+once with its own SimCLR pre-training and once fine-tuning the backbone coretuned pre-trained;
+`reproduce/ablate.py` varies one thing at a time; `reproduce/report.py` wrote this page). Machine: {ours['machine']}, {ours['threads']} threads.
 
 ## Protocol
 
@@ -74,11 +92,13 @@ f", PyTorch {torch['seconds'] / 60:.1f} min (pre-training {torch['pretrain']['se
 SimCLR positive-pair accuracy on held-out view pairs after pre-training:
 {ours['pretrain'].get('contrastive_accuracy')}.
 
+{"## Why Core-tuning does not win here: one change at a time" + chr(10) + chr(10) + "Fine-tuning coretuned's backbone again with `reproduce/ablate.py` (`bin/coretune train`, same subset and test images, seeds 1-2):" + chr(10) + chr(10) + ablation_table(abl) + chr(10) if abl else ""}
+{open(os.path.join(HERE, "findings.md")).read() if os.path.exists(os.path.join(HERE, "findings.md")) else ""}
 ## Commands
 
 ```sh
-make reproduce         # = /usr/bin/python3 reproduce/run.py && /usr/bin/python3 reproduce/torch_protocol.py
-                       #   && /usr/bin/python3 reproduce/report.py
+make reproduce         # = reproduce/run.py, torch_protocol.py, torch_protocol.py --our-backbone,
+                       #   ablate.py, report.py (each with /usr/bin/python3)
 make reproduce-quick   # the same path on a small subset, in minutes
 ```
 """

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import coretuning_ref  # noqa: E402
 import model_twin  # noqa: E402
 import protocol  # noqa: E402
+import safetensors_io  # noqa: E402
 import torch_step  # noqa: E402
 
 MEAN, STD = 0.2860, 0.3530
@@ -80,6 +81,24 @@ def resized_crop_flip(x, gen, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
     return out
 
 
+def init_like_torchvision(net):
+    """The initialisation coretuned's model_init uses (torchvision's ResNet init), so both pre-trainings
+    start from the same distribution: convs kaiming-normal (fan_out, relu), BN weight 1 bias 0."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return net
+
+
+def load_backbone(path):
+    """A backbone coretuned wrote (safetensors, torchvision names) as a state_dict for the twin."""
+    t = safetensors_io.read(path)
+    return {k: torch.from_numpy(v) for k, v in t.items() if not k.startswith(("fc.", "contrastor."))}
+
+
 class Heads(nn.Module):
     def __init__(self, d, classes, cd):
         super().__init__()
@@ -97,7 +116,7 @@ def sgd(params, lr, hp):
 
 
 def pretrain(x, prof, gen):
-    net = model_twin.cifar_resnet(20, 1)
+    net = init_like_torchvision(model_twin.cifar_resnet(20, 1))
     heads = Heads(64, 0, protocol.PRETRAIN_HP["contrast_dim"])
     params = list(net.parameters()) + list(heads.parameters())
     hp = protocol.PRETRAIN_HP
@@ -177,6 +196,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--our-backbone", action="store_true",
+                    help="fine-tune from the backbone coretuned pre-trained (reproduce/run.py) instead of "
+                         "pre-training in PyTorch: compares the fine-tuning alone")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     name = "quick" if args.quick else "full"
@@ -189,8 +211,14 @@ def main():
                "torch": torch.__version__, "runs": []}
     t_all = time.time()
     t0 = time.time()
-    backbone = pretrain(xp, prof, torch.Generator().manual_seed(0))
-    results["pretrain"] = {"seconds": time.time() - t0}
+    if args.our_backbone:
+        ours = json.load(open(os.path.join(out, "ours.json")))
+        path = os.path.join(out, "var", "jobs", ours["pretrain"]["job"], "final.safetensors")
+        backbone = load_backbone(path)
+        results["pretrain"] = {"seconds": 0.0, "backbone": path}
+    else:
+        backbone = pretrain(xp, prof, torch.Generator().manual_seed(0))
+        results["pretrain"] = {"seconds": time.time() - t0}
     for method, variant in protocol.METHODS:
         for seed in prof["seeds"]:
             t0 = time.time()
@@ -200,9 +228,10 @@ def main():
             results["runs"].append({"method": method, "variant": variant, "seed": seed, "test_accuracy": acc,
                                     "seconds": time.time() - t0})
     results["seconds"] = time.time() - t_all
-    with open(os.path.join(out, "torch.json"), "w") as f:
+    name = "torch-our-backbone.json" if args.our_backbone else "torch.json"
+    with open(os.path.join(out, name), "w") as f:
         json.dump(results, f, indent=1)
-    print(f"wrote {os.path.join(out, 'torch.json')} ({results['seconds']:.0f} s)")
+    print(f"wrote {os.path.join(out, name)} ({results['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

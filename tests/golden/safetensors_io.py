@@ -34,3 +34,22 @@ def write(path, tensors, meta=None, dtype=None):
         for b in blobs:
             f.write(b)
     os.replace(tmp, path)
+
+
+READ_DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "F16": np.float16}
+
+
+def read(path):
+    """{name: numpy array} of a safetensors file (copies), without its __metadata__."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = t["data_offsets"]
+        out[name] = np.frombuffer(body[a:b], dtype=READ_DTYPES[t["dtype"]]).reshape(t["shape"]).copy()
+    return out
