@@ -87,7 +87,7 @@ $(BIN)/tests/%: $(O)/tests/unit/%.o $(LIBSERVICE) $(LIBTRAINER)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
 
-$(BIN)/bench/%: $(O)/bench/%.o $(LIBSERVICE) $(LIBTRAINER)
+$(BIN)/bench/%: $(O)/bench/%.o $(LIBTRAINER)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

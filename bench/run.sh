@@ -16,10 +16,14 @@
 #                        sgemm in /work/shared/PERFORMANCE.md); OpenBLAS and oneDNN sgemm are also
 #                        measured here, each repetition, and the table gives the share of both
 #   PYTHON=...           the python with torch (default /usr/bin/python3)
-# The environment goes to both sides unchanged: OMP_WAIT_POLICY=passive (libgomp reads it at load
-# time) changes 2-thread results a lot on a loaded machine, see docs/performance.md.
+#   OMP_WAIT_POLICY      default PASSIVE for both sides, as the daemon runs (daemon/main.c, the systemd
+#                        unit); OMP_WAIT_POLICY=ACTIVE (or "" for libgomp's default) to see the other
+#                        side: spinning costs 3-5x on 2 threads when neighbours load the cores
+# Everything else in the environment reaches both sides unchanged.
 set -u
 
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY-PASSIVE}"
+[ -n "$OMP_WAIT_POLICY" ] || unset OMP_WAIT_POLICY
 BIN=${1:-bin}
 PY=${PYTHON:-/usr/bin/python3}
 QUICK=${BENCH_QUICK:-0}

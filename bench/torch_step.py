@@ -14,10 +14,18 @@ import resource
 import sys
 import time
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+# torch.set_num_threads() does not reach the OpenBLAS that Debian's torch calls for some GEMMs: left
+# alone, OpenBLAS runs a second thread in the "1 thread" case (seen using up to 0.4 core when the other
+# core is free). OpenBLAS (like libgomp) reads its thread count when it is loaded, so set it here,
+# before torch is imported.
+if len(sys.argv) > 6 and sys.argv[6].isdigit():
+    os.environ["OPENBLAS_NUM_THREADS"] = sys.argv[6]
+    os.environ["OMP_NUM_THREADS"] = sys.argv[6]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "golden"))
@@ -112,6 +120,7 @@ def check():
         w = [rng.standard_normal((C, d)) * 0.3, rng.standard_normal((d, d)) / np.sqrt(d), rng.standard_normal(d) * 0.1,
              rng.standard_normal((cd, d)) / np.sqrt(d), rng.standard_normal(cd) * 0.1]
         lab_t = torch.as_tensor(labels)
+        torch.manual_seed(seed)                                  # the Beta draws use the global generator
         partner, lam_neg, lam_pos = sample_draws(lab_t, torch.Generator().manual_seed(seed))
         lam_pos[: n // 2] = 0.5                                  # exact ties in the soft labels: argmax picks the lower class
         outs = []
@@ -197,7 +206,8 @@ def bench(argv):
     nbuf = sum(b.numel() for b in net.buffers() if b.is_floating_point())
     med = lambda v: float(np.median(v))  # noqa: E731
     print(json.dumps({
-        "impl": "torch", "torch": torch.__version__, "arch": arch, "in_ch": in_ch, "size": size,
+        "impl": "torch", "torch": torch.__version__, "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "arch": arch, "in_ch": in_ch, "size": size,
         "small_stem": small_stem, "batch": batch, "threads": threads, "method": method, "variant": variant,
         "warmup": warmup, "iters": iters, "img_s_median": round(med(ips), 2), "img_s_min": round(min(ips), 2),
         "img_s_max": round(max(ips), 2), "img_cpu_s_median": round(med(cps), 2), "ms_forward": round(med(tf), 2), "ms_loss": round(med(tl), 2),
