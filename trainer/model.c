@@ -484,19 +484,18 @@ static void unit_forward(unit *u, int n, int train, float *ws)
     nn_conv_forward(u->y, ws, u->x, u->weight, u->plan, n);
     if (train) {
         nn_bn_forward_train(u->z, u->mean, u->rstd, u->rmean, u->rvar, u->y, u->gamma, u->beta, c, m,
-                            BN_MOMENTUM, BN_EPS);
+                            BN_MOMENTUM, BN_EPS, u->relu);
         ++*u->nbt;
     } else {
-        nn_bn_forward_eval(u->z, u->y, u->gamma, u->beta, u->rmean, u->rvar, c, m, BN_EPS);
+        nn_bn_forward_eval(u->z, u->y, u->gamma, u->beta, u->rmean, u->rvar, c, m, BN_EPS, u->relu);
     }
-    if (u->relu) nn_relu_forward(u->z, u->z, (size_t)c * m);
 }
 
 /* z = relu(z + s): the block's residual add fused with its ReLU, one pass, in place; NaN passes
  * (as nn_relu_forward, torch). */
 static void add_relu(float *z, const float *s, size_t len)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < len; i++) {
         float v = z[i] + s[i];
         z[i] = !(v <= 0.0f) ? v : 0.0f;
@@ -550,11 +549,12 @@ static float *spare(float *const g[3], const float *a, const float *b)
     return NULL; /* unreachable */
 }
 
-/* dz = dL/d(BN output) -> tmp = dL/d(conv output) -> din = dL/d(conv input) (NULL: not needed). */
+/* dz = dL/d(unit output) -> tmp = dL/d(conv output) -> din = dL/d(conv input) (NULL: not needed).
+ * A unit with a ReLU takes dz before it: the BN backward masks it with z on the fly. */
 static void unit_backward(unit *u, const float *dz, float *tmp, float *din, int n, float *ws)
 {
     const int c = u->conv.cout, m = n * u->oh * u->ow;
-    nn_bn_backward(tmp, u->dgamma, u->dbeta, dz, u->y, u->mean, u->rstd, u->gamma, c, m);
+    nn_bn_backward(tmp, u->dgamma, u->dbeta, dz, u->relu ? u->z : NULL, u->y, u->mean, u->rstd, u->gamma, c, m);
     nn_conv_backward(din, u->dweight, ws, tmp, u->x, u->weight, u->plan, n);
 }
 
@@ -565,8 +565,17 @@ static size_t unit_len(const unit *u, int n) { return (size_t)u->conv.cout * n *
  * test is nn_relu_backward's (a NaN output passes the gradient, as torch). */
 static void add_relu_backward(float *dx, const float *a, const float *b, const float *mask, size_t len)
 {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < len; i++) dx[i] = !(mask[i] <= 0.0f) ? a[i] + b[i] : 0.0f;
+    /* The sum is computed unconditionally and its bits and-masked: a compare-and-mask the compiler
+     * vectorises. With a ?: GCC sinks the add into a branch per element (under -ftrapping-math an
+     * FP add may trap, so it is not speculated), and that branch mispredicts half the time. */
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < len; i++) {
+        float v = a[i] + b[i];
+        uint32_t bits, keep = mask[i] <= 0.0f ? 0u : ~0u;
+        memcpy(&bits, &v, sizeof bits);
+        bits &= keep;
+        memcpy(&dx[i], &bits, sizeof bits);
+    }
 }
 
 /* gout = dL/d(block output), already through the output ReLU when masked; returns the buffer with
@@ -588,18 +597,12 @@ static float *block_backward(model *m, int b, float *gout, int masked, int n)
         sc = spare(g, dz, t);
         unit_backward(ds, dz, t, sc, n, m->ws);
     }
-    float *cur = dz;
+    float *cur = dz; /* the units before the last one mask their dz with their ReLU themselves */
     for (int j = bl->count - 1; j >= 0; j--) {
         unit *u = &m->units[bl->first + j];
         float *t = spare(g, sc, cur), *d = spare(g, sc, t);
         unit_backward(u, cur, t, d, n, m->ws);
-        if (j > 0) {
-            const unit *prev = &m->units[bl->first + j - 1];
-            cur = spare(g, sc, d);
-            nn_relu_backward(cur, d, prev->z, unit_len(prev, n));
-        } else {
-            cur = d;
-        }
+        cur = d;
     }
     const unit *first = &m->units[bl->first];
     size_t len = (size_t)first->conv.cin * n * first->h * first->w;
@@ -623,9 +626,8 @@ int model_backward(model *m, const float *dfeat, int n)
         nn_maxpool_backward(t, cur, m->argmax, m->pool_c, n, m->pool_h, m->pool_w, 3, 2, 1);
         cur = t;
     }
-    float *dz = spare(m->gbuf, cur, NULL), *t = spare(m->gbuf, dz, NULL);
-    nn_relu_backward(dz, cur, stem->z, unit_len(stem, n));
-    unit_backward(stem, dz, t, NULL, n, m->ws); /* the images need no gradient */
+    float *t = spare(m->gbuf, cur, NULL);
+    unit_backward(stem, cur, t, NULL, n, m->ws); /* masked by the stem's ReLU; the images need no gradient */
     return 0;
 }
 

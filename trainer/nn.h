@@ -41,14 +41,17 @@ void nn_conv_backward(float *din, float *dweight, float *ws, const float *dout, 
 
 /* ---- batch norm 2d over CNHW rows of m = n*h*w values (nn_conv.c) ----
  * Train mode: normalise with batch statistics, save mean and rstd = 1/sqrt(var + eps) for backward,
- * update running stats as PyTorch does (running_var uses the unbiased variance). */
+ * update running stats as PyTorch does (running_var uses the unbiased variance).
+ * relu = 1 fuses the ReLU that follows the BN (out = relu(bn(in)), nn_relu_forward's rule) into the
+ * same pass. Backward: mask, when not NULL, is that fused ReLU's output: dout is taken as 0 wherever
+ * mask <= 0 (nn_relu_backward's rule), again without a pass of its own; NULL: dout as is. */
 void nn_bn_forward_train(float *out, float *mean, float *rstd, float *running_mean, float *running_var,
                          const float *in, const float *gamma, const float *beta,
-                         int c, int m, float momentum, float eps);
+                         int c, int m, float momentum, float eps, int relu);
 void nn_bn_forward_eval(float *out, const float *in, const float *gamma, const float *beta,
-                        const float *running_mean, const float *running_var, int c, int m, float eps);
-void nn_bn_backward(float *din, float *dgamma, float *dbeta, const float *dout, const float *in,
-                    const float *mean, const float *rstd, const float *gamma, int c, int m);
+                        const float *running_mean, const float *running_var, int c, int m, float eps, int relu);
+void nn_bn_backward(float *din, float *dgamma, float *dbeta, const float *dout, const float *mask,
+                    const float *in, const float *mean, const float *rstd, const float *gamma, int c, int m);
 
 /* ---- elementwise (nn_conv.c) ---- */
 /* ReLU as torch: out = in unless in <= 0 (so NaN propagates); may run in place. Backward masks on the

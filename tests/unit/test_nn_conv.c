@@ -467,7 +467,7 @@ static void test_bn_forward_hand(void **state)
     /* One channel, values 1..4: mean 2.5, biased var 1.25, unbiased var 5/3. */
     float in[4] = {1, 2, 3, 4}, out[4], mean, rstd, rm = 0.5f, rv = 2.0f;
     float gamma = 2.0f, beta = 1.0f, eps = 1e-5f;
-    nn_bn_forward_train(out, &mean, &rstd, &rm, &rv, in, &gamma, &beta, 1, 4, 0.1f, eps);
+    nn_bn_forward_train(out, &mean, &rstd, &rm, &rv, in, &gamma, &beta, 1, 4, 0.1f, eps, 0);
     double rs = 1.0 / sqrt(1.25 + eps);
     assert_float_equal(mean, 2.5f, 1e-7);
     assert_float_equal(rstd, (float)rs, 1e-6);
@@ -477,7 +477,7 @@ static void test_bn_forward_hand(void **state)
     assert_float_equal(rv, (float)(0.9 * 2.0 + 0.1 * (5.0 / 3.0)), 1e-6);
 
     /* Eval mode uses the running statistics. */
-    nn_bn_forward_eval(out, in, &gamma, &beta, &rm, &rv, 1, 4, eps);
+    nn_bn_forward_eval(out, in, &gamma, &beta, &rm, &rv, 1, 4, eps, 0);
     for (int i = 0; i < 4; i++)
         assert_float_equal(out[i], (float)(2.0 * (in[i] - rm) / sqrt((double)rv + eps) + 1.0), 1e-6);
 }
@@ -505,7 +505,7 @@ static void test_bn_running_stats(void **state)
     for (int step = 0; step < 3; step++) {
         for (int c = 0; c < C; c++)
             for (int i = 0; i < M; i++) in[c * M + i] = 1000.0f * c + (float)rng_normal(&rng) * (0.05f + c);
-        nn_bn_forward_train(out, mean, rstd, rm, rv, in, gamma, beta, C, M, mom, eps);
+        nn_bn_forward_train(out, mean, rstd, rm, rv, in, gamma, beta, C, M, mom, eps, 0);
         for (int c = 0; c < C; c++) {
             double s = 0, ss = 0;
             for (int i = 0; i < M; i++) s += in[c * M + i];
@@ -539,7 +539,7 @@ static double bn_loss(void *ctx)
 {
     bn_case *t = ctx;
     nn_bn_forward_train(t->out, t->mean, t->rstd, t->rm, t->rv, t->in, t->gamma, t->beta, t->c, t->m,
-                        0.1f, 1e-5f);
+                        0.1f, 1e-5f, 0);
     return dot_d(t->out, t->r, (size_t)t->c * t->m);
 }
 
@@ -573,7 +573,7 @@ static void test_bn_gradcheck(void **state)
     fill_const(dg, t.c, 0.25f); /* accumulated onto */
     fill_const(db, t.c, -0.25f);
     bn_loss(&t);
-    nn_bn_backward(din, dg, db, t.r, t.in, t.mean, t.rstd, t.gamma, t.c, t.m);
+    nn_bn_backward(din, dg, db, t.r, NULL, t.in, t.mean, t.rstd, t.gamma, t.c, t.m);
     for (int c = 0; c < t.c; c++) {
         dg[c] -= 0.25f;
         db[c] += 0.25f;
@@ -584,7 +584,7 @@ static void test_bn_gradcheck(void **state)
     /* din == NULL still accumulates the parameter gradients. */
     float dg2[3] = {0, 0, 0}, db2[3] = {0, 0, 0};
     bn_loss(&t);
-    nn_bn_backward(NULL, dg2, db2, t.r, t.in, t.mean, t.rstd, t.gamma, t.c, t.m);
+    nn_bn_backward(NULL, dg2, db2, t.r, NULL, t.in, t.mean, t.rstd, t.gamma, t.c, t.m);
     for (int c = 0; c < t.c; c++) {
         assert_float_equal(dg2[c], dg[c], 1e-5);
         assert_float_equal(db2[c], db[c], 1e-5);
@@ -601,6 +601,56 @@ static void test_bn_gradcheck(void **state)
     free(t.rstd);
     free(t.rm);
     free(t.rv);
+}
+
+/* The fused ReLU (forward relu = 1, backward mask) gives what the separate passes give: forward
+ * bit-exact (same expression), backward within float rounding of the sums' order (the masked and
+ * unmasked loops are vectorised alike, so in practice also exact). A NaN output passes its gradient
+ * (nn_relu_backward's rule). m = 1001 is not a multiple of any vector width; one channel has a large
+ * mean (the one-pass shifted statistics must not cancel). */
+static void test_bn_relu_fused(void **state)
+{
+    (void)state;
+    enum { C = 3, M = 1001 };
+    rng_t rng;
+    rng_seed(&rng, 21);
+    float *in = falloc(C * M), *ref = falloc(C * M), *out = falloc(C * M), *dy = falloc(C * M);
+    float *dyr = falloc(C * M), *d1 = falloc(C * M), *d2 = falloc(C * M);
+    float gamma[C] = {1.0f, -0.5f, 2.0f}, beta[C] = {0.1f, 0.3f, -0.2f}, mean[C], rstd[C], mean2[C], rstd2[C];
+    float rm[C] = {0}, rv[C] = {1, 1, 1}, rm2[C] = {0}, rv2[C] = {1, 1, 1};
+    fill_normal(in, C * M, &rng, 1.0f);
+    for (int i = 0; i < M; i++) in[2 * M + i] = 500.0f + 0.01f * in[2 * M + i];
+    fill_normal(dy, C * M, &rng, 1.0f);
+    nn_bn_forward_train(ref, mean, rstd, rm, rv, in, gamma, beta, C, M, 0.1f, 1e-5f, 0);
+    nn_relu_forward(ref, ref, C * M);
+    nn_bn_forward_train(out, mean2, rstd2, rm2, rv2, in, gamma, beta, C, M, 0.1f, 1e-5f, 1);
+    assert_memory_equal(out, ref, sizeof(float) * C * M);
+    assert_memory_equal(mean, mean2, sizeof mean);
+    assert_memory_equal(rstd, rstd2, sizeof rstd);
+    assert_memory_equal(rv, rv2, sizeof rv);
+    nn_bn_forward_eval(ref, in, gamma, beta, rm, rv, C, M, 1e-5f, 0);
+    nn_relu_forward(ref, ref, C * M);
+    nn_bn_forward_eval(out, in, gamma, beta, rm, rv, C, M, 1e-5f, 1);
+    assert_memory_equal(out, ref, sizeof(float) * C * M);
+
+    out[5] = NAN; /* a NaN activation passes its gradient, as torch */
+    nn_relu_backward(dyr, dy, out, C * M);
+    assert_float_equal(dyr[5], dy[5], 0.0f);
+    float dg1[C] = {0}, db1[C] = {0}, dg2[C] = {0}, db2[C] = {0};
+    nn_bn_backward(d1, dg1, db1, dyr, NULL, in, mean, rstd, gamma, C, M);
+    nn_bn_backward(d2, dg2, db2, dy, out, in, mean, rstd, gamma, C, M);
+    for (int c = 0; c < C; c++) {
+        assert_true(fabsf(dg1[c] - dg2[c]) <= 1e-5f * (1 + fabsf(dg1[c])));
+        assert_true(fabsf(db1[c] - db2[c]) <= 1e-5f * (1 + fabsf(db1[c])));
+    }
+    for (int i = 0; i < C * M; i++) assert_true(fabsf(d1[i] - d2[i]) <= 1e-5f * (1 + fabsf(d1[i])));
+    free(in);
+    free(ref);
+    free(out);
+    free(dy);
+    free(dyr);
+    free(d1);
+    free(d2);
 }
 
 /* ----------------------------------------------------------- elementwise ---- */
@@ -808,6 +858,7 @@ int main(void)
         cmocka_unit_test(test_bn_forward_hand),
         cmocka_unit_test(test_bn_running_stats),
         cmocka_unit_test(test_bn_gradcheck),
+        cmocka_unit_test(test_bn_relu_fused),
         cmocka_unit_test(test_relu),
         cmocka_unit_test(test_relu_nan),
         cmocka_unit_test(test_add),
