@@ -5,6 +5,7 @@
  * Errors are negative codes (-EINVAL, -ENOMEM, -EDOM); nothing is allocated after coreloss_new.
  */
 #include "trainer/coreloss.h"
+#include "common/err.h"
 
 #include <errno.h>
 #include <math.h>
@@ -40,14 +41,6 @@ struct coreloss {
     int *grp, *gcnt;               /* positive groups: [rows], counts [max(rows, C)] */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static void *take(coreloss *c, size_t count, size_t size, int *failed)
 {
@@ -63,28 +56,28 @@ int coreloss_new(coreloss **out, const coreloss_config *cfg, char *err, size_t e
     *out = NULL;
     if (!cfg || cfg->num_classes < 1 || cfg->feat_dim < 1 || cfg->max_batch < 1 ||
         cfg->max_batch > (1 << 20) / 3) {
-        set_err(err, errlen, "coreloss: bad shape (classes, feat_dim, max_batch)");
+        err_set(err, errlen, 0, "coreloss: bad shape (classes, feat_dim, max_batch)");
         return -EINVAL;
     }
     if (cfg->method != CORELOSS_CE && cfg->method != CORELOSS_CORE) {
-        set_err(err, errlen, "coreloss: unknown method %d", (int)cfg->method);
+        err_set(err, errlen, 0, "coreloss: unknown method %d", (int)cfg->method);
         return -EINVAL;
     }
     if (cfg->method == CORELOSS_CORE) {
         if (cfg->variant != CORELOSS_PAPER && cfg->variant != CORELOSS_REFERENCE) {
-            set_err(err, errlen, "coreloss: unknown variant %d", (int)cfg->variant);
+            err_set(err, errlen, 0, "coreloss: unknown variant %d", (int)cfg->variant);
             return -EINVAL;
         }
         if (cfg->contrast_dim < 1 || !(cfg->temperature > 0.0f) || !(cfg->mixup_alpha > 0.0f) ||
             !(cfg->eta >= 0.0f) || !isfinite(cfg->eta) || !isfinite(cfg->temperature) ||
             !isfinite(cfg->mixup_alpha)) {
-            set_err(err, errlen, "coreloss: need contrast_dim >= 1, temperature > 0, mixup_alpha > 0, eta >= 0");
+            err_set(err, errlen, 0, "coreloss: need contrast_dim >= 1, temperature > 0, mixup_alpha > 0, eta >= 0");
             return -EINVAL;
         }
     }
     coreloss *c = calloc(1, sizeof *c);
     if (!c) {
-        set_err(err, errlen, "coreloss: out of memory");
+        err_set(err, errlen, 0, "coreloss: out of memory");
         return -ENOMEM;
     }
     c->cfg = *cfg;
@@ -137,7 +130,7 @@ int coreloss_new(coreloss **out, const coreloss_config *cfg, char *err, size_t e
     c->draws.partner = c->partner;
     if (failed) {
         coreloss_free(c);
-        set_err(err, errlen, "coreloss: out of memory for max_batch %d", cfg->max_batch);
+        err_set(err, errlen, 0, "coreloss: out of memory for max_batch %d", cfg->max_batch);
         return -ENOMEM;
     }
     *out = c;

@@ -76,9 +76,9 @@ static int cmp_dir_then_name(const void *a, const void *b)
 
 static int walk(strv *files, const char *dir, int depth, char *err, size_t errlen)
 {
-    if (depth > MAX_DEPTH) return data__fail(err, errlen, -ELOOP, dir, "folders nested deeper than %d", MAX_DEPTH);
+    if (depth > MAX_DEPTH) return err_set_path(err, errlen, -ELOOP, dir, "folders nested deeper than %d", MAX_DEPTH);
     DIR *d = opendir(dir);
-    if (!d) return data__fail(err, errlen, -errno, dir, "cannot open directory: %s", strerror(errno));
+    if (!d) return err_set_path(err, errlen, -errno, dir, "cannot open directory: %s", strerror(errno));
     strv names = { 0 }, subs = { 0 };
     int rc = 0;
     struct dirent *e;
@@ -91,19 +91,19 @@ static int walk(strv *files, const char *dir, int depth, char *err, size_t errle
         if (S_ISDIR(sb.st_mode)) rc = strv_push(&subs, p);
         else if (S_ISREG(sb.st_mode) && torchvision_image(ext_of(e->d_name))) {
             if (!decodable(ext_of(e->d_name))) {
-                rc = data__fail(err, errlen, -EINVAL, p, "unsupported image type (PNG and JPEG only)");
+                rc = err_set_path(err, errlen, -EINVAL, p, "unsupported image type (PNG and JPEG only)");
                 break;
             }
             rc = strv_push(&names, p);
         }
     }
     closedir(d);
-    if (rc == -ENOMEM) data__fail(err, errlen, rc, dir, "out of memory");
+    if (rc == -ENOMEM) err_set_path(err, errlen, rc, dir, "out of memory");
     if (rc == 0) {
         if (names.n) qsort(names.v, (size_t)names.n, sizeof *names.v, cmp_cstr);
         if (subs.n) qsort(subs.v, (size_t)subs.n, sizeof *subs.v, cmp_cstr);
         for (int i = 0; i < names.n && rc == 0; i++) rc = strv_push(files, names.v[i]);
-        if (rc == -ENOMEM) data__fail(err, errlen, rc, dir, "out of memory");
+        if (rc == -ENOMEM) err_set_path(err, errlen, rc, dir, "out of memory");
         for (int i = 0; i < subs.n && rc == 0; i++) rc = walk(files, subs.v[i], depth + 1, err, errlen);
     }
     strv_free(&names);
@@ -128,7 +128,7 @@ int data__folder_scan(data__folder *f, const char *root, char *err, size_t errle
     int rc = 0;
     int32_t *labels = NULL;
     DIR *d = opendir(root);
-    if (!d) return data__fail(err, errlen, -errno, root, "cannot open directory: %s", strerror(errno));
+    if (!d) return err_set_path(err, errlen, -errno, root, "cannot open directory: %s", strerror(errno));
     struct dirent *e;
     while ((e = readdir(d)) && rc == 0) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
@@ -138,12 +138,12 @@ int data__folder_scan(data__folder *f, const char *root, char *err, size_t errle
         if (stat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) rc = strv_push(&classes, e->d_name);
     }
     closedir(d);
-    if (rc) { rc = data__fail(err, errlen, rc, root, "out of memory"); goto fail; }
-    if (classes.n == 0) { rc = data__fail(err, errlen, -EINVAL, root, "no class folders"); goto fail; }
-    if (classes.n > DATA_MAX_CLASSES) { rc = data__fail(err, errlen, -EFBIG, root, "%d class folders (max %d)", classes.n, DATA_MAX_CLASSES); goto fail; }
+    if (rc) { rc = err_set_path(err, errlen, rc, root, "out of memory"); goto fail; }
+    if (classes.n == 0) { rc = err_set_path(err, errlen, -EINVAL, root, "no class folders"); goto fail; }
+    if (classes.n > DATA_MAX_CLASSES) { rc = err_set_path(err, errlen, -EFBIG, root, "%d class folders (max %d)", classes.n, DATA_MAX_CLASSES); goto fail; }
     qsort(classes.v, (size_t)classes.n, sizeof *classes.v, cmp_cstr); /* Python's sorted(): code points */
     int *start = malloc(sizeof *start * ((size_t)classes.n + 1));
-    if (!start) { rc = data__fail(err, errlen, -ENOMEM, root, "out of memory"); goto fail; }
+    if (!start) { rc = err_set_path(err, errlen, -ENOMEM, root, "out of memory"); goto fail; }
     for (int c = 0; c < classes.n; c++) {
         char p[PATH_MAX];
         snprintf(p, sizeof p, "%s/%s", root, classes.v[c]);
@@ -152,14 +152,14 @@ int data__folder_scan(data__folder *f, const char *root, char *err, size_t errle
         qsort(files.v + start[c], (size_t)(files.n - start[c]), sizeof *files.v, cmp_dir_then_name);
         if (files.n == start[c]) {
             free(start);
-            rc = data__fail(err, errlen, -EINVAL, p, "class \"%s\" has no PNG or JPEG images", classes.v[c]);
+            rc = err_set_path(err, errlen, -EINVAL, p, "class \"%s\" has no PNG or JPEG images", classes.v[c]);
             goto fail;
         }
-        if (files.n > DATA__MAX_COUNT) { free(start); rc = data__fail(err, errlen, -EFBIG, root, "too many images"); goto fail; }
+        if (files.n > DATA__MAX_COUNT) { free(start); rc = err_set_path(err, errlen, -EFBIG, root, "too many images"); goto fail; }
     }
     start[classes.n] = files.n;
     labels = malloc(sizeof *labels * (size_t)files.n);
-    if (!labels) { free(start); rc = data__fail(err, errlen, -ENOMEM, root, "out of memory"); goto fail; }
+    if (!labels) { free(start); rc = err_set_path(err, errlen, -ENOMEM, root, "out of memory"); goto fail; }
     for (int c = 0; c < classes.n; c++)
         for (int i = start[c]; i < start[c + 1]; i++) labels[i] = c;
     free(start);
@@ -207,12 +207,12 @@ static int png_load(FILE *fp, const char *path, int *h, int *w, data__scratch *s
     png_bytep *volatile rows = NULL;
     if (!png || !info) {
         png_destroy_read_struct(png ? &png : NULL, NULL, NULL);
-        return data__fail(err, errlen, -ENOMEM, path, "out of memory");
+        return err_set_path(err, errlen, -ENOMEM, path, "out of memory");
     }
     if (setjmp(pe.jb)) {
         free(rows);
         png_destroy_read_struct(&png, &info, NULL);
-        return data__fail(err, errlen, -EINVAL, path, "bad PNG: %s", pe.msg);
+        return err_set_path(err, errlen, -EINVAL, path, "bad PNG: %s", pe.msg);
     }
     png_set_user_limits(png, DATA_MAX_SIDE, DATA_MAX_SIDE);
     png_set_chunk_malloc_max(png, 8u << 20);
@@ -237,12 +237,12 @@ static int png_load(FILE *fp, const char *path, int *h, int *w, data__scratch *s
     png_read_update_info(png, info);
     if (png_get_rowbytes(png, info) != (size_t)pw * 3) {
         png_destroy_read_struct(&png, &info, NULL);
-        return data__fail(err, errlen, -EINVAL, path, "unexpected PNG layout after conversion");
+        return err_set_path(err, errlen, -EINVAL, path, "unexpected PNG layout after conversion");
     }
     if ((size_t)pw * ph > MAX_PIXELS || ensure(&s->img, &s->img_cap, (size_t)pw * ph * 3) < 0 ||
         !(rows = malloc(sizeof *rows * ph))) {
         png_destroy_read_struct(&png, &info, NULL);
-        return data__fail(err, errlen, -EFBIG, path, "PNG of %ux%u is too large", pw, ph);
+        return err_set_path(err, errlen, -EFBIG, path, "PNG of %ux%u is too large", pw, ph);
     }
     for (png_uint_32 y = 0; y < ph; y++) rows[y] = s->img + (size_t)y * pw * 3;
     png_read_image(png, rows);
@@ -281,7 +281,7 @@ static int jpg_load(FILE *fp, const char *path, int *h, int *w, data__scratch *s
     je.mgr.emit_message = jpg_on_message;
     if (setjmp(je.jb)) {
         jpeg_destroy_decompress(&cinfo);
-        return data__fail(err, errlen, -EINVAL, path, "bad JPEG: %s", je.msg);
+        return err_set_path(err, errlen, -EINVAL, path, "bad JPEG: %s", je.msg);
     }
     jpeg_create_decompress(&cinfo);
     jpeg_stdio_src(&cinfo, fp);
@@ -290,7 +290,7 @@ static int jpg_load(FILE *fp, const char *path, int *h, int *w, data__scratch *s
     *w = (int)cinfo.image_width;
     if (*h > DATA_MAX_SIDE || *w > DATA_MAX_SIDE) {
         jpeg_destroy_decompress(&cinfo);
-        return data__fail(err, errlen, -EFBIG, path, "JPEG of %dx%d exceeds the %d-pixel side limit", *w, *h, DATA_MAX_SIDE);
+        return err_set_path(err, errlen, -EFBIG, path, "JPEG of %dx%d exceeds the %d-pixel side limit", *w, *h, DATA_MAX_SIDE);
     }
     if (!s) {
         jpeg_destroy_decompress(&cinfo);
@@ -298,13 +298,13 @@ static int jpg_load(FILE *fp, const char *path, int *h, int *w, data__scratch *s
     }
     if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
         jpeg_destroy_decompress(&cinfo);
-        return data__fail(err, errlen, -EINVAL, path, "CMYK JPEG is not supported");
+        return err_set_path(err, errlen, -EINVAL, path, "CMYK JPEG is not supported");
     }
     cinfo.out_color_space = JCS_RGB; /* gray is replicated by libjpeg */
     jpeg_start_decompress(&cinfo);
     if (cinfo.output_components != 3 || ensure(&s->img, &s->img_cap, (size_t)*w * *h * 3) < 0) {
         jpeg_destroy_decompress(&cinfo);
-        return data__fail(err, errlen, -ENOMEM, path, "cannot decode JPEG to RGB");
+        return err_set_path(err, errlen, -ENOMEM, path, "cannot decode JPEG to RGB");
     }
     while (cinfo.output_scanline < cinfo.output_height) {
         JSAMPROW row = s->img + (size_t)cinfo.output_scanline * *w * 3;
@@ -312,23 +312,23 @@ static int jpg_load(FILE *fp, const char *path, int *h, int *w, data__scratch *s
     }
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
-    if (je.mgr.num_warnings) return data__fail(err, errlen, -EINVAL, path, "corrupt or truncated JPEG: %s", je.msg);
+    if (je.mgr.num_warnings) return err_set_path(err, errlen, -EINVAL, path, "corrupt or truncated JPEG: %s", je.msg);
     return 0;
 }
 
 static int image_load(const char *path, int *h, int *w, data__scratch *s, char *err, size_t errlen)
 {
     FILE *fp = fopen(path, "rb");
-    if (!fp) return data__fail(err, errlen, -errno, path, "cannot open: %s", strerror(errno));
+    if (!fp) return err_set_path(err, errlen, -errno, path, "cannot open: %s", strerror(errno));
     unsigned char sig[8] = { 0 };
     size_t k = fread(sig, 1, 8, fp);
     rewind(fp);
     int rc;
     if (k == 8 && !png_sig_cmp(sig, 0, 8)) rc = png_load(fp, path, h, w, s, err, errlen);
     else if (k >= 3 && sig[0] == 0xFF && sig[1] == 0xD8 && sig[2] == 0xFF) rc = jpg_load(fp, path, h, w, s, err, errlen);
-    else rc = data__fail(err, errlen, -EINVAL, path, "neither a PNG nor a JPEG (bad signature)");
+    else rc = err_set_path(err, errlen, -EINVAL, path, "neither a PNG nor a JPEG (bad signature)");
     fclose(fp);
-    if (rc == 0 && (*h < 1 || *w < 1)) rc = data__fail(err, errlen, -EINVAL, path, "empty image");
+    if (rc == 0 && (*h < 1 || *w < 1)) rc = err_set_path(err, errlen, -EINVAL, path, "empty image");
     return rc;
 }
 

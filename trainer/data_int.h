@@ -6,12 +6,11 @@
 #define CT_DATA_INT_H
 #include <limits.h>
 #include "trainer/data.h"
+#include "common/err.h"
 
 #define DATA__MAX_FILES 16       /* CIFAR batch files in one directory */
 #define DATA__MAX_COUNT 50000000 /* images in one set */
 
-int data__fail(char *err, size_t errlen, int code, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
 
 typedef struct data__src {
     enum data_format fmt;

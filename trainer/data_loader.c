@@ -188,25 +188,25 @@ int data_loader_new(data_loader **out, const data_loader_opts *opts, char *err, 
 {
     *out = NULL;
     const data_set *ds = opts->ds;
-    if (!ds) return data__fail(err, errlen, -EINVAL, "loader", "no dataset");
+    if (!ds) return err_set_path(err, errlen, -EINVAL, "loader", "no dataset");
     int n = opts->indices ? opts->nindices : ds->n;
-    if (opts->batch < 1) return data__fail(err, errlen, -EINVAL, "loader", "batch size %d must be >= 1", opts->batch);
+    if (opts->batch < 1) return err_set_path(err, errlen, -EINVAL, "loader", "batch size %d must be >= 1", opts->batch);
     if (n < 1 || (opts->drop_last && n < opts->batch))
-        return data__fail(err, errlen, -EINVAL, "loader", "%d images cannot make one batch of %d", n, opts->batch);
-    if (opts->views != 1 && opts->views != 2) return data__fail(err, errlen, -EINVAL, "loader", "views must be 1 or 2");
-    if (opts->prefetch < 0 || opts->prefetch > 64) return data__fail(err, errlen, -EINVAL, "loader", "prefetch %d out of range 0..64", opts->prefetch);
+        return err_set_path(err, errlen, -EINVAL, "loader", "%d images cannot make one batch of %d", n, opts->batch);
+    if (opts->views != 1 && opts->views != 2) return err_set_path(err, errlen, -EINVAL, "loader", "views must be 1 or 2");
+    if (opts->prefetch < 0 || opts->prefetch > 64) return err_set_path(err, errlen, -EINVAL, "loader", "prefetch %d out of range 0..64", opts->prefetch);
     const data_aug *a = &opts->aug;
     for (int c = 0; c < ds->c; c++)
-        if (!(a->std[c] > 0)) return data__fail(err, errlen, -EINVAL, "loader", "normalisation std of channel %d must be > 0", c);
+        if (!(a->std[c] > 0)) return err_set_path(err, errlen, -EINVAL, "loader", "normalisation std of channel %d must be > 0", c);
     if (opts->augment && a->crop == DATA_CROP_PAD && (a->pad < 0 || a->pad > ds->h || a->pad > ds->w))
-        return data__fail(err, errlen, -EINVAL, "loader", "crop padding %d out of range", a->pad);
+        return err_set_path(err, errlen, -EINVAL, "loader", "crop padding %d out of range", a->pad);
     if (opts->augment && a->crop == DATA_CROP_RESIZED &&
         !(a->scale_min > 0 && a->scale_min <= a->scale_max && a->scale_max <= 1 && a->ratio_min > 0 && a->ratio_min <= a->ratio_max))
-        return data__fail(err, errlen, -EINVAL, "loader", "bad resized-crop scale or ratio");
-    if (!(a->flip_p >= 0 && a->flip_p <= 1)) return data__fail(err, errlen, -EINVAL, "loader", "flip probability must be in [0, 1]");
+        return err_set_path(err, errlen, -EINVAL, "loader", "bad resized-crop scale or ratio");
+    if (!(a->flip_p >= 0 && a->flip_p <= 1)) return err_set_path(err, errlen, -EINVAL, "loader", "flip probability must be in [0, 1]");
 
     data_loader *l = calloc(1, sizeof *l);
-    if (!l) return data__fail(err, errlen, -ENOMEM, "loader", "out of memory");
+    if (!l) return err_set_path(err, errlen, -ENOMEM, "loader", "out of memory");
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->can_produce, NULL);
     pthread_cond_init(&l->can_consume, NULL);
@@ -225,7 +225,7 @@ int data_loader_new(data_loader **out, const data_loader_opts *opts, char *err, 
         int id = opts->indices ? opts->indices[i] : i;
         if (id < 0 || id >= ds->n) {
             data_loader_free(l);
-            return data__fail(err, errlen, -EINVAL, "loader", "subset index %d out of range (%d images)", id, ds->n);
+            return err_set_path(err, errlen, -EINVAL, "loader", "subset index %d out of range (%d images)", id, ds->n);
         }
         l->indices[i] = id;
     }
@@ -244,5 +244,5 @@ int data_loader_new(data_loader **out, const data_loader_opts *opts, char *err, 
     return 0;
 oom:
     data_loader_free(l);
-    return data__fail(err, errlen, -ENOMEM, "loader", "out of memory for %d batch buffers", opts->prefetch + 1);
+    return err_set_path(err, errlen, -ENOMEM, "loader", "out of memory for %d batch buffers", opts->prefetch + 1);
 }

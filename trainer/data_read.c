@@ -16,20 +16,6 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-int data__fail(char *err, size_t errlen, int code, const char *path, const char *fmt, ...)
-{
-    if (err && errlen) {
-        int k = snprintf(err, errlen, "%s: ", path ? path : "(null)");
-        if (k < 0) k = 0;
-        if ((size_t)k < errlen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return code;
-}
 
 const char *data_format_name(enum data_format f)
 {
@@ -101,13 +87,13 @@ static int idx_labels_for(char *out, const char *images, char *err, size_t errle
     const char *base = strrchr(images, '/');
     base = base ? base + 1 : images;
     const char *hit = strstr(base, "images-idx3");
-    if (!hit) return data__fail(err, errlen, -EINVAL, images, "not an IDX images file name (needs \"images-idx3\")");
+    if (!hit) return err_set_path(err, errlen, -EINVAL, images, "not an IDX images file name (needs \"images-idx3\")");
     size_t pre = (size_t)(hit - images);
-    if (strlen(images) >= PATH_MAX) return data__fail(err, errlen, -ENAMETOOLONG, images, "path too long");
+    if (strlen(images) >= PATH_MAX) return err_set_path(err, errlen, -ENAMETOOLONG, images, "path too long");
     memcpy(out, images, pre);
     memcpy(out + pre, "labels-idx1", 11);
     strcpy(out + pre + 11, hit + 11);
-    if (!is_file(out)) return data__fail(err, errlen, -ENOENT, images, "labels file %s not found", out);
+    if (!is_file(out)) return err_set_path(err, errlen, -ENOENT, images, "labels file %s not found", out);
     return 0;
 }
 
@@ -123,7 +109,7 @@ static int cifar_kind(const char *file)
 static int resolve_dir(data__src *s, const char *dir, char *err, size_t errlen)
 {
     DIR *d = opendir(dir);
-    if (!d) return data__fail(err, errlen, -errno, dir, "cannot open directory: %s", strerror(errno));
+    if (!d) return err_set_path(err, errlen, -errno, dir, "cannot open directory: %s", strerror(errno));
     char *imgs[DATA__MAX_FILES], *batches[DATA__MAX_FILES];
     int nimg = 0, nbatch = 0, nsub = 0, rc = 0;
     bool test_batch = false, c100_train = false, c100_test = false;
@@ -152,7 +138,7 @@ static int resolve_dir(data__src *s, const char *dir, char *err, size_t errlen)
     closedir(d);
     for (int i = 0; i < nimg; i++) if (!imgs[i]) rc = -ENOMEM;
     for (int i = 0; i < nbatch; i++) if (!batches[i]) rc = -ENOMEM;
-    if (rc) { data__fail(err, errlen, rc, dir, "out of memory"); goto done; }
+    if (rc) { err_set_path(err, errlen, rc, dir, "out of memory"); goto done; }
     qsort(imgs, (size_t)nimg, sizeof *imgs, cmp_cstr);
     qsort(batches, (size_t)nbatch, sizeof *batches, cmp_cstr);
     if (nimg > 0) {
@@ -161,7 +147,7 @@ static int resolve_dir(data__src *s, const char *dir, char *err, size_t errlen)
             pick = -1;
             for (int i = 0; i < nimg; i++)
                 if (!strncmp(imgs[i], "train", 5)) { if (pick >= 0) { pick = -2; break; } pick = i; }
-            if (pick < 0) { rc = data__fail(err, errlen, -EINVAL, dir, "holds %d IDX image files; name one", nimg); goto done; }
+            if (pick < 0) { rc = err_set_path(err, errlen, -EINVAL, dir, "holds %d IDX image files; name one", nimg); goto done; }
         }
         s->fmt = DATA_FMT_IDX;
         snprintf(s->images, sizeof s->images, "%s/%s", dir, imgs[pick]);
@@ -179,7 +165,7 @@ static int resolve_dir(data__src *s, const char *dir, char *err, size_t errlen)
         s->fmt = DATA_FMT_FOLDER;
         snprintf(s->root, sizeof s->root, "%s", dir);
     } else {
-        rc = data__fail(err, errlen, -EINVAL, dir, "no dataset here (no class folders, IDX or CIFAR files)");
+        rc = err_set_path(err, errlen, -EINVAL, dir, "no dataset here (no class folders, IDX or CIFAR files)");
     }
 done:
     for (int i = 0; i < nimg; i++) free(imgs[i]);
@@ -190,7 +176,7 @@ done:
 int data__resolve(data__src *s, const char *name, char *err, size_t errlen)
 {
     memset(s, 0, sizeof *s);
-    if (!name || !*name) return data__fail(err, errlen, -EINVAL, "(dataset)", "empty dataset name");
+    if (!name || !*name) return err_set_path(err, errlen, -EINVAL, "(dataset)", "empty dataset name");
     for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++) {
         if (strcmp(name, builtins[i].name)) continue;
         s->fmt = DATA_FMT_IDX;
@@ -200,14 +186,14 @@ int data__resolve(data__src *s, const char *name, char *err, size_t errlen)
         s->known_stats = true;
         s->mean[0] = builtins[i].mean;
         s->std[0] = builtins[i].std;
-        if (!is_file(s->images)) return data__fail(err, errlen, -ENOENT, s->images, "dataset \"%s\" is not installed", name);
-        if (!is_file(s->labels)) return data__fail(err, errlen, -ENOENT, s->labels, "dataset \"%s\" is not installed", name);
+        if (!is_file(s->images)) return err_set_path(err, errlen, -ENOENT, s->images, "dataset \"%s\" is not installed", name);
+        if (!is_file(s->labels)) return err_set_path(err, errlen, -ENOENT, s->labels, "dataset \"%s\" is not installed", name);
         return 0;
     }
-    if (strlen(name) >= PATH_MAX - 64) return data__fail(err, errlen, -ENAMETOOLONG, name, "path too long");
+    if (strlen(name) >= PATH_MAX - 64) return err_set_path(err, errlen, -ENAMETOOLONG, name, "path too long");
     struct stat sb;
     if (stat(name, &sb) != 0)
-        return data__fail(err, errlen, -ENOENT, name, "not a known dataset name nor an existing path");
+        return err_set_path(err, errlen, -ENOENT, name, "not a known dataset name nor an existing path");
     int rc;
     if (S_ISDIR(sb.st_mode)) {
         if ((rc = resolve_dir(s, name, err, errlen)) < 0) return rc;
@@ -219,13 +205,13 @@ int data__resolve(data__src *s, const char *name, char *err, size_t errlen)
         int kind = cifar_kind(name);
         if (!kind) { /* by record size: a multiple of exactly one of 3073 and 3074 */
             bool m10 = sb.st_size > 0 && sb.st_size % 3073 == 0, m100 = sb.st_size > 0 && sb.st_size % 3074 == 0;
-            if (m10 == m100) return data__fail(err, errlen, -EINVAL, name, "cannot tell CIFAR-10 from CIFAR-100 by its size (%lld bytes)", (long long)sb.st_size);
+            if (m10 == m100) return err_set_path(err, errlen, -EINVAL, name, "cannot tell CIFAR-10 from CIFAR-100 by its size (%lld bytes)", (long long)sb.st_size);
             kind = m10 ? 10 : 100;
         }
         s->fmt = kind == 10 ? DATA_FMT_CIFAR10 : DATA_FMT_CIFAR100;
         snprintf(s->files[s->nfiles++], PATH_MAX, "%s", name);
     } else {
-        return data__fail(err, errlen, -EINVAL, name, "unrecognised dataset file (expected *images-idx3-ubyte[.gz] or CIFAR *.bin)");
+        return err_set_path(err, errlen, -EINVAL, name, "unrecognised dataset file (expected *images-idx3-ubyte[.gz] or CIFAR *.bin)");
     }
     if (s->fmt == DATA_FMT_CIFAR10) {
         s->names = cifar10_names;
@@ -252,9 +238,9 @@ static int gz_read_exact(gzFile g, void *buf, size_t n, const char *path, const 
         if (k < 0) {
             int zerr;
             const char *m = gzerror(g, &zerr);
-            return data__fail(err, errlen, -EIO, path, "read error in %s: %s", what, m);
+            return err_set_path(err, errlen, -EIO, path, "read error in %s: %s", what, m);
         }
-        if (k == 0) return data__fail(err, errlen, -EINVAL, path, "truncated: the file ends inside %s", what);
+        if (k == 0) return err_set_path(err, errlen, -EINVAL, path, "truncated: the file ends inside %s", what);
         p += k;
         n -= (size_t)k;
     }
@@ -265,15 +251,15 @@ static int gz_read_exact(gzFile g, void *buf, size_t n, const char *path, const 
 static int idx_open(gzFile *g, uint32_t *dims, int want_ndims, const char *path, char *err, size_t errlen)
 {
     *g = gzopen(path, "rb");
-    if (!*g) return data__fail(err, errlen, errno ? -errno : -ENOMEM, path, "cannot open: %s", strerror(errno));
+    if (!*g) return err_set_path(err, errlen, errno ? -errno : -ENOMEM, path, "cannot open: %s", strerror(errno));
     gzbuffer(*g, 1 << 17);
     unsigned char h[4 + 4 * 3];
     int rc = gz_read_exact(*g, h, 4, path, "the IDX header", err, errlen);
     if (rc < 0) goto fail;
-    if (h[0] != 0 || h[1] != 0) { rc = data__fail(err, errlen, -EINVAL, path, "bad IDX magic %02x%02x%02x%02x", h[0], h[1], h[2], h[3]); goto fail; }
-    if (h[2] != 0x08) { rc = data__fail(err, errlen, -EINVAL, path, "unsupported IDX element type 0x%02x (only unsigned bytes)", h[2]); goto fail; }
+    if (h[0] != 0 || h[1] != 0) { rc = err_set_path(err, errlen, -EINVAL, path, "bad IDX magic %02x%02x%02x%02x", h[0], h[1], h[2], h[3]); goto fail; }
+    if (h[2] != 0x08) { rc = err_set_path(err, errlen, -EINVAL, path, "unsupported IDX element type 0x%02x (only unsigned bytes)", h[2]); goto fail; }
     if (h[3] != want_ndims) {
-        rc = data__fail(err, errlen, -EINVAL, path, "IDX file has %d dimensions, expected %d (%s)", h[3], want_ndims,
+        rc = err_set_path(err, errlen, -EINVAL, path, "IDX file has %d dimensions, expected %d (%s)", h[3], want_ndims,
                         want_ndims == 3 ? "images" : "labels");
         goto fail;
     }
@@ -282,15 +268,15 @@ static int idx_open(gzFile *g, uint32_t *dims, int want_ndims, const char *path,
         const unsigned char *b = h + 4 + 4 * i;
         dims[i] = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
     }
-    if (dims[0] == 0 || dims[0] > DATA__MAX_COUNT) { rc = data__fail(err, errlen, -EFBIG, path, "IDX count %u out of range (1..%d)", dims[0], DATA__MAX_COUNT); goto fail; }
+    if (dims[0] == 0 || dims[0] > DATA__MAX_COUNT) { rc = err_set_path(err, errlen, -EFBIG, path, "IDX count %u out of range (1..%d)", dims[0], DATA__MAX_COUNT); goto fail; }
     for (int i = 1; i < want_ndims; i++)
-        if (dims[i] == 0 || dims[i] > DATA_MAX_SIDE) { rc = data__fail(err, errlen, -EFBIG, path, "IDX image side %u out of range (1..%d)", dims[i], DATA_MAX_SIDE); goto fail; }
+        if (dims[i] == 0 || dims[i] > DATA_MAX_SIDE) { rc = err_set_path(err, errlen, -EFBIG, path, "IDX image side %u out of range (1..%d)", dims[i], DATA_MAX_SIDE); goto fail; }
     /* An uncompressed file must be exactly as long as its header says. */
     if (gzdirect(*g)) {
         struct stat sb;
         uint64_t want = 4 + 4 * (uint64_t)want_ndims + (uint64_t)dims[0] * (want_ndims == 3 ? (uint64_t)dims[1] * dims[2] : 1);
         if (stat(path, &sb) == 0 && (uint64_t)sb.st_size != want) {
-            rc = data__fail(err, errlen, -EINVAL, path, "file has %lld bytes but its header describes %llu (truncated?)",
+            rc = err_set_path(err, errlen, -EINVAL, path, "file has %lld bytes but its header describes %llu (truncated?)",
                             (long long)sb.st_size, (unsigned long long)want);
             goto fail;
         }
@@ -314,7 +300,7 @@ static int idx_read_labels(int32_t **labels, int *ncls, uint32_t *count, int lim
     if (limit > 0 && (uint32_t)limit < n) n = (uint32_t)limit;
     uint8_t *raw = malloc(n);
     *labels = malloc(sizeof **labels * n);
-    if (!raw || !*labels) { rc = data__fail(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
+    if (!raw || !*labels) { rc = err_set_path(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
     if ((rc = gz_read_exact(g, raw, n, path, "the labels", err, errlen)) < 0) goto done;
     int mx = 0;
     for (uint32_t i = 0; i < n; i++) { (*labels)[i] = raw[i]; if (raw[i] > mx) mx = raw[i]; }
@@ -331,11 +317,11 @@ done:
 static int cifar_file_count(const char *path, int rec, int *count, char *err, size_t errlen)
 {
     struct stat sb;
-    if (stat(path, &sb) != 0) return data__fail(err, errlen, -errno, path, "cannot stat: %s", strerror(errno));
+    if (stat(path, &sb) != 0) return err_set_path(err, errlen, -errno, path, "cannot stat: %s", strerror(errno));
     if (sb.st_size == 0 || sb.st_size % rec)
-        return data__fail(err, errlen, -EINVAL, path, "size %lld is not a positive multiple of the %d-byte CIFAR-%d record (truncated?)",
+        return err_set_path(err, errlen, -EINVAL, path, "size %lld is not a positive multiple of the %d-byte CIFAR-%d record (truncated?)",
                           (long long)sb.st_size, rec, rec == 3073 ? 10 : 100);
-    if (sb.st_size / rec > DATA__MAX_COUNT) return data__fail(err, errlen, -EFBIG, path, "too many records");
+    if (sb.st_size / rec > DATA__MAX_COUNT) return err_set_path(err, errlen, -EFBIG, path, "too many records");
     *count = (int)(sb.st_size / rec);
     return 0;
 }
@@ -344,7 +330,7 @@ int data_probe(data_info *out, const char *name, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     data__src *s = malloc(sizeof *s);
-    if (!s) return data__fail(err, errlen, -ENOMEM, name, "out of memory");
+    if (!s) return err_set_path(err, errlen, -ENOMEM, name, "out of memory");
     int rc = data__resolve(s, name, err, errlen);
     if (rc < 0) goto done;
     out->format = s->fmt;
@@ -356,7 +342,7 @@ int data_probe(data_info *out, const char *name, char *err, size_t errlen)
         int32_t *labels;
         if ((rc = idx_read_labels(&labels, &out->num_classes, &lcount, 0, s->labels, err, errlen)) < 0) goto done;
         free(labels);
-        if (lcount != dims[0]) { rc = data__fail(err, errlen, -EINVAL, s->labels, "%u labels for %u images in %s", lcount, dims[0], s->images); goto done; }
+        if (lcount != dims[0]) { rc = err_set_path(err, errlen, -EINVAL, s->labels, "%u labels for %u images in %s", lcount, dims[0], s->images); goto done; }
         if (s->names) out->num_classes = 10;
         out->count = (int)dims[0];
         out->channels = 1;
@@ -367,7 +353,7 @@ int data_probe(data_info *out, const char *name, char *err, size_t errlen)
         for (int i = 0; i < s->nfiles; i++) {
             int c;
             if ((rc = cifar_file_count(s->files[i], rec, &c, err, errlen)) < 0) goto done;
-            if (out->count + c > DATA__MAX_COUNT) { rc = data__fail(err, errlen, -EFBIG, s->files[i], "too many records"); goto done; }
+            if (out->count + c > DATA__MAX_COUNT) { rc = err_set_path(err, errlen, -EFBIG, s->files[i], "too many records"); goto done; }
             out->count += c;
         }
         out->num_classes = s->fmt == DATA_FMT_CIFAR10 ? 10 : 100;
@@ -407,29 +393,29 @@ static int alloc_pixels(data_set *ds, int n, const data_open_opts *o, const char
     ds->c = o && o->channels ? o->channels : ds->native_c;
     ds->h = o && o->height ? o->height : ds->native_h;
     ds->w = o && o->width ? o->width : ds->native_w;
-    if (ds->c != 1 && ds->c != 3) return data__fail(err, errlen, -EINVAL, path, "model channels must be 1 or 3, not %d", ds->c);
+    if (ds->c != 1 && ds->c != 3) return err_set_path(err, errlen, -EINVAL, path, "model channels must be 1 or 3, not %d", ds->c);
     if (ds->h < 1 || ds->w < 1 || ds->h > DATA_MAX_SIDE || ds->w > DATA_MAX_SIDE)
-        return data__fail(err, errlen, -EINVAL, path, "model input size %dx%d out of range", ds->h, ds->w);
+        return err_set_path(err, errlen, -EINVAL, path, "model input size %dx%d out of range", ds->h, ds->w);
     size_t cap = o && o->max_bytes ? o->max_bytes : (size_t)8 << 30;
     size_t per = (size_t)ds->c * (size_t)ds->h * (size_t)ds->w;
     if ((size_t)n > cap / per)
-        return data__fail(err, errlen, -EFBIG, path, "%d images of %dx%dx%d exceed the %zu-byte memory cap", n, ds->c, ds->h, ds->w, cap);
+        return err_set_path(err, errlen, -EFBIG, path, "%d images of %dx%dx%d exceed the %zu-byte memory cap", n, ds->c, ds->h, ds->w, cap);
     ds->pixels = malloc(per * (size_t)n);
     if (!ds->labels) ds->labels = malloc(sizeof *ds->labels * (size_t)n);
-    if (!ds->pixels || !ds->labels) return data__fail(err, errlen, -ENOMEM, path, "out of memory for %d images", n);
+    if (!ds->pixels || !ds->labels) return err_set_path(err, errlen, -ENOMEM, path, "out of memory for %d images", n);
     return 0;
 }
 
 static int set_names(data_set *ds, const char *const *names, char **take, const char *path, char *err, size_t errlen)
 {
     ds->class_names = calloc((size_t)ds->num_classes, sizeof *ds->class_names);
-    if (!ds->class_names) return data__fail(err, errlen, -ENOMEM, path, "out of memory");
+    if (!ds->class_names) return err_set_path(err, errlen, -ENOMEM, path, "out of memory");
     for (int i = 0; i < ds->num_classes; i++) {
         char buf[16];
         if (take) { ds->class_names[i] = take[i]; take[i] = NULL; continue; }
         snprintf(buf, sizeof buf, "%d", i);
         ds->class_names[i] = strdup(names ? names[i] : buf);
-        if (!ds->class_names[i]) return data__fail(err, errlen, -ENOMEM, path, "out of memory");
+        if (!ds->class_names[i]) return err_set_path(err, errlen, -ENOMEM, path, "out of memory");
     }
     return 0;
 }
@@ -442,12 +428,12 @@ static int open_idx(data_set *ds, const data__src *s, const data_open_opts *o, d
     if (rc < 0) return rc;
     if (s->names) {
         for (uint32_t i = 0; i < lcount && (limit <= 0 || i < (uint32_t)limit); i++)
-            if (ds->labels[i] >= 10) return data__fail(err, errlen, -EINVAL, s->labels, "label %d of image %u is out of range 0..9", ds->labels[i], i);
+            if (ds->labels[i] >= 10) return err_set_path(err, errlen, -EINVAL, s->labels, "label %d of image %u is out of range 0..9", ds->labels[i], i);
         ds->num_classes = 10;
     }
     gzFile g;
     if ((rc = idx_open(&g, dims, 3, s->images, err, errlen)) < 0) return rc;
-    if (lcount != dims[0]) { rc = data__fail(err, errlen, -EINVAL, s->labels, "%u labels for %u images in %s", lcount, dims[0], s->images); goto done; }
+    if (lcount != dims[0]) { rc = err_set_path(err, errlen, -EINVAL, s->labels, "%u labels for %u images in %s", lcount, dims[0], s->images); goto done; }
     int n = (int)dims[0];
     if (limit > 0 && limit < n) n = limit;
     ds->native_c = 1;
@@ -460,11 +446,11 @@ static int open_idx(data_set *ds, const data__src *s, const data_open_opts *o, d
         rc = gz_read_exact(g, ds->pixels, isz * (size_t)n, s->images, "the pixels", err, errlen);
     } else {
         uint8_t *buf = malloc(isz);
-        if (!buf) { rc = data__fail(err, errlen, -ENOMEM, s->images, "out of memory"); goto done; }
+        if (!buf) { rc = err_set_path(err, errlen, -ENOMEM, s->images, "out of memory"); goto done; }
         for (int i = 0; i < n && rc == 0; i++) {
             if ((rc = gz_read_exact(g, buf, isz, s->images, "the pixels", err, errlen)) < 0) break;
             rc = data__store(ds, i, buf, 1, ds->native_h, ds->native_w, 0, (size_t)ds->native_w, 1, sc);
-            if (rc < 0) data__fail(err, errlen, rc, s->images, "out of memory");
+            if (rc < 0) err_set_path(err, errlen, rc, s->images, "out of memory");
         }
         free(buf);
     }
@@ -481,7 +467,7 @@ static int open_cifar(data_set *ds, const data__src *s, const data_open_opts *o,
     for (int i = 0; i < s->nfiles; i++) {
         if ((rc = cifar_file_count(s->files[i], rec, &counts[i], err, errlen)) < 0) return rc;
         total += counts[i];
-        if (total > DATA__MAX_COUNT) return data__fail(err, errlen, -EFBIG, s->files[i], "too many records");
+        if (total > DATA__MAX_COUNT) return err_set_path(err, errlen, -EFBIG, s->files[i], "too many records");
     }
     int limit = o ? o->limit : 0;
     int n = limit > 0 && limit < total ? limit : total;
@@ -493,22 +479,22 @@ static int open_cifar(data_set *ds, const data__src *s, const data_open_opts *o,
     int k = 0;
     for (int f = 0; f < s->nfiles && k < n; f++) {
         FILE *fp = fopen(s->files[f], "rb");
-        if (!fp) return data__fail(err, errlen, -errno, s->files[f], "cannot open: %s", strerror(errno));
+        if (!fp) return err_set_path(err, errlen, -errno, s->files[f], "cannot open: %s", strerror(errno));
         for (int i = 0; i < counts[f] && k < n; i++, k++) {
             if (fread(r, 1, (size_t)rec, fp) != (size_t)rec) {
                 fclose(fp);
-                return data__fail(err, errlen, -EINVAL, s->files[f], "truncated at record %d", i);
+                return err_set_path(err, errlen, -EINVAL, s->files[f], "truncated at record %d", i);
             }
             int label = c10 ? r[0] : r[1]; /* CIFAR-100: coarse, then fine */
             if (label >= ds->num_classes || (!c10 && r[0] >= 20)) {
                 fclose(fp);
-                return data__fail(err, errlen, -EINVAL, s->files[f], "record %d: label %d out of range for CIFAR-%d", i,
+                return err_set_path(err, errlen, -EINVAL, s->files[f], "record %d: label %d out of range for CIFAR-%d", i,
                                   label >= ds->num_classes ? label : r[0], c10 ? 10 : 100);
             }
             ds->labels[k] = label;
             if ((rc = data__store(ds, k, r + (c10 ? 1 : 2), 3, 32, 32, 1024, 32, 1, sc)) < 0) {
                 fclose(fp);
-                return data__fail(err, errlen, rc, s->files[f], "out of memory");
+                return err_set_path(err, errlen, rc, s->files[f], "out of memory");
             }
         }
         fclose(fp);
@@ -531,7 +517,7 @@ static int open_folder(data_set *ds, const data__src *s, const data_open_opts *o
         int h, w;
         if ((rc = data__image_decode(f.files[i], &h, &w, sc, err, errlen)) < 0) goto done;
         if ((rc = data__store(ds, i, sc->img, 3, h, w, 1, (size_t)w * 3, 3, sc)) < 0) {
-            rc = data__fail(err, errlen, rc, f.files[i], "out of memory");
+            rc = err_set_path(err, errlen, rc, f.files[i], "out of memory");
             goto done;
         }
     }
@@ -569,7 +555,7 @@ int data_open(data_set **out, const char *name, const data_open_opts *opts, char
     data__src *s = malloc(sizeof *s);
     data__scratch sc = { 0 };
     int rc;
-    if (!ds || !s) { rc = data__fail(err, errlen, -ENOMEM, name, "out of memory"); goto done; }
+    if (!ds || !s) { rc = err_set_path(err, errlen, -ENOMEM, name, "out of memory"); goto done; }
     if ((rc = data__resolve(s, name, err, errlen)) < 0) goto done;
     ds->format = s->fmt;
     if (s->fmt == DATA_FMT_IDX) rc = open_idx(ds, s, opts, &sc, err, errlen);
@@ -578,7 +564,7 @@ int data_open(data_set **out, const char *name, const data_open_opts *opts, char
     if (rc < 0) goto done;
     for (int i = 0; i < ds->n; i++)
         if (ds->labels[i] < 0 || ds->labels[i] >= ds->num_classes) {
-            rc = data__fail(err, errlen, -EINVAL, name, "label %d of image %d out of range", ds->labels[i], i);
+            rc = err_set_path(err, errlen, -EINVAL, name, "label %d of image %d out of range", ds->labels[i], i);
             goto done;
         }
     /* Known constants hold while the channels are the dataset's own (or replicated gray). */

@@ -38,15 +38,15 @@ static int group(int **byidx, int **start, const data_set *ds, const int *from, 
 {
     *byidx = malloc(sizeof **byidx * ((size_t)nfrom + 1));
     *start = calloc((size_t)ds->num_classes + 1, sizeof **start);
-    if (!*byidx || !*start) return data__fail(err, errlen, -ENOMEM, "subset", "out of memory");
+    if (!*byidx || !*start) return err_set_path(err, errlen, -ENOMEM, "subset", "out of memory");
     for (int i = 0; i < nfrom; i++) {
         int id = from ? from[i] : i;
-        if (id < 0 || id >= ds->n) return data__fail(err, errlen, -EINVAL, "subset", "index %d out of range (%d images)", id, ds->n);
+        if (id < 0 || id >= ds->n) return err_set_path(err, errlen, -EINVAL, "subset", "index %d out of range (%d images)", id, ds->n);
         (*start)[ds->labels[id] + 1]++;
     }
     for (int c = 0; c < ds->num_classes; c++) (*start)[c + 1] += (*start)[c];
     int *fill = malloc(sizeof *fill * ((size_t)ds->num_classes + 1));
-    if (!fill) return data__fail(err, errlen, -ENOMEM, "subset", "out of memory");
+    if (!fill) return err_set_path(err, errlen, -ENOMEM, "subset", "out of memory");
     memcpy(fill, *start, sizeof *fill * (size_t)ds->num_classes);
     for (int i = 0; i < nfrom; i++) {
         int id = from ? from[i] : i;
@@ -70,7 +70,7 @@ int data_subset_per_class(int *idx, int *nout, const data_set *ds, const int *fr
 {
     *nout = 0;
     if (!from) nfrom = ds->n;
-    if (per_class < 1 || nfrom < 0) return data__fail(err, errlen, -EINVAL, "subset", "per-class count must be >= 1");
+    if (per_class < 1 || nfrom < 0) return err_set_path(err, errlen, -EINVAL, "subset", "per-class count must be >= 1");
     int *byidx = NULL, *start = NULL;
     int rc = group(&byidx, &start, ds, from, nfrom, err, errlen);
     if (rc < 0) goto done;
@@ -79,7 +79,7 @@ int data_subset_per_class(int *idx, int *nout, const data_set *ds, const int *fr
     for (int c = 0; c < ds->num_classes; c++) {
         int n = start[c + 1] - start[c];
         if (n < per_class) {
-            rc = data__fail(err, errlen, -EINVAL, "subset", "class \"%s\" has %d images, %d requested", ds->class_names[c], n, per_class);
+            rc = err_set_path(err, errlen, -EINVAL, "subset", "class \"%s\" has %d images, %d requested", ds->class_names[c], n, per_class);
             goto done;
         }
         choose(&r, byidx + start[c], n, per_class);
@@ -100,7 +100,7 @@ int data_split(int *train, int *ntrain, int *val, int *nval, const data_set *ds,
     if (!from) nfrom = ds->n;
     long long k = val_count > 0 ? val_count : llround(val_fraction * nfrom);
     if (val_count < 0 || !(val_fraction >= 0 && val_fraction <= 1) || k > nfrom)
-        return data__fail(err, errlen, -EINVAL, "split", "validation size %lld (fraction %g) does not fit %d images", k, val_fraction, nfrom);
+        return err_set_path(err, errlen, -EINVAL, "split", "validation size %lld (fraction %g) does not fit %d images", k, val_fraction, nfrom);
     int *byidx = NULL, *start = NULL, *quota = NULL;
     double *frac = NULL;
     int rc = group(&byidx, &start, ds, from, nfrom, err, errlen);
@@ -108,7 +108,7 @@ int data_split(int *train, int *ntrain, int *val, int *nval, const data_set *ds,
     int C = ds->num_classes;
     quota = malloc(sizeof *quota * (size_t)C);
     frac = malloc(sizeof *frac * (size_t)C);
-    if (!quota || !frac) { rc = data__fail(err, errlen, -ENOMEM, "split", "out of memory"); goto done; }
+    if (!quota || !frac) { rc = err_set_path(err, errlen, -ENOMEM, "split", "out of memory"); goto done; }
     /* Largest remainder: each class gets floor(k * n_c / n), the rest go to the largest fractions. */
     long long given = 0;
     for (int c = 0; c < C; c++) {

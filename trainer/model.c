@@ -7,6 +7,7 @@
  * with a reason in the caller's buffer; forward/backward cannot fail on valid arguments.
  */
 #include "trainer/model.h"
+#include "common/err.h"
 
 #include <errno.h>
 #include <math.h>
@@ -85,14 +86,6 @@ static const struct arch_def {
     {"resnet56", 0, 1, 64, {9, 9, 9, 0}},
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static size_t round_up(size_t n) { return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
 
@@ -152,31 +145,31 @@ static int plan(model *m, const model_config *cfg, char *err, size_t errlen)
     for (size_t i = 0; i < sizeof arch_defs / sizeof arch_defs[0]; i++)
         if (!strncmp(cfg->arch, arch_defs[i].name, sizeof cfg->arch)) a = &arch_defs[i];
     if (!a) {
-        set_err(err, errlen, "unknown arch '%.*s' (resnet18/34/50/101/152, resnet20/32/56)",
+        err_set(err, errlen, 0, "unknown arch '%.*s' (resnet18/34/50/101/152, resnet20/32/56)",
                 (int)sizeof cfg->arch, cfg->arch);
         return -EINVAL;
     }
     if (cfg->in_channels < 1 || cfg->in_channels > 16) {
-        set_err(err, errlen, "in_channels %d out of range [1, 16]", cfg->in_channels);
+        err_set(err, errlen, 0, "in_channels %d out of range [1, 16]", cfg->in_channels);
         return -EINVAL;
     }
     if (cfg->image_size < 1 || cfg->image_size > 4096) {
-        set_err(err, errlen, "image_size %d out of range [1, 4096]", cfg->image_size);
+        err_set(err, errlen, 0, "image_size %d out of range [1, 4096]", cfg->image_size);
         return -EINVAL;
     }
     if (cfg->max_batch < 1 || (double)cfg->max_batch * cfg->image_size * cfg->image_size > 1e9) {
-        set_err(err, errlen, "max_batch %d out of range for image_size %d", cfg->max_batch, cfg->image_size);
+        err_set(err, errlen, 0, "max_batch %d out of range for image_size %d", cfg->max_batch, cfg->image_size);
         return -EINVAL;
     }
     for (int i = 0; i < MODEL_EXTRA_BATCHES; i++)
         if (cfg->extra_batch[i] < 0 || cfg->extra_batch[i] > cfg->max_batch) {
-            set_err(err, errlen, "extra_batch %d out of range [0, max_batch %d]", cfg->extra_batch[i],
+            err_set(err, errlen, 0, "extra_batch %d out of range [0, max_batch %d]", cfg->extra_batch[i],
                     cfg->max_batch);
             return -EINVAL;
         }
     if (cfg->num_classes < 0 || cfg->num_classes > 1000000 || cfg->contrast_dim < 0 ||
         cfg->contrast_dim > 65536) {
-        set_err(err, errlen, "num_classes %d or contrast_dim %d out of range", cfg->num_classes,
+        err_set(err, errlen, 0, "num_classes %d or contrast_dim %d out of range", cfg->num_classes,
                 cfg->contrast_dim);
         return -EINVAL;
     }
@@ -194,7 +187,7 @@ static int plan(model *m, const model_config *cfg, char *err, size_t errlen)
     m->tensors = calloc((size_t)max_units * 6 + 8, sizeof *m->tensors);
     m->toff = calloc((size_t)max_units * 6 + 8, sizeof *m->toff);
     if (!m->units || !m->blocks || !m->tensors || !m->toff) {
-        set_err(err, errlen, "out of memory planning %s", a->name);
+        err_set(err, errlen, 0, "out of memory planning %s", a->name);
         return -ENOMEM;
     }
 
@@ -281,7 +274,7 @@ static int plan(model *m, const model_config *cfg, char *err, size_t errlen)
         if (u->plan) continue;
         int rc = nn_conv_plan_new(&u->plan, &u->conv, u->h, u->w, ns, nns);
         if (rc) {
-            set_err(err, errlen, rc == -ENOMEM ? "out of memory planning %s" : "cannot plan a conv of %s", a->name);
+            err_set(err, errlen, 0, rc == -ENOMEM ? "out of memory planning %s" : "cannot plan a conv of %s", a->name);
             return rc;
         }
         u->owns_plan = 1;
@@ -314,7 +307,7 @@ static int plan(model *m, const model_config *cfg, char *err, size_t errlen)
     return 0;
 
 too_small:
-    set_err(err, errlen, "image_size %d is too small for %s%s (a stage would be empty)", cfg->image_size,
+    err_set(err, errlen, 0, "image_size %d is too small for %s%s (a stage would be empty)", cfg->image_size,
             a->name, small ? "" : " with the 7x7 stem and max pool");
     return -EINVAL;
 }
@@ -350,7 +343,7 @@ int model_new(model **out, const model_config *cfg, char *err, size_t errlen)
     *out = NULL;
     model *m = calloc(1, sizeof *m);
     if (!m) {
-        set_err(err, errlen, "out of memory");
+        err_set(err, errlen, 0, "out of memory");
         return -ENOMEM;
     }
     int rc = plan(m, cfg, err, errlen);
@@ -365,7 +358,7 @@ int model_new(model **out, const model_config *cfg, char *err, size_t errlen)
     m->act = alloc_floats(total_act);
     m->argmax = m->pool ? alloc_floats(m->pool_floats) : NULL; /* int32, same count */
     if (!m->params || !m->grads || !m->buffers || !m->counters || !m->act || (m->pool && !m->argmax)) {
-        set_err(err, errlen, "out of memory allocating %s (%zu MiB)", m->cfg.arch, m->bytes >> 20);
+        err_set(err, errlen, 0, "out of memory allocating %s (%zu MiB)", m->cfg.arch, m->bytes >> 20);
         rc = -ENOMEM;
         goto fail;
     }
@@ -669,7 +662,7 @@ int model_load(model *m, const char *path, int flags, char *msg, size_t msglen)
     if (msg && msglen) msg[0] = '\0';
     rc = st_open(&f, path, err, sizeof err);
     if (rc) {
-        set_err(msg, msglen, "%s", err);
+        err_set(msg, msglen, 0, "%s", err);
         return rc < 0 ? rc : -EIO;
     }
 
@@ -721,7 +714,7 @@ int model_load(model *m, const char *path, int flags, char *msg, size_t msglen)
             tmp = malloc(st_numel(s) * sizeof(float));
             if (!tmp) {
                 rc = -ENOMEM;
-                set_err(msg, msglen, "%s: out of memory", path);
+                err_set(msg, msglen, 0, "%s: out of memory", path);
                 goto out;
             }
             st_to_f32(tmp, s);
@@ -735,7 +728,7 @@ int model_load(model *m, const char *path, int flags, char *msg, size_t msglen)
         msg_add(probs, sizeof probs, &problems, "unexpected", s->name);
     }
     if (problems) {
-        set_err(msg, msglen, "%s: %s", path, probs);
+        err_set(msg, msglen, 0, "%s: %s", path, probs);
         rc = -EINVAL;
         goto out;
     }
@@ -756,7 +749,7 @@ int model_load(model *m, const char *path, int flags, char *msg, size_t msglen)
         }
     }
     m->last_train = 0;
-    set_err(msg, msglen, "%s", info);
+    err_set(msg, msglen, 0, "%s", info);
 out:
     free(tmp);
     st_close(f);
@@ -771,7 +764,7 @@ int model_save(model *m, const char *path, int with_contrastor, char *err, size_
     if (!ts || !zeros) {
         free(ts);
         free(zeros);
-        set_err(err, errlen, "%s: out of memory", path);
+        err_set(err, errlen, 0, "%s: out of memory", path);
         return -ENOMEM;
     }
     for (int i = 0; i < m->ntensors; i++) {

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE /* mkostemp */
 #include "safetensors.h"
+#include "common/err.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -32,22 +33,6 @@ struct st_file {
     char *strings;        /* decoded names and metadata, one arena */
 };
 
-static int fail(char *err, size_t errlen, int code, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static int fail(char *err, size_t errlen, int code, const char *path, const char *fmt, ...)
-{
-    if (err && errlen) {
-        int k = snprintf(err, errlen, "%s: ", path ? path : "(null)");
-        if (k < 0) k = 0;
-        if ((size_t)k < errlen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return code;
-}
 
 static const char *const dtype_names[] = {
     [ST_F32] = "F32", [ST_F16] = "F16", [ST_BF16] = "BF16", [ST_F64] = "F64",
@@ -411,31 +396,31 @@ int st_open(st_file **out, const char *path, char *err, size_t errlen)
     if (err && errlen) err[0] = '\0';
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail(err, errlen, -errno, path, "cannot open: %s", strerror(errno));
+    if (fd < 0) return err_set_path(err, errlen, -errno, path, "cannot open: %s", strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) < 0) { rc = fail(err, errlen, -errno, path, "cannot stat: %s", strerror(errno)); goto done; }
-    if (!S_ISREG(sb.st_mode)) { rc = fail(err, errlen, -EINVAL, path, "not a regular file"); goto done; }
+    if (fstat(fd, &sb) < 0) { rc = err_set_path(err, errlen, -errno, path, "cannot stat: %s", strerror(errno)); goto done; }
+    if (!S_ISREG(sb.st_mode)) { rc = err_set_path(err, errlen, -EINVAL, path, "not a regular file"); goto done; }
     uint64_t size = (uint64_t)sb.st_size;
-    if (size < 8) { rc = fail(err, errlen, -EINVAL, path, "file too short (%llu bytes) for a safetensors header", (unsigned long long)size); goto done; }
-    if (size > (uint64_t)SIZE_MAX / 2) { rc = fail(err, errlen, -EFBIG, path, "file too large"); goto done; }
+    if (size < 8) { rc = err_set_path(err, errlen, -EINVAL, path, "file too short (%llu bytes) for a safetensors header", (unsigned long long)size); goto done; }
+    if (size > (uint64_t)SIZE_MAX / 2) { rc = err_set_path(err, errlen, -EFBIG, path, "file too large"); goto done; }
 
     unsigned char lenb[8];
-    if ((rc = read_full(fd, lenb, 8, 0)) < 0) { rc = fail(err, errlen, rc, path, "cannot read: %s", strerror(-rc)); goto done; }
+    if ((rc = read_full(fd, lenb, 8, 0)) < 0) { rc = err_set_path(err, errlen, rc, path, "cannot read: %s", strerror(-rc)); goto done; }
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | lenb[i];
-    if (hlen > ST_HEADER_MAX) { rc = fail(err, errlen, -EFBIG, path, "header length %llu exceeds the 100 MB limit", (unsigned long long)hlen); goto done; }
-    if (hlen > size - 8) { rc = fail(err, errlen, -EINVAL, path, "header length %llu goes beyond the end of the file (%llu bytes)", (unsigned long long)hlen, (unsigned long long)size); goto done; }
-    if (hlen < 2) { rc = fail(err, errlen, -EINVAL, path, "header too short to be a JSON object"); goto done; }
+    if (hlen > ST_HEADER_MAX) { rc = err_set_path(err, errlen, -EFBIG, path, "header length %llu exceeds the 100 MB limit", (unsigned long long)hlen); goto done; }
+    if (hlen > size - 8) { rc = err_set_path(err, errlen, -EINVAL, path, "header length %llu goes beyond the end of the file (%llu bytes)", (unsigned long long)hlen, (unsigned long long)size); goto done; }
+    if (hlen < 2) { rc = err_set_path(err, errlen, -EINVAL, path, "header too short to be a JSON object"); goto done; }
 
     f = calloc(1, sizeof *f);
-    if (!f || !(f->path = strdup(path))) { rc = fail(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
+    if (!f || !(f->path = strdup(path))) { rc = err_set_path(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
     /* Place the file so its data section (offset 8 + hlen) lands on an ST_ALIGN boundary. */
     size_t shift = (ST_ALIGN - (size_t)((8 + hlen) % ST_ALIGN)) % ST_ALIGN;
     f->alloc = aligned_alloc(ST_ALIGN, ((size_t)size + shift + ST_ALIGN) / ST_ALIGN * ST_ALIGN);
     f->strings = malloc((size_t)hlen + 1);
-    if (!f->alloc || !f->strings) { rc = fail(err, errlen, -ENOMEM, path, "out of memory for %llu bytes", (unsigned long long)size); goto done; }
+    if (!f->alloc || !f->strings) { rc = err_set_path(err, errlen, -ENOMEM, path, "out of memory for %llu bytes", (unsigned long long)size); goto done; }
     unsigned char *buf = f->alloc + shift;
-    if ((rc = read_full(fd, buf, (size_t)size, 0)) < 0) { rc = fail(err, errlen, rc, path, "cannot read: %s", strerror(-rc)); goto done; }
+    if ((rc = read_full(fd, buf, (size_t)size, 0)) < 0) { rc = err_set_path(err, errlen, rc, path, "cannot read: %s", strerror(-rc)); goto done; }
     const unsigned char *data = buf + 8 + hlen;
     uint64_t dsize = size - 8 - hlen;
 
@@ -446,7 +431,7 @@ int st_open(st_file **out, const char *path, char *err, size_t errlen)
              .msg = msg, .msglen = sizeof msg };
     ents = calloc(maxent, sizeof *ents);
     f->meta = calloc(2 * maxmeta, sizeof *f->meta);
-    if (!ents || !f->meta) { rc = fail(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
+    if (!ents || !f->meta) { rc = err_set_path(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
     int n = 0;
     bool have_meta = false;
     if (!jp_lit(&j, '{')) jp_err(&j, "invalid JSON header: not an object");
@@ -487,20 +472,20 @@ int st_open(st_file **out, const char *path, char *err, size_t errlen)
         jp_ws(&j);
         if (j.p != j.end) jp_err(&j, "invalid JSON header: trailing bytes after the object");
     }
-    if (j.failed) { rc = fail(err, errlen, -EINVAL, path, "%s", msg); goto done; }
+    if (j.failed) { rc = err_set_path(err, errlen, -EINVAL, path, "%s", msg); goto done; }
 
     /* Duplicate names (tensors, then metadata keys). */
     names = malloc(((size_t)n + (size_t)f->nmeta + 1) * sizeof *names);
     order = malloc(((size_t)n + 1) * sizeof *order);
-    if (!names || !order) { rc = fail(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
+    if (!names || !order) { rc = err_set_path(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
     for (int i = 0; i < n; i++) names[i] = ents[i].t.name;
     qsort(names, (size_t)n, sizeof *names, cmp_str);
     for (int i = 1; i < n; i++)
-        if (!strcmp(names[i - 1], names[i])) { rc = fail(err, errlen, -EINVAL, path, "duplicate tensor name '%s'", names[i]); goto done; }
+        if (!strcmp(names[i - 1], names[i])) { rc = err_set_path(err, errlen, -EINVAL, path, "duplicate tensor name '%s'", names[i]); goto done; }
     for (int i = 0; i < f->nmeta; i++) names[i] = f->meta[2 * i];
     qsort(names, (size_t)f->nmeta, sizeof *names, cmp_str);
     for (int i = 1; i < f->nmeta; i++)
-        if (!strcmp(names[i - 1], names[i])) { rc = fail(err, errlen, -EINVAL, path, "duplicate metadata key '%s'", names[i]); goto done; }
+        if (!strcmp(names[i - 1], names[i])) { rc = err_set_path(err, errlen, -EINVAL, path, "duplicate metadata key '%s'", names[i]); goto done; }
 
     /* Shapes and offsets: size = numel * dtype size without overflow, inside the data section. */
     for (int i = 0; i < n; i++) {
@@ -508,26 +493,26 @@ int st_open(st_file **out, const char *path, char *err, size_t errlen)
         uint64_t numel = 1;
         for (int d = 0; d < e->t.ndim; d++)
             if (__builtin_mul_overflow(numel, (uint64_t)e->t.shape[d], &numel) || numel > ((uint64_t)1 << 62)) {
-                rc = fail(err, errlen, -EINVAL, path, "tensor '%s': shape product overflows", e->t.name);
+                rc = err_set_path(err, errlen, -EINVAL, path, "tensor '%s': shape product overflows", e->t.name);
                 goto done;
             }
         uint64_t nbytes;
         if (__builtin_mul_overflow(numel, (uint64_t)dtype_sizes[e->t.dtype], &nbytes) || nbytes > ((uint64_t)1 << 62)) {
-            rc = fail(err, errlen, -EINVAL, path, "tensor '%s': byte size overflows", e->t.name);
+            rc = err_set_path(err, errlen, -EINVAL, path, "tensor '%s': byte size overflows", e->t.name);
             goto done;
         }
         if (e->begin > e->end) {
-            rc = fail(err, errlen, -EINVAL, path, "tensor '%s': data_offsets [%llu, %llu] are reversed", e->t.name,
+            rc = err_set_path(err, errlen, -EINVAL, path, "tensor '%s': data_offsets [%llu, %llu] are reversed", e->t.name,
                       (unsigned long long)e->begin, (unsigned long long)e->end);
             goto done;
         }
         if (e->end > dsize) {
-            rc = fail(err, errlen, -EINVAL, path, "tensor '%s': data_offsets [%llu, %llu] go beyond the %llu data bytes",
+            rc = err_set_path(err, errlen, -EINVAL, path, "tensor '%s': data_offsets [%llu, %llu] go beyond the %llu data bytes",
                       e->t.name, (unsigned long long)e->begin, (unsigned long long)e->end, (unsigned long long)dsize);
             goto done;
         }
         if (e->end - e->begin != nbytes) {
-            rc = fail(err, errlen, -EINVAL, path, "tensor '%s': data_offsets span %llu bytes but %s x shape needs %llu",
+            rc = err_set_path(err, errlen, -EINVAL, path, "tensor '%s': data_offsets span %llu bytes but %s x shape needs %llu",
                       e->t.name, (unsigned long long)(e->end - e->begin), dtype_names[e->t.dtype], (unsigned long long)nbytes);
             goto done;
         }
@@ -540,25 +525,25 @@ int st_open(st_file **out, const char *path, char *err, size_t errlen)
     uint64_t pos = 0;
     for (int i = 0; i < n; i++) {
         if (order[i]->begin < pos) {
-            rc = fail(err, errlen, -EINVAL, path, "tensors '%s' and '%s' overlap", order[i - 1]->t.name, order[i]->t.name);
+            rc = err_set_path(err, errlen, -EINVAL, path, "tensors '%s' and '%s' overlap", order[i - 1]->t.name, order[i]->t.name);
             goto done;
         }
         if (order[i]->begin > pos) {
-            rc = fail(err, errlen, -EINVAL, path, "gap of %llu unused bytes before tensor '%s'",
+            rc = err_set_path(err, errlen, -EINVAL, path, "gap of %llu unused bytes before tensor '%s'",
                       (unsigned long long)(order[i]->begin - pos), order[i]->t.name);
             goto done;
         }
         pos = order[i]->end;
     }
     if (pos != dsize) {
-        rc = fail(err, errlen, -EINVAL, path, "%llu data bytes after the last tensor are not described by the header",
+        rc = err_set_path(err, errlen, -EINVAL, path, "%llu data bytes after the last tensor are not described by the header",
                   (unsigned long long)(dsize - pos));
         goto done;
     }
 
     f->n = n;
     f->t = malloc(((size_t)n + 1) * sizeof *f->t);
-    if (!f->t) { rc = fail(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
+    if (!f->t) { rc = err_set_path(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
     for (int i = 0; i < n; i++) f->t[i] = ents[i].t; /* header order */
     *out = f;
     f = NULL;
@@ -727,32 +712,32 @@ int st_save(const char *path, const st_tensor *tensors, int n, const char *const
     int fd = -1, rc = 0;
     if (err && errlen) err[0] = '\0';
     if (!path || n < 0 || nmeta < 0 || (n > 0 && !tensors) || (nmeta > 0 && !meta))
-        return fail(err, errlen, -EINVAL, path, "st_save: invalid arguments");
+        return err_set_path(err, errlen, -EINVAL, path, "st_save: invalid arguments");
 
     /* Validate before touching the disk. */
     for (int i = 0; i < n; i++) {
         const st_tensor *t = &tensors[i];
         if (!t->name || !strcmp(t->name, "__metadata__"))
-            return fail(err, errlen, -EINVAL, path, "tensor %d: missing or reserved name", i);
+            return err_set_path(err, errlen, -EINVAL, path, "tensor %d: missing or reserved name", i);
         if ((int)t->dtype < 0 || (int)t->dtype >= ST_NDTYPES)
-            return fail(err, errlen, -EINVAL, path, "tensor '%s': bad dtype %d", t->name, (int)t->dtype);
+            return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': bad dtype %d", t->name, (int)t->dtype);
         if (t->ndim < 0 || t->ndim > ST_MAX_DIMS)
-            return fail(err, errlen, -EINVAL, path, "tensor '%s': bad ndim %d", t->name, t->ndim);
+            return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': bad ndim %d", t->name, t->ndim);
         uint64_t numel = 1;
         for (int d = 0; d < t->ndim; d++)
             if (t->shape[d] < 0 || __builtin_mul_overflow(numel, (uint64_t)t->shape[d], &numel))
-                return fail(err, errlen, -EINVAL, path, "tensor '%s': bad shape", t->name);
+                return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': bad shape", t->name);
         uint64_t nb;
         if (__builtin_mul_overflow(numel, (uint64_t)dtype_sizes[t->dtype], &nb) || nb != t->nbytes)
-            return fail(err, errlen, -EINVAL, path, "tensor '%s': nbytes %zu does not match dtype x shape", t->name, t->nbytes);
-        if (t->nbytes && !t->data) return fail(err, errlen, -EINVAL, path, "tensor '%s': no data", t->name);
+            return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': nbytes %zu does not match dtype x shape", t->name, t->nbytes);
+        if (t->nbytes && !t->data) return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': no data", t->name);
         for (int k = 0; k < i; k++)
-            if (!strcmp(tensors[k].name, t->name)) return fail(err, errlen, -EINVAL, path, "duplicate tensor name '%s'", t->name);
+            if (!strcmp(tensors[k].name, t->name)) return err_set_path(err, errlen, -EINVAL, path, "duplicate tensor name '%s'", t->name);
     }
     for (int i = 0; i < nmeta; i++) {
-        if (!meta[2 * i] || !meta[2 * i + 1]) return fail(err, errlen, -EINVAL, path, "metadata pair %d is NULL", i);
+        if (!meta[2 * i] || !meta[2 * i + 1]) return err_set_path(err, errlen, -EINVAL, path, "metadata pair %d is NULL", i);
         for (int k = 0; k < i; k++)
-            if (!strcmp(meta[2 * k], meta[2 * i])) return fail(err, errlen, -EINVAL, path, "duplicate metadata key '%s'", meta[2 * i]);
+            if (!strcmp(meta[2 * k], meta[2 * i])) return err_set_path(err, errlen, -EINVAL, path, "duplicate metadata key '%s'", meta[2 * i]);
     }
 
     sb_put(&h, "{", 1);
@@ -779,17 +764,17 @@ int st_save(const char *path, const st_tensor *tensors, int n, const char *const
     }
     sb_put(&h, "}", 1);
     while ((8 + h.len) % 8) sb_put(&h, " ", 1); /* data section starts 8-byte aligned */
-    if (h.oom) { rc = fail(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
-    if (h.len > ST_HEADER_MAX) { rc = fail(err, errlen, -EFBIG, path, "header too large"); goto done; }
+    if (h.oom) { rc = err_set_path(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
+    if (h.len > ST_HEADER_MAX) { rc = err_set_path(err, errlen, -EFBIG, path, "header too large"); goto done; }
 
     size_t plen = strlen(path);
     tmp = malloc(plen + 16);
     dirbuf = strdup(path);
-    if (!tmp || !dirbuf) { rc = fail(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
+    if (!tmp || !dirbuf) { rc = err_set_path(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
     fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) { rc = fail(err, errlen, -errno, path, "cannot create %s: %s", tmp, strerror(errno)); free(tmp); tmp = NULL; goto done; }
+    if (fd < 0) { rc = err_set_path(err, errlen, -errno, path, "cannot create %s: %s", tmp, strerror(errno)); free(tmp); tmp = NULL; goto done; }
     unsigned char lenb[8];
     for (int i = 0; i < 8; i++) lenb[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
     if ((rc = write_full(fd, lenb, 8)) < 0 || (rc = write_full(fd, h.p, h.len)) < 0) goto io;
@@ -803,7 +788,7 @@ int st_save(const char *path, const st_tensor *tensors, int n, const char *const
     tmp = NULL; /* renamed: nothing to unlink any more */
     int dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fsync(dfd) < 0) {
-        rc = fail(err, errlen, -errno, path, "cannot fsync the directory: %s", strerror(errno));
+        rc = err_set_path(err, errlen, -errno, path, "cannot fsync the directory: %s", strerror(errno));
         if (dfd >= 0) close(dfd);
         goto done;
     }
@@ -811,7 +796,7 @@ int st_save(const char *path, const st_tensor *tensors, int n, const char *const
     rc = 0;
     goto done;
 io:
-    rc = fail(err, errlen, rc, path, "write failed: %s", strerror(-rc));
+    rc = err_set_path(err, errlen, rc, path, "write failed: %s", strerror(-rc));
 done:
     if (fd >= 0) close(fd);
     if (tmp) unlink(tmp);

@@ -5,6 +5,7 @@
  * -ENOMEM, -EDOM); nothing is allocated after simclr_new.
  */
 #include "trainer/simclr.h"
+#include "common/err.h"
 
 #include <errno.h>
 #include <math.h>
@@ -24,14 +25,6 @@ struct simclr {
     float *logse;    /* [R]: per row, log sum_{k != i} exp(s_ik - max_i), the max already subtracted */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static float *take(simclr *s, size_t count, int *failed)
 {
@@ -47,16 +40,16 @@ int simclr_new(simclr **out, const simclr_config *cfg, char *err, size_t errlen)
     *out = NULL;
     /* 2 max_batch rows, and a [2 max_batch]^2 similarity matrix whose index must fit an int GEMM */
     if (!cfg || cfg->feat_dim < 1 || cfg->proj_dim < 1 || cfg->max_batch < 1 || cfg->max_batch > 16384) {
-        set_err(err, errlen, "simclr: bad shape (feat_dim, proj_dim >= 1, max_batch in [1, 16384])");
+        err_set(err, errlen, 0, "simclr: bad shape (feat_dim, proj_dim >= 1, max_batch in [1, 16384])");
         return -EINVAL;
     }
     if (!(cfg->temperature > 0.0f) || !isfinite(cfg->temperature)) {
-        set_err(err, errlen, "simclr: temperature must be > 0 and finite");
+        err_set(err, errlen, 0, "simclr: temperature must be > 0 and finite");
         return -EINVAL;
     }
     simclr *s = calloc(1, sizeof *s);
     if (!s) {
-        set_err(err, errlen, "simclr: out of memory");
+        err_set(err, errlen, 0, "simclr: out of memory");
         return -ENOMEM;
     }
     s->cfg = *cfg;
@@ -73,7 +66,7 @@ int simclr_new(simclr **out, const simclr_config *cfg, char *err, size_t errlen)
     s->logse = take(s, R, &failed);
     if (failed) {
         simclr_free(s);
-        set_err(err, errlen, "simclr: out of memory for max_batch %d", cfg->max_batch);
+        err_set(err, errlen, 0, "simclr: out of memory for max_batch %d", cfg->max_batch);
         return -ENOMEM;
     }
     *out = s;

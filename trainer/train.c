@@ -8,6 +8,7 @@
  * from a stream carried across steps, so a job resumed from a checkpoint at (epoch, batch) sees the
  * same batches, augmentations and Core-tuning draws as an uninterrupted run. */
 #include "trainer/trainer.h"
+#include "common/err.h"
 #include "trainer/coreloss.h"
 #include "trainer/data.h"
 #include "trainer/model.h"
@@ -48,19 +49,9 @@ void tr_spec_defaults(tr_spec *s)
     s->checkpoint_seconds = 300;
 }
 
-static int fail(char *buf, size_t len, int code, const char *fmt, ...)
-{
-    if (buf && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(buf, len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
 
 #define CHECK_RANGE(cond, field, ...) \
-    do { if (!(cond)) { snprintf(param, paramlen, "%s", field); return fail(err, errlen, -EINVAL, __VA_ARGS__); } } while (0)
+    do { if (!(cond)) { snprintf(param, paramlen, "%s", field); return err_set(err, errlen, -EINVAL, __VA_ARGS__); } } while (0)
 
 int tr_spec_validate(const tr_spec *s, char *param, size_t paramlen, char *err, size_t errlen)
 {
@@ -153,7 +144,7 @@ static int setup_data(job *j, char *err, size_t errlen)
         vo.limit = s->valid_limit;
         if ((rc = data_open(&j->valid_ds, s->valid_data, &vo, err, errlen))) return rc;
         if (j->valid_ds->num_classes > j->train_ds->num_classes)
-            return fail(err, errlen, -EINVAL, "validation data has %d classes, training data %d",
+            return err_set(err, errlen, -EINVAL, "validation data has %d classes, training data %d",
                         j->valid_ds->num_classes, j->train_ds->num_classes);
     }
     /* Index lists: the training candidates, and the validation images (a split of the training set,
@@ -165,7 +156,7 @@ static int setup_data(job *j, char *err, size_t errlen)
     if (!all || !tmp || !j->train_idx || !j->valid_idx) {
         free(all);
         free(tmp);
-        return fail(err, errlen, -ENOMEM, "out of memory");
+        return err_set(err, errlen, -ENOMEM, "out of memory");
     }
     for (int i = 0; i < n; i++) all[i] = i;
     int ncand = n;
@@ -189,7 +180,7 @@ static int setup_data(job *j, char *err, size_t errlen)
     }
     if (s->train_limit > 0 && j->ntrain > s->train_limit) j->ntrain = s->train_limit;
     if (s->valid_limit > 0 && j->nvalid > s->valid_limit) j->nvalid = s->valid_limit;
-    if (j->nvalid == 0) { rc = fail(err, errlen, -EINVAL, "no validation images (set validation_file or valid_fraction)"); goto out; }
+    if (j->nvalid == 0) { rc = err_set(err, errlen, -EINVAL, "no validation images (set validation_file or valid_fraction)"); goto out; }
 
     data_loader_opts lo = {.ds = j->train_ds, .indices = j->train_idx, .nindices = j->ntrain,
                            .batch = s->hp.batch_size, .shuffle = true, .drop_last = true,
@@ -216,7 +207,7 @@ static int setup_data(job *j, char *err, size_t errlen)
     int bpe = data_loader_batches_per_epoch(j->train_loader);
     j->steps_per_epoch = bpe / s->hp.grad_accum;
     if (j->steps_per_epoch < 1) {
-        rc = fail(err, errlen, -EINVAL, "%d training images are fewer than one step of batch_size %d x "
+        rc = err_set(err, errlen, -EINVAL, "%d training images are fewer than one step of batch_size %d x "
                   "gradient_accumulation_steps %d", j->ntrain, s->hp.batch_size, s->hp.grad_accum);
         goto out;
     }
@@ -251,7 +242,7 @@ static int setup_model(job *j, char *err, size_t errlen)
         rc = model_load(j->m, s->init_weights, MODEL_LOAD_HEADS_OPTIONAL, msg, sizeof msg);
         if (rc) /* a backbone fine-tuned for other classes: keep its backbone, start the heads afresh */
             rc = model_load(j->m, s->init_weights, MODEL_LOAD_SKIP_HEADS, msg, sizeof msg);
-        if (rc) return fail(err, errlen, rc, "initial weights: %s", msg);
+        if (rc) return err_set(err, errlen, rc, "initial weights: %s", msg);
     }
     const int d = model_feature_dim(j->m);
     model_tensor *c0w = model_find(j->m, "contrastor.0.weight"), *c0b = model_find(j->m, "contrastor.0.bias");
@@ -263,7 +254,7 @@ static int setup_model(job *j, char *err, size_t errlen)
         j->sw = (simclr_weights){c0w->data, c0b->data, c2w->data, c2b->data};
         j->sg = (simclr_grads){c0w->grad, c0b->grad, c2w->grad, c2b->grad};
         j->views = malloc(sizeof(float) * (size_t)rows * s->in_channels * s->image_size * s->image_size);
-        if (!j->views) return fail(err, errlen, -ENOMEM, "out of memory");
+        if (!j->views) return err_set(err, errlen, -ENOMEM, "out of memory");
     } else {
         coreloss_config lc = {.method = core ? CORELOSS_CORE : CORELOSS_CE,
                               .variant = s->variant == TR_VARIANT_REFERENCE ? CORELOSS_REFERENCE : CORELOSS_PAPER,
@@ -282,7 +273,7 @@ static int setup_model(job *j, char *err, size_t errlen)
     size_t dh_len = (size_t)rows * (size_t)d;
     j->dh = malloc(sizeof(float) * dh_len);
     j->momentum = calloc(model_num_params(j->m), sizeof(float));
-    if (!j->dh || !j->momentum) return fail(err, errlen, -ENOMEM, "out of memory");
+    if (!j->dh || !j->momentum) return err_set(err, errlen, -ENOMEM, "out of memory");
     j->bytes = model_memory_bytes(j->m) + (j->loss ? coreloss_memory_bytes(j->loss) : 0) +
                (j->ssl ? simclr_memory_bytes(j->ssl) + sizeof(float) * (size_t)rows * s->in_channels *
                                                            s->image_size * s->image_size : 0) +
@@ -300,7 +291,7 @@ static int save_state(job *j, const char *path, const position *p, char *err, si
 {
     int nt = model_num_tensors(j->m);
     st_tensor *ts = calloc((size_t)nt + 1, sizeof *ts);
-    if (!ts) return fail(err, errlen, -ENOMEM, "out of memory");
+    if (!ts) return err_set(err, errlen, -ENOMEM, "out of memory");
     for (int i = 0; i < nt; i++) {
         model_tensor *t = model_tensor_at(j->m, i);
         ts[i].name = t->name;
@@ -347,7 +338,7 @@ static int load_state(job *j, const char *path, position *p, char *err, size_t e
     const char *fmt = st_metadata(f, "format"), *best = st_metadata(f, "best_valid_accuracy");
     if (!fmt || strcmp(fmt, "coretuned-state-1") != 0 || !best || meta_int(f, "epoch", &p->epoch) ||
         meta_int(f, "batch", &p->batch) || meta_int(f, "step", &p->step) || meta_int(f, "best_epoch", &p->best_epoch)) {
-        rc = fail(err, errlen, -EINVAL, "%s: not a coretuned training state", path);
+        rc = err_set(err, errlen, -EINVAL, "%s: not a coretuned training state", path);
         goto out;
     }
     p->best_acc = strtod(best, NULL);
@@ -356,11 +347,11 @@ static int load_state(job *j, const char *path, position *p, char *err, size_t e
         model_tensor *t = model_tensor_at(j->m, i);
         const st_tensor *s = st_find(f, t->name);
         if (!s || st_numel(s) != (t->kind == MODEL_COUNTER ? 1 : t->numel)) {
-            rc = fail(err, errlen, -EINVAL, "%s: tensor %s is %s", path, t->name, s ? "mis-shaped" : "missing");
+            rc = err_set(err, errlen, -EINVAL, "%s: tensor %s is %s", path, t->name, s ? "mis-shaped" : "missing");
             goto out;
         }
         if (t->kind == MODEL_COUNTER) {
-            if (s->dtype != ST_I64) { rc = fail(err, errlen, -EINVAL, "%s: %s is not int64", path, t->name); goto out; }
+            if (s->dtype != ST_I64) { rc = err_set(err, errlen, -EINVAL, "%s: %s is not int64", path, t->name); goto out; }
             memcpy(t->i64, s->data, sizeof(int64_t));
         } else {
             st_to_f32(t->data, s);
@@ -368,12 +359,12 @@ static int load_state(job *j, const char *path, position *p, char *err, size_t e
     }
     const st_tensor *mb = st_find(f, "optimizer.momentum_buffer");
     if (!mb || st_numel(mb) != model_num_params(j->m)) {
-        rc = fail(err, errlen, -EINVAL, "%s: optimizer.momentum_buffer is missing or mis-shaped", path);
+        rc = err_set(err, errlen, -EINVAL, "%s: optimizer.momentum_buffer is missing or mis-shaped", path);
         goto out;
     }
     st_to_f32(j->momentum, mb);
     if (p->epoch > j->spec->hp.epochs || p->step > j->total_steps) {
-        rc = fail(err, errlen, -EINVAL, "%s: state is past the end of this job", path);
+        rc = err_set(err, errlen, -EINVAL, "%s: state is past the end of this job", path);
         goto out;
     }
 out:
@@ -388,9 +379,9 @@ typedef struct step_terms { double total, ce, contrastive; } step_terms;
 static int loss_failed(int rc, int step, double lr, char *err, size_t errlen)
 {
     if (rc == -EDOM)
-        return fail(err, errlen, -EDOM, "loss is not finite at step %d (learning rate %g): training diverged",
+        return err_set(err, errlen, -EDOM, "loss is not finite at step %d (learning rate %g): training diverged",
                     step + 1, lr);
-    return fail(err, errlen, rc, "loss computation failed at step %d", step + 1);
+    return err_set(err, errlen, rc, "loss computation failed at step %d", step + 1);
 }
 
 /* Both SimCLR views of a batch, stacked so the backbone sees 2n images in one pass. */
@@ -410,7 +401,7 @@ static int micro_step(job *j, const data_batch *b, int step, int micro, double l
     const int accum = s->hp.grad_accum, ssl = s->method == TR_SIMCLR;
     const int rows = ssl ? 2 * b->n : b->n;
     const float *h = model_forward(j->m, ssl ? stack_views(j, b) : b->x, rows, 1);
-    if (!h) return fail(err, errlen, -EINVAL, "batch of %d rejected by the model", b->n);
+    if (!h) return err_set(err, errlen, -EINVAL, "batch of %d rejected by the model", b->n);
     int rc;
     if (ssl) {
         double loss, acc;
@@ -432,7 +423,7 @@ static int micro_step(job *j, const data_batch *b, int step, int micro, double l
         out->contrastive += t.contrastive / accum;
     }
     if ((rc = model_backward(j->m, j->dh, rows)))
-        return fail(err, errlen, rc, "backward pass failed at step %d", step + 1);
+        return err_set(err, errlen, rc, "backward pass failed at step %d", step + 1);
     return 0;
 }
 
@@ -445,7 +436,7 @@ static int train_step(job *j, int step, double lr, step_terms *out, char *err, s
     for (int micro = 0; micro < s->hp.grad_accum; micro++) {
         data_batch b;
         int rc = data_loader_next(j->train_loader, &b);
-        if (rc) return fail(err, errlen, rc, "data loader failed at step %d", step + 1);
+        if (rc) return err_set(err, errlen, rc, "data loader failed at step %d", step + 1);
         if ((rc = micro_step(j, &b, step, micro, lr, out, err, errlen))) return rc;
     }
     sgd_config sc = {.momentum = s->hp.momentum, .weight_decay = s->hp.weight_decay, .nesterov = s->hp.nesterov};
@@ -482,7 +473,7 @@ static int evaluate(job *j, double *loss, double *acc, char *err, size_t errlen)
         }
         seen += b.n;
     }
-    if (rc) return fail(err, errlen, rc, rc == -EDOM ? "validation loss is not finite" : "validation failed");
+    if (rc) return err_set(err, errlen, rc, rc == -EDOM ? "validation loss is not finite" : "validation failed");
     *loss = loss_sum / seen;
     *acc = ssl ? acc_sum / seen : (double)correct / seen;
     return 0;
@@ -509,9 +500,9 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
     if (path_join(state_path, sizeof state_path, out_dir, "state.safetensors") ||
         path_join(best_path, sizeof best_path, out_dir, "best.safetensors") ||
         path_join(final_path, sizeof final_path, out_dir, "final.safetensors"))
-        return fail(err, errlen, -ENAMETOOLONG, "output directory path too long");
+        return err_set(err, errlen, -ENAMETOOLONG, "output directory path too long");
     if (mkdir(out_dir, 0750) != 0 && errno != EEXIST)
-        return fail(err, errlen, -errno, "cannot create %s: %s", out_dir, strerror(errno));
+        return err_set(err, errlen, -errno, "cannot create %s: %s", out_dir, strerror(errno));
 
     /* Threads: every kernel runs on OpenMP threads, whose count is per calling thread, so jobs on
      * different worker threads each get their own. OpenBLAS is only nn_gemm's fallback; its thread
@@ -530,7 +521,7 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
         if ((rc = load_state(&j, state_path, &pos, err, errlen))) goto out;
     }
     if ((rc = data_loader_seek(j.train_loader, pos.epoch, (int64_t)pos.batch))) {
-        fail(err, errlen, rc, "cannot position the data loader");
+        err_set(err, errlen, rc, "cannot position the data loader");
         goto out;
     }
 
@@ -642,7 +633,7 @@ int tr_weights_arch(const char *path, char *arch, int *in_channels, int *small_s
             name = bottleneck ? "resnet50" : "resnet34";
     }
     if (!name) {
-        rc = fail(err, errlen, -EINVAL, "%s: not a ResNet with torchvision parameter names "
+        rc = err_set(err, errlen, -EINVAL, "%s: not a ResNet with torchvision parameter names "
                   "(resnet18/34/50 or resnet20/32/56)", path);
     } else {
         snprintf(arch, 16, "%s", name);
