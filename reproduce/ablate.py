@@ -15,16 +15,18 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import protocol  # noqa: E402
 
-SEEDS = [1, 2]
-# (label, method, hyper-parameter overrides, fine-tuning epochs)
+TWO, THREE = [1, 2], [1, 2, 3]
+# (label, method, hyper-parameter overrides, fine-tuning epochs multiplier, seeds)
 CONFIGS = [
-    ("core, eta 0.01", "core_tuning", {"eta": 0.01}, None),
-    ("core, eta 1.0", "core_tuning", {"eta": 1.0}, None),
-    ("core, temperature 0.5", "core_tuning", {"temperature": 0.5}, None),
-    ("ce, batch 256", "ce_tuning", {"batch_size": 256}, None),
-    ("core, batch 256", "core_tuning", {"batch_size": 256}, None),
-    ("ce, 3x epochs", "ce_tuning", {}, 3),
-    ("core, 3x epochs", "core_tuning", {}, 3),
+    ("core, eta 0 (generated rows in the CE only)", "core_tuning", {"eta": 0.0}, None, TWO),
+    ("core, eta 0.01", "core_tuning", {"eta": 0.01}, None, TWO),
+    ("core, eta 1.0", "core_tuning", {"eta": 1.0}, None, THREE),
+    ("core, temperature 0.5", "core_tuning", {"temperature": 0.5}, None, TWO),
+    ("ce, batch 256", "ce_tuning", {"batch_size": 256}, None, TWO),
+    ("core, batch 256", "core_tuning", {"batch_size": 256}, None, TWO),
+    ("ce, 3x epochs", "ce_tuning", {}, 3, THREE),
+    ("core, 3x epochs", "core_tuning", {}, 3, THREE),
+    ("core, eta 1.0, 3x epochs", "core_tuning", {"eta": 1.0}, 3, THREE),
 ]
 
 
@@ -34,9 +36,13 @@ def main():
     ours = json.load(open(os.path.join(out, "ours.json")))
     backbone = os.path.join(out, "var", "jobs", ours["pretrain"]["job"], "final.safetensors")
     threads = sys.argv[1] if len(sys.argv) > 1 else "1"
-    runs = []
-    for label, method, over, mult in CONFIGS:
-        for seed in SEEDS:
+    path_json = os.path.join(out, "ablate.json")
+    runs = json.load(open(path_json))["runs"] if os.path.exists(path_json) else []
+    done = {(r["label"], r["seed"]) for r in runs}
+    for label, method, over, mult, seeds in CONFIGS:
+        for seed in seeds:
+            if (label, seed) in done:  # a rerun only adds what is missing
+                continue
             hp = dict(protocol.FINETUNE_HP, n_epochs=prof["finetune_epochs"] * (mult or 1),
                       batch_size=prof["finetune_batch"])
             if method == "core_tuning":
@@ -59,7 +65,7 @@ def main():
             print(f"{label} / seed {seed}: {acc:.4f} ({time.time() - t0:.0f} s)", flush=True)
             runs.append({"label": label, "method": method, "overrides": over, "epochs": hp["n_epochs"],
                          "seed": seed, "test_accuracy": acc})
-    json.dump({"backbone": backbone, "runs": runs}, open(os.path.join(out, "ablate.json"), "w"), indent=1)
+            json.dump({"backbone": backbone, "runs": runs}, open(path_json, "w"), indent=1)
 
 
 if __name__ == "__main__":

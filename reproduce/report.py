@@ -68,7 +68,9 @@ def main():
 Produced by `make reproduce` (`reproduce/run.py` drives a real `bin/coretuned` over HTTP as a user would;
 `reproduce/torch_protocol.py` runs the same protocol in PyTorch {torch['torch'] if torch else '(not run)'},
 once with its own SimCLR pre-training and once fine-tuning the backbone coretuned pre-trained;
-`reproduce/ablate.py` varies one thing at a time; `reproduce/report.py` wrote this page). Machine: {ours['machine']}, {ours['threads']} threads.
+`reproduce/ablate.py` varies one thing at a time; `reproduce/report.py` wrote this page). Machine: {ours['machine']};
+coretuned and PyTorch ran side by side, {ours['threads']} thread(s) each, so wall times are comparable
+with each other but not with an idle machine.
 
 ## Protocol
 
@@ -92,7 +94,7 @@ f", PyTorch {torch['seconds'] / 60:.1f} min (pre-training {torch['pretrain']['se
 SimCLR positive-pair accuracy on held-out view pairs after pre-training:
 {ours['pretrain'].get('contrastive_accuracy')}.
 
-{"## Why Core-tuning does not win here: one change at a time" + chr(10) + chr(10) + "Fine-tuning coretuned's backbone again with `reproduce/ablate.py` (`bin/coretune train`, same subset and test images, seeds 1-2):" + chr(10) + chr(10) + ablation_table(abl) + chr(10) if abl else ""}
+{"## Why Core-tuning loses with the authors' settings here: one change at a time" + chr(10) + chr(10) + "Fine-tuning coretuned's backbone again with `reproduce/ablate.py` (`bin/coretune train`, same subset and test images; seeds in the last column):" + chr(10) + chr(10) + ablation_table(abl) + chr(10) if abl else ""}
 {open(os.path.join(HERE, "findings.md")).read() if os.path.exists(os.path.join(HERE, "findings.md")) else ""}
 ## Commands
 

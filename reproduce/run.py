@@ -52,6 +52,16 @@ class Client:
             time.sleep(2)
 
 
+def cpu_model():
+    """The CPU's model name and core count, for the results page."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.machine()
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def start_daemon(data_dir, datasets, threads):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,7 +102,7 @@ def main():
     }
     proc, api = start_daemon(data_dir, datasets, args.threads)
     t_all = time.time()
-    results = {"profile": name, "protocol": prof, "machine": platform.processor() or platform.machine(),
+    results = {"profile": name, "protocol": prof, "machine": cpu_model(),
                "threads": args.threads, "runs": []}
     try:
         t0 = time.time()
