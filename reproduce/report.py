@@ -69,8 +69,8 @@ Produced by `make reproduce` (`reproduce/run.py` drives a real `bin/coretuned` o
 `reproduce/torch_protocol.py` runs the same protocol in PyTorch {torch['torch'] if torch else '(not run)'},
 once with its own SimCLR pre-training and once fine-tuning the backbone coretuned pre-trained;
 `reproduce/ablate.py` varies one thing at a time; `reproduce/report.py` wrote this page). Machine: {ours['machine']};
-coretuned and PyTorch ran side by side, {ours['threads']} thread(s) each, so wall times are comparable
-with each other but not with an idle machine.
+coretuned ran with {ours['threads']} thread(s){f", PyTorch with {torch['threads']}" if torch else ""}, on a machine
+shared with other work, so the wall times below are indicative only.
 
 ## Protocol
 
