@@ -13,17 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int common(cli_global *g, int c, const char *usage)
-{
-    int rc = cli_common_opt(g, c);
-    if (rc == 0) return -1;
-    if (rc == 1) {
-        printf("usage: coretune %s\n", usage);
-        return CLI_OK;
-    }
-    return cli_usage_error(usage);
-}
-
 /* Parses only the common options; returns -1 to go on, else an exit code. */
 static int only_common(cli_global *g, int argc, char **argv, const char *usage, int positional)
 {
@@ -31,35 +20,36 @@ static int only_common(cli_global *g, int argc, char **argv, const char *usage, 
     int c, rc;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
-        if ((rc = common(g, c, usage)) >= 0) return rc;
+        if ((rc = cli_common_opt_usage(g, c, usage)) >= 0) return rc;
     if (argc - optind != positional) return cli_usage_error(usage);
     return -1;
 }
 
 /* ---------------- models, datasets ---------------- */
 
-int cli_models(cli_global *g, int argc, char **argv)
+/* Fills one table row from one element of a list's "data"; cells may point into buf (8 x 40 bytes). */
+typedef void (*row_fn)(json_t *item, const char **row, char (*buf)[40]);
+
+/* `coretune WHAT [--json]`: GET path and print it, unchanged with --json, else as a table. */
+static int list_command(cli_global *g, int argc, char **argv, const char *usage, const char *path,
+                        const char *what, const char *const *heads, int ncols, row_fn fill)
 {
-    static const char usage[] = "models [--json]";
     int rc = only_common(g, argc, argv, usage, 0);
     if (rc >= 0) return rc;
     cli_conn *conn;
     if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
     cli_resp r;
-    if ((rc = cli_call(conn, "GET", "/v1/models", NULL, &r, "models")) == CLI_OK) {
+    if ((rc = cli_call(conn, "GET", path, NULL, &r, what)) == CLI_OK) {
         if (g->json) {
             cli_print_raw(r.body, r.len);
         } else {
-            static const char *const heads[] = {"ID", "KIND", "ARCH", "CREATED", "JOB"};
-            cli_table *t = cli_table_new(5, heads);
+            cli_table *t = cli_table_new(ncols, heads);
             size_t i;
-            json_t *m;
-            json_array_foreach(json_object_get(r.json, "data"), i, m) {
-                char created[40];
-                json_t *cr = json_object_get(m, "created");
-                cli_fmt_time(created, sizeof created, json_number_value(cr) > 0 ? cr : NULL);
-                const char *row[] = {cli_jstr(m, "id"), cli_jstr(m, "kind"), cli_jstr(m, "arch"), created,
-                                     cli_jstr(m, "job_id")};
+            json_t *item;
+            json_array_foreach(json_object_get(r.json, "data"), i, item) {
+                const char *row[8];
+                char buf[8][40];
+                fill(item, row, buf);
                 cli_table_add(t, row);
             }
             cli_table_print(t, stdout);
@@ -71,37 +61,40 @@ int cli_models(cli_global *g, int argc, char **argv)
     return rc;
 }
 
+static void model_row(json_t *m, const char **row, char (*buf)[40])
+{
+    json_t *cr = json_object_get(m, "created");
+    cli_fmt_time(buf[0], sizeof buf[0], json_number_value(cr) > 0 ? cr : NULL);
+    row[0] = cli_jstr(m, "id");
+    row[1] = cli_jstr(m, "kind");
+    row[2] = cli_jstr(m, "arch");
+    row[3] = buf[0];
+    row[4] = cli_jstr(m, "job_id");
+}
+
+int cli_models(cli_global *g, int argc, char **argv)
+{
+    static const char *const heads[] = {"ID", "KIND", "ARCH", "CREATED", "JOB"};
+    return list_command(g, argc, argv, "models [--json]", "/v1/models", "models", heads, 5, model_row);
+}
+
+static void dataset_row(json_t *d, const char **row, char (*buf)[40])
+{
+    cli_fmt_value(buf[0], sizeof buf[0], json_object_get(d, "images"));
+    cli_fmt_value(buf[1], sizeof buf[1], json_object_get(d, "classes"));
+    cli_fmt_value(buf[2], sizeof buf[2], json_object_get(d, "bytes"));
+    row[0] = cli_jstr(d, "id");
+    row[1] = cli_jstr(d, "source");
+    row[2] = cli_jstr(d, "format");
+    row[3] = buf[0];
+    row[4] = buf[1];
+    row[5] = buf[2];
+}
+
 int cli_datasets(cli_global *g, int argc, char **argv)
 {
-    static const char usage[] = "datasets [--json]";
-    int rc = only_common(g, argc, argv, usage, 0);
-    if (rc >= 0) return rc;
-    cli_conn *conn;
-    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
-    cli_resp r;
-    if ((rc = cli_call(conn, "GET", "/v1/datasets", NULL, &r, "datasets")) == CLI_OK) {
-        if (g->json) {
-            cli_print_raw(r.body, r.len);
-        } else {
-            static const char *const heads[] = {"ID", "SOURCE", "FORMAT", "IMAGES", "CLASSES", "BYTES"};
-            cli_table *t = cli_table_new(6, heads);
-            size_t i;
-            json_t *d;
-            json_array_foreach(json_object_get(r.json, "data"), i, d) {
-                char im[32], cl[32], by[32];
-                cli_fmt_value(im, sizeof im, json_object_get(d, "images"));
-                cli_fmt_value(cl, sizeof cl, json_object_get(d, "classes"));
-                cli_fmt_value(by, sizeof by, json_object_get(d, "bytes"));
-                const char *row[] = {cli_jstr(d, "id"), cli_jstr(d, "source"), cli_jstr(d, "format"), im, cl, by};
-                cli_table_add(t, row);
-            }
-            cli_table_print(t, stdout);
-            cli_table_free(t);
-        }
-        cli_resp_free(&r);
-    }
-    cli_conn_close(conn);
-    return rc;
+    static const char *const heads[] = {"ID", "SOURCE", "FORMAT", "IMAGES", "CLASSES", "BYTES"};
+    return list_command(g, argc, argv, "datasets [--json]", "/v1/datasets", "datasets", heads, 6, dataset_row);
 }
 
 /* ---------------- upload ---------------- */
@@ -115,7 +108,7 @@ int cli_upload(cli_global *g, int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         if (c == 'p') purpose = optarg;
-        else if ((rc = common(g, c, usage)) >= 0) return rc;
+        else if ((rc = cli_common_opt_usage(g, c, usage)) >= 0) return rc;
     }
     if (argc - optind != 1) return cli_usage_error(usage);
     const char *file = argv[optind];
@@ -214,7 +207,7 @@ int cli_download(cli_global *g, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
         if (c == 'o') out = optarg;
         else if (c == 'b') best = 1;
-        else if ((rc = common(g, c, usage)) >= 0) return rc;
+        else if ((rc = cli_common_opt_usage(g, c, usage)) >= 0) return rc;
     }
     if (argc - optind != 1) return cli_usage_error(usage);
     const char *arg = argv[optind];

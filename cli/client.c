@@ -41,6 +41,17 @@ int cli_common_opt(cli_global *g, int c)
     }
 }
 
+int cli_common_opt_usage(cli_global *g, int c, const char *usage)
+{
+    int rc = cli_common_opt(g, c);
+    if (rc == 0) return -1;
+    if (rc == 1) {
+        printf("usage: coretune %s\n", usage);
+        return CLI_OK;
+    }
+    return cli_usage_error(usage);
+}
+
 int cli_usage_error(const char *usage)
 {
     fprintf(stderr, "usage: coretune %s\n(coretune --help lists every command)\n", usage);

@@ -22,6 +22,10 @@ enum { CLI_OPT_URL = 0x1000, CLI_OPT_TOKEN, CLI_OPT_JSON, CLI_OPT_HELP };
  * CLI_EUSAGE (unknown option: getopt already said why). */
 int cli_common_opt(cli_global *g, int c);
 
+/* cli_common_opt for a sub-command with this usage line: returns -1 when option c was handled (go on),
+ * else the exit code (CLI_OK after printing the usage for --help, CLI_EUSAGE for an unknown option). */
+int cli_common_opt_usage(cli_global *g, int c, const char *usage);
+
 /* Prints "usage: coretune USAGE" (and `coretune --help` hint) to stderr; returns CLI_EUSAGE. */
 int cli_usage_error(const char *usage);
 

@@ -15,18 +15,6 @@
 
 #define JOBS "/v1/fine_tuning/jobs"
 
-/* Runs the common option handling for one getopt result; returns -1 to go on, else an exit code. */
-static int common(cli_global *g, int c, const char *usage)
-{
-    int rc = cli_common_opt(g, c);
-    if (rc == 0) return -1;
-    if (rc == 1) {
-        printf("usage: coretune %s\n", usage);
-        return CLI_OK;
-    }
-    return cli_usage_error(usage);
-}
-
 /* ---------------- submit ---------------- */
 
 /* Sets body[a.b.c] = v (takes ownership of v), creating objects on the way. */
@@ -139,7 +127,7 @@ int cli_submit(cli_global *g, int argc, char **argv)
             ops[nops].opt = c;
             ops[nops++].arg = optarg;
         } else {
-            int rc = common(g, c, SUBMIT_USAGE);
+            int rc = cli_common_opt_usage(g, c, SUBMIT_USAGE);
             if (rc >= 0) return rc;
         }
     }
@@ -338,7 +326,7 @@ int cli_list(cli_global *g, int argc, char **argv)
             if (cli_parse_int("--limit", optarg, 1, 100, &limit)) return CLI_EUSAGE;
         } else if (c == 'a') {
             all = 1;
-        } else if ((rc = common(g, c, LIST_USAGE)) >= 0) {
+        } else if ((rc = cli_common_opt_usage(g, c, LIST_USAGE)) >= 0) {
             return rc;
         }
     }
@@ -482,7 +470,7 @@ int cli_show(cli_global *g, int argc, char **argv)
     int c, rc;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
-        if ((rc = common(g, c, SHOW_USAGE)) >= 0) return rc;
+        if ((rc = cli_common_opt_usage(g, c, SHOW_USAGE)) >= 0) return rc;
     if (optind != argc - 1) return cli_usage_error(SHOW_USAGE);
     cli_conn *conn;
     if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
@@ -506,7 +494,7 @@ int cli_action(cli_global *g, int argc, char **argv)
     int c, rc;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
-        if ((rc = common(g, c, usage)) >= 0) return rc;
+        if ((rc = cli_common_opt_usage(g, c, usage)) >= 0) return rc;
     if (optind >= argc) return cli_usage_error(usage);
     cli_conn *conn;
     if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
@@ -554,7 +542,7 @@ int cli_metrics(cli_global *g, int argc, char **argv)
             if (cli_parse_int("--max-points", optarg, 3, 100000, &maxp)) return CLI_EUSAGE;
         } else if (c == 'a') {
             if (cli_parse_int("--after-step", optarg, 0, LONG_MAX, &after)) return CLI_EUSAGE;
-        } else if ((rc = common(g, c, METRICS_USAGE)) >= 0) {
+        } else if ((rc = cli_common_opt_usage(g, c, METRICS_USAGE)) >= 0) {
             return rc;
         }
     }

@@ -65,29 +65,23 @@ int httpd_start(httpd **out, uv_loop_t *loop, const char *host, int port, const 
     if (!h) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
     h->listen_fd = -1;
     unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (tls_cert && tls_key) {
-        h->mhd = MHD_start_daemon(flags | MHD_USE_TLS, (uint16_t)port, NULL, NULL, handler, cls,
-                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                                  MHD_OPTION_HTTPS_MEM_CERT, tls_cert,
-                                  MHD_OPTION_HTTPS_MEM_KEY, tls_key,
-                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned int)512,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
-                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-                                  MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
-                                  MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)128,
-                                  MHD_OPTION_NOTIFY_COMPLETED, completed, cls,
-                                  MHD_OPTION_END);
-    } else {
-        h->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handler, cls,
-                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned int)512,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
-                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-                                  MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
-                                  MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)128,
-                                  MHD_OPTION_NOTIFY_COMPLETED, completed, cls,
-                                  MHD_OPTION_END);
-    }
+    /* TLS only adds the certificate and key; an empty array when it is off */
+    const int tls = tls_cert && tls_key;
+    struct MHD_OptionItem tls_opts[] = {
+        {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)tls_cert},
+        {tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)tls_key},
+        {MHD_OPTION_END, 0, NULL}};
+    if (tls) flags |= MHD_USE_TLS;
+    h->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handler, cls,
+                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                              MHD_OPTION_ARRAY, tls_opts,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned int)512,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
+                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+                              MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
+                              MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)128,
+                              MHD_OPTION_NOTIFY_COMPLETED, completed, cls,
+                              MHD_OPTION_END);
     if (!h->mhd) {
         snprintf(err, errlen, "cannot listen on %s:%d%s: %s", host, port, tls_cert ? " with TLS (check the certificate and key)" : "",
                  strerror(errno ? errno : EADDRINUSE));
