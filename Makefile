@@ -17,7 +17,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 UNITDIR ?= /lib/systemd/system
 
-PKGS    := libmicrohttpd jansson sqlite3 libuv openblas libpng libjpeg zlib libcurl
+PKGS    := libmicrohttpd jansson sqlite3 libuv openblas libpng libjpeg zlib libcurl nettle
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 TEST_CFLAGS := $(shell pkg-config --cflags cmocka 2>/dev/null)

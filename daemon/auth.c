@@ -2,14 +2,37 @@
  * (the loop thread in the daemon; main() in the offline admin commands). Never logs a token. */
 #define _GNU_SOURCE
 #include "daemon/auth.h"
-#include "daemon/sha256.h"
 #include <errno.h>
+#include <nettle/memops.h>   /* memeql_sec: constant-time comparison */
+#include <nettle/sha2.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
 static const char base62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/* The raw digest is what db_token.hash stores; nettle's context is on the stack, so any thread. */
+static void sha256_raw(const void *data, size_t n, uint8_t out[SHA256_DIGEST_SIZE])
+{
+    struct sha256_ctx ctx;
+    sha256_init(&ctx);
+    sha256_update(&ctx, n, data);
+    sha256_digest(&ctx, SHA256_DIGEST_SIZE, out);
+}
+
+void auth_sha256_hex(const void *data, size_t n, char out[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    uint8_t h[SHA256_DIGEST_SIZE];
+    sha256_raw(data, n, h);
+    for (int i = 0; i < SHA256_DIGEST_SIZE; i++) {
+        out[2 * i] = digits[h[i] >> 4];
+        out[2 * i + 1] = digits[h[i] & 15];
+    }
+    out[2 * SHA256_DIGEST_SIZE] = 0;
+}
 
 int auth_valid_name(const char *name)
 {
@@ -67,7 +90,7 @@ int auth_token_create(db *d, long long user_id, char *token, long long *id, char
     db_token t = {.user_id = user_id, .created_at = (long long)time(NULL)};
     snprintf(token, AUTH_TOKEN_LEN + 1, AUTH_TOKEN_PREFIX "%s", rnd);
     snprintf(t.prefix, sizeof t.prefix, "%.*s", AUTH_LOOKUP_LEN, token);
-    sha256(token, AUTH_TOKEN_LEN, t.hash);
+    sha256_raw(token, AUTH_TOKEN_LEN, t.hash);
     rc = db_token_add(d, &t, id);
     memset(rnd, 0, sizeof rnd);
     if (rc) {
@@ -77,12 +100,12 @@ int auth_token_create(db *d, long long user_id, char *token, long long *id, char
     return rc;
 }
 
-typedef struct check_ctx { uint8_t hash[32]; long long user_id; } check_ctx;
+typedef struct check_ctx { uint8_t hash[SHA256_DIGEST_SIZE]; long long user_id; } check_ctx;
 
 static int check_one(void *ud, const db_token *t)
 {
     check_ctx *c = ud;
-    if (ct_equal(c->hash, t->hash, sizeof t->hash) && c->user_id < 0) c->user_id = t->user_id;
+    if (memeql_sec(c->hash, t->hash, sizeof t->hash) && c->user_id < 0) c->user_id = t->user_id;
     return 0; /* look at every candidate: the time does not say which one matched */
 }
 
@@ -92,7 +115,7 @@ int auth_token_check(db *d, const char *token, db_user *out)
     for (const char *p = token + 3; *p; p++)
         if (!strchr(base62, *p)) return -EACCES;
     check_ctx c = {.user_id = -1};
-    sha256(token, AUTH_TOKEN_LEN, c.hash);
+    sha256_raw(token, AUTH_TOKEN_LEN, c.hash);
     char prefix[AUTH_LOOKUP_LEN + 1];
     snprintf(prefix, sizeof prefix, "%.*s", AUTH_LOOKUP_LEN, token);
     if (db_token_by_prefix(d, prefix, check_one, &c) != 0) return -EIO;

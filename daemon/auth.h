@@ -2,7 +2,7 @@
  * storage/db.h. Used by the job service on the loop thread and by the offline admin commands
  * (`coretuned user add`, `token create`, ...) in main.c. Tokens are "ct_" + 40 base62 characters
  * (238 random bits from getrandom); only their SHA-256 is stored, looked up by the first 11 characters
- * (public) and compared in constant time. A token is returned to the caller exactly once and never logged.
+ * (public) and compared in constant time. SHA-256 and the comparison are nettle's (see docs/design.md). A token is returned to the caller exactly once and never logged.
  * Errors: negative errno-style codes (-EACCES: not a valid credential, -EEXIST, -EINVAL, -EIO) with a
  * one-line reason in err where taken. */
 #ifndef CT_AUTH_H
@@ -14,6 +14,10 @@
 #define AUTH_TOKEN_RANDOM 40                       /* base62 characters after the prefix */
 #define AUTH_TOKEN_LEN (3 + AUTH_TOKEN_RANDOM)     /* strlen of a token */
 #define AUTH_LOOKUP_LEN 11                         /* "ct_" + 8: stored in clear for lookup and display */
+
+/* OUT out: the SHA-256 of data (n bytes) as 64 lowercase hex digits and a NUL. Pure, any thread,
+ * cannot fail; for digests that are not secrets (an Idempotency-Key's request body, say). */
+void auth_sha256_hex(const void *data, size_t n, char out[65]);
 
 /* 1 for a user name we accept: 1-63 of [a-z0-9._-], starting with a letter or digit. */
 int auth_valid_name(const char *name);

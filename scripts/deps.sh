@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 PKGS="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libuv1-dev
 libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev zlib1g-dev libcmocka-dev curl python3
-sqlite3 dataset-fashion-mnist chromium libjs-chart.js libcurl4-openssl-dev"
+sqlite3 dataset-fashion-mnist chromium libjs-chart.js libcurl4-openssl-dev nettle-dev"
 # PyTorch is needed only to regenerate fixtures and to benchmark (make golden / make bench).
 if [ "${CT_WITH_TORCH:-0}" = 1 ]; then PKGS="$PKGS python3-torch python3-torchvision"; fi
 
