@@ -1,15 +1,17 @@
 /* trainer/safetensors.c — safetensors reader and atomic writer (see safetensors.h).
- * The whole file is read into one buffer, placed so the data section starts 64-byte aligned;
- * the JSON header is parsed by a small strict parser (trainer/ does not depend on jansson) that
- * accepts exactly the safetensors schema. Every check failure returns a negative errno-style code
- * (-EINVAL bad format, -EFBIG too large, -ENOMEM, or the system's errno on I/O) and writes
- * "<path>: <problem>" into err. Any thread; no global state.
+ * The whole file is read into one buffer, placed so the data section starts 64-byte aligned.
+ * The JSON header is parsed by jansson (one JSON parser in the project instead of a hand parser here),
+ * rejecting duplicate keys and NUL characters; this file then checks the safetensors schema.
+ * Every check failure returns a negative errno-style code (-EINVAL bad format, -EFBIG too large,
+ * -ENOMEM, or the system's errno on I/O) and writes "<path>: <problem>" into err. Any thread; no
+ * global state.
  */
 #define _GNU_SOURCE /* mkostemp */
 #include "safetensors.h"
 #include "common/err.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -22,6 +24,7 @@
 
 #define ST_HEADER_MAX (100u * 1024u * 1024u) /* the format's own limit on the JSON header */
 #define ST_ALIGN 64                           /* where we place the data section in memory */
+#define ST_INT_MAX ((uint64_t)1 << 62)        /* sizes and offsets stay below: their sums cannot wrap */
 
 struct st_file {
     char *path;
@@ -29,8 +32,8 @@ struct st_file {
     int n;
     st_tensor *t;
     int nmeta;
-    char **meta;          /* nmeta key, value pairs */
-    char *strings;        /* decoded names and metadata, one arena */
+    const char **meta;    /* nmeta key, value pairs, borrowed from hdr */
+    json_t *hdr;          /* the parsed header: owns every tensor name and metadata string */
 };
 
 
@@ -44,311 +47,104 @@ static const size_t dtype_sizes[] = {
 #define ST_NDTYPES ((int)(sizeof dtype_sizes / sizeof dtype_sizes[0]))
 
 /* ------------------------------------------------------------------------------------------------
- * Strict JSON parser for the header: an object whose values are tensor entries
+ * Header schema: an object whose values are tensor entries
  * {"dtype": str, "shape": [uint...], "data_offsets": [uint, uint]} or the "__metadata__" object
- * of string values. Strings are decoded (escapes, surrogate pairs) into an arena that is never
- * longer than the header, so it is allocated once up front. */
-
-typedef struct jp {
-    const char *p, *end;
-    char *arena;      /* decoded strings are appended here */
-    size_t used;
-    char *msg;        /* the first error, without the path */
-    size_t msglen;
-    bool failed;
-} jp;
-
-static void jp_err(jp *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void jp_err(jp *j, const char *fmt, ...)
-{
-    if (j->failed) return;
-    j->failed = true;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(j->msg, j->msglen, fmt, ap);
-    va_end(ap);
-}
-
-static void jp_ws(jp *j)
-{
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
-}
-
-static bool jp_lit(jp *j, char c)
-{
-    jp_ws(j);
-    if (j->p < j->end && *j->p == c) {
-        j->p++;
-        return true;
-    }
-    return false;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-static bool jp_hex4(jp *j, unsigned *out)
-{
-    if (j->end - j->p < 4) return false;
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hexval(j->p[i]);
-        if (h < 0) return false;
-        v = v * 16 + (unsigned)h;
-    }
-    j->p += 4;
-    *out = v;
-    return true;
-}
-
-static void put_utf8(jp *j, unsigned cp)
-{
-    char *o = j->arena + j->used;
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        j->used += 1;
-    } else if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        j->used += 2;
-    } else if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        j->used += 3;
-    } else {
-        o[0] = (char)(0xF0 | (cp >> 18));
-        o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[3] = (char)(0x80 | (cp & 0x3F));
-        j->used += 4;
-    }
-}
-
-/* Length of a valid UTF-8 sequence starting at s (at most n bytes), 0 if invalid. */
-static int utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    int len;
-    unsigned cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
-    else return 0;
-    if ((size_t)len > n) return 0;
-    for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) return 0;
-    if (cp >= 0xD800 && cp <= 0xDFFF) return 0;
-    return len;
-}
-
-/* Parse a string into the arena; returns its start, NULL on error. Rejects NUL, control
- * characters and invalid UTF-8 so names are always printable C strings. Decoded strings never
- * grow: an escape is at least as long as its UTF-8 encoding. */
-static char *jp_string(jp *j)
-{
-    jp_ws(j);
-    if (j->p >= j->end || *j->p != '"') {
-        jp_err(j, "invalid JSON header: expected a string");
-        return NULL;
-    }
-    j->p++;
-    char *start = j->arena + j->used;
-    for (;;) {
-        if (j->p >= j->end) {
-            jp_err(j, "invalid JSON header: unterminated string");
-            return NULL;
-        }
-        unsigned char c = (unsigned char)*j->p;
-        if (c == '"') {
-            j->p++;
-            break;
-        }
-        if (c < 0x20) {
-            jp_err(j, "invalid JSON header: control character in a string");
-            return NULL;
-        }
-        if (c == '\\') {
-            j->p++;
-            if (j->p >= j->end) {
-                jp_err(j, "invalid JSON header: unterminated escape");
-                return NULL;
-            }
-            char e = *j->p++;
-            unsigned cp;
-            switch (e) {
-            case '"': cp = '"'; break;
-            case '\\': cp = '\\'; break;
-            case '/': cp = '/'; break;
-            case 'b': cp = '\b'; break;
-            case 'f': cp = '\f'; break;
-            case 'n': cp = '\n'; break;
-            case 'r': cp = '\r'; break;
-            case 't': cp = '\t'; break;
-            case 'u':
-                if (!jp_hex4(j, &cp)) {
-                    jp_err(j, "invalid JSON header: bad \\u escape");
-                    return NULL;
-                }
-                if (cp >= 0xD800 && cp <= 0xDBFF) {
-                    unsigned lo;
-                    if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u') {
-                        jp_err(j, "invalid JSON header: unpaired surrogate");
-                        return NULL;
-                    }
-                    j->p += 2;
-                    if (!jp_hex4(j, &lo) || lo < 0xDC00 || lo > 0xDFFF) {
-                        jp_err(j, "invalid JSON header: unpaired surrogate");
-                        return NULL;
-                    }
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                    jp_err(j, "invalid JSON header: unpaired surrogate");
-                    return NULL;
-                }
-                if (cp == 0) {
-                    jp_err(j, "invalid JSON header: NUL character in a string");
-                    return NULL;
-                }
-                break;
-            default:
-                jp_err(j, "invalid JSON header: bad escape '\\%c'", e);
-                return NULL;
-            }
-            put_utf8(j, cp);
-            continue;
-        }
-        int len = utf8_len((const unsigned char *)j->p, (size_t)(j->end - j->p));
-        if (!len) {
-            jp_err(j, "invalid JSON header: invalid UTF-8 in a string");
-            return NULL;
-        }
-        memcpy(j->arena + j->used, j->p, (size_t)len);
-        j->used += (size_t)len;
-        j->p += len;
-    }
-    j->arena[j->used++] = '\0';
-    return start;
-}
-
-/* A non-negative JSON integer (no sign, no fraction, no exponent, no leading zeros), < 2^62. */
-static bool jp_uint(jp *j, uint64_t *out, const char *what)
-{
-    jp_ws(j);
-    if (j->p < j->end && *j->p == '-') {
-        jp_err(j, "%s must not be negative", what);
-        return false;
-    }
-    if (j->p >= j->end || *j->p < '0' || *j->p > '9') {
-        jp_err(j, "%s must be a non-negative integer", what);
-        return false;
-    }
-    if (*j->p == '0' && j->end - j->p > 1 && j->p[1] >= '0' && j->p[1] <= '9') {
-        jp_err(j, "invalid JSON header: number with a leading zero in %s", what);
-        return false;
-    }
-    uint64_t v = 0;
-    while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
-        v = v * 10 + (uint64_t)(*j->p - '0');
-        if (v >= (1ull << 62)) {
-            jp_err(j, "%s is too large", what);
-            return false;
-        }
-        j->p++;
-    }
-    if (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E')) {
-        jp_err(j, "%s must be an integer", what);
-        return false;
-    }
-    *out = v;
-    return true;
-}
+ * of string values. jansson has already checked the JSON itself (syntax, UTF-8, escapes, no NUL,
+ * no duplicate keys at any level). */
 
 typedef struct entry {
     st_tensor t;
     uint64_t begin, end;
 } entry;
 
-static bool parse_tensor(jp *j, entry *e, const char *name)
+/* jansson's text says what it saw ("... near 'x'"); its code says what kind of problem it is. */
+static const char *json_problem(const json_error_t *je)
 {
-    bool have_dtype = false, have_shape = false, have_off = false;
-    if (!jp_lit(j, '{')) {
-        jp_err(j, "tensor '%s': entry is not an object", name);
-        return false;
+    switch (json_error_code(je)) {
+    case json_error_out_of_memory: return "out of memory";
+    case json_error_stack_overflow: return "nested too deep";
+    case json_error_premature_end_of_input: return "truncated";
+    case json_error_end_of_input_expected: return "trailing bytes after the object";
+    case json_error_invalid_utf8: return "invalid UTF-8";
+    case json_error_null_character:
+    case json_error_null_byte_in_key: return "NUL character in a string";
+    case json_error_duplicate_key: return "duplicate key";
+    case json_error_numeric_overflow: return "number too large";
+    default: return "syntax error";
     }
-    if (!jp_lit(j, '}')) {
-        do {
-            char *key = jp_string(j);
-            if (!key) return false;
-            j->used -= strlen(key) + 1; /* keys are not kept */
-            if (!jp_lit(j, ':')) {
-                jp_err(j, "invalid JSON header: expected ':' in tensor '%s'", name);
-                return false;
-            }
-            if (!strcmp(key, "dtype")) {
-                if (have_dtype) { jp_err(j, "tensor '%s': duplicate \"dtype\"", name); return false; }
-                have_dtype = true;
-                char *d = jp_string(j);
-                if (!d) return false;
-                int k;
-                for (k = 0; k < ST_NDTYPES; k++) if (!strcmp(d, dtype_names[k])) break;
-                if (k == ST_NDTYPES) {
-                    jp_err(j, "tensor '%s': unsupported dtype \"%.32s\"", name, d);
-                    return false;
-                }
-                j->used -= strlen(d) + 1;
-                e->t.dtype = (enum st_dtype)k;
-            } else if (!strcmp(key, "shape")) {
-                if (have_shape) { jp_err(j, "tensor '%s': duplicate \"shape\"", name); return false; }
-                have_shape = true;
-                if (!jp_lit(j, '[')) { jp_err(j, "tensor '%s': shape is not an array", name); return false; }
-                e->t.ndim = 0;
-                if (!jp_lit(j, ']')) {
-                    do {
-                        uint64_t d;
-                        if (e->t.ndim == ST_MAX_DIMS) {
-                            jp_err(j, "tensor '%s': more than %d dimensions", name, ST_MAX_DIMS);
-                            return false;
-                        }
-                        if (!jp_uint(j, &d, "a shape dimension")) return false;
-                        e->t.shape[e->t.ndim++] = (int64_t)d;
-                    } while (jp_lit(j, ','));
-                    if (!jp_lit(j, ']')) { jp_err(j, "invalid JSON header: expected ']' after shape of '%s'", name); return false; }
-                }
-            } else if (!strcmp(key, "data_offsets")) {
-                if (have_off) { jp_err(j, "tensor '%s': duplicate \"data_offsets\"", name); return false; }
-                have_off = true;
-                if (!jp_lit(j, '[') || !jp_uint(j, &e->begin, "a data offset") || !jp_lit(j, ',') ||
-                    !jp_uint(j, &e->end, "a data offset") || !jp_lit(j, ']')) {
-                    jp_err(j, "tensor '%s': data_offsets must be [begin, end]", name);
-                    return false;
-                }
-            } else {
-                jp_err(j, "tensor '%s': unknown field \"%.32s\"", name, key);
-                return false;
-            }
-        } while (jp_lit(j, ','));
-        if (!jp_lit(j, '}')) { jp_err(j, "invalid JSON header: expected '}' after tensor '%s'", name); return false; }
-    }
-    if (!have_dtype || !have_shape || !have_off) {
-        jp_err(j, "tensor '%s': missing %s", name, !have_dtype ? "dtype" : !have_shape ? "shape" : "data_offsets");
-        return false;
-    }
-    return true;
 }
 
-static int cmp_str(const void *a, const void *b)
+/* A non-negative JSON integer below ST_INT_MAX. */
+static int get_uint(const json_t *v, uint64_t *out, const char *name, const char *what,
+                    const char *path, char *err, size_t errlen)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+    if (json_is_real(v))
+        return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': %s must be an integer", name, what);
+    if (!json_is_integer(v))
+        return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': %s must be a non-negative integer", name, what);
+    json_int_t x = json_integer_value(v);
+    if (x < 0) return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': %s must not be negative", name, what);
+    if ((uint64_t)x >= ST_INT_MAX) return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': %s is too large", name, what);
+    *out = (uint64_t)x;
+    return 0;
+}
+
+static int parse_tensor(entry *e, const char *name, json_t *obj, const char *path, char *err, size_t errlen)
+{
+    if (!json_is_object(obj))
+        return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': entry is not an object", name);
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets"))
+            return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': unknown field \"%.32s\"", name, key);
+    }
+    const json_t *dtype = json_object_get(obj, "dtype"), *shape = json_object_get(obj, "shape"),
+                 *off = json_object_get(obj, "data_offsets");
+    if (!dtype || !shape || !off)
+        return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': missing %s", name,
+                            !dtype ? "dtype" : !shape ? "shape" : "data_offsets");
+
+    if (!json_is_string(dtype)) return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': dtype is not a string", name);
+    const char *d = json_string_value(dtype);
+    int k;
+    for (k = 0; k < ST_NDTYPES; k++) if (!strcmp(d, dtype_names[k])) break;
+    if (k == ST_NDTYPES) return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': unsupported dtype \"%.32s\"", name, d);
+    e->t.dtype = (enum st_dtype)k;
+
+    if (!json_is_array(shape)) return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': shape is not an array", name);
+    if (json_array_size(shape) > ST_MAX_DIMS)
+        return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': more than %d dimensions", name, ST_MAX_DIMS);
+    e->t.ndim = (int)json_array_size(shape);
+    for (int i = 0; i < e->t.ndim; i++) {
+        uint64_t dim;
+        int rc = get_uint(json_array_get(shape, (size_t)i), &dim, name, "a shape dimension", path, err, errlen);
+        if (rc < 0) return rc;
+        e->t.shape[i] = (int64_t)dim;
+    }
+
+    if (!json_is_array(off) || json_array_size(off) != 2)
+        return err_set_path(err, errlen, -EINVAL, path, "tensor '%s': data_offsets must be [begin, end]", name);
+    int rc = get_uint(json_array_get(off, 0), &e->begin, name, "a data offset", path, err, errlen);
+    if (rc == 0) rc = get_uint(json_array_get(off, 1), &e->end, name, "a data offset", path, err, errlen);
+    return rc;
+}
+
+static int parse_metadata(st_file *f, json_t *obj, const char *path, char *err, size_t errlen)
+{
+    if (!json_is_object(obj)) return err_set_path(err, errlen, -EINVAL, path, "__metadata__ is not an object");
+    f->meta = calloc(2 * json_object_size(obj) + 1, sizeof *f->meta);
+    if (!f->meta) return err_set_path(err, errlen, -ENOMEM, path, "out of memory");
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (!json_is_string(v))
+            return err_set_path(err, errlen, -EINVAL, path, "__metadata__ value of \"%.64s\" is not a string", key);
+        f->meta[2 * f->nmeta] = key;
+        f->meta[2 * f->nmeta + 1] = json_string_value(v);
+        f->nmeta++;
+    }
+    return 0;
 }
 
 static int cmp_entry_begin(const void *a, const void *b)
@@ -365,7 +161,7 @@ void st_close(st_file *f)
     free(f->alloc);
     free(f->t);
     free(f->meta);
-    free(f->strings);
+    json_decref(f->hdr);
     free(f);
 }
 
@@ -390,7 +186,6 @@ int st_open(st_file **out, const char *path, char *err, size_t errlen)
 {
     st_file *f = NULL;
     entry *ents = NULL, **order = NULL;
-    const char **names = NULL;
     int rc = 0, fd = -1;
     *out = NULL;
     if (err && errlen) err[0] = '\0';
@@ -417,87 +212,52 @@ int st_open(st_file **out, const char *path, char *err, size_t errlen)
     /* Place the file so its data section (offset 8 + hlen) lands on an ST_ALIGN boundary. */
     size_t shift = (ST_ALIGN - (size_t)((8 + hlen) % ST_ALIGN)) % ST_ALIGN;
     f->alloc = aligned_alloc(ST_ALIGN, ((size_t)size + shift + ST_ALIGN) / ST_ALIGN * ST_ALIGN);
-    f->strings = malloc((size_t)hlen + 1);
-    if (!f->alloc || !f->strings) { rc = err_set_path(err, errlen, -ENOMEM, path, "out of memory for %llu bytes", (unsigned long long)size); goto done; }
+    if (!f->alloc) { rc = err_set_path(err, errlen, -ENOMEM, path, "out of memory for %llu bytes", (unsigned long long)size); goto done; }
     unsigned char *buf = f->alloc + shift;
     if ((rc = read_full(fd, buf, (size_t)size, 0)) < 0) { rc = err_set_path(err, errlen, rc, path, "cannot read: %s", strerror(-rc)); goto done; }
     const unsigned char *data = buf + 8 + hlen;
     uint64_t dsize = size - 8 - hlen;
 
-    /* Upper bounds for the arrays: a tensor entry takes > 8 header bytes, a metadata pair >= 5. */
-    size_t maxent = (size_t)hlen / 8 + 1, maxmeta = (size_t)hlen / 4 + 1;
-    char msg[256] = "";
-    jp j = { .p = (const char *)buf + 8, .end = (const char *)buf + 8 + hlen, .arena = f->strings,
-             .msg = msg, .msglen = sizeof msg };
-    ents = calloc(maxent, sizeof *ents);
-    f->meta = calloc(2 * maxmeta, sizeof *f->meta);
-    if (!ents || !f->meta) { rc = err_set_path(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
-    int n = 0;
-    bool have_meta = false;
-    if (!jp_lit(&j, '{')) jp_err(&j, "invalid JSON header: not an object");
-    if (!j.failed && !jp_lit(&j, '}')) {
-        do {
-            char *key = jp_string(&j);
-            if (!key) break;
-            if (!jp_lit(&j, ':')) { jp_err(&j, "invalid JSON header: expected ':' after \"%.64s\"", key); break; }
-            if (!strcmp(key, "__metadata__")) {
-                if (have_meta) { jp_err(&j, "duplicate \"__metadata__\""); break; }
-                have_meta = true;
-                if (!jp_lit(&j, '{')) { jp_err(&j, "__metadata__ is not an object"); break; }
-                if (jp_lit(&j, '}')) continue;
-                do {
-                    char *mk = jp_string(&j);
-                    if (!mk) break;
-                    if (!jp_lit(&j, ':')) { jp_err(&j, "invalid JSON header: expected ':' in __metadata__"); break; }
-                    jp_ws(&j);
-                    if (j.p >= j.end || *j.p != '"') { jp_err(&j, "__metadata__ value of \"%.64s\" is not a string", mk); break; }
-                    char *mv = jp_string(&j);
-                    if (!mv) break;
-                    if ((size_t)f->nmeta >= maxmeta) { jp_err(&j, "too many metadata entries"); break; }
-                    f->meta[2 * f->nmeta] = mk;
-                    f->meta[2 * f->nmeta + 1] = mv;
-                    f->nmeta++;
-                } while (jp_lit(&j, ','));
-                if (!j.failed && !jp_lit(&j, '}')) jp_err(&j, "invalid JSON header: expected '}' after __metadata__");
-            } else {
-                if ((size_t)n >= maxent) { jp_err(&j, "too many tensors for the header size"); break; }
-                entry *e = &ents[n++];
-                e->t.name = key;
-                if (!parse_tensor(&j, e, key)) break;
-            }
-        } while (!j.failed && jp_lit(&j, ','));
-        if (!j.failed && !jp_lit(&j, '}')) jp_err(&j, "invalid JSON header: expected ',' or '}' at byte %zu of the header", (size_t)(j.p - (const char *)buf - 8));
+    /* Duplicate keys would otherwise silently keep the last one (two tensors named alike, a dtype
+     * given twice); NUL is rejected because jansson's default is to refuse it, so every name is a
+     * C string. DECODE_ANY so that a non-object header gets our message below, not a syntax error. */
+    json_error_t je;
+    f->hdr = json_loadb((const char *)buf + 8, (size_t)hlen, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (!f->hdr) {
+        rc = err_set_path(err, errlen, json_error_code(&je) == json_error_out_of_memory ? -ENOMEM : -EINVAL, path,
+                          "invalid JSON header: %s at byte %d (%s)", json_problem(&je), je.position, je.text);
+        goto done;
     }
-    if (!j.failed) {
-        jp_ws(&j);
-        if (j.p != j.end) jp_err(&j, "invalid JSON header: trailing bytes after the object");
-    }
-    if (j.failed) { rc = err_set_path(err, errlen, -EINVAL, path, "%s", msg); goto done; }
+    if (!json_is_object(f->hdr)) { rc = err_set_path(err, errlen, -EINVAL, path, "invalid JSON header: not an object"); goto done; }
 
-    /* Duplicate names (tensors, then metadata keys). */
-    names = malloc(((size_t)n + (size_t)f->nmeta + 1) * sizeof *names);
+    /* Every entry but "__metadata__" is a tensor; the 100 MB header bounds n far below INT_MAX. */
+    json_t *meta = json_object_get(f->hdr, "__metadata__");
+    int n = (int)json_object_size(f->hdr) - (meta != NULL);
+    ents = calloc((size_t)n + 1, sizeof *ents);
     order = malloc(((size_t)n + 1) * sizeof *order);
-    if (!names || !order) { rc = err_set_path(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
-    for (int i = 0; i < n; i++) names[i] = ents[i].t.name;
-    qsort(names, (size_t)n, sizeof *names, cmp_str);
-    for (int i = 1; i < n; i++)
-        if (!strcmp(names[i - 1], names[i])) { rc = err_set_path(err, errlen, -EINVAL, path, "duplicate tensor name '%s'", names[i]); goto done; }
-    for (int i = 0; i < f->nmeta; i++) names[i] = f->meta[2 * i];
-    qsort(names, (size_t)f->nmeta, sizeof *names, cmp_str);
-    for (int i = 1; i < f->nmeta; i++)
-        if (!strcmp(names[i - 1], names[i])) { rc = err_set_path(err, errlen, -EINVAL, path, "duplicate metadata key '%s'", names[i]); goto done; }
+    if (!ents || !order) { rc = err_set_path(err, errlen, -ENOMEM, path, "out of memory"); goto done; }
+    if (meta && (rc = parse_metadata(f, meta, path, err, errlen)) < 0) goto done;
+    const char *key;
+    json_t *v;
+    int k = 0;
+    json_object_foreach(f->hdr, key, v) { /* insertion order, so st_get keeps the header's order */
+        if (v == meta) continue;
+        ents[k].t.name = key;
+        if ((rc = parse_tensor(&ents[k], key, v, path, err, errlen)) < 0) goto done;
+        k++;
+    }
 
     /* Shapes and offsets: size = numel * dtype size without overflow, inside the data section. */
     for (int i = 0; i < n; i++) {
         entry *e = &ents[i];
         uint64_t numel = 1;
         for (int d = 0; d < e->t.ndim; d++)
-            if (__builtin_mul_overflow(numel, (uint64_t)e->t.shape[d], &numel) || numel > ((uint64_t)1 << 62)) {
+            if (__builtin_mul_overflow(numel, (uint64_t)e->t.shape[d], &numel) || numel > ST_INT_MAX) {
                 rc = err_set_path(err, errlen, -EINVAL, path, "tensor '%s': shape product overflows", e->t.name);
                 goto done;
             }
         uint64_t nbytes;
-        if (__builtin_mul_overflow(numel, (uint64_t)dtype_sizes[e->t.dtype], &nbytes) || nbytes > ((uint64_t)1 << 62)) {
+        if (__builtin_mul_overflow(numel, (uint64_t)dtype_sizes[e->t.dtype], &nbytes) || nbytes > ST_INT_MAX) {
             rc = err_set_path(err, errlen, -EINVAL, path, "tensor '%s': byte size overflows", e->t.name);
             goto done;
         }
@@ -552,7 +312,6 @@ done:
     if (fd >= 0) close(fd);
     free(ents);
     free(order);
-    free(names);
     st_close(f);
     return rc;
 }

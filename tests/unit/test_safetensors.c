@@ -218,7 +218,7 @@ static void test_hostile_headers(void **state)
 {
     (void)state;
     static const hostile cases[] = {
-        { "{\"a\":", 0, "tensor 'a': entry is not an object" },
+        { "{\"a\":", 0, "invalid JSON header: truncated" },
         { "{\"a\":{\"dtype\":\"U8\",", 0, "invalid JSON" },
         { "[1,2]", 0, "not an object" },
         { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} x", 4, "trailing" },
@@ -232,25 +232,78 @@ static void test_hostile_headers(void **state)
         { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "gap" },
         { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8, "not described" },
         { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-          "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2, "duplicate tensor name 'a'" },
+          "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2, "duplicate key" },
         { "{\"__metadata__\":{\"k\":1}}", 0, "not a string" },
-        { "{\"__metadata__\":{\"k\":\"v\",\"k\":\"w\"}}", 0, "duplicate metadata key" },
+        { "{\"__metadata__\":{\"k\":\"v\",\"k\":\"w\"}}", 0, "duplicate key" },
         { "{\"__metadata__\":[]}", 0, "not an object" },
-        { "{\"__metadata__\":{},\"__metadata__\":{}}", 0, "duplicate \"__metadata__\"" },
+        { "{\"__metadata__\":{},\"__metadata__\":{}}", 0, "duplicate key" },
         { "{\"a\\u0000b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "NUL" },
         { "{\"a\":{\"dtype\":\"U8\",\"shape\":[-1],\"data_offsets\":[0,1]}}", 1, "negative" },
         { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1.5],\"data_offsets\":[0,1]}}", 1, "integer" },
         { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1, "dimensions" },
         { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1]}}", 1, "missing data_offsets" },
         { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":1}}", 1, "unknown field" },
-        { "{\"a\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "duplicate \"dtype\"" },
+        { "{\"a\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "duplicate key" },
         { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0]}}", 1, "[begin, end]" },
         { "{\"\xff\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "UTF-8" },
-        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[01],\"data_offsets\":[0,1]}}", 1, "leading zero" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[01],\"data_offsets\":[0,1]}}", 1, "invalid JSON header" },
         { "{\"a\":{\"dtype\":\"U8\",\"shape\":[99999999999999999999],\"data_offsets\":[0,1]}}", 1, "too large" },
         { "{\"a\":3}", 0, "not an object" },
-        { "{\"\\ud800\":{}}", 0, "surrogate" },
+        { "{\"\\ud800\":{}}", 0, "invalid JSON header" },
         { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}", 1, "expected" },
+        /* The header is valid JSON of the wrong kind. */
+        { "null", 0, "not an object" },
+        { "\"{}\"", 0, "not an object" },
+        { "  [] ", 0, "not an object" },
+        { "{\"a\":\"x\"}", 0, "tensor 'a': entry is not an object" },
+        { "{\"a\":[]}", 0, "tensor 'a': entry is not an object" },
+        { "{\"a\":null}", 0, "tensor 'a': entry is not an object" },
+        /* Tensor fields of the wrong type or size. */
+        { "{\"a\":{\"dtype\":1,\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "dtype is not a string" },
+        { "{\"a\":{\"dtype\":\"u8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "unsupported dtype" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":1,\"data_offsets\":[0,1]}}", 1, "shape is not an array" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":{\"0\":1},\"data_offsets\":[0,1]}}", 1, "shape is not an array" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[\"1\"],\"data_offsets\":[0,1]}}", 1, "shape dimension must be a non-negative integer" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[true],\"data_offsets\":[0,1]}}", 1, "non-negative integer" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[null],\"data_offsets\":[0,1]}}", 1, "non-negative integer" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[[1]],\"data_offsets\":[0,1]}}", 1, "non-negative integer" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1e0],\"data_offsets\":[0,1]}}", 1, "must be an integer" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[4611686018427387904],\"data_offsets\":[0,1]}}", 1, "too large" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[9223372036854775808],\"data_offsets\":[0,1]}}", 1, "number too large" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":{\"0\":0,\"1\":1}}}", 1, "[begin, end]" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1,2]}}", 1, "[begin, end]" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[]}}", 1, "[begin, end]" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":\"0,1\"}}", 1, "[begin, end]" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,\"1\"]}}", 1, "data offset must be a non-negative integer" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[-1,0]}}", 1, "data offset must not be negative" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1.0]}}", 1, "data offset must be an integer" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,4611686018427387904]}}", 1, "too large" },
+        { "{\"a\":{\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "missing dtype" },
+        { "{\"a\":{\"dtype\":\"U8\",\"data_offsets\":[0,1]}}", 1, "missing shape" },
+        { "{\"a\":{}}", 0, "missing dtype" },
+        /* Duplicate keys, which jansson rejects at every level (a silent last-one-wins would hide them). */
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+          "\"\\u0061\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2, "duplicate key" },
+        { "{\"a_name_longer_than_twenty_bytes\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+          "\"a_name_longer_than_twenty_bytes\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2, "duplicate key" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "duplicate key" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"data_offsets\":[0,1]}}", 1, "duplicate key" },
+        /* Metadata of the wrong type. */
+        { "{\"__metadata__\":\"x\"}", 0, "__metadata__ is not an object" },
+        { "{\"__metadata__\":{\"k\":null}}", 0, "not a string" },
+        { "{\"__metadata__\":{\"k\":[\"v\"]}}", 0, "not a string" },
+        { "{\"__metadata__\":{\"k\":{}}}", 0, "not a string" },
+        { "{\"__metadata__\":{\"k\":\"v\\u0000w\"}}", 0, "NUL" },
+        /* Not JSON at all, or not strict JSON. */
+        { "{\"a\x01\":{}}", 0, "invalid JSON header" },
+        { "{\"\\udc00\":{}}", 0, "invalid JSON header" },
+        { "{\"\xc0\xaf\":{}}", 0, "invalid UTF-8" },
+        { "{\"\xed\xa0\x80\":{}}", 0, "invalid UTF-8" },
+        { "\xef\xbb\xbf{}", 0, "invalid JSON header" },
+        { "{\"__metadata__\":{},}", 0, "invalid JSON header" },
+        { "/**/{}", 0, "invalid JSON header" },
+        { "{'a':{}}", 0, "invalid JSON header" },
+        { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}{}", 1, "trailing" },
     };
     char path[512], err[256];
     path_in(path, sizeof path, "bad.safetensors");
@@ -263,6 +316,76 @@ static void test_hostile_headers(void **state)
         assert_true(rc < 0);
         assert_null(f);
     }
+    unlink(path);
+}
+
+/* Headers a string literal cannot carry: NUL padding, nesting deeper than jansson's limit. */
+static void test_hostile_raw(void **state)
+{
+    (void)state;
+    char path[512], err[256];
+    st_file *f;
+    path_in(path, sizeof path, "raw.safetensors");
+
+    unsigned char nul[8 + 8] = { 8, 0, 0, 0, 0, 0, 0, 0, '{', '}', 0, 0, 0, 0, 0, 0 };
+    write_bytes(path, nul, sizeof nul);
+    assert_int_equal(st_open(&f, path, err, sizeof err), -EINVAL);
+    assert_non_null(strstr(err, "trailing"));
+
+    unsigned char nulkey[8 + 8] = { 8, 0, 0, 0, 0, 0, 0, 0, '{', '"', 0, '"', ':', '{', '}', '}' };
+    write_bytes(path, nulkey, sizeof nulkey);
+    assert_int_equal(st_open(&f, path, err, sizeof err), -EINVAL);
+    assert_non_null(strstr(err, path));
+
+    enum { DEPTH = 100000 };
+    char *deep = malloc(2 * DEPTH + 64);
+    assert_non_null(deep);
+    char *p = deep + sprintf(deep, "{\"a\":{\"dtype\":\"U8\",\"shape\":");
+    memset(p, '[', DEPTH);
+    memset(p + DEPTH, ']', DEPTH);
+    strcpy(p + 2 * DEPTH, "}}");
+    write_st(path, deep, 0);
+    free(deep);
+    assert_int_equal(st_open(&f, path, err, sizeof err), -EINVAL);
+    assert_non_null(strstr(err, "nested too deep"));
+    assert_non_null(strstr(err, path));
+    unlink(path);
+}
+
+/* Valid headers jansson must read as the hand parser did: tensors in header order (not hash or
+ * offset order), escapes decoded, any JSON whitespace, an empty __metadata__. */
+static void test_header_order(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    char path[512], err[256];
+    path_in(path, sizeof path, "order.safetensors");
+    char *hdr = malloc(N * 96 + 256);
+    assert_non_null(hdr);
+    size_t len = (size_t)sprintf(hdr, "{ \"__metadata__\" : {} ,\n\t\"\\u0061\\/b\" :{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[%d,%d]}",
+                                 N, N + 1);
+    for (int i = 0; i < N; i++) /* names t299 ... t000, each on byte N-1-i: names and offsets both run backwards */
+        len += (size_t)sprintf(hdr + len, ",\r\n\"t%03d\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[%d,%d]}",
+                               N - 1 - i, i, i + 1);
+    strcpy(hdr + len, "}   ");
+    write_st(path, hdr, N + 1);
+    free(hdr);
+    st_file *f;
+    assert_int_equal(st_open(&f, path, err, sizeof err), 0);
+    assert_int_equal(st_count(f), N + 1);
+    assert_string_equal(st_get(f, 0)->name, "a/b");
+    assert_int_equal(st_get(f, 0)->ndim, 0);
+    assert_int_equal(((const unsigned char *)st_get(f, 0)->data)[0], N % 256);
+    for (int i = 0; i < N; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "t%03d", N - 1 - i);
+        const st_tensor *t = st_get(f, 1 + i);
+        assert_string_equal(t->name, name);
+        assert_ptr_equal(st_find(f, name), t);
+        assert_int_equal(((const unsigned char *)t->data)[0], i % 256);
+    }
+    assert_null(st_metadata(f, "format"));
+    st_close(f);
     unlink(path);
 }
 
@@ -389,6 +512,8 @@ int main(void)
         cmocka_unit_test(test_half_special),
         cmocka_unit_test(test_python_layout),
         cmocka_unit_test(test_hostile_headers),
+        cmocka_unit_test(test_hostile_raw),
+        cmocka_unit_test(test_header_order),
         cmocka_unit_test(test_hostile_lengths),
         cmocka_unit_test(test_truncate_and_flip),
         cmocka_unit_test(test_save_errors),
