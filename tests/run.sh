@@ -1,13 +1,17 @@
 #!/bin/sh
 # tests/run.sh BIN [unit|e2e|all] — the one test runner. Runs every unit-test binary in BIN/tests
 # (each in its own process, as libuv does) and the end-to-end tests against the real daemon in BIN,
-# then prints one closing line "N passed, N failed" and exits non-zero if anything failed.
+# then lists every skipped test ("skip BINARY: NAME" for cmocka, which gives no reason; "skip e2e TEST: REASON") and
+# prints one closing line "N passed, N failed, N skipped" that counts both halves; exits non-zero if anything
+# failed (a crash, a sanitizer report or an e2e runner that did not finish counts as a failure).
 set -u
 BIN=${1:?usage: tests/run.sh BIN [unit|e2e|all]}
 WHAT=${2:-all}
 PY=/usr/bin/python3
 passed=0 failed=0 skipped=0
 logdir=$(mktemp -d "${TMPDIR:-/tmp}/coretuned-tests.XXXXXX")
+skips="$logdir/skips"
+: >"$skips"
 
 count() { # $1 = log file; echo "passed failed skipped" from cmocka's summary
     p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$1" | tail -n 1)
@@ -27,27 +31,35 @@ if [ "$WHAT" = all ] || [ "$WHAT" = unit ]; then
         p=$1 f=$2 s=$3
         if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi   # crashed or sanitizer report
         passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+        # cmocka names each skipped test twice (as it runs and in the summary): once is enough
+        sed -n 's/^\[  SKIPPED \] //p' "$log" | grep -v '^[0-9]* test(s)' | sort -u | sed "s/^/skip $name: /" >>"$skips"
         if [ "$f" -ne 0 ]; then
             echo "FAIL $name (exit $rc):"; sed 's/^/    /' "$log" | tail -n 40
+        elif [ "$s" -ne 0 ]; then
+            echo "ok   $name ($p passed, $s skipped)"
         else
-            echo "ok   $name ($p passed${s:+, $s skipped})"
+            echo "ok   $name ($p passed)"
         fi
     done
 fi
 
 if [ "$WHAT" = all ] || [ "$WHAT" = e2e ]; then
     log="$logdir/e2e.log"
-    $PY tests/e2e/run.py --bin "$BIN" 2>&1 | tee "$log"
-    line=$(grep -E '^e2e: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    { $PY tests/e2e/run.py --bin "$BIN" 2>&1; echo $? >"$logdir/e2e.rc"; } | tee "$log"
+    rc=$(cat "$logdir/e2e.rc" 2>/dev/null); rc=${rc:-1}
+    line=$(grep -E '^e2e: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | tail -n 1)
     if [ -z "$line" ]; then
-        echo "FAIL e2e runner did not finish"; failed=$((failed + 1))
+        echo "FAIL e2e runner did not finish (exit $rc)"; failed=$((failed + 1))
     else
-        p=$(echo "$line" | sed 's/^e2e: \([0-9]*\) passed.*/\1/')
-        f=$(echo "$line" | sed 's/.* \([0-9]*\) failed.*/\1/')
-        passed=$((passed + p)); failed=$((failed + f))
+        set -- $(echo "$line" | sed 's/^e2e: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped$/\1 \2 \3/')
+        p=$1 f=$2 s=$3
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; echo "FAIL e2e runner exited $rc"; fi
+        passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+        sed -n 's/^e2e skip: /skip e2e /p' "$log" >>"$skips"
     fi
 fi
 
+cat "$skips"
 rm -rf "$logdir"
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -1,5 +1,8 @@
-"""tests/e2e/run.py --bin DIR — run every tests/e2e/test_*.py against the real daemon in DIR and
-print a closing line 'e2e: N passed, N failed'."""
+"""tests/e2e/run.py --bin DIR [PATTERN] — run every tests/e2e/test_*.py (or those matching PATTERN) against
+the real daemon in DIR, list every skipped test with its reason ('e2e skip: TEST: REASON'), and print a
+closing line 'e2e: N passed, N failed, N skipped'. Exits non-zero when anything failed (a failure, an error,
+including one in setUpClass or a module import, an unexpected success, or no test at all); skips do not fail
+but are always listed, so one that should not happen on this machine is seen."""
 import argparse
 import os
 import sys
@@ -12,8 +15,28 @@ args = ap.parse_args()
 os.environ["CT_BIN"] = args.bin
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
+
+
+class Result(unittest.TextTestResult):
+    """Counts passes itself: testsRun minus the rest goes wrong when a subtest fails twice or setUpClass
+    fails (its tests never run but the error counts)."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.passed = 0
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed += 1
+
+
 suite = unittest.defaultTestLoader.discover(here, pattern=args.pattern)
-res = unittest.TextTestRunner(verbosity=1).run(suite)
+res = unittest.TextTestRunner(verbosity=1, resultclass=Result).run(suite)
 bad = len(res.failures) + len(res.errors) + len(res.unexpectedSuccesses)
-print(f"e2e: {res.testsRun - bad - len(res.skipped)} passed, {bad} failed")
-sys.exit(1 if bad else 0)
+if res.testsRun == 0:   # a pattern that matches nothing must not read as a clean run
+    print(f"e2e: no test matches {args.pattern!r}")
+    bad += 1
+for test, reason in res.skipped:
+    print(f"e2e skip: {test}: {' '.join(str(reason).split())}")
+print(f"e2e: {res.passed + len(res.expectedFailures)} passed, {bad} failed, {len(res.skipped)} skipped")
+sys.exit(1 if bad or not res.wasSuccessful() else 0)

@@ -205,10 +205,12 @@ class JobsApiTest(DaemonTest):
             c = socket.create_connection(("127.0.0.1", self.d.port))
             c.sendall(b"GET /healthz HTTP/1.1\r\nHo")
             slow.append(c)
+        # blocked behind them, a request would wait for their 60 s connection timeout: bounds far below that,
+        # far above what a loaded machine needs, tell the two apart without timing the daemon
         t0 = time.time()
         for _ in range(10):
-            self.assertEqual(self.d.request("GET", "/healthz", timeout=2)[0], 200)
-        self.assertLess(time.time() - t0, 2.0)
+            self.assertEqual(self.d.request("GET", "/healthz", timeout=10)[0], 200)
+        self.assertLess(time.time() - t0, 20.0)
         for c in slow:
             c.close()
 
@@ -236,9 +238,9 @@ class JobsApiTest(DaemonTest):
         _, job2, _ = self.submit()
         s2 = SSE(self.d, f"{JOBS}/{job2['id']}/events?stream=true", timeout=10)
         next(iter(s2))
-        rc, secs = self.d.stop(signal.SIGTERM)
+        rc, secs = self.d.stop(signal.SIGTERM, timeout=30)
         self.assertEqual(rc, 0, self.d.read_log())
-        self.assertLess(secs, 3.0)
+        self.assertLess(secs, 15.0)   # not a benchmark: held up, it would never stop (heartbeats keep it open)
         s2.close()
         self.d.start()
 

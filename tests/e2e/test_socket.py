@@ -3,6 +3,7 @@ DATA_DIR/coretuned.sock (or --socket PATH); root and the daemon's own uid are th
 uid with no user answers 401 telling how to add one, and once added (user add NAME --uid N) acts as that
 user (owning its jobs); the daemon refuses a non-loopback TCP bind without TLS; with --tls-cert/--tls-key
 it serves HTTPS (also on 0.0.0.0) and tokens work over it."""
+import inspect
 import json
 import os
 import shutil
@@ -17,24 +18,68 @@ from harness import BIN, Daemon, add_user, admin_cli, free_port, tiny_job, unix_
 
 JOBS = "/v1/fine_tuning/jobs"
 NOBODY = 65534
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def as_uid(uid, sock, method, path, body=None):
-    """The request made by a child process running as uid (needs root)."""
-    code = ("import json,sys; sys.path.insert(0, %r); from harness import unix_request; "
-            "s, b, _ = unix_request(%r, %r, %r, %s); print(json.dumps([s, b]))"
-            % (HERE, sock, method, path, repr(body)))
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
-                       user=uid, group=uid, cwd="/")
+def world_reachable(path):
+    """True when every directory from / down to path lets any uid through (o+x)."""
+    path = os.path.abspath(path)
+    while True:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        if path == "/":
+            return True
+        path = os.path.dirname(path)
+
+
+def shared_dir(prefix):
+    """A new directory another uid can reach: 0755, owned by us, under the first temporary directory whose
+    every ancestor lets any uid through ($TMPDIR may be private, like the checkout)."""
+    for parent in (tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(parent) and world_reachable(parent):
+            tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+            os.chmod(tmp, 0o755)
+            return tmp
+    raise AssertionError("no temporary directory that other uids can reach (tried $TMPDIR, /tmp, /var/tmp, /dev/shm)")
+
+
+# The child runs as another uid, which cannot read this checkout (a clone in a 0700 directory, as CI makes):
+# it gets a self-contained script, unix_request's own source and its imports, in a directory it can reach.
+CHILD = """import http.client, json, socket, sys
+%s
+a = json.load(sys.stdin)
+s, b, _ = unix_request(a["sock"], a["method"], a["path"], a["body"])
+print(json.dumps([s, b]))
+""" % inspect.getsource(unix_request)
+
+
+def child_python():
+    """An interpreter any uid can run: ours unless it lives somewhere private (pyenv under /root, a
+    virtualenv in the checkout), then Debian's."""
+    ours = os.path.realpath(sys.executable)
+    if world_reachable(os.path.dirname(ours)) and os.stat(ours).st_mode & 0o001:
+        return ours
+    return "/usr/bin/python3"
+
+
+def as_uid(uid, tmp, sock, method, path, body=None):
+    """The request made by a child process running as uid with no supplementary groups (needs root); tmp: a
+    shared_dir() for its script."""
+    script = os.path.join(tmp, "as_uid.py")
+    if not os.path.exists(script):
+        with open(script, "w") as f:
+            f.write(CHILD)
+        os.chmod(script, 0o644)
+    # -I and cwd /: nothing from our environment, the script's directory or our working directory
+    p = subprocess.run([child_python(), "-I", script], input=json.dumps(
+        {"sock": sock, "method": method, "path": path, "body": body}), capture_output=True, text=True, timeout=30,
+        user=uid, group=uid, extra_groups=[], cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
 
 class SocketTest(unittest.TestCase):
     def test_socket_identity(self):
-        tmp = tempfile.mkdtemp(prefix="coretuned-sock-")
-        os.chmod(tmp, 0o755)
+        tmp = shared_dir("coretuned-sock-")   # the socket and the child's script, both reached as NOBODY
         sock = os.path.join(tmp, "coretuned.sock")
         d = Daemon("--workers", "0", "--socket", sock).start()
         try:
@@ -47,18 +92,18 @@ class SocketTest(unittest.TestCase):
             self.assertEqual(unix_request(sock, "GET", "/healthz")[0], 200)
             if os.geteuid() != 0:
                 self.skipTest("switching uid needs root")
-            status, err = as_uid(NOBODY, sock, "GET", "/v1/me")
+            status, err = as_uid(NOBODY, tmp, sock, "GET", "/v1/me")
             self.assertEqual(status, 401, err)
             self.assertEqual(err["error"]["code"], "invalid_api_key")
             self.assertIn(f"user add NAME --uid {NOBODY}", err["error"]["message"])
             admin_cli(d, "user", "add", "nina", "--uid", str(NOBODY))
-            status, me = as_uid(NOBODY, sock, "GET", "/v1/me")
+            status, me = as_uid(NOBODY, tmp, sock, "GET", "/v1/me")
             self.assertEqual((status, me["name"], me["admin"], me["uid"]), (200, "nina", False, NOBODY))
-            status, job = as_uid(NOBODY, sock, "POST", JOBS, tiny_job())
+            status, job = as_uid(NOBODY, tmp, sock, "POST", JOBS, tiny_job())
             self.assertEqual((status, job["owner"]), (200, "nina"), job)
-            status, other = as_uid(NOBODY, sock, "GET", f"{JOBS}/{unix_request(sock, 'GET', JOBS)[1]['data'][-1]['id']}")
+            status, other = as_uid(NOBODY, tmp, sock, "GET", f"{JOBS}/{unix_request(sock, 'GET', JOBS)[1]['data'][-1]['id']}")
             self.assertEqual(status, 404, other)      # the admin's job is not nina's
-            status, page = as_uid(NOBODY, sock, "GET", JOBS)
+            status, page = as_uid(NOBODY, tmp, sock, "GET", JOBS)
             self.assertEqual([j["owner"] for j in page["data"]], ["nina"])
             # a uid cannot belong to two users
             p = admin_cli(d, "user", "add", "nina2", "--uid", str(NOBODY), check=False)
