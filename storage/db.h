@@ -4,8 +4,10 @@
  * acknowledges it. Progress (events, metrics, checkpoints, status changes) is written in batches:
  * the caller collects a db_batch and db_batch_write commits it in one transaction.
  * Schema changes are numbered migrations (PRAGMA user_version), applied in order by db_open.
- * Errors: negative errno-style codes (-ENOENT: no such row, -EEXIST: unique key taken, -EIO: SQLite
- * failed) with the reason in err where an err buffer is taken. */
+ * Job statuses are the names of storage/job_status.h; the schema refuses any other.
+ * Errors: negative errno-style codes (-ENOENT: no such row, -EEXIST: unique key taken, -EINVAL: a
+ * status job_status.h does not know, -EIO: SQLite failed) with the reason in err where an err buffer
+ * is taken. Implemented by storage/db*.c (internals in storage/db_int.h). */
 #ifndef CT_DB_H
 #define CT_DB_H
 #include <stddef.h>
@@ -25,7 +27,7 @@ typedef struct db_job {
     long long seq;                 /* submission order */
     char id[DB_ID_MAX];
     char owner[64];                /* user name ("" for jobs from before users existed: admins only) */
-    char status[16];
+    char status[16];               /* a job_status_name() */
     int priority;                  /* 0-9, higher first within the owner's queue */
     int threads;                   /* trainer threads the job runs with (what the scheduler counts) */
     int preempted;                 /* requeued by preemption: first in its owner's queue */
@@ -48,7 +50,8 @@ typedef struct db_job {
 
 void db_job_clear(db_job *j); /* frees the heap strings, zeroes the row */
 
-/* Insert a new job (created durable on return). -EEXIST if id or idem_key is taken. */
+/* Insert a new job (created durable on return). -EEXIST if id or idem_key is taken, -EINVAL if the
+ * status is not a job_status name. */
 int db_job_insert(db *d, const db_job *j);
 int db_job_get(db *d, const char *id, db_job *out);                /* OUT: caller clears */
 int db_job_find_idem(db *d, const char *idem_key, db_job *out);   /* -ENOENT if none */
@@ -75,10 +78,6 @@ int db_job_counts(db *d, db_count_fn fn, void *ud);
 int db_job_mean_duration(db *d, double *out);
 /* Job ids with a status, oldest first (at most limit). */
 int db_job_ids_by_status(db *d, const char *status, int limit, char (*ids)[DB_ID_MAX], int *n);
-/* 1-based position among queued jobs (jobs queued before it + 1). */
-int db_job_queue_position(db *d, long long seq, int *out);
-/* Durable status change outside a batch (for requeue at start). */
-int db_job_requeue_running(db *d, int *count);
 
 /* ---- the batch: everything a training job produces, written in one transaction ---- */
 typedef struct db_event {
@@ -114,11 +113,11 @@ typedef struct db_checkpoint {
 
 typedef struct db_status {         /* a status change */
     char job_id[DB_ID_MAX];
-    char status[16];
+    char status[16];               /* a job_status_name() */
     long long started_at, finished_at; /* 0 = keep; -1 = clear */
     char *error_code, *error_message, *error_param; /* (heap) NULL = clear */
     char *fine_tuned_model;        /* (heap) NULL = keep; with model_path a models row is added */
-    char *model_path;              /* (heap) */
+    char *model_path;              /* (heap) NULL = no models row (add one with db_batch_model instead) */
     char arch[16];
     char owner[64];                /* the models row's owner */
     int preempted;                 /* jobs.preempted after the change (1 only for a preemption requeue) */
@@ -142,6 +141,7 @@ typedef struct db_batch {
     db_checkpoint *ckpts;   int n_ckpts, cap_ckpts;
     db_status *status;      int n_status, cap_status;
     db_audit *audit;        int n_audit, cap_audit;
+    struct db_model *models; int n_models, cap_models;
 } db_batch;
 
 /* Append a zeroed row and return it (NULL when out of memory); heap fields put in it belong to the batch. */
@@ -151,11 +151,15 @@ db_progress *db_batch_progress(db_batch *b, const char *job_id); /* the job's en
 db_checkpoint *db_batch_checkpoint(db_batch *b);
 db_status *db_batch_status(db_batch *b);
 db_audit *db_batch_audit(db_batch *b);
+/* A models row (INSERT OR REPLACE by id), written right after the batch's status changes: the service
+ * adds it with the status change that makes the model, in the same transaction. No heap fields. */
+struct db_model *db_batch_model(db_batch *b);
 int  db_batch_empty(const db_batch *b);
 void db_batch_reset(db_batch *b);   /* frees the rows, keeps the arrays */
 void db_batch_free(db_batch *b);    /* frees everything */
-/* Commit the batch in one transaction (in order: status, events, metrics, progress, checkpoints).
- * On failure nothing is written and the batch is kept for a retry. */
+/* Commit the batch in one transaction (in order: status, models, audit, events, metrics, progress,
+ * checkpoints). On failure nothing is written and the batch is kept for a retry; -EINVAL (before
+ * anything is written) when a status change names no job_status: a retry cannot succeed. */
 int  db_batch_write(db *d, const db_batch *b, char *err, size_t errlen);
 
 /* ---- reads of progress ---- */

@@ -1,0 +1,108 @@
+/* storage/db_batch.c — the batch: rows a running job (and the service) produce, collected in memory and
+ * committed by db_batch_write in one transaction, in the order status, models, audit, events,
+ * metrics, progress, checkpoints (each table's writer lives with its table: db_jobs.c, db_assets.c,
+ * db_users.c, db_events.c). Loop thread only. A failed write rolls back everything and leaves the
+ * batch as it was for a retry; a status name job_status.h does not know fails before anything starts
+ * (-EINVAL: a retry cannot help). Errors: see db.h. */
+#include "storage/db_int.h"
+#include "storage/job_status.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GROW(arr, n, cap) \
+    do { \
+        if ((n) == (cap)) { \
+            int c2 = (cap) ? 2 * (cap) : 16; \
+            void *p2 = realloc((arr), (size_t)c2 * sizeof *(arr)); \
+            if (!p2) return NULL; \
+            (arr) = p2; \
+            (cap) = c2; \
+        } \
+        memset(&(arr)[(n)], 0, sizeof *(arr)); \
+        return &(arr)[(n)++]; \
+    } while (0)
+
+db_event *db_batch_event(db_batch *b) { GROW(b->events, b->n_events, b->cap_events); }
+db_metric *db_batch_metric(db_batch *b) { GROW(b->metrics, b->n_metrics, b->cap_metrics); }
+db_checkpoint *db_batch_checkpoint(db_batch *b) { GROW(b->ckpts, b->n_ckpts, b->cap_ckpts); }
+db_status *db_batch_status(db_batch *b) { GROW(b->status, b->n_status, b->cap_status); }
+db_audit *db_batch_audit(db_batch *b) { GROW(b->audit, b->n_audit, b->cap_audit); }
+db_model *db_batch_model(db_batch *b) { GROW(b->models, b->n_models, b->cap_models); }
+static db_progress *batch_progress_new(db_batch *b) { GROW(b->progress, b->n_progress, b->cap_progress); }
+
+db_progress *db_batch_progress(db_batch *b, const char *job_id)
+{
+    for (int i = 0; i < b->n_progress; i++)
+        if (strcmp(b->progress[i].job_id, job_id) == 0) return &b->progress[i];
+    db_progress *p = batch_progress_new(b);
+    if (!p) return NULL;
+    snprintf(p->job_id, sizeof p->job_id, "%s", job_id);
+    p->best_valid_accuracy = p->final_valid_accuracy = p->eta_seconds = NAN;
+    return p;
+}
+
+int db_batch_empty(const db_batch *b)
+{
+    return !b->n_events && !b->n_metrics && !b->n_progress && !b->n_ckpts && !b->n_status && !b->n_audit
+           && !b->n_models;
+}
+
+void db_batch_reset(db_batch *b)
+{
+    for (int i = 0; i < b->n_events; i++) { free(b->events[i].message); free(b->events[i].data); }
+    for (int i = 0; i < b->n_progress; i++) free(b->progress[i].metrics);
+    for (int i = 0; i < b->n_ckpts; i++) { free(b->ckpts[i].path); free(b->ckpts[i].metrics); }
+    for (int i = 0; i < b->n_status; i++) {
+        db_status *s = &b->status[i];
+        free(s->error_code); free(s->error_message); free(s->error_param);
+        free(s->fine_tuned_model); free(s->model_path);
+    }
+    b->n_events = b->n_metrics = b->n_progress = b->n_ckpts = b->n_status = b->n_audit = b->n_models = 0;
+}
+
+void db_batch_free(db_batch *b)
+{
+    db_batch_reset(b);
+    free(b->events); free(b->metrics); free(b->progress); free(b->ckpts); free(b->status); free(b->audit);
+    free(b->models);
+    memset(b, 0, sizeof *b);
+}
+
+static int write_rows(db *d, const db_batch *b)
+{
+    for (int i = 0; i < b->n_status; i++)
+        if (db__job_status_write(d, &b->status[i])) return -EIO;
+    for (int i = 0; i < b->n_models; i++) {
+        const db_model *m = &b->models[i];
+        if (db__model_write(d, m->id, m->job_id, m->arch, m->path, m->created_at, m->owner)) return -EIO;
+    }
+    for (int i = 0; i < b->n_audit; i++)
+        if (db_audit_insert(d, &b->audit[i])) return -EIO;
+    if (db__events_write(d, b->events, b->n_events)) return -EIO;
+    if (db__metrics_write(d, b->metrics, b->n_metrics)) return -EIO;
+    if (db__job_progress_write(d, b->progress, b->n_progress)) return -EIO;
+    if (db__checkpoints_write(d, b->ckpts, b->n_ckpts)) return -EIO;
+    return 0;
+}
+
+int db_batch_write(db *d, const db_batch *b, char *err, size_t errlen)
+{
+    if (db_batch_empty(b)) return 0;
+    for (int i = 0; i < b->n_status; i++) {
+        enum job_status s;
+        if (job_status_parse(b->status[i].status, &s)) {
+            if (err) snprintf(err, errlen, "job %s: unknown status '%s'", b->status[i].job_id, b->status[i].status);
+            return -EINVAL;
+        }
+    }
+    if (db__begin(d, err, errlen)) return -EIO;
+    if (write_rows(d, b)) {
+        if (err) snprintf(err, errlen, "%s", sqlite3_errmsg(d->h));
+        db__rollback(d);
+        return -EIO;
+    }
+    return db__commit(d, err, errlen);
+}

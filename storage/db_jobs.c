@@ -1,0 +1,284 @@
+/* storage/db_jobs.c — the jobs table: insert, reads, the queue for the scheduler, counts for quotas and
+ * /metrics, and the status changes and progress a batch writes (db__job_status_write and
+ * db__job_progress_write, called by db_batch_write inside its transaction). Loop thread only.
+ * Statuses are checked against storage/job_status.h (-EINVAL) before SQLite's CHECK sees them.
+ * Errors: see db.h. */
+#include "storage/db_int.h"
+#include "storage/job_status.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void db_job_clear(db_job *j)
+{
+    char **heap[] = {&j->body, &j->method, &j->extensions, &j->model, &j->training_file, &j->validation_file,
+                     &j->suffix, &j->metadata, &j->idem_key, &j->body_hash, &j->metrics, &j->fine_tuned_model,
+                     &j->error_code, &j->error_message, &j->error_param};
+    for (size_t i = 0; i < sizeof heap / sizeof heap[0]; i++) free(*heap[i]);
+    memset(j, 0, sizeof *j);
+}
+
+#define JOB_COLS "seq, id, status, created_at, started_at, finished_at, body, method, extensions, model," \
+                 " training_file, validation_file, seed, suffix, metadata, arch, idem_key, body_hash, step," \
+                 " total_steps, epoch, epochs, metrics, best_valid_accuracy, final_valid_accuracy, eta_seconds," \
+                 " progress_at, fine_tuned_model, error_code, error_message, error_param," \
+                 " coalesce(owner, ''), priority, threads, preempted"
+
+static void read_job(sqlite3_stmt *st, db_job *j)
+{
+    memset(j, 0, sizeof *j);
+    j->seq = sqlite3_column_int64(st, 0);
+    db__col_copy(st, 1, j->id, sizeof j->id);
+    db__col_copy(st, 2, j->status, sizeof j->status);
+    j->created_at = sqlite3_column_int64(st, 3);
+    j->started_at = sqlite3_column_int64(st, 4);
+    j->finished_at = sqlite3_column_int64(st, 5);
+    j->body = db__col_dup(st, 6);
+    j->method = db__col_dup(st, 7);
+    j->extensions = db__col_dup(st, 8);
+    j->model = db__col_dup(st, 9);
+    j->training_file = db__col_dup(st, 10);
+    j->validation_file = db__col_dup(st, 11);
+    j->seed = sqlite3_column_int64(st, 12);
+    j->suffix = db__col_dup(st, 13);
+    j->metadata = db__col_dup(st, 14);
+    db__col_copy(st, 15, j->arch, sizeof j->arch);
+    j->idem_key = db__col_dup(st, 16);
+    j->body_hash = db__col_dup(st, 17);
+    j->step = sqlite3_column_int(st, 18);
+    j->total_steps = sqlite3_column_int(st, 19);
+    j->epoch = sqlite3_column_int(st, 20);
+    j->epochs = sqlite3_column_int(st, 21);
+    j->metrics = db__col_dup(st, 22);
+    j->best_valid_accuracy = db__col_real(st, 23);
+    j->final_valid_accuracy = db__col_real(st, 24);
+    j->eta_seconds = db__col_real(st, 25);
+    j->progress_at = sqlite3_column_int64(st, 26);
+    j->fine_tuned_model = db__col_dup(st, 27);
+    j->error_code = db__col_dup(st, 28);
+    j->error_message = db__col_dup(st, 29);
+    j->error_param = db__col_dup(st, 30);
+    db__col_copy(st, 31, j->owner, sizeof j->owner);
+    j->priority = sqlite3_column_int(st, 32);
+    j->threads = sqlite3_column_int(st, 33);
+    j->preempted = sqlite3_column_int(st, 34);
+}
+
+int db_job_insert(db *d, const db_job *j)
+{
+    enum job_status s;
+    if (job_status_parse(j->status, &s)) return -EINVAL; /* the CHECK would say -EEXIST below */
+    sqlite3_stmt *st = db__prep(d, "INSERT INTO jobs (id, status, created_at, body, method, extensions, model,"
+                                   " training_file, validation_file, seed, suffix, metadata, arch, idem_key, body_hash,"
+                                   " total_steps, epochs, owner, priority, threads)"
+                                   " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    if (!st) return -EIO;
+    db__bind_text(st, 1, j->id);
+    db__bind_text(st, 2, j->status);
+    sqlite3_bind_int64(st, 3, j->created_at);
+    db__bind_text(st, 4, j->body);
+    db__bind_text(st, 5, j->method);
+    db__bind_text(st, 6, j->extensions);
+    db__bind_text(st, 7, j->model);
+    db__bind_text(st, 8, j->training_file);
+    db__bind_text(st, 9, j->validation_file);
+    sqlite3_bind_int64(st, 10, j->seed);
+    db__bind_text(st, 11, j->suffix);
+    db__bind_text(st, 12, j->metadata);
+    db__bind_text(st, 13, j->arch);
+    db__bind_text(st, 14, j->idem_key);
+    db__bind_text(st, 15, j->body_hash);
+    sqlite3_bind_int(st, 16, j->total_steps);
+    sqlite3_bind_int(st, 17, j->epochs);
+    db__bind_text(st, 18, j->owner[0] ? j->owner : NULL);
+    sqlite3_bind_int(st, 19, j->priority);
+    sqlite3_bind_int(st, 20, j->threads > 0 ? j->threads : 1);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_CONSTRAINT) return -EEXIST;
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+static int job_by(db *d, const char *where, const char *key, db_job *out)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT " JOB_COLS " FROM jobs WHERE %s = ?", where);
+    sqlite3_stmt *st = db__prep(d, sql);
+    if (!st) return -EIO;
+    db__bind_text(st, 1, key);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) read_job(st, out);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+int db_job_get(db *d, const char *id, db_job *out) { return job_by(d, "id", id, out); }
+int db_job_find_idem(db *d, const char *key, db_job *out) { return job_by(d, "idem_key", key, out); }
+
+int db_job_list(db *d, const char *owner, const char *after, int limit, db_job_fn fn, void *ud, int *has_more)
+{
+    long long before = -1;
+    *has_more = 0;
+    if (after) {
+        sqlite3_stmt *st = db__prep(d, "SELECT seq FROM jobs WHERE id = ?");
+        if (!st) return -EIO;
+        db__bind_text(st, 1, after);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) before = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_ROW) return rc == SQLITE_DONE ? -ENOENT : -EIO;
+    }
+    sqlite3_stmt *st = db__prep(d, "SELECT " JOB_COLS " FROM jobs"
+                                   " WHERE (?1 < 0 OR seq < ?1) AND (?3 IS NULL OR owner = ?3)"
+                                   " ORDER BY seq DESC LIMIT ?2");
+    if (!st) return -EIO;
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int(st, 2, limit + 1);
+    db__bind_text(st, 3, owner);
+    int rc, n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n++ == limit) { *has_more = 1; break; }
+        db_job j;
+        read_job(st, &j);
+        int stop = fn(ud, &j);
+        db_job_clear(&j);
+        if (stop) break;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db_job_ids_by_status(db *d, const char *status, int limit, char (*ids)[DB_ID_MAX], int *n)
+{
+    sqlite3_stmt *st = db__prep(d, "SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT ?");
+    if (!st) return -EIO;
+    db__bind_text(st, 1, status);
+    sqlite3_bind_int(st, 2, limit);
+    int rc;
+    *n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) db__col_copy(st, 0, ids[(*n)++], DB_ID_MAX);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db_job_queue(db *d, db_queued_fn fn, void *ud)
+{
+    sqlite3_stmt *st = db__prep(d, "SELECT seq, created_at, id, coalesce(owner, ''), priority, threads, preempted"
+                                   " FROM jobs WHERE status = ? ORDER BY seq");
+    if (!st) return -EIO;
+    db__bind_text(st, 1, job_status_name(JOB_QUEUED));
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        db_queued q;
+        q.seq = sqlite3_column_int64(st, 0);
+        q.created_at = sqlite3_column_int64(st, 1);
+        db__col_copy(st, 2, q.id, sizeof q.id);
+        db__col_copy(st, 3, q.owner, sizeof q.owner);
+        q.priority = sqlite3_column_int(st, 4);
+        q.threads = sqlite3_column_int(st, 5);
+        q.preempted = sqlite3_column_int(st, 6);
+        if (fn(ud, &q)) break;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db_job_count(db *d, const char *owner, const char *status, int *out)
+{
+    sqlite3_stmt *st = db__prep(d, "SELECT count(*) FROM jobs WHERE coalesce(owner, '') = ? AND status = ?");
+    if (!st) return -EIO;
+    db__bind_text(st, 1, owner ? owner : "");
+    db__bind_text(st, 2, status);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *out = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
+int db_job_counts(db *d, db_count_fn fn, void *ud)
+{
+    sqlite3_stmt *st = db__prep(d, "SELECT coalesce(owner, ''), status, count(*) FROM jobs"
+                                   " GROUP BY 1, 2 ORDER BY 1, 2");
+    if (!st) return -EIO;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+               sqlite3_column_int64(st, 2)))
+            break;
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db_job_mean_duration(db *d, double *out)
+{
+    sqlite3_stmt *st = db__prep(d, "SELECT coalesce(avg(finished_at - started_at), 0) FROM (SELECT finished_at,"
+                                   " started_at FROM jobs WHERE status = ? AND started_at > 0"
+                                   " ORDER BY finished_at DESC LIMIT 20)");
+    if (!st) return -EIO;
+    db__bind_text(st, 1, job_status_name(JOB_SUCCEEDED));
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *out = sqlite3_column_double(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
+/* ---- written by db_batch_write, inside its transaction ---- */
+
+int db__job_status_write(db *d, const db_status *s)
+{
+    enum job_status parsed;
+    if (job_status_parse(s->status, &parsed)) return -EINVAL;
+    sqlite3_stmt *st = db__prep(d, "UPDATE jobs SET status = ?2,"
+                                   " started_at = CASE WHEN ?3 > 0 THEN ?3 WHEN ?3 < 0 THEN NULL ELSE started_at END,"
+                                   " finished_at = CASE WHEN ?4 > 0 THEN ?4 WHEN ?4 < 0 THEN NULL ELSE finished_at END,"
+                                   " error_code = ?5, error_message = ?6, error_param = ?7,"
+                                   " fine_tuned_model = coalesce(?8, fine_tuned_model), preempted = ?9 WHERE id = ?1");
+    if (!st) return -EIO;
+    db__bind_text(st, 1, s->job_id);
+    db__bind_text(st, 2, s->status);
+    sqlite3_bind_int64(st, 3, s->started_at);
+    sqlite3_bind_int64(st, 4, s->finished_at);
+    db__bind_text(st, 5, s->error_code);
+    db__bind_text(st, 6, s->error_message);
+    db__bind_text(st, 7, s->error_param);
+    db__bind_text(st, 8, s->fine_tuned_model);
+    sqlite3_bind_int(st, 9, s->preempted);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return -EIO;
+    if (!s->fine_tuned_model || !s->model_path) return 0;
+    /* NOTE: a business rule in storage (a succeeded job yields a model). The service should add the
+     * row itself with db_batch_model and leave model_path NULL; kept until daemon/service.c does. */
+    return db__model_write(d, s->fine_tuned_model, s->job_id, s->arch, s->model_path,
+                           s->finished_at > 0 ? s->finished_at : 0, s->owner);
+}
+
+int db__job_progress_write(db *d, const db_progress *p, int n)
+{
+    if (n == 0) return 0;
+    sqlite3_stmt *st = db__prep(d, "UPDATE jobs SET step = ?2, total_steps = ?3, epoch = ?4, epochs = ?5,"
+                                   " metrics = coalesce(?6, metrics),"
+                                   " best_valid_accuracy = coalesce(?7, best_valid_accuracy),"
+                                   " final_valid_accuracy = coalesce(?8, final_valid_accuracy), eta_seconds = ?9,"
+                                   " progress_at = ?10 WHERE id = ?1");
+    if (!st) return -EIO;
+    int rc = SQLITE_DONE;
+    for (int i = 0; i < n && rc == SQLITE_DONE; i++) {
+        sqlite3_reset(st);
+        db__bind_text(st, 1, p[i].job_id);
+        sqlite3_bind_int(st, 2, p[i].step);
+        sqlite3_bind_int(st, 3, p[i].total_steps);
+        sqlite3_bind_int(st, 4, p[i].epoch);
+        sqlite3_bind_int(st, 5, p[i].epochs);
+        db__bind_text(st, 6, p[i].metrics);
+        db__bind_real(st, 7, p[i].best_valid_accuracy);
+        db__bind_real(st, 8, p[i].final_valid_accuracy);
+        db__bind_real(st, 9, p[i].eta_seconds);
+        sqlite3_bind_int64(st, 10, p[i].at);
+        rc = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
