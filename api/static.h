@@ -1,8 +1,8 @@
 /* api/static.h — the web dashboard's files: `/` (index.html), `/web/...` from a web root directory, and
  * Chart.js from Debian's libjs-chart.js at the fixed URL /web/vendor/chart.js. GET and HEAD only.
- * Called on the loop thread (from the router in api/api.c). Never logs. Errors come back as a negative
- * svc_err with e filled, for the router's one error table (404 for anything refused or absent, so
- * probing `..`, symlinks out of the root or special files reveals nothing). */
+ * Called on the loop thread (from the route table's handler in api/routes_access.c). Never logs. Errors
+ * come back as a negative svc_err with e filled, for the router's one error table (404 for anything
+ * refused or absent, so probing `..`, symlinks out of the root or special files reveals nothing). */
 #ifndef CT_STATIC_H
 #define CT_STATIC_H
 #include "api/service.h"

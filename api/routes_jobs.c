@@ -1,0 +1,112 @@
+/* api/routes_jobs.c — the handlers of /v1/fine_tuning/jobs...: create (JSON body, Idempotency-Key), list,
+ * get, cancel/pause/resume, events (a page, or a stream: api/sse.c), checkpoints and metrics. Loop
+ * thread only; called by the route table (api/routes.c) with the method already checked. Query
+ * arguments are validated here; everything else is the service's answer, errors through the one table. */
+#include "api/api_int.h"
+#include "api/jobspec.h"
+#include <string.h>
+
+static const char *job_id(api__call *c) { return api__param(&c->q->m, "id"); }
+
+enum MHD_Result api__job_create(api__call *c)
+{
+    req *q = c->q;
+    const char *ct = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Content-Type");
+    if (ct && !strstr(ct, "json"))
+        return api__fail(c, SVC_EMEDIA, NULL, NULL, "the body must be application/json, not %.100s", ct);
+    if (q->len == 0) return api__fail(c, SVC_EINVAL, "invalid_json", NULL, "the request body is empty");
+    if (jobspec_json_depth(q->body, q->len) > c->a->lim.json_depth_max)
+        return api__fail(c, SVC_EINVAL, "too_deep", NULL, "the JSON body nests deeper than %d levels", c->a->lim.json_depth_max);
+    json_error_t je;
+    json_t *body = json_loadb(q->body, q->len, JSON_REJECT_DUPLICATES, &je);
+    if (!body)
+        return api__fail(c, SVC_EINVAL, "invalid_json", NULL, "malformed JSON at line %d column %d: %s", je.line, je.column,
+                         je.text);
+    const char *key = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Idempotency-Key");
+    if (key && (strlen(key) == 0 || strlen(key) > 255)) {
+        json_decref(body);
+        return api__fail(c, SVC_EINVAL, "invalid_value", "Idempotency-Key", "Idempotency-Key must be 1-255 characters");
+    }
+    json_t *out = NULL;
+    svc_error e;
+    int replayed = 0;
+    int rc = svc_job_create(c->a->svc, &q->who, body, key, &out, &replayed, &e);
+    json_decref(body);
+    return api__reply_result(c, rc, &out, &e);
+}
+
+enum MHD_Result api__job_list(api__call *c)
+{
+    json_t *out = NULL;
+    svc_error e;
+    long long limit;
+    if (api__int_arg(c, "limit", 20, 1, 100, &limit, &e)) return api__reply_error(c, &e);
+    return api__reply_result(c, svc_job_list(c->a->svc, &c->q->who, api__arg(c, "after"), (int)limit, &out, &e), &out, &e);
+}
+
+enum MHD_Result api__job_get(api__call *c)
+{
+    json_t *out = NULL;
+    svc_error e;
+    return api__reply_result(c, svc_job_get(c->a->svc, &c->q->who, job_id(c), &out, &e), &out, &e);
+}
+
+enum MHD_Result api__job_cancel(api__call *c)
+{
+    json_t *out = NULL;
+    svc_error e;
+    return api__reply_result(c, svc_job_cancel(c->a->svc, &c->q->who, job_id(c), &out, &e), &out, &e);
+}
+
+enum MHD_Result api__job_pause(api__call *c)
+{
+    json_t *out = NULL;
+    svc_error e;
+    return api__reply_result(c, svc_job_pause(c->a->svc, &c->q->who, job_id(c), &out, &e), &out, &e);
+}
+
+enum MHD_Result api__job_resume(api__call *c)
+{
+    json_t *out = NULL;
+    svc_error e;
+    return api__reply_result(c, svc_job_resume(c->a->svc, &c->q->who, job_id(c), &out, &e), &out, &e);
+}
+
+/* A stream when the client asks for one (Accept: text/event-stream or ?stream=true), else a page. */
+enum MHD_Result api__job_events(api__call *c)
+{
+    const char *accept = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Accept");
+    const char *stream = api__arg(c, "stream");
+    if ((accept && strstr(accept, "text/event-stream")) || (stream && !strcmp(stream, "true")))
+        return api__sse_start(c, job_id(c));
+    json_t *out = NULL;
+    svc_error e;
+    long long limit, after = 0;
+    const char *as = api__arg(c, "after");
+    if (as && api__event_id(as, &after) != 0)
+        return api__fail(c, SVC_EINVAL, "invalid_value", "after", "after must be an event id");
+    if (api__int_arg(c, "limit", 20, 1, 1000, &limit, &e)) return api__reply_error(c, &e);
+    return api__reply_result(c, svc_job_events(c->a->svc, &c->q->who, job_id(c), after, (int)limit, &out, &e), &out, &e);
+}
+
+enum MHD_Result api__job_checkpoints(api__call *c)
+{
+    json_t *out = NULL;
+    svc_error e;
+    long long limit;
+    if (api__int_arg(c, "limit", 10, 1, 100, &limit, &e)) return api__reply_error(c, &e);
+    return api__reply_result(c, svc_job_checkpoints(c->a->svc, &c->q->who, job_id(c), api__arg(c, "after"), (int)limit, &out, &e),
+                             &out, &e);
+}
+
+enum MHD_Result api__job_metrics(api__call *c)
+{
+    json_t *out = NULL;
+    svc_error e;
+    long long max_points, after_step;
+    if (api__int_arg(c, "max_points", 500, 3, 100000, &max_points, &e)) return api__reply_error(c, &e);
+    if (api__int_arg(c, "after_step", 0, 0, 1LL << 30, &after_step, &e)) return api__reply_error(c, &e);
+    return api__reply_result(c, svc_job_metrics(c->a->svc, &c->q->who, job_id(c), api__arg(c, "names"), (int)max_points,
+                                                (int)after_step, &out, &e),
+                             &out, &e);
+}

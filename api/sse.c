@@ -1,0 +1,189 @@
+/* api/sse.c — server-sent event streams for GET /v1/fine_tuning/jobs/{id}/events. Loop thread only.
+ * A stream is a response with a content-reader callback (chunked, unknown size) that fills its buffer
+ * from svc_stream_poll; with nothing to send it suspends the connection. The service's listener (a job
+ * has new events) or the heartbeat timer resumes it. MHD is never re-entered from here: resuming is
+ * allowed anywhere, and the MHD run that follows is deferred to a zero-delay timer (arm_kick).
+ * A stream that cannot grow its buffer or poll the service ends; it never reports errors otherwise. */
+#include "api/api_int.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sse {
+    api_ctx *a;
+    struct MHD_Connection *conn;
+    svc_caller who;
+    char job_id[64];
+    long long last;
+    char *buf;
+    size_t len, off, cap;
+    int suspended, ended, heartbeat;
+    sse *prev, *next;
+};
+
+static void on_kick(uv_timer_t *t)
+{
+    api_ctx *a = t->data;
+    a->kick_armed = 0;
+    if (a->kick) a->kick(a->kick_ud);
+}
+
+static void arm_kick(api_ctx *a)
+{
+    if (a->kick_armed || a->shutting_down) return;
+    a->kick_armed = 1;
+    uv_timer_start(&a->kick_timer, on_kick, 0, 0);
+}
+
+static void sse_append(sse *x, const char *text, size_t n)
+{
+    if (x->len + n > x->cap) {
+        size_t cap = x->cap ? x->cap : 4096;
+        while (cap < x->len + n) cap *= 2;
+        char *b = realloc(x->buf, cap);
+        if (!b) { x->ended = 1; return; }
+        x->buf = b;
+        x->cap = cap;
+    }
+    memcpy(x->buf + x->len, text, n);
+    x->len += n;
+}
+
+static void sse_fill(sse *x)
+{
+    if (x->a->shutting_down) { x->ended = 1; return; }
+    json_t *events = NULL;
+    int ended = 0;
+    svc_error e;
+    if (svc_stream_poll(x->a->svc, &x->who, x->job_id, x->last, 100, &events, &ended, &e) != 0) {
+        x->ended = 1;
+        return;
+    }
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev) {
+        const char *id = json_string_value(json_object_get(ev, "id"));
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        char *data = json_dumps(ev, JSON_COMPACT);
+        if (!data || !id) { free(data); continue; }
+        char head[160];
+        int n = snprintf(head, sizeof head, "id: %s\nevent: %s\ndata: ", id, type ? type : "message");
+        sse_append(x, head, (size_t)n);
+        sse_append(x, data, strlen(data));
+        sse_append(x, "\n\n", 2);
+        free(data);
+        api__event_id(id, &x->last);
+    }
+    json_decref(events);
+    if (x->len == 0 && ended) {
+        char end[160];
+        int n = snprintf(end, sizeof end, "event: end\ndata: {\"job_id\":\"%s\"}\n\n", x->job_id);
+        sse_append(x, end, (size_t)n);
+        x->ended = 1;
+    }
+    if (x->len == 0 && x->heartbeat) sse_append(x, ": keep-alive\n\n", 14);
+    x->heartbeat = 0;
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    sse *x = cls;
+    if (x->off == x->len) {
+        x->off = x->len = 0;
+        if (!x->ended) sse_fill(x);
+    }
+    if (x->off < x->len) {
+        size_t n = x->len - x->off < max ? x->len - x->off : max;
+        memcpy(buf, x->buf + x->off, n);
+        x->off += n;
+        return (ssize_t)n;
+    }
+    if (x->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+    MHD_suspend_connection(x->conn); /* until new events or the heartbeat */
+    x->suspended = 1;
+    return 0;
+}
+
+static void sse_free(void *cls)
+{
+    sse *x = cls;
+    if (x->prev) x->prev->next = x->next;
+    else x->a->streams = x->next;
+    if (x->next) x->next->prev = x->prev;
+    x->a->n_streams--;
+    free(x->buf);
+    free(x);
+}
+
+static void resume(sse *x)
+{
+    if (!x->suspended) return;
+    x->suspended = 0;
+    MHD_resume_connection(x->conn);
+}
+
+void api__sse_on_job_event(void *ud, const char *job_id)
+{
+    api_ctx *a = ud;
+    int any = 0;
+    for (sse *x = a->streams; x; x = x->next)
+        if (x->suspended && !strcmp(x->job_id, job_id)) { resume(x); any = 1; }
+    if (any) arm_kick(a);
+}
+
+void api__sse_on_heartbeat(uv_timer_t *t)
+{
+    api_ctx *a = t->data;
+    for (sse *x = a->streams; x; x = x->next) {
+        x->heartbeat = 1;
+        resume(x);
+    }
+    if (a->streams) arm_kick(a);
+}
+
+void api__sse_resume_all(api_ctx *a)
+{
+    for (sse *x = a->streams; x; x = x->next) resume(x);
+}
+
+int api__sse_is(const api_ctx *a, struct MHD_Connection *conn)
+{
+    return a->streams && a->streams->conn == conn;
+}
+
+enum MHD_Result api__sse_start(api__call *c, const char *job_id)
+{
+    api_ctx *a = c->a;
+    const svc_caller *who = &c->q->who;
+    json_t *job;
+    svc_error e;
+    if (svc_job_get(a->svc, who, job_id, &job, &e) != 0) return api__reply_error(c, &e);
+    json_decref(job);
+    long long last = 0;
+    const char *lei = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Last-Event-ID");
+    const char *after = api__arg(c, "after");
+    if (lei && api__event_id(lei, &last) != 0)
+        return api__fail(c, SVC_EINVAL, "invalid_value", "Last-Event-ID", "Last-Event-ID must be an event id");
+    if (!lei && after && api__event_id(after, &last) != 0)
+        return api__fail(c, SVC_EINVAL, "invalid_value", "after", "after must be an event id");
+    sse *x = calloc(1, sizeof *x);
+    if (!x) return MHD_NO;
+    x->a = a;
+    x->conn = c->conn;
+    x->who = *who;
+    x->last = last;
+    snprintf(x->job_id, sizeof x->job_id, "%.63s", job_id);
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, x, sse_free);
+    if (!r) { free(x); return MHD_NO; }
+    x->next = a->streams;
+    if (a->streams) a->streams->prev = x;
+    a->streams = x;
+    a->n_streams++;
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    enum MHD_Result ret = api__queue(c, 200, r);
+    MHD_destroy_response(r); /* the connection holds it; sse_free runs when it is done */
+    return ret;
+}
