@@ -39,18 +39,21 @@ Q := @
 endif
 
 TRAINER_SRC := $(wildcard common/*.c trainer/*.c)
-SERVICE_SRC := $(wildcard storage/*.c api/*.c) $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+SPEC_SRC    := $(wildcard spec/*.c)
+SERVICE_SRC := $(wildcard storage/*.c core/*.c api/*.c) $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 CLI_SRC     := $(wildcard cli/*.c)
 TEST_SRC    := $(wildcard tests/unit/test_*.c)
 BENCH_SRC   := $(wildcard bench/*.c)
 
 TRAINER_OBJ := $(TRAINER_SRC:%.c=$(O)/%.o)
+SPEC_OBJ    := $(SPEC_SRC:%.c=$(O)/%.o)
 SERVICE_OBJ := $(SERVICE_SRC:%.c=$(O)/%.o)
 CLI_OBJ     := $(CLI_SRC:%.c=$(O)/%.o)
 TEST_BINS   := $(TEST_SRC:tests/unit/%.c=$(BIN)/tests/%)
 BENCH_BINS  := $(BENCH_SRC:bench/%.c=$(BIN)/bench/%)
 
 LIBTRAINER  := $(O)/libtrainer.a
+LIBSPEC     := $(O)/libspec.a
 LIBSERVICE  := $(O)/libservice.a
 
 .PHONY: all deps run test unit e2e asan bench clean golden reproduce reproduce-quick
@@ -68,21 +71,26 @@ $(LIBTRAINER): $(TRAINER_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+$(LIBSPEC): $(SPEC_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
 $(LIBSERVICE): $(SERVICE_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BIN)/coretuned: $(O)/daemon/main.o $(LIBSERVICE) $(LIBTRAINER)
+$(BIN)/coretuned: $(O)/daemon/main.o $(LIBSERVICE) $(LIBSPEC) $(LIBTRAINER)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BIN)/coretune: $(CLI_OBJ) $(LIBSERVICE) $(LIBTRAINER)
+# the client links the job spec and the trainer (coretune train), never the service
+$(BIN)/coretune: $(CLI_OBJ) $(LIBSPEC) $(LIBTRAINER)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BIN)/tests/%: $(O)/tests/unit/%.o $(LIBSERVICE) $(LIBTRAINER)
+$(BIN)/tests/%: $(O)/tests/unit/%.o $(LIBSERVICE) $(LIBSPEC) $(LIBTRAINER)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)

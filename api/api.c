@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "api/api_int.h"
 #include "common/log.h"
+#include "common/util.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -99,10 +100,10 @@ enum MHD_Result api__fail(api__call *c, enum svc_err kind, const char *code, con
     return api__reply_error(c, &e);
 }
 
-enum MHD_Result api__reply_result(api__call *c, int rc, json_t **out, const svc_error *e)
+enum MHD_Result api__reply_rendered(api__call *c, json_t *out)
 {
-    if (rc) return api__reply_error(c, e);
-    return api__reply_json(c, 200, *out);
+    if (!out) return api__fail(c, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+    return api__reply_json(c, 200, out);
 }
 
 /* ---------------- query helpers ---------------- */
@@ -139,12 +140,6 @@ int api__event_id(const char *s, long long *out)
 
 /* ---------------- identity and stats ---------------- */
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* Settle who is calling (headers phase). The credential is never copied anywhere but into the lookup. */
 static void identify(api_ctx *a, struct MHD_Connection *conn, req *q)
@@ -195,10 +190,10 @@ static void record(api_ctx *a, req *q)
         st->route = q->route;
         st->status = q->status;
         st->n = 0;
-        prom_hist_init(&st->h, latency_le, (int)(sizeof latency_le / sizeof latency_le[0]));
+        hist_init(&st->h, latency_le, (int)(sizeof latency_le / sizeof latency_le[0]));
     }
     st->n++;
-    if (!q->streaming) prom_hist_observe(&st->h, mono_s() - q->t0);
+    if (!q->streaming) hist_observe(&st->h, util_mono() - q->t0);
 }
 
 /* ---------------- the request life cycle ---------------- */
@@ -228,7 +223,7 @@ static enum MHD_Result headers(api_ctx *a, struct MHD_Connection *conn, const ch
     if (!q) return MHD_NO;
     q->fd = -1;
     q->a = a;
-    q->t0 = mono_s();
+    q->t0 = util_mono();
     api__route_match(method, url, &q->m); /* 404 and 405 are answered after the body */
     q->route = api__route_label(&q->m);
     snprintf(q->method, sizeof q->method, "%s", method);
@@ -305,7 +300,7 @@ void api_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum 
     if (q->status) {
         record(a, q);
         LOG(LOG_DEBUG, "msg=request method=%s route=%s status=%u ms=%.1f user=\"%s\"", q->method, q->route, q->status,
-            (mono_s() - q->t0) * 1000, q->authed ? q->who.name : "");
+            (util_mono() - q->t0) * 1000, q->authed ? q->who.name : "");
     }
     if (q->pp) MHD_destroy_post_processor(q->pp);
     if (q->fd >= 0) close(q->fd);

@@ -1,10 +1,10 @@
-/* api/api.h — the HTTP routes: turns requests into calls on the job service (api/service.h) and JSON
- * back, including server-sent event streams and multipart uploads.
+/* api/api.h — the HTTP routes: turns requests into calls on the service core (core/core.h) and its typed
+ * results into JSON (api/render.h), including server-sent event streams and multipart uploads.
  * Called on the loop thread only (from libmicrohttpd driven by daemon/httpd.c).
  * Handlers never pick HTTP statuses ad hoc: errors map through one table in api.c. */
 #ifndef CT_API_H
 #define CT_API_H
-#include "api/service.h"
+#include "core/core.h"
 #include <microhttpd.h>
 #include <uv.h>
 

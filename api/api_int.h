@@ -10,6 +10,7 @@
 #ifndef CT_API_INT_H
 #define CT_API_INT_H
 #include "api/api.h"
+#include "api/render.h"
 #include "api/static.h"
 #include <stddef.h>
 
@@ -83,7 +84,7 @@ void api__methods_text(unsigned allowed, char *buf, size_t len);
 
 typedef struct sse sse;
 
-struct route_stat { const char *route; unsigned int status; unsigned long long n; prom_hist h; };
+struct route_stat { const char *route; unsigned int status; unsigned long long n; hist h; };
 
 struct api_ctx {
     uv_loop_t *loop;
@@ -143,9 +144,8 @@ enum MHD_Result api__reply_json(api__call *c, unsigned int status, json_t *body)
 enum MHD_Result api__reply_error(api__call *c, const svc_error *e);
 enum MHD_Result api__fail(api__call *c, enum svc_err kind, const char *code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
-/* rc == 0: 200 with *out (taken); else the error. out is passed by address so that callers can write
- * api__reply_result(c, svc_x(..., &out, &e), &out, &e) whatever the argument evaluation order. */
-enum MHD_Result api__reply_result(api__call *c, int rc, json_t **out, const svc_error *e);
+/* 200 with a rendered result (taken); NULL (rendering ran out of memory) is a 500. */
+enum MHD_Result api__reply_rendered(api__call *c, json_t *out);
 /* Queue r (borrowed: MHD keeps its own reference) with status and note the status. */
 enum MHD_Result api__queue(api__call *c, unsigned int status, struct MHD_Response *r);
 

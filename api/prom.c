@@ -48,23 +48,7 @@ void prom_free(prom_buf *b)
     memset(b, 0, sizeof *b);
 }
 
-void prom_hist_init(prom_hist *h, const double *le, int n)
-{
-    memset(h, 0, sizeof *h);
-    h->le = le;
-    h->n = n > PROM_MAX_BUCKETS ? PROM_MAX_BUCKETS : n;
-}
-
-void prom_hist_observe(prom_hist *h, double v)
-{
-    int i = 0;
-    while (i < h->n && v > h->le[i]) i++;
-    h->counts[i]++;
-    h->count++;
-    h->sum += v;
-}
-
-void prom_hist_write(prom_buf *b, const char *name, const char *labels, const prom_hist *h)
+void prom_hist_write(prom_buf *b, const char *name, const char *labels, const hist *h)
 {
     const char *sep = labels && *labels ? "," : "";
     unsigned long long cum = 0;

@@ -16,33 +16,43 @@ enum MHD_Result api__healthz(api__call *c)
 
 enum MHD_Result api__readyz(api__call *c)
 {
-    json_t *out = NULL;
+    svc_readiness v;
     svc_error e;
-    return api__reply_result(c, svc_ready(c->a->svc, &c->q->who, &out, &e), &out, &e);
+    if (svc_ready(c->a->svc, &c->q->who, &v, &e)) return api__reply_error(c, &e);
+    json_t *out = render_ready(&v);
+    return api__reply_rendered(c, out);
 }
 
 enum MHD_Result api__me(api__call *c)
 {
-    json_t *out = NULL;
+    svc_me_info v;
     svc_error e;
-    return api__reply_result(c, svc_me(c->a->svc, &c->q->who, &out, &e), &out, &e);
+    if (svc_me(c->a->svc, &c->q->who, &v, &e)) return api__reply_error(c, &e);
+    json_t *out = render_me(&v);
+    return api__reply_rendered(c, out);
 }
 
 enum MHD_Result api__users(api__call *c)
 {
-    json_t *out = NULL;
+    svc_user_list v;
     svc_error e;
-    return api__reply_result(c, svc_users(c->a->svc, &c->q->who, &out, &e), &out, &e);
+    if (svc_users(c->a->svc, &c->q->who, &v, &e)) return api__reply_error(c, &e);
+    json_t *out = render_users(&v);
+    svc_user_list_free(&v);
+    return api__reply_rendered(c, out);
 }
 
 enum MHD_Result api__audit(api__call *c)
 {
-    json_t *out = NULL;
     svc_error e;
     long long limit, before;
     if (api__int_arg(c, "limit", 100, 1, 1000, &limit, &e) || api__int_arg(c, "before", 0, 0, 1LL << 62, &before, &e))
         return api__reply_error(c, &e);
-    return api__reply_result(c, svc_audit_list(c->a->svc, &c->q->who, before, (int)limit, &out, &e), &out, &e);
+    svc_audit_page v;
+    if (svc_audit_list(c->a->svc, &c->q->who, before, (int)limit, &v, &e)) return api__reply_error(c, &e);
+    json_t *out = render_audit(&v);
+    svc_audit_page_free(&v);
+    return api__reply_rendered(c, out);
 }
 
 enum MHD_Result api__metrics(api__call *c)
@@ -50,7 +60,10 @@ enum MHD_Result api__metrics(api__call *c)
     api_ctx *a = c->a;
     prom_buf b = {0};
     svc_error e;
-    if (svc_metrics_text(a->svc, &c->q->who, &b, &e) != 0) { prom_free(&b); return api__reply_error(c, &e); }
+    svc_stats st;
+    if (svc_stats_get(a->svc, &c->q->who, &st, &e) != 0) return api__reply_error(c, &e);
+    render_stats(&b, &st);
+    svc_stats_free(&st);
     prom_printf(&b, "# HELP coretuned_http_requests_total HTTP requests by route template and status.\n"
                     "# TYPE coretuned_http_requests_total counter\n");
     for (int i = 0; i < a->n_stats; i++)

@@ -14,16 +14,21 @@
 
 enum MHD_Result api__model_list(api__call *c)
 {
-    json_t *out = NULL;
+    svc_model_list v;
     svc_error e;
-    return api__reply_result(c, svc_models(c->a->svc, &c->q->who, &out, &e), &out, &e);
+    if (svc_models(c->a->svc, &c->q->who, &v, &e)) return api__reply_error(c, &e);
+    json_t *out = render_models(&v);
+    svc_model_list_free(&v);
+    return api__reply_rendered(c, out);
 }
 
 enum MHD_Result api__model_get(api__call *c)
 {
-    json_t *out = NULL;
+    svc_model v;
     svc_error e;
-    return api__reply_result(c, svc_model_get(c->a->svc, &c->q->who, api__param(&c->q->m, "id"), &out, &e), &out, &e);
+    if (svc_model_get(c->a->svc, &c->q->who, api__param(&c->q->m, "id"), &v, &e)) return api__reply_error(c, &e);
+    json_t *out = render_model(&v);
+    return api__reply_rendered(c, out);
 }
 
 enum MHD_Result api__model_content(api__call *c)
@@ -55,23 +60,31 @@ enum MHD_Result api__model_content(api__call *c)
 
 enum MHD_Result api__dataset_list(api__call *c)
 {
-    json_t *out = NULL;
+    svc_dataset_list v;
     svc_error e;
-    return api__reply_result(c, svc_datasets(c->a->svc, &c->q->who, &out, &e), &out, &e);
+    if (svc_datasets(c->a->svc, &c->q->who, &v, &e)) return api__reply_error(c, &e);
+    json_t *out = render_datasets(&v);
+    svc_dataset_list_free(&v);
+    return api__reply_rendered(c, out);
 }
 
 enum MHD_Result api__file_list(api__call *c)
 {
-    json_t *out = NULL;
+    svc_file_list v;
     svc_error e;
-    return api__reply_result(c, svc_files(c->a->svc, &c->q->who, &out, &e), &out, &e);
+    if (svc_files(c->a->svc, &c->q->who, &v, &e)) return api__reply_error(c, &e);
+    json_t *out = render_files(&v);
+    svc_file_list_free(&v);
+    return api__reply_rendered(c, out);
 }
 
 enum MHD_Result api__file_get(api__call *c)
 {
-    json_t *out = NULL;
+    svc_file v;
     svc_error e;
-    return api__reply_result(c, svc_file_get(c->a->svc, &c->q->who, api__param(&c->q->m, "id"), &out, &e), &out, &e);
+    if (svc_file_get(c->a->svc, &c->q->who, api__param(&c->q->m, "id"), &v, &e)) return api__reply_error(c, &e);
+    json_t *out = render_file(&v);
+    return api__reply_rendered(c, out);
 }
 
 /* ---------------- uploads ---------------- */
@@ -132,9 +145,10 @@ enum MHD_Result api__file_upload(api__call *c)
         drop_tmp(q);
         return api__fail(c, SVC_EINVAL, "missing_file", "file", "send multipart/form-data with a 'file' part");
     }
-    json_t *out = NULL;
+    svc_file f;
     svc_error e;
-    int rc = svc_file_add(c->a->svc, &q->who, q->tmp, q->filename, q->purpose, q->bytes, &out, &e);
+    int rc = svc_file_add(c->a->svc, &q->who, q->tmp, q->filename, q->purpose, q->bytes, &f, &e);
     q->tmp[0] = 0; /* svc_file_add took the file */
-    return api__reply_result(c, rc, &out, &e);
+    if (rc) return api__reply_error(c, &e);
+    return api__reply_rendered(c, render_file(&f));
 }

@@ -3,10 +3,18 @@
  * thread only; called by the route table (api/routes.c) with the method already checked. Query
  * arguments are validated here; everything else is the service's answer, errors through the one table. */
 #include "api/api_int.h"
-#include "api/jobspec.h"
+#include "spec/jobspec.h"
 #include <string.h>
 
 static const char *job_id(api__call *c) { return api__param(&c->q->m, "id"); }
+
+static enum MHD_Result job_reply(api__call *c, int rc, svc_job *j, const svc_error *e)
+{
+    if (rc) return api__reply_error(c, e);
+    json_t *out = render_job(j);
+    svc_job_clear(j);
+    return api__reply_rendered(c, out);
+}
 
 enum MHD_Result api__job_create(api__call *c)
 {
@@ -27,49 +35,56 @@ enum MHD_Result api__job_create(api__call *c)
         json_decref(body);
         return api__fail(c, SVC_EINVAL, "invalid_value", "Idempotency-Key", "Idempotency-Key must be 1-255 characters");
     }
-    json_t *out = NULL;
+    svc_job j;
     svc_error e;
     int replayed = 0;
-    int rc = svc_job_create(c->a->svc, &q->who, body, key, &out, &replayed, &e);
+    int rc = svc_job_create(c->a->svc, &q->who, body, key, &j, &replayed, &e);
     json_decref(body);
-    return api__reply_result(c, rc, &out, &e);
+    return job_reply(c, rc, &j, &e);
 }
 
 enum MHD_Result api__job_list(api__call *c)
 {
-    json_t *out = NULL;
+    svc_job_page p;
     svc_error e;
     long long limit;
     if (api__int_arg(c, "limit", 20, 1, 100, &limit, &e)) return api__reply_error(c, &e);
-    return api__reply_result(c, svc_job_list(c->a->svc, &c->q->who, api__arg(c, "after"), (int)limit, &out, &e), &out, &e);
+    if (svc_job_list(c->a->svc, &c->q->who, api__arg(c, "after"), (int)limit, &p, &e)) return api__reply_error(c, &e);
+    json_t *out = render_job_page(&p);
+    svc_job_page_free(&p);
+    return api__reply_rendered(c, out);
 }
 
 enum MHD_Result api__job_get(api__call *c)
 {
-    json_t *out = NULL;
+    svc_job j;
     svc_error e;
-    return api__reply_result(c, svc_job_get(c->a->svc, &c->q->who, job_id(c), &out, &e), &out, &e);
+    int rc = svc_job_get(c->a->svc, &c->q->who, job_id(c), &j, &e);
+    return job_reply(c, rc, &j, &e);
 }
 
 enum MHD_Result api__job_cancel(api__call *c)
 {
-    json_t *out = NULL;
+    svc_job j;
     svc_error e;
-    return api__reply_result(c, svc_job_cancel(c->a->svc, &c->q->who, job_id(c), &out, &e), &out, &e);
+    int rc = svc_job_cancel(c->a->svc, &c->q->who, job_id(c), &j, &e);
+    return job_reply(c, rc, &j, &e);
 }
 
 enum MHD_Result api__job_pause(api__call *c)
 {
-    json_t *out = NULL;
+    svc_job j;
     svc_error e;
-    return api__reply_result(c, svc_job_pause(c->a->svc, &c->q->who, job_id(c), &out, &e), &out, &e);
+    int rc = svc_job_pause(c->a->svc, &c->q->who, job_id(c), &j, &e);
+    return job_reply(c, rc, &j, &e);
 }
 
 enum MHD_Result api__job_resume(api__call *c)
 {
-    json_t *out = NULL;
+    svc_job j;
     svc_error e;
-    return api__reply_result(c, svc_job_resume(c->a->svc, &c->q->who, job_id(c), &out, &e), &out, &e);
+    int rc = svc_job_resume(c->a->svc, &c->q->who, job_id(c), &j, &e);
+    return job_reply(c, rc, &j, &e);
 }
 
 /* A stream when the client asks for one (Accept: text/event-stream or ?stream=true), else a page. */
@@ -79,34 +94,43 @@ enum MHD_Result api__job_events(api__call *c)
     const char *stream = api__arg(c, "stream");
     if ((accept && strstr(accept, "text/event-stream")) || (stream && !strcmp(stream, "true")))
         return api__sse_start(c, job_id(c));
-    json_t *out = NULL;
+    svc_event_page p;
     svc_error e;
     long long limit, after = 0;
     const char *as = api__arg(c, "after");
     if (as && api__event_id(as, &after) != 0)
         return api__fail(c, SVC_EINVAL, "invalid_value", "after", "after must be an event id");
     if (api__int_arg(c, "limit", 20, 1, 1000, &limit, &e)) return api__reply_error(c, &e);
-    return api__reply_result(c, svc_job_events(c->a->svc, &c->q->who, job_id(c), after, (int)limit, &out, &e), &out, &e);
+    if (svc_job_events(c->a->svc, &c->q->who, job_id(c), after, (int)limit, &p, &e)) return api__reply_error(c, &e);
+    json_t *out = render_event_page(&p);
+    svc_event_page_free(&p);
+    return api__reply_rendered(c, out);
 }
 
 enum MHD_Result api__job_checkpoints(api__call *c)
 {
-    json_t *out = NULL;
+    svc_ckpt_page p;
     svc_error e;
     long long limit;
     if (api__int_arg(c, "limit", 10, 1, 100, &limit, &e)) return api__reply_error(c, &e);
-    return api__reply_result(c, svc_job_checkpoints(c->a->svc, &c->q->who, job_id(c), api__arg(c, "after"), (int)limit, &out, &e),
-                             &out, &e);
+    if (svc_job_checkpoints(c->a->svc, &c->q->who, job_id(c), api__arg(c, "after"), (int)limit, &p, &e))
+        return api__reply_error(c, &e);
+    json_t *out = render_checkpoints(&p);
+    svc_ckpt_page_free(&p);
+    return api__reply_rendered(c, out);
 }
 
 enum MHD_Result api__job_metrics(api__call *c)
 {
-    json_t *out = NULL;
+    svc_metrics m;
     svc_error e;
     long long max_points, after_step;
     if (api__int_arg(c, "max_points", 500, 3, 100000, &max_points, &e)) return api__reply_error(c, &e);
     if (api__int_arg(c, "after_step", 0, 0, 1LL << 30, &after_step, &e)) return api__reply_error(c, &e);
-    return api__reply_result(c, svc_job_metrics(c->a->svc, &c->q->who, job_id(c), api__arg(c, "names"), (int)max_points,
-                                                (int)after_step, &out, &e),
-                             &out, &e);
+    if (svc_job_metrics(c->a->svc, &c->q->who, job_id(c), api__arg(c, "names"), (int)max_points, (int)after_step, &m,
+                        &e))
+        return api__reply_error(c, &e);
+    json_t *out = render_metrics(&m);
+    svc_metrics_free(&m);
+    return api__reply_rendered(c, out);
 }

@@ -52,20 +52,19 @@ static void sse_append(sse *x, const char *text, size_t n)
 static void sse_fill(sse *x)
 {
     if (x->a->shutting_down) { x->ended = 1; return; }
-    json_t *events = NULL;
+    svc_event_page p;
     int ended = 0;
     svc_error e;
-    if (svc_stream_poll(x->a->svc, &x->who, x->job_id, x->last, 100, &events, &ended, &e) != 0) {
+    if (svc_stream_poll(x->a->svc, &x->who, x->job_id, x->last, 100, &p, &ended, &e) != 0) {
         x->ended = 1;
         return;
     }
-    size_t i;
-    json_t *ev;
-    json_array_foreach(events, i, ev) {
+    for (int i = 0; i < p.n; i++) {
+        json_t *ev = render_event(&p.v[i]);
         const char *id = json_string_value(json_object_get(ev, "id"));
         const char *type = json_string_value(json_object_get(ev, "type"));
         char *data = json_dumps(ev, JSON_COMPACT);
-        if (!data || !id) { free(data); continue; }
+        if (!data || !id) { free(data); json_decref(ev); continue; }
         char head[160];
         int n = snprintf(head, sizeof head, "id: %s\nevent: %s\ndata: ", id, type ? type : "message");
         sse_append(x, head, (size_t)n);
@@ -73,8 +72,9 @@ static void sse_fill(sse *x)
         sse_append(x, "\n\n", 2);
         free(data);
         api__event_id(id, &x->last);
+        json_decref(ev);
     }
-    json_decref(events);
+    svc_event_page_free(&p);
     if (x->len == 0 && ended) {
         char end[160];
         int n = snprintf(end, sizeof end, "event: end\ndata: {\"job_id\":\"%s\"}\n\n", x->job_id);
@@ -156,10 +156,10 @@ enum MHD_Result api__sse_start(api__call *c, const char *job_id)
 {
     api_ctx *a = c->a;
     const svc_caller *who = &c->q->who;
-    json_t *job;
+    svc_job job;
     svc_error e;
     if (svc_job_get(a->svc, who, job_id, &job, &e) != 0) return api__reply_error(c, &e);
-    json_decref(job);
+    svc_job_clear(&job);
     long long last = 0;
     const char *lei = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Last-Event-ID");
     const char *after = api__arg(c, "after");

@@ -5,7 +5,7 @@
  * refused or absent, so probing `..`, symlinks out of the root or special files reveals nothing). */
 #ifndef CT_STATIC_H
 #define CT_STATIC_H
-#include "api/service.h"
+#include "core/core.h"
 #include <microhttpd.h>
 #include <stddef.h>
 

@@ -1,8 +1,8 @@
 /* cli/train_cmd.c — `coretune train SPEC.json --out DIR [--resume] [--threads N]`: one job, locally,
- * without the daemon. The spec is the REST API's job body (api/jobspec.h); progress is printed as
+ * without the daemon. The spec is the REST API's job body (spec/jobspec.h); progress is printed as
  * one JSON object per line on stdout; Ctrl-C stops after the current step with a resumable
  * checkpoint. Exit codes: 0 done (or stopped cleanly), 1 the job failed, 2 bad usage or spec. */
-#include "api/jobspec.h"
+#include "spec/jobspec.h"
 #include "cli/cli.h"
 #include "trainer/trainer.h"
 #include <errno.h>
@@ -38,13 +38,11 @@ static int resolve(void *ud, enum jobspec_ref kind, const char *name, char *path
         }
         return 0;
     }
-    static const char *const archs[] = {"resnet18", "resnet34", "resnet50", "resnet20", "resnet32", "resnet56"};
-    for (size_t i = 0; i < sizeof archs / sizeof *archs; i++)
-        if (strcmp(name, archs[i]) == 0) {
-            snprintf(arch, 16, "%s", name);
-            path[0] = 0;
-            return 0;
-        }
+    if (tr_arch_known(name)) {
+        snprintf(arch, 16, "%s", name);
+        path[0] = 0;
+        return 0;
+    }
     if (access(name, R_OK) != 0) {
         snprintf(err, errlen, "model '%s' is neither an architecture (resnet18/34/50/20/32/56) nor a readable "
                               "safetensors file", name);

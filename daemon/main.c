@@ -6,10 +6,10 @@
 #define _GNU_SOURCE
 #include "api/api.h"
 #include "common/log.h"
-#include "daemon/auth.h"
+#include "core/auth.h"
 #include "daemon/httpd.h"
 #include "daemon/sdnotify.h"
-#include "daemon/service.h"
+#include "core/core.h"
 #include "storage/db.h"
 #include <arpa/inet.h>
 #include <errno.h>

@@ -53,12 +53,18 @@ void tr_spec_defaults(tr_spec *s)
 #define CHECK_RANGE(cond, field, ...) \
     do { if (!(cond)) { snprintf(param, paramlen, "%s", field); return err_set(err, errlen, -EINVAL, __VA_ARGS__); } } while (0)
 
+const char *const tr_arch_names[TR_N_ARCHS] = {"resnet18", "resnet34", "resnet50", "resnet20", "resnet32", "resnet56"};
+
+int tr_arch_known(const char *name)
+{
+    for (int i = 0; i < TR_N_ARCHS; i++)
+        if (!strcmp(name, tr_arch_names[i])) return 1;
+    return 0;
+}
+
 int tr_spec_validate(const tr_spec *s, char *param, size_t paramlen, char *err, size_t errlen)
 {
-    static const char *const archs[] = {"resnet18", "resnet34", "resnet50", "resnet20", "resnet32", "resnet56"};
-    int known = 0;
-    for (size_t i = 0; i < sizeof archs / sizeof *archs; i++) known |= strcmp(s->arch, archs[i]) == 0;
-    CHECK_RANGE(known, "arch", "unknown architecture '%s' (resnet18, resnet34, resnet50, resnet20, resnet32, resnet56)", s->arch);
+    CHECK_RANGE(tr_arch_known(s->arch), "arch", "unknown architecture '%s' (resnet18, resnet34, resnet50, resnet20, resnet32, resnet56)", s->arch);
     CHECK_RANGE(s->in_channels == 1 || s->in_channels == 3, "in_channels", "in_channels must be 1 or 3");
     CHECK_RANGE(s->image_size >= 8 && s->image_size <= 512, "image_size", "image_size must be in [8, 512]");
     CHECK_RANGE(s->train_data[0], "train_data", "a training data set is required");

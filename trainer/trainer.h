@@ -1,5 +1,5 @@
 /* trainer/trainer.h — run one training job: the plain-C job spec, progress callbacks, and tr_run.
- * The daemon and the CLI fill a tr_spec (from JSON, see api/jobspec.h), then call tr_run on a thread
+ * The daemon and the CLI fill a tr_spec (from JSON, see spec/jobspec.h), then call tr_run on a thread
  * they own; tr_run calls back with progress from that same thread and polls should_stop at every
  * step boundary. Errors: negative return, the reason in err (and the offending field in param for
  * validation). The trainer never prints and never exits. */
@@ -94,6 +94,11 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
 
 /* Which architecture a safetensors file of backbone weights (torchvision names) holds, from its
  * tensor names and shapes: OUT arch (16 bytes), *in_channels, *small_stem. 0, or negative + err. */
+/* The architectures a job may name (the one list: validation, the daemon's base models, the CLI). */
+#define TR_N_ARCHS 6
+extern const char *const tr_arch_names[TR_N_ARCHS];
+int tr_arch_known(const char *name);
+
 int tr_weights_arch(const char *path, char *arch, int *in_channels, int *small_stem, char *err, size_t errlen);
 
 #endif

@@ -1,5 +1,5 @@
 /* tests/unit/test_auth.c — auth_sha256_hex (nettle underneath) against the FIPS 180-4 vectors, and
- * daemon/auth.c on a real database: token format and uniqueness, only the hash stored (neither the WAL
+ * core/auth.c on a real database: token format and uniqueness, only the hash stored (neither the WAL
  * nor the database file holds the secret), check/revoke, uid mapping (root and the daemon's uid -> the
  * bootstrap admin), bootstrap once, user-name rules. Single-threaded cmocka binary. */
 #include <stdarg.h>
@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/auth.h"
+#include "core/auth.h"
 #include "tests/unit/dbfix.h"
 
 static void test_sha256_vectors(void **st)

@@ -1,4 +1,4 @@
-/* tests/unit/test_jobspec.c — api/jobspec.c: the job body -> tr_spec mapping, strict validation
+/* tests/unit/test_jobspec.c — spec/jobspec.c: the job body -> tr_spec mapping, strict validation
  * (unknown fields, wrong types, out-of-range values, each with its JSON path in param), the resolver
  * hook, the effective-hyperparameters output (parsing it back gives the same spec) and the depth scan.
  * Single-threaded cmocka binary. */
@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "api/jobspec.h"
+#include "spec/jobspec.h"
 
 static int resolver(void *ud, enum jobspec_ref kind, const char *name, char *path, char *arch, char *err,
                     size_t errlen)

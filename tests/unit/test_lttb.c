@@ -1,4 +1,4 @@
-/* tests/unit/test_lttb.c — api/lttb.c: short series pass through, the output has exactly threshold
+/* tests/unit/test_lttb.c — core/lttb.c: short series pass through, the output has exactly threshold
  * increasing indices with both ends kept, and an isolated spike survives heavy downsampling.
  * Single-threaded cmocka binary. */
 #include <stdarg.h>
@@ -9,7 +9,7 @@
 
 #include <math.h>
 
-#include "api/lttb.h"
+#include "core/lttb.h"
 
 enum { N = 1000 };
 

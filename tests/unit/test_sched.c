@@ -1,4 +1,4 @@
-/* tests/unit/test_sched.c — the scheduling policy (daemon/sched.c) on hand-made snapshots: capacity
+/* tests/unit/test_sched.c — the scheduling policy (core/sched_policy.c) on hand-made snapshots: capacity
  * (threads never above cores, workers), priority within a user, fair share across users (50 queued jobs
  * of one user do not starve another's first), quotas, no backfill past a waiting head, preemption only
  * after the grace period, one at a time, of an over-share user or a lower-priority job of the same user,
@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "daemon/sched.h"
+#include "core/sched_policy.h"
 
 static sched_quota g_quota;
 static void quota(void *ud, const char *owner, sched_quota *out) { (void)ud; (void)owner; *out = g_quota; }

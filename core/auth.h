@@ -1,4 +1,4 @@
-/* daemon/auth.h — who is calling: users, API tokens and local (Unix socket) identities, on top of
+/* core/auth.h — who is calling: users, API tokens and local (Unix socket) identities, on top of
  * storage/db.h. Used by the job service on the loop thread and by the offline admin commands
  * (`coretuned user add`, `token create`, ...) in main.c. Tokens are "ct_" + 40 base62 characters
  * (238 random bits from getrandom); only their SHA-256 is stored, looked up by the first 11 characters

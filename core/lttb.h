@@ -1,4 +1,4 @@
-/* api/lttb.h — Largest-Triangle-Three-Buckets downsampling of a metric series (Steinarsson 2013):
+/* core/lttb.h — Largest-Triangle-Three-Buckets downsampling of a metric series (Steinarsson 2013):
  * keeps the first and last points and, from each of threshold-2 equal buckets in between, the point
  * that makes the largest triangle with the point kept before it and the mean of the next bucket, so
  * spikes and the curve's shape survive. Pure; any thread; no allocation. */

@@ -1,7 +1,7 @@
-/* api/jobspec.c — job body JSON <-> tr_spec (see jobspec.h). Pure; any thread.
+/* spec/jobspec.c — job body JSON <-> tr_spec (see jobspec.h). Pure; any thread.
  * Three tables (hyperparameters, architecture, data) drive parsing, the effective-JSON output and the
  * mapping of tr_spec_validate's field names back to JSON paths, so a field is declared once. */
-#include "api/jobspec.h"
+#include "spec/jobspec.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>

@@ -1,5 +1,5 @@
-/* api/lttb.c — see lttb.h. */
-#include "api/lttb.h"
+/* core/lttb.c — see lttb.h. */
+#include "core/lttb.h"
 #include <math.h>
 
 size_t lttb(const double *x, const double *y, size_t n, size_t threshold, size_t *keep)

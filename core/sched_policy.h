@@ -1,5 +1,5 @@
-/* daemon/sched.h — the scheduling policy, as pure functions over snapshots (no I/O, no clocks, no
- * globals), so it is tested by itself (tests/unit/test_sched.c). The job service (daemon/service.c)
+/* core/sched_policy.h — the scheduling policy, as pure functions over snapshots (no I/O, no clocks, no
+ * globals), so it is tested by itself (tests/unit/test_sched.c). The core (core/schedule.c)
  * builds the snapshot on the loop thread and applies the decision.
  *
  * Policy:

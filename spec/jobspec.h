@@ -1,4 +1,4 @@
-/* api/jobspec.h — the job body (OpenAI fine-tuning jobs shape, JSON) <-> tr_spec.
+/* spec/jobspec.h — the job body (OpenAI fine-tuning jobs shape, JSON) <-> tr_spec.
  * Shared by the daemon (POST /v1/fine_tuning/jobs) and the CLI (`coretune train SPEC.json`), so both
  * accept exactly the same body. Pure functions, any thread; names of models and files are turned into
  * paths by a caller-supplied resolver (the daemon knows its data dir, the CLI also accepts paths).

@@ -1,14 +1,14 @@
-/* daemon/auth.c — users, API tokens, local identities (see auth.h). Whichever thread owns the db
+/* core/auth.c — users, API tokens, local identities (see auth.h). Whichever thread owns the db
  * (the loop thread in the daemon; main() in the offline admin commands). Never logs a token. */
 #define _GNU_SOURCE
-#include "daemon/auth.h"
+#include "core/auth.h"
+#include "common/util.h"
 #include <errno.h>
 #include <nettle/memops.h>   /* memeql_sec: constant-time comparison */
 #include <nettle/sha2.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 static const char base62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -64,28 +64,10 @@ int auth_user_add(db *d, const char *name, int admin, long long uid, int bootstr
     return 0;
 }
 
-/* Uniform base62 characters: bytes >= 248 (= 4 * 62) are rejected so that no character is likelier. */
-static int random_base62(char *out, size_t n)
-{
-    size_t have = 0;
-    while (have < n) {
-        unsigned char raw[64];
-        ssize_t got = getrandom(raw, sizeof raw, 0);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            return -errno;
-        }
-        for (ssize_t i = 0; i < got && have < n; i++)
-            if (raw[i] < 248) out[have++] = base62[raw[i] % 62];
-    }
-    out[n] = 0;
-    return 0;
-}
-
 int auth_token_create(db *d, long long user_id, char *token, long long *id, char *err, size_t errlen)
 {
     char rnd[AUTH_TOKEN_RANDOM + 1];
-    int rc = random_base62(rnd, AUTH_TOKEN_RANDOM);
+    int rc = util_random_base62(rnd, AUTH_TOKEN_RANDOM);
     if (rc) { snprintf(err, errlen, "no randomness: %s", strerror(-rc)); return rc; }
     db_token t = {.user_id = user_id, .created_at = (long long)time(NULL)};
     snprintf(token, AUTH_TOKEN_LEN + 1, AUTH_TOKEN_PREFIX "%s", rnd);

@@ -1,0 +1,275 @@
+/* api/render.c — see render.h. Field order follows OpenAI's objects (clients and tests read them
+ * by name, people read them in this order). */
+#include "api/render.h"
+#include "common/log.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static json_t *jreal(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+static json_t *jstr(const char *s) { return s ? json_string(s) : json_null(); }
+
+static json_t *jtime(long long t) { return t > 0 ? json_integer(t) : json_null(); }
+
+static json_t *jparse(const char *text)
+{
+    if (!text) return json_null();
+    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+    return v ? v : json_null();
+}
+
+/* {"object": "list", "data": data (stolen), "has_more", "first_id", "last_id"} */
+static json_t *list_envelope(json_t *data, int has_more)
+{
+    size_t n = json_array_size(data);
+    json_t *first = n ? json_object_get(json_array_get(data, 0), "id") : NULL;
+    json_t *last = n ? json_object_get(json_array_get(data, n - 1), "id") : NULL;
+    return json_pack("{s:s, s:o, s:b, s:O, s:O}", "object", "list", "data", data, "has_more", has_more, "first_id",
+                     first ? first : json_null(), "last_id", last ? last : json_null());
+}
+
+/* {"object": "list", "data": data (stolen), "has_more": has_more} */
+static json_t *plain_list(json_t *data, int has_more)
+{
+    return json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", has_more);
+}
+
+json_t *render_job(const svc_job *v)
+{
+    const db_job *j = &v->row;
+    json_t *method = jparse(j->method);
+    json_t *ext = jparse(j->extensions);
+    json_t *hp = json_object_get(json_object_get(method, json_string_value(json_object_get(method, "type"))),
+                                 "hyperparameters");
+    json_t *metrics = jparse(j->metrics);
+    json_error_t pe;
+    json_t *o = json_pack_ex(&pe, 0, "{s:s, s:s, s:s, s:I, s:o, s:o, s:s, s:s, s:o, s:o, s:O, s:I, s:o, s:o, s:s, s:o, s:[], "
+                          "s:o, s:[]}",
+                          "object", "fine_tuning.job", "id", j->id, "status", j->status, "created_at",
+                          (json_int_t)j->created_at, "started_at", jtime(j->started_at), "finished_at",
+                          jtime(j->finished_at), "model", j->model, "training_file", j->training_file,
+                          "validation_file", jstr(j->validation_file), "method", method, "hyperparameters",
+                          hp ? hp : json_null(), "seed", (json_int_t)j->seed, "suffix", jstr(j->suffix),
+                          "metadata", jparse(j->metadata), "organization_id", "coretuned", "fine_tuned_model",
+                          jstr(j->fine_tuned_model), "result_files", "trained_tokens", json_null(),
+                          "integrations");
+    if (!o) {
+        LOG(LOG_ERROR, "msg=\"cannot render job\" job=%s err=\"%s\"", j->id, pe.text);
+        json_decref(ext);
+        json_decref(metrics);
+        return NULL;
+    }
+    json_object_set_new(o, "user_provided_suffix", jstr(j->suffix));
+    json_object_set_new(o, "architecture", json_incref(json_object_get(ext, "architecture")));
+    json_object_set_new(o, "data", json_incref(json_object_get(ext, "data")));
+    json_decref(ext);
+    json_object_set_new(o, "progress", json_pack("{s:i, s:i, s:i, s:i}", "epoch", j->epoch, "epochs", j->epochs,
+                                                 "step", j->step, "total_steps", j->total_steps));
+    json_object_set_new(o, "metrics", json_is_object(metrics) ? metrics : (json_decref(metrics), json_object()));
+    json_object_set_new(o, "best_valid_accuracy", jreal(j->best_valid_accuracy));
+    json_object_set_new(o, "final_valid_accuracy", jreal(j->final_valid_accuracy));
+    json_object_set_new(o, "owner", j->owner[0] ? json_string(j->owner) : json_null());
+    json_object_set_new(o, "priority", json_integer(j->priority));
+    json_object_set_new(o, "threads", json_integer(j->threads));
+    json_object_set_new(o, "queue_position", v->queue_position > 0 ? json_integer(v->queue_position) : json_null());
+    json_object_set_new(o, "estimated_start", v->estimated_start > 0 ? json_integer(v->estimated_start) : json_null());
+    json_object_set_new(o, "estimated_finish",
+                        v->estimated_finish > 0 ? json_integer(v->estimated_finish) : json_null());
+    if (j->error_code || j->error_message)
+        json_object_set_new(o, "error", json_pack("{s:o, s:o, s:o}", "code", jstr(j->error_code), "message",
+                                                  jstr(j->error_message), "param", jstr(j->error_param)));
+    else
+        json_object_set_new(o, "error", json_null());
+    return o;
+}
+
+json_t *render_job_page(const svc_job_page *p)
+{
+    json_t *data = json_array();
+    for (int i = 0; i < p->n; i++) json_array_append_new(data, render_job(&p->v[i]));
+    return list_envelope(data, p->has_more);
+}
+
+json_t *render_event(const svc_event *ev)
+{
+    char eid[32];
+    snprintf(eid, sizeof eid, "ftevent-%lld", ev->id);
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:o}", "object", "fine_tuning.job.event", "id", eid,
+                     "created_at", (json_int_t)ev->created_at, "level", ev->level, "message",
+                     ev->message ? ev->message : "", "type", ev->type, "data", jparse(ev->data));
+}
+
+json_t *render_event_page(const svc_event_page *p)
+{
+    json_t *data = json_array();
+    for (int i = 0; i < p->n; i++) json_array_append_new(data, render_event(&p->v[i]));
+    return list_envelope(data, p->has_more);
+}
+
+json_t *render_checkpoints(const svc_ckpt_page *p)
+{
+    json_t *data = json_array();
+    for (int i = 0; i < p->n; i++) {
+        const db_checkpoint *c = &p->v[i];
+        char id[48], name[400];
+        snprintf(id, sizeof id, "ftckpt-%lld", c->id);
+        snprintf(name, sizeof name, "%s:ckpt-step-%d", p->model, c->step);
+        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s, s:i, s:i, s:o, s:s}", "object",
+                                              "fine_tuning.job.checkpoint", "id", id, "created_at",
+                                              (json_int_t)c->created_at, "fine_tuned_model_checkpoint", name,
+                                              "step_number", c->step, "epoch", c->epoch, "metrics",
+                                              jparse(c->metrics), "fine_tuning_job_id", p->job_id));
+    }
+    return list_envelope(data, p->has_more);
+}
+
+json_t *render_metrics(const svc_metrics *m)
+{
+    json_t *res = json_object();
+    for (int k = 0; k < m->n; k++) {
+        const svc_series *s = &m->v[k];
+        json_t *steps = json_array(), *values = json_array();
+        for (size_t i = 0; i < s->n; i++) {
+            json_array_append_new(steps, json_integer(s->steps[i]));
+            json_array_append_new(values, jreal(s->values[i]));
+        }
+        json_object_set_new(res, s->name, json_pack("{s:o, s:o, s:I}", "steps", steps, "values", values,
+                                                    "total_points", (json_int_t)s->total_points));
+    }
+    return json_pack("{s:s, s:s, s:i, s:o}", "object", "fine_tuning.job.metrics", "job_id", m->job_id, "max_points",
+                     m->max_points, "series", res);
+}
+
+json_t *render_model(const svc_model *m)
+{
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:o}", "id", m->id, "object", "model", "created",
+                          (json_int_t)m->created, "owned_by", m->owned_by, "kind", m->kind, "arch",
+                          m->arch[0] ? json_string(m->arch) : json_null());
+    if (o && !strcmp(m->kind, "fine-tuned")) json_object_set_new(o, "job_id", json_string(m->job_id));
+    return o;
+}
+
+json_t *render_models(const svc_model_list *l)
+{
+    json_t *data = json_array();
+    for (int i = 0; i < l->n; i++) json_array_append_new(data, render_model(&l->v[i]));
+    return json_pack("{s:s, s:o}", "object", "list", "data", data);
+}
+
+json_t *render_datasets(const svc_dataset_list *l)
+{
+    json_t *data = json_array();
+    for (int i = 0; i < l->n; i++) {
+        const svc_dataset_info *d = &l->v[i];
+        json_t *o = json_pack("{s:s, s:s, s:s}", "id", d->id, "object", "dataset", "source", d->source);
+        if (d->format[0]) json_object_set_new(o, "format", json_string(d->format));
+        if (d->images >= 0) json_object_set_new(o, "images", json_integer(d->images));
+        if (d->classes >= 0) json_object_set_new(o, "classes", json_integer(d->classes));
+        if (d->bytes >= 0) json_object_set_new(o, "bytes", json_integer(d->bytes));
+        json_array_append_new(data, o);
+    }
+    return plain_list(data, 0);
+}
+
+json_t *render_file(const svc_file *x)
+{
+    const db_file *f = &x->f;
+    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:s}", "id", f->id, "object", "file", "bytes",
+                          (json_int_t)f->bytes, "created_at", (json_int_t)f->created_at, "filename", f->filename,
+                          "purpose", f->purpose, "format", f->format, "status", "processed");
+    if (o && x->images >= 0) json_object_set_new(o, "images", json_integer(x->images));
+    if (o && x->classes >= 0) json_object_set_new(o, "classes", json_integer(x->classes));
+    return o;
+}
+
+json_t *render_files(const svc_file_list *l)
+{
+    json_t *data = json_array();
+    for (int i = 0; i < l->n; i++) json_array_append_new(data, render_file(&l->v[i]));
+    return plain_list(data, 0);
+}
+
+static json_t *quota_json(const svc_quota *q)
+{
+    return json_pack("{s:i, s:i, s:i, s:I}", "running_jobs", q->running_jobs, "queued_jobs", q->queued_jobs, "threads",
+                     q->threads, "upload_bytes", (json_int_t)q->upload_bytes);
+}
+
+static json_t *user_json(const db_user *u)
+{
+    return json_pack("{s:s, s:s, s:b, s:o, s:I}", "object", "user", "name", u->name, "admin", u->admin, "uid",
+                     u->uid >= 0 ? json_integer(u->uid) : json_null(), "created_at", (json_int_t)u->created_at);
+}
+
+json_t *render_me(const svc_me_info *me)
+{
+    const db_user *u = &me->user;
+    return json_pack("{s:s, s:s, s:b, s:o, s:s, s:o, s:o}", "object", "user", "name", u->name, "admin", u->admin,
+                     "uid", u->uid >= 0 ? json_integer(u->uid) : json_null(), "via", me->via, "quota",
+                     quota_json(&me->quota), "usage", quota_json(&me->usage));
+}
+
+json_t *render_users(const svc_user_list *l)
+{
+    json_t *data = json_array();
+    for (int i = 0; i < l->n; i++) json_array_append_new(data, user_json(&l->v[i]));
+    return plain_list(data, 0);
+}
+
+json_t *render_audit(const svc_audit_page *p)
+{
+    json_t *data = json_array();
+    for (int i = 0; i < p->n; i++) {
+        const db_audit *a = &p->v[i];
+        json_array_append_new(data, json_pack("{s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "object",
+                                              "audit.record", "id", (json_int_t)a->id, "created_at",
+                                              (json_int_t)a->at, "user", a->actor, "action", a->action, "target",
+                                              a->target, "outcome", a->outcome, "remote", a->remote, "detail",
+                                              a->detail));
+    }
+    return plain_list(data, p->has_more);
+}
+
+json_t *render_ready(const svc_readiness *r)
+{
+    return json_pack("{s:s, s:i, s:i, s:i}", "status", "ready", "workers", r->workers, "running", r->running,
+                     "threads_per_job", r->threads_per_job);
+}
+
+void render_stats(prom_buf *b, const svc_stats *st)
+{
+    prom_printf(b, "# HELP coretuned_jobs Jobs by user and state.\n# TYPE coretuned_jobs gauge\n");
+    for (int i = 0; i < st->n_counts; i++) {
+        prom_printf(b, "coretuned_jobs{user=\"");
+        prom_escaped(b, st->counts[i].owner);
+        prom_printf(b, "\",state=\"%s\"} %lld\n", st->counts[i].status, st->counts[i].n);
+    }
+    prom_printf(b, "# HELP coretuned_queue_depth Jobs waiting to run.\n# TYPE coretuned_queue_depth gauge\n"
+                   "coretuned_queue_depth %lld\n", st->queued);
+    prom_printf(b, "# HELP coretuned_running_jobs Jobs with a worker thread.\n# TYPE coretuned_running_jobs gauge\n"
+                   "coretuned_running_jobs %d\n", st->running_jobs);
+    prom_printf(b, "# HELP coretuned_running_threads Trainer threads of running jobs (never above coretuned_cores).\n"
+                   "# TYPE coretuned_running_threads gauge\ncoretuned_running_threads %d\n", st->running_threads);
+    prom_printf(b, "# HELP coretuned_cores Cores the scheduler hands out.\n# TYPE coretuned_cores gauge\n"
+                   "coretuned_cores %d\n", st->cores);
+    static const char *const names[2] = {"coretuned_job_steps_per_second", "coretuned_job_images_per_second"};
+    static const char *const helps[2] = {"Optimiser steps per second of a running job.",
+                                         "Training images per second of a running job."};
+    for (int k = 0; k < 2; k++) {
+        prom_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", names[k], helps[k], names[k]);
+        for (int i = 0; i < st->n_runs; i++) {
+            prom_printf(b, "%s{job=\"%s\",user=\"", names[k], st->runs[i].job_id);
+            prom_escaped(b, st->runs[i].owner);
+            prom_printf(b, "\"} %.6g\n", k == 0 ? st->runs[i].steps_per_s : st->runs[i].images_per_s);
+        }
+    }
+    prom_printf(b, "# HELP coretuned_db_write_seconds Time to commit one database transaction.\n"
+                   "# TYPE coretuned_db_write_seconds histogram\n");
+    prom_hist_write(b, "coretuned_db_write_seconds", "", &st->db_write);
+    prom_printf(b, "# HELP coretuned_preemptions_total Jobs checkpointed and requeued to make room.\n"
+                   "# TYPE coretuned_preemptions_total counter\ncoretuned_preemptions_total %llu\n", st->preemptions);
+    prom_printf(b, "# HELP coretuned_auth_failures_total Requests refused for missing or bad credentials.\n"
+                   "# TYPE coretuned_auth_failures_total counter\ncoretuned_auth_failures_total %llu\n",
+                st->auth_failures);
+}

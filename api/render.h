@@ -1,0 +1,29 @@
+/* api/render.h — the core's typed results (core/core.h) as the JSON objects clients see: the OpenAI
+ * fine-tuning shapes (jobs, events, checkpoints, list envelopes) and coretuned's own (metrics, models,
+ * datasets, files, users, audit), and the service counters as Prometheus text. Pure: loop thread or any;
+ * each function returns a new reference (NULL when out of memory) and borrows its input. */
+#ifndef CT_RENDER_H
+#define CT_RENDER_H
+#include "api/prom.h"
+#include "core/core.h"
+#include <jansson.h>
+
+json_t *render_job(const svc_job *j);
+json_t *render_job_page(const svc_job_page *p);
+json_t *render_event(const svc_event *ev);
+json_t *render_event_page(const svc_event_page *p);
+json_t *render_checkpoints(const svc_ckpt_page *p);
+json_t *render_metrics(const svc_metrics *m);
+json_t *render_model(const svc_model *m);
+json_t *render_models(const svc_model_list *l);
+json_t *render_datasets(const svc_dataset_list *l);
+json_t *render_file(const svc_file *f);
+json_t *render_files(const svc_file_list *l);
+json_t *render_me(const svc_me_info *me);
+json_t *render_users(const svc_user_list *l);
+json_t *render_audit(const svc_audit_page *p);
+json_t *render_ready(const svc_readiness *r);
+/* The service's part of GET /metrics, appended to b. */
+void render_stats(prom_buf *b, const svc_stats *st);
+
+#endif

@@ -1,0 +1,422 @@
+/* core/assets.c — what jobs train from and produce: names -> paths for the job spec (base
+ * architectures, backbones under DATA_DIR/models, fine-tuned models, built-in and configured datasets,
+ * uploads, paths inside a dataset root), the model, dataset and file lists, model downloads and uploads.
+ * Loop thread only. A user's request for another user's upload or model answers "not found" (audited). */
+#define _GNU_SOURCE
+#include "core/core_int.h"
+#include "common/log.h"
+#include "common/util.h"
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define NAME_MAX_LEN 200           /* backbone and upload names */
+
+int svc__owned_by(const char *row_owner, const char *owner, int admin)
+{
+    return admin || (row_owner[0] && owner && !strcmp(row_owner, owner));
+}
+
+/* The architecture a backbone's name starts with (the longest match), or NULL. */
+static const char *arch_of_name(const char *name)
+{
+    const char *best = NULL;
+    for (int i = 0; i < TR_N_ARCHS; i++) {
+        const char *a = tr_arch_names[i];
+        if (!strncmp(name, a, strlen(a)) && (!best || strlen(a) > strlen(best))) best = a;
+    }
+    return best;
+}
+
+static int builtin_available(svc *s)
+{
+    char p[1200];
+    snprintf(p, sizeof p, "%s/fashion-mnist", s->cfg.builtin_dir);
+    struct stat st;
+    return s->cfg.builtin_dir[0] && stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* A path a job names: allowed only inside a configured dataset root once every symlink is resolved,
+ * and never with a ".." segment. OUT path (TR_PATH_MAX). */
+static int root_path(svc *s, const char *name, char *path)
+{
+    if (name[0] != '/' || s->cfg.n_roots == 0 || strstr(name, "/../") || strstr(name, "/./")) return -ENOENT;
+    size_t n = strlen(name);
+    if (n >= 3 && !strcmp(name + n - 3, "/..")) return -ENOENT;
+    char real[PATH_MAX], root[PATH_MAX];
+    if (!realpath(name, real)) return -ENOENT;
+    for (int i = 0; i < s->cfg.n_roots; i++) {
+        if (!realpath(s->cfg.roots[i], root)) continue;
+        size_t rn = strlen(root);
+        if (!strncmp(real, root, rn) && (real[rn] == '/' || (rn == 1 && root[0] == '/')) && strlen(real) < TR_PATH_MAX) {
+            memcpy(path, real, strlen(real) + 1); /* length checked above */
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+static int resolve_model(svc__resolve_ctx *rc, const char *name, char *path, char *arch, char *err, size_t errlen)
+{
+    svc *s = rc->s;
+    if (tr_arch_known(name)) {
+        path[0] = 0;
+        snprintf(arch, 16, "%s", name);
+        return 0;
+    }
+    db_model m;
+    if (db_model_get(s->db, name, &m) == 0 && svc__owned_by(m.owner, rc->owner, rc->admin)) {
+        if (!svc__file_exists(m.path)) {
+            snprintf(err, errlen, "model '%s' has no weights on disk", name);
+            return -ENOENT;
+        }
+        snprintf(path, TR_PATH_MAX, "%s", m.path);
+        snprintf(arch, 16, "%s", m.arch);
+        return 0;
+    }
+    if (util_valid_name(name, NAME_MAX_LEN)) {
+        char p[TR_PATH_MAX + 64];
+        snprintf(p, sizeof p, "%s/models/%s.safetensors", s->cfg.data_dir, name);
+        const char *a = arch_of_name(name);
+        if (svc__file_exists(p) && strlen(p) < TR_PATH_MAX) {
+            /* the name says it (resnet50-mocov2) or the tensors do (slower: reads the file) */
+            char found[16] = "", why[256];
+            int in_ch, small;
+            if (!a && tr_weights_arch(p, found, &in_ch, &small, why, sizeof why) != 0) {
+                snprintf(err, errlen, "cannot tell the architecture of backbone '%s': %s", name, why);
+                return -EINVAL;
+            }
+            snprintf(path, TR_PATH_MAX, "%.1023s", p);
+            snprintf(arch, 16, "%s", a ? a : found);
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "model '%.200s' does not exist (see GET /v1/models)", name);
+    return -ENOENT;
+}
+
+/* The job spec's resolver (spec/jobspec.h); ud is a svc__resolve_ctx. */
+int svc__resolve(void *ud, enum jobspec_ref kind, const char *name, char *path, char *arch, char *err, size_t errlen)
+{
+    svc__resolve_ctx *rc = ud;
+    svc *s = rc->s;
+    if (kind == JOBSPEC_MODEL) return resolve_model(rc, name, path, arch, err, errlen);
+    if (builtin_available(s) && (!strcmp(name, "fashion-mnist-train") || !strcmp(name, "fashion-mnist-test"))) {
+        snprintf(path, TR_PATH_MAX, "%s", name);
+        return 0;
+    }
+    for (int i = 0; i < s->cfg.n_datasets; i++)
+        if (!strcmp(name, s->cfg.datasets[i].name)) {
+            snprintf(path, TR_PATH_MAX, "%s", s->cfg.datasets[i].path);
+            return 0;
+        }
+    db_file f;
+    if (!strncmp(name, "file-", 5) && db_file_get(s->db, name, &f) == 0 && svc__owned_by(f.owner, rc->owner, rc->admin)) {
+        snprintf(path, TR_PATH_MAX, "%s", f.path);
+        return 0;
+    }
+    if (root_path(s, name, path) == 0) return 0;
+    snprintf(err, errlen, "'%.200s' is neither a dataset, an uploaded file nor a path inside a dataset root"
+             " (see GET /v1/datasets)", name);
+    return -ENOENT;
+}
+
+/* ---------------- models ---------------- */
+
+typedef struct model_ctx { svc_model_list *l; int cap; } model_ctx;
+
+static svc_model *model_add(model_ctx *c)
+{
+    if (util_grow(&c->l->v, &c->cap, c->l->n + 1, sizeof *c->l->v)) return NULL;
+    svc_model *m = &c->l->v[c->l->n++];
+    memset(m, 0, sizeof *m);
+    return m;
+}
+
+static int add_model(void *ud, const db_model *row)
+{
+    svc_model *m = model_add(ud);
+    if (!m) return 1;
+    snprintf(m->id, sizeof m->id, "%s", row->id);
+    m->kind = "fine-tuned";
+    snprintf(m->arch, sizeof m->arch, "%s", row->arch);
+    snprintf(m->owned_by, sizeof m->owned_by, "%s", row->owner[0] ? row->owner : "coretuned");
+    m->created = row->created_at;
+    snprintf(m->job_id, sizeof m->job_id, "%s", row->job_id);
+    return 0;
+}
+
+static int list_backbones(svc *s, model_ctx *c)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/models", s->cfg.data_dir);
+    DIR *d = opendir(dir);
+    if (!d) return 0; /* no backbones */
+    struct dirent *de;
+    const char *ext = ".safetensors";
+    int rc = 0;
+    while (rc == 0 && (de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        if (n <= strlen(ext) || strcmp(de->d_name + n - strlen(ext), ext)) continue;
+        char name[256];
+        snprintf(name, sizeof name, "%.*s", (int)(n - strlen(ext)), de->d_name);
+        if (!util_valid_name(name, NAME_MAX_LEN)) continue;
+        svc_model *m = model_add(c);
+        if (!m) { rc = -ENOMEM; break; }
+        const char *a = arch_of_name(name);
+        snprintf(m->id, sizeof m->id, "%s", name);
+        m->kind = "backbone";
+        snprintf(m->arch, sizeof m->arch, "%s", a ? a : "");
+        snprintf(m->owned_by, sizeof m->owned_by, "local");
+    }
+    closedir(d);
+    return rc;
+}
+
+void svc_model_list_free(svc_model_list *l)
+{
+    if (!l) return;
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+int svc_models(svc *s, const svc_caller *who, svc_model_list *out, svc_error *e)
+{
+    memset(out, 0, sizeof *out);
+    model_ctx c = {out, 0};
+    int rc = 0;
+    for (int i = 0; i < TR_N_ARCHS && rc == 0; i++) {
+        svc_model *m = model_add(&c);
+        if (!m) { rc = -ENOMEM; break; }
+        snprintf(m->id, sizeof m->id, "%s", tr_arch_names[i]);
+        m->kind = "base";
+        snprintf(m->arch, sizeof m->arch, "%s", tr_arch_names[i]);
+        snprintf(m->owned_by, sizeof m->owned_by, "coretuned");
+    }
+    if (rc == 0) rc = list_backbones(s, &c);
+    if (rc) { svc_model_list_free(out); return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory"); }
+    if (db_model_list(s->db, who->admin ? NULL : who->name, add_model, &c)) {
+        svc_model_list_free(out);
+        return svc__storage_error(s, e);
+    }
+    return 0;
+}
+
+int svc_model_get(svc *s, const svc_caller *who, const char *id, svc_model *out, svc_error *e)
+{
+    svc_model_list all;
+    int rc = svc_models(s, who, &all, e);
+    if (rc) return rc;
+    for (int i = 0; i < all.n; i++)
+        if (!strcmp(all.v[i].id, id)) {
+            *out = all.v[i];
+            svc_model_list_free(&all);
+            return 0;
+        }
+    svc_model_list_free(&all);
+    return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "no model '%.200s'", id);
+}
+
+int svc_model_file(svc *s, const svc_caller *who, const char *id, const char *which, char *path, size_t pathlen,
+                   svc_error *e)
+{
+    if (which && strcmp(which, "final") && strcmp(which, "best"))
+        return svc_fail(e, SVC_EINVAL, "invalid_value", "which", "which must be \"final\" or \"best\"");
+    db_model m;
+    int found = db_model_get(s->db, id, &m) == 0;
+    if (found && !svc__owned_by(m.owner, who->name, who->admin)) {
+        svc_audit(s, who, NULL, "authz_denied", id, "denied", "a model of another user");
+        return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "no model '%.200s'", id);
+    }
+    if (found) {
+        if (which && !strcmp(which, "best")) {
+            char *slash = strrchr(m.path, '/');
+            if (slash) snprintf(slash + 1, sizeof m.path - (size_t)(slash + 1 - m.path), "best.safetensors");
+        }
+        if (!svc__file_exists(m.path))
+            return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "model '%.200s' has no %s weights on disk", id,
+                            which ? which : "final");
+        snprintf(path, pathlen, "%s", m.path);
+        return 0;
+    }
+    if (util_valid_name(id, NAME_MAX_LEN)) {
+        snprintf(path, pathlen, "%s/models/%s.safetensors", s->cfg.data_dir, id);
+        if (svc__file_exists(path)) return 0;
+    }
+    if (tr_arch_known(id))
+        return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "%s is a base architecture: it has no weights", id);
+    return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "no model '%.200s'", id);
+}
+
+/* ---------------- datasets and files ---------------- */
+
+typedef struct ds_ctx { svc_dataset_list *l; int cap; } ds_ctx;
+
+static svc_dataset_info *ds_add(ds_ctx *c, const char *id, const char *source)
+{
+    if (util_grow(&c->l->v, &c->cap, c->l->n + 1, sizeof *c->l->v)) return NULL;
+    svc_dataset_info *d = &c->l->v[c->l->n++];
+    memset(d, 0, sizeof *d);
+    snprintf(d->id, sizeof d->id, "%s", id);
+    d->source = source;
+    d->images = d->classes = d->bytes = -1;
+    return d;
+}
+
+static int add_file_dataset(void *ud, const db_file *f)
+{
+    svc_dataset_info *d = ds_add(ud, f->id, "upload");
+    if (!d) return 1;
+    snprintf(d->format, sizeof d->format, "%s", f->format);
+    d->bytes = f->bytes;
+    return 0;
+}
+
+void svc_dataset_list_free(svc_dataset_list *l)
+{
+    if (!l) return;
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+int svc_datasets(svc *s, const svc_caller *who, svc_dataset_list *out, svc_error *e)
+{
+    memset(out, 0, sizeof *out);
+    ds_ctx c = {out, 0};
+    svc_dataset_info *d;
+    int oom = 0;
+    if (builtin_available(s)) {
+        static const struct { const char *id; int images; } builtin[] = {{"fashion-mnist-train", 60000},
+                                                                          {"fashion-mnist-test", 10000}};
+        for (int i = 0; i < 2; i++) {
+            if (!(d = ds_add(&c, builtin[i].id, "builtin"))) { oom = 1; break; }
+            snprintf(d->format, sizeof d->format, "idx");
+            d->images = builtin[i].images;
+        }
+    }
+    for (int i = 0; i < s->cfg.n_datasets && !oom; i++) {
+        if (!(d = ds_add(&c, s->cfg.datasets[i].name, "config"))) { oom = 1; break; }
+        if (s->ds_ok[i]) {
+            snprintf(d->format, sizeof d->format, "%s", data_format_name(s->ds_info[i].format));
+            d->images = s->ds_info[i].count;
+            d->classes = s->ds_info[i].num_classes;
+        }
+    }
+    if (oom) { svc_dataset_list_free(out); return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory"); }
+    if (db_file_list(s->db, who->admin ? NULL : who->name, add_file_dataset, &c)) {
+        svc_dataset_list_free(out);
+        return svc__storage_error(s, e);
+    }
+    return 0;
+}
+
+typedef struct file_ctx { svc_file_list *l; int cap; } file_ctx;
+static int add_file(void *ud, const db_file *f)
+{
+    file_ctx *c = ud;
+    if (util_grow(&c->l->v, &c->cap, c->l->n + 1, sizeof *c->l->v)) return 1;
+    c->l->v[c->l->n++] = (svc_file){.f = *f, .images = -1, .classes = -1};
+    return 0;
+}
+
+void svc_file_list_free(svc_file_list *l)
+{
+    if (!l) return;
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+int svc_files(svc *s, const svc_caller *who, svc_file_list *out, svc_error *e)
+{
+    memset(out, 0, sizeof *out);
+    file_ctx c = {out, 0};
+    if (db_file_list(s->db, who->admin ? NULL : who->name, add_file, &c)) {
+        svc_file_list_free(out);
+        return svc__storage_error(s, e);
+    }
+    return 0;
+}
+
+int svc_file_get(svc *s, const svc_caller *who, const char *id, svc_file *out, svc_error *e)
+{
+    int rc = db_file_get(s->db, id, &out->f);
+    if (rc == 0 && !svc__owned_by(out->f.owner, who->name, who->admin)) {
+        svc_audit(s, who, NULL, "authz_denied", id, "denied", "a file of another user");
+        rc = -ENOENT;
+    }
+    if (rc == -ENOENT) return svc_fail(e, SVC_ENOTFOUND, "file_not_found", "id", "no file '%.100s'", id);
+    if (rc) return svc__storage_error(s, e);
+    out->images = out->classes = -1;
+    return 0;
+}
+
+const char *svc_upload_dir(svc *s) { return s->upload_dir; }
+long long svc_upload_limit(svc *s) { return s->cfg.upload_limit; }
+
+/* The stored name of an upload: its own file name when that is plain (the trainer tells formats apart
+ * by names such as data_batch_1.bin), else "upload.bin". */
+static void upload_name(const char *filename, char *out, size_t n)
+{
+    const char *base = filename ? strrchr(filename, '/') : NULL;
+    base = base ? base + 1 : filename;
+    if (base && util_valid_name(base, NAME_MAX_LEN) && strlen(base) < n) snprintf(out, n, "%s", base);
+    else snprintf(out, n, "upload.bin");
+}
+
+int svc_file_add(svc *s, const svc_caller *who, const char *tmp_path, const char *filename, const char *purpose,
+                 long long bytes, svc_file *out, svc_error *e)
+{
+    svc_quota q = svc__quota_of(s, who->name);
+    long long have = 0;
+    int rc;
+    if (q.upload_bytes > 0) {
+        if (db_file_bytes(s->db, who->name, &have) != 0) {
+            unlink(tmp_path);
+            return svc__storage_error(s, e);
+        }
+        if (have + bytes > q.upload_bytes) {
+            unlink(tmp_path);
+            return svc__over_quota(e, "upload_bytes", q.upload_bytes,
+                                   "%s has %lld bytes of uploads stored and this one has %lld", who->name, have, bytes);
+        }
+    }
+    db_file f = {.bytes = bytes, .created_at = util_now()};
+    snprintf(f.owner, sizeof f.owner, "%s", who->name);
+    char dir[1100], name[200], err[512];
+    if ((rc = util_random_id(f.id, sizeof f.id, "file-")) != 0) {
+        unlink(tmp_path);
+        return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "no randomness for an id: %s", strerror(-rc));
+    }
+    upload_name(filename, name, sizeof name);
+    snprintf(f.filename, sizeof f.filename, "%s", filename && *filename ? filename : name);
+    snprintf(f.purpose, sizeof f.purpose, "%s", purpose && *purpose ? purpose : "fine-tune");
+    snprintf(dir, sizeof dir, "%.700s/files/%.47s", s->cfg.data_dir, f.id);
+    snprintf(f.path, sizeof f.path, "%.700s/files/%.47s/%.150s", s->cfg.data_dir, f.id, name);
+    if (mkdir(dir, 0750) != 0 || rename(tmp_path, f.path) != 0) {
+        int errnum = errno;
+        unlink(tmp_path);
+        rmdir(dir);
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errnum));
+    }
+    data_info info;
+    if (data_probe(&info, f.path, err, sizeof err) != 0) {
+        unlink(f.path);
+        rmdir(dir);
+        return svc_fail(e, SVC_EINVAL, "invalid_file_format", "file", "not a data set the trainer can read: %s", err);
+    }
+    snprintf(f.format, sizeof f.format, "%s", data_format_name(info.format));
+    if (db_file_insert(s->db, &f) != 0) {
+        unlink(f.path);
+        rmdir(dir);
+        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot record the upload: %s", db_errmsg(s->db));
+    }
+    LOG(LOG_INFO, "msg=\"file uploaded\" id=%s bytes=%lld format=%s images=%d classes=%d", f.id, bytes, f.format,
+        info.count, info.num_classes);
+    *out = (svc_file){.f = f, .images = info.count, .classes = info.num_classes};
+    return 0;
+}

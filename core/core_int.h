@@ -1,0 +1,142 @@
+/* core/core_int.h — what the core's files share (never included outside core/). The loop thread owns
+ * everything here. Internal functions are named svc__*; each file's header comment says what it owns.
+ *
+ *   service.c   open, shutdown, the listener, readiness
+ *   events.c    emit, the batch and its flush timer, status changes, event pages, the stream cursor
+ *   jobs.c      create (idempotency, quotas), list/get/cancel/pause/resume, the job view
+ *   runs.c      starting a run through the executor, its progress and done records
+ *   schedule.c  the snapshot for the policy (sched_policy.c), quotas, fair share, preemption, queue places
+ *   assets.c    names -> paths for the job spec, models, datasets, uploads
+ *   access.c    identities, users, audit          stats.c  metric series, /metrics counters
+ */
+#ifndef CT_CORE_INT_H
+#define CT_CORE_INT_H
+#include "core/core.h"
+#include "core/executor.h"
+#include "spec/jobspec.h"
+#include "trainer/data.h"
+
+/* Job states (jobs.status) and who moves them:
+ *
+ *            create            scheduler            trainer finished
+ *   (none) --------> queued ------------> running ------------------> succeeded
+ *                    |  ^ ^                |  |  \---- trainer error --> failed
+ *              pause |  | | resume  pause  |  |
+ *                    v  | |                v  | cancel (any non-final state)
+ *                   paused <-------------- +  +-----------------------> cancelled
+ *          (a running job is marked paused at once; its run writes a checkpoint and leaves within
+ *           a step; a job is never started again while its old run lives)
+ *
+ *   shutdown: running -> queued after the run checkpointed; crash: running -> re-attached or queued
+ *   at start; preemption: running -> queued (front of its owner's queue) after the run checkpointed. */
+
+typedef struct run run;
+struct run {                       /* the core's side of a run (the executor has its own) */
+    char job_id[DB_ID_MAX];
+    char arch[16];
+    char out_dir[TR_PATH_MAX];
+    char owner[64];
+    int priority, threads;
+    enum tr_stop stop;             /* what the core asked of it (only upwards) */
+    double started_at;             /* monotonic seconds */
+    int preempting;                /* stopping to make room: requeued when it leaves */
+    double rate_t;                 /* steps/s: time and step of the previous progress record */
+    int rate_step;
+    double steps_per_s, images_per_s;
+    int step, total_steps, epoch, epochs;
+    double eta_seconds, best_acc, final_acc;
+    json_t *latest;                /* latest metrics object */
+    run *next;
+};
+
+struct svc {
+    uv_loop_t *loop;
+    svc_config cfg;
+    db *db;
+    executor *exec;
+    db_batch batch;
+    long long last_event_id;
+    uv_timer_t flush_timer;
+    int flush_armed;
+    int flush_now;                 /* a record that must not wait for the timer (checkpoints) */
+    uv_timer_t sched_timer;
+    int sched_waiting;             /* the last decision left a job waiting (preemption may come later) */
+    int any_done;                  /* a run ended in this burst of records: schedule once drained */
+    run *runs;
+    int n_runs;
+    int stopping, handles_open;
+    void (*done)(void *);
+    void *done_ud;
+    void (*listener)(void *, const char *);
+    void *listener_ud;
+    char upload_dir[1100];
+    data_info ds_info[SVC_MAX_DATASETS]; /* probed at start */
+    int ds_ok[SVC_MAX_DATASETS];
+    /* fair share: recent starts per user (exponentially decayed) */
+    struct recent { char name[64]; double score, at; } *recent;
+    int n_recent, cap_recent;
+    /* queue positions and estimated starts, recomputed when the queue or the runs change */
+    int order_valid;
+    struct order { char id[DB_ID_MAX]; int pos; double est; } *order;
+    int n_order, cap_order;
+    /* /metrics */
+    hist db_write;                 /* seconds per committed transaction */
+    unsigned long long preemptions, auth_failures;
+};
+
+/* helpers shared by the files */
+int  svc__is_final(const char *status);
+run *svc__find_run(svc *s, const char *job_id);
+int  svc__storage_error(svc *s, svc_error *e);          /* 500 with the database's message */
+int  svc__mkdir_p(const char *path);
+int  svc__file_exists(const char *path);
+void svc__fine_tuned_name(const db_job *j, const char *arch, char *out, size_t n);
+
+/* events.c */
+void svc__notify(svc *s, const char *job_id);
+void svc__emit(svc *s, const char *job_id, const char *type, const char *level, json_t *data, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+int  svc__flush(svc *s);                                 /* commit the batch now */
+void svc__flush_later(svc *s);                           /* within flush_seconds */
+db_status *svc__status_change(svc *s, const char *job_id, const char *status);
+void svc__set_error(db_status *c, const char *code, const char *message, const char *param);
+int  svc__events_init(svc *s);
+void svc__events_close(svc *s, uv_close_cb cb);
+
+/* jobs.c: who NULL = the service itself; another user's job is "not found" (and audited). */
+int  svc__get_job(svc *s, const svc_caller *who, const char *id, db_job *j, svc_error *e);
+
+json_t *svc__split_priority(const json_t *body, int *prio, svc_error *e); /* the body without "priority" */
+
+/* runs.c */
+void svc__start_job(svc *s, const char *id);
+int  svc__adopt_run(svc *s, const char *id);             /* re-attach a `running` job after a restart */
+void svc__runs_free(svc *s);
+void svc__stop_run(svc *s, run *r, enum tr_stop mode);
+extern const exec_sink svc__sink;                        /* ud = svc */
+
+/* schedule.c */
+svc_quota svc__quota_of(svc *s, const char *owner);
+int  svc__over_quota(svc_error *e, const char *limit, long long value, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int  svc__check_queued_quota(svc *s, const char *owner, svc_error *e);
+void svc__note_start(svc *s, const char *owner);
+void svc__schedule(svc *s);
+void svc__queue_place(svc *s, const char *id, int *pos, long long *est);
+int  svc__schedule_init(svc *s);
+void svc__finish_shutdown(svc *s);                       /* service.c: once no run is left */
+void svc__schedule_close(svc *s, uv_close_cb cb);
+
+/* assets.c */
+int svc__resolve(void *ud, enum jobspec_ref kind, const char *name, char *path, char *arch, char *err, size_t errlen);
+typedef struct svc__resolve_ctx {
+    svc *s;
+    const char *owner;             /* the job's owner: only their uploads and fine-tuned models */
+    int admin;
+} svc__resolve_ctx;
+int svc__owned_by(const char *row_owner, const char *owner, int admin);
+
+/* access.c */
+int svc__need_admin(svc *s, const svc_caller *who, const char *what, svc_error *e);
+
+#endif

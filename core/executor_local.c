@@ -1,0 +1,228 @@
+/* core/executor_local.c — the local executor: one plain pthread per run calls tr_run (never libuv's
+ * shared pool, which a long training run would starve).
+ *
+ * Threads. The loop owns the list of runs and calls every exec_ops function. A worker thread owns its
+ * tr_run; it touches only its run's spec/out_dir (read-only after start), the record queue (under
+ * qlock) and its atomic stop flag. Its result is written before it pushes its done record and read by
+ * the loop only after draining that record, then the loop joins the thread (which has returned or is
+ * about to). uv_async_send coalesces wake-ups: the loop swaps the whole queue out and handles every
+ * record, so no wake-up is counted and no metric is dropped. */
+#define _GNU_SOURCE
+#include "core/executor.h"
+#include "common/util.h"
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ID_MAX 48
+
+typedef struct lrun lrun;
+struct lrun {
+    struct local *x;
+    char job_id[ID_MAX];
+    tr_spec spec;
+    char out_dir[TR_PATH_MAX];
+    int resume;
+    pthread_t thread;
+    atomic_int stop;               /* enum tr_stop: loop writes (only upwards), worker reads at step boundaries */
+    exec_done done;                /* worker-written, loop-read after the done record */
+    lrun *next;
+};
+
+typedef struct rec {               /* one record from a worker to the loop */
+    int done;                      /* 0 = progress */
+    lrun *r;
+    tr_progress p;
+    char ckpt[TR_PATH_MAX];        /* p.checkpoint_path copied (the worker's buffer is not ours) */
+} rec;
+
+typedef struct local {
+    executor base;
+    exec_sink sink;
+    uv_async_t async;
+    pthread_mutex_t qlock;
+    rec *q;                        /* guarded by qlock */
+    int qn, qcap;
+    rec *spare;                    /* loop-owned: swapped with q on each drain */
+    int spare_cap;
+    lrun *runs;                    /* loop-owned */
+    void (*closed)(void *);
+    void *closed_ud;
+} local;
+
+static void push(local *x, const rec *r)
+{
+    pthread_mutex_lock(&x->qlock);
+    while (util_grow(&x->q, &x->qcap, x->qn + 1, sizeof *x->q) != 0) {
+        /* cannot grow: keep every record by waiting for the loop to drain */
+        pthread_mutex_unlock(&x->qlock);
+        uv_async_send(&x->async);
+        usleep(1000);
+        pthread_mutex_lock(&x->qlock);
+    }
+    x->q[x->qn++] = *r;
+    pthread_mutex_unlock(&x->qlock);
+    uv_async_send(&x->async);
+}
+
+static void on_progress(void *ud, const tr_progress *p)
+{
+    lrun *r = ud;
+    rec x;
+    memset(&x, 0, sizeof x);
+    x.r = r;
+    x.p = *p;
+    if (p->checkpoint_path) snprintf(x.ckpt, sizeof x.ckpt, "%s", p->checkpoint_path);
+    x.p.checkpoint_path = NULL;
+    push(r->x, &x);
+}
+
+static int on_should_stop(void *ud)
+{
+    lrun *r = ud;
+    return atomic_load(&r->stop);
+}
+
+static void *worker_main(void *arg)
+{
+    lrun *r = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals belong to the loop thread */
+    tr_callbacks cb = {.progress = on_progress, .should_stop = on_should_stop, .ud = r};
+    r->done.rc = tr_run(&r->spec, r->out_dir, r->resume, &cb, &r->done.res, r->done.err, sizeof r->done.err);
+    rec x;
+    memset(&x, 0, sizeof x);
+    x.done = 1;
+    x.r = r;
+    push(r->x, &x);
+    return NULL;
+}
+
+static lrun *find(local *x, const char *job_id)
+{
+    for (lrun *r = x->runs; r; r = r->next)
+        if (!strcmp(r->job_id, job_id)) return r;
+    return NULL;
+}
+
+static void unlink_run(local *x, lrun *r)
+{
+    for (lrun **pp = &x->runs; *pp; pp = &(*pp)->next)
+        if (*pp == r) { *pp = r->next; return; }
+}
+
+static void on_async(uv_async_t *a)
+{
+    local *x = a->data;
+    pthread_mutex_lock(&x->qlock); /* swap the queue with the (empty) spare: workers never wait long */
+    rec *items = x->q;
+    int n = x->qn, cap = x->qcap;
+    x->q = x->spare;
+    x->qcap = x->spare_cap;
+    x->qn = 0;
+    pthread_mutex_unlock(&x->qlock);
+    for (int i = 0; i < n; i++) {
+        lrun *r = items[i].r;
+        if (!items[i].done) {
+            if (items[i].ckpt[0]) items[i].p.checkpoint_path = items[i].ckpt;
+            x->sink.progress(x->sink.ud, r->job_id, &items[i].p);
+            continue;
+        }
+        pthread_join(r->thread, NULL); /* it has pushed its last record: returns at once */
+        unlink_run(x, r);
+        x->sink.done(x->sink.ud, r->job_id, &r->done);
+        free(r);
+    }
+    x->spare = items; /* the spare is the loop's alone */
+    x->spare_cap = cap;
+    if (n) x->sink.drained(x->sink.ud);
+}
+
+static int local_start(executor *e, const char *job_id, const tr_spec *spec, const char *job_dir, int resume,
+                       char *err, size_t errlen)
+{
+    local *x = (local *)e;
+    lrun *r = calloc(1, sizeof *r);
+    if (!r) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
+    r->x = x;
+    snprintf(r->job_id, sizeof r->job_id, "%.47s", job_id);
+    r->spec = *spec;
+    snprintf(r->out_dir, sizeof r->out_dir, "%s", job_dir);
+    r->resume = resume;
+    atomic_init(&r->stop, TR_RUN);
+    int rc = pthread_create(&r->thread, NULL, worker_main, r);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start a worker thread: %s", strerror(rc));
+        free(r);
+        return -rc;
+    }
+    r->next = x->runs;
+    x->runs = r;
+    return 0;
+}
+
+static void local_stop(executor *e, const char *job_id, enum tr_stop mode)
+{
+    lrun *r = find((local *)e, job_id);
+    if (!r) return;
+    int cur = atomic_load(&r->stop);
+    while (cur < (int)mode && !atomic_compare_exchange_weak(&r->stop, &cur, (int)mode)) {}
+}
+
+/* A worker thread does not outlive its daemon: nothing to re-attach. */
+static int local_reattach(executor *e, const char *job_id, const char *job_dir)
+{
+    (void)e; (void)job_id; (void)job_dir;
+    return -ENOENT;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    local *x = h->data;
+    if (x->closed) x->closed(x->closed_ud);
+}
+
+static void local_close(executor *e, void (*closed)(void *), void *ud)
+{
+    local *x = (local *)e;
+    x->closed = closed;
+    x->closed_ud = ud;
+    uv_close((uv_handle_t *)&x->async, on_closed);
+}
+
+static void local_free(executor *e)
+{
+    local *x = (local *)e;
+    while (x->runs) { lrun *r = x->runs; x->runs = r->next; free(r); } /* only if the loop never ran */
+    free(x->q);
+    free(x->spare);
+    pthread_mutex_destroy(&x->qlock);
+    free(x);
+}
+
+static const exec_ops local_ops = {"local", local_start, local_stop, local_reattach, local_close, local_free};
+
+int exec_local_new(executor **out, uv_loop_t *loop, const exec_sink *sink, char *err, size_t errlen)
+{
+    local *x = calloc(1, sizeof *x);
+    if (!x) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
+    x->base.ops = &local_ops;
+    x->sink = *sink;
+    pthread_mutex_init(&x->qlock, NULL);
+    int rc = uv_async_init(loop, &x->async, on_async);
+    if (rc) {
+        snprintf(err, errlen, "uv_async_init: %s", uv_strerror(rc));
+        pthread_mutex_destroy(&x->qlock);
+        free(x);
+        return rc;
+    }
+    x->async.data = x;
+    *out = &x->base;
+    return 0;
+}

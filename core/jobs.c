@@ -1,0 +1,362 @@
+/* core/jobs.c — the job life cycle as callers drive it: create (validation through the job spec,
+ * quotas, idempotency), list, get, cancel, pause, resume, and the job view (the row with the live
+ * progress of its run and its queue place laid over it). The states and their transitions are drawn in
+ * core_int.h. Loop thread only; every answer a client gets is committed first. */
+#include "core/core_int.h"
+#include "core/auth.h"
+#include "common/log.h"
+#include "common/util.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int svc__get_job(svc *s, const svc_caller *who, const char *id, db_job *j, svc_error *e)
+{
+    int rc = db_job_get(s->db, id, j);
+    if (rc == 0 && who && !who->admin && strcmp(j->owner, who->name) != 0) {
+        svc_audit(s, who, NULL, "authz_denied", id, "denied", "a job of another user");
+        db_job_clear(j);
+        rc = -ENOENT;
+    }
+    if (rc == -ENOENT) return svc_fail(e, SVC_ENOTFOUND, "job_not_found", "id", "no fine-tuning job '%.100s'", id);
+    if (rc) return svc__storage_error(s, e);
+    return 0;
+}
+
+void svc_job_clear(svc_job *j)
+{
+    if (!j) return;
+    db_job_clear(&j->row);
+    memset(j, 0, sizeof *j);
+}
+
+void svc_job_page_free(svc_job_page *p)
+{
+    if (!p) return;
+    for (int i = 0; i < p->n; i++) svc_job_clear(&p->v[i]);
+    free(p->v);
+    memset(p, 0, sizeof *p);
+}
+
+/* Takes ownership of *row (left zeroed). The database is up to one flush behind a running job. */
+static int job_view(svc *s, db_job *row, svc_job *out)
+{
+    memset(out, 0, sizeof *out);
+    out->row = *row;
+    memset(row, 0, sizeof *row);
+    db_job *j = &out->row;
+    long long eta_from = j->progress_at;
+    run *r = svc__find_run(s, j->id);
+    if (r && r->step > 0) {
+        char *live = json_dumps(r->latest, JSON_COMPACT);
+        if (!live) return -ENOMEM;
+        free(j->metrics);
+        j->metrics = live;
+        j->step = r->step; j->total_steps = r->total_steps; j->epoch = r->epoch; j->epochs = r->epochs;
+        j->eta_seconds = r->eta_seconds;
+        eta_from = util_now();
+        if (isfinite(r->best_acc)) j->best_valid_accuracy = r->best_acc;
+        if (isfinite(r->final_acc)) j->final_valid_accuracy = r->final_acc;
+    }
+    if (!strcmp(j->status, "queued")) svc__queue_place(s, j->id, &out->queue_position, &out->estimated_start);
+    if (!strcmp(j->status, "running") && isfinite(j->eta_seconds) && eta_from > 0)
+        out->estimated_finish = eta_from + (long long)ceil(j->eta_seconds);
+    return 0;
+}
+
+static int job_reply(svc *s, const svc_caller *who, const char *id, svc_job *out, svc_error *e)
+{
+    db_job j;
+    int rc = svc__get_job(s, who, id, &j, e);
+    if (rc) return rc;
+    if (job_view(s, &j, out)) {
+        svc_job_clear(out);
+        return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+    }
+    return 0;
+}
+
+/* The body without "priority" (a scheduling field, not part of the training spec): a new reference, or
+ * NULL with e filled. OUT *prio (default 5). */
+json_t *svc__split_priority(const json_t *body, int *prio, svc_error *e)
+{
+    *prio = 5;
+    json_t *copy = json_is_object(body) ? json_copy((json_t *)body) : json_incref((json_t *)body);
+    json_t *p = json_object_get(copy, "priority");
+    if (p && !json_is_null(p)) {
+        if (!json_is_integer(p) || json_integer_value(p) < 0 || json_integer_value(p) > 9) {
+            json_decref(copy);
+            svc_fail(e, SVC_EINVAL, "invalid_value", "priority", "priority must be an integer from 0 to 9");
+            return NULL;
+        }
+        *prio = (int)json_integer_value(p);
+    }
+    if (json_is_object(copy)) json_object_del(copy, "priority");
+    return copy;
+}
+
+/* Validate the body as the job spec and against this daemon's limits and the caller's quotas.
+ * OUT spec (with threads and seed settled). */
+static int check_spec(svc *s, const svc_caller *who, json_t *body, tr_spec *spec, svc_error *e)
+{
+    char param[128], err[512];
+    svc__resolve_ctx rctx = {s, who->name, 0};
+    int rc = jobspec_parse(body, svc__resolve, &rctx, spec, param, sizeof param, err, sizeof err);
+    if (rc == -ENOENT)
+        return svc_fail(e, SVC_EINVAL, !strcmp(param, "model") ? "model_not_found" : "file_not_found", param, "%s", err);
+    if (rc)
+        return svc_fail(e, SVC_EINVAL, !strncmp(err, "unknown field", 13) ? "unknown_parameter" : "invalid_value", param,
+                        "%s", err);
+    if (spec->threads > s->cfg.threads_per_job) {
+        snprintf(param, sizeof param, "method.%s.hyperparameters.threads", jobspec_method_name(spec->method));
+        return svc_fail(e, SVC_EINVAL, "invalid_value", param,
+                        "threads %d is more than this daemon gives a job (--threads-per-job %d)", spec->threads,
+                        s->cfg.threads_per_job);
+    }
+    if (spec->threads <= 0) spec->threads = s->cfg.threads_per_job;
+    svc_quota q = svc__quota_of(s, who->name);
+    if (q.threads > 0 && spec->threads > q.threads)
+        return svc__over_quota(e, "threads", q.threads,
+                               "the job asks for %d threads; set hyperparameters.threads to at most %d", spec->threads,
+                               q.threads);
+    if ((rc = svc__check_queued_quota(s, who->name, e)) != 0) return rc;
+    json_t *seed = json_object_get(body, "seed");
+    if (!seed || json_is_null(seed)) {
+        unsigned int x;
+        if ((rc = util_random_u31(&x)) != 0)
+            return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "no randomness for a seed: %s", strerror(-rc));
+        spec->seed = x;
+    }
+    return 0;
+}
+
+/* The new row, committed durably. Strings of j point into body/spec JSON kept alive by the caller. */
+static int insert_job(svc *s, const svc_caller *who, const json_t *rawbody, const tr_spec *spec, int priority,
+                      char *canon, const char *idem_key, const char *hash, char *id, svc_error *e)
+{
+    db_job j;
+    memset(&j, 0, sizeof j);
+    json_t *method = jobspec_effective_json(spec), *ext = jobspec_extensions_json(spec);
+    snprintf(j.status, sizeof j.status, "queued");
+    snprintf(j.arch, sizeof j.arch, "%s", spec->arch);
+    snprintf(j.owner, sizeof j.owner, "%s", who->name);
+    j.created_at = util_now();
+    j.body = canon;
+    j.method = method ? json_dumps(method, JSON_COMPACT) : NULL;
+    j.extensions = ext ? json_dumps(ext, JSON_COMPACT) : NULL;
+    json_decref(method);
+    json_decref(ext);
+    const json_t *v;
+    j.priority = priority;
+    j.threads = spec->threads;
+    j.model = (char *)json_string_value(json_object_get(rawbody, "model"));
+    j.training_file = (char *)json_string_value(json_object_get(rawbody, "training_file"));
+    j.validation_file = (char *)json_string_value(json_object_get(rawbody, "validation_file"));
+    j.suffix = (char *)json_string_value(json_object_get(rawbody, "suffix"));
+    j.metadata = (v = json_object_get(rawbody, "metadata")) && json_is_object(v) ? json_dumps(v, JSON_COMPACT) : NULL;
+    j.seed = (long long)spec->seed;
+    j.idem_key = (char *)idem_key;
+    j.body_hash = (char *)hash;
+    j.epochs = spec->hp.epochs;
+    int rc = (j.method && j.extensions) ? -EEXIST : -ENOMEM;
+    for (int tries = 0; tries < 3 && rc == -EEXIST; tries++) {
+        if ((rc = util_random_id(j.id, sizeof j.id, "ftjob-")) != 0) break;
+        rc = db_job_insert(s->db, &j);
+    }
+    free(j.method);
+    free(j.extensions);
+    free(j.metadata);
+    if (rc == -ENOMEM) return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+    if (rc) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the job: %s", db_errmsg(s->db));
+    snprintf(id, DB_ID_MAX, "%s", j.id);
+    return 0;
+}
+
+int svc_job_create(svc *s, const svc_caller *who, const json_t *rawbody, const char *idem_key, svc_job *out,
+                   int *replayed, svc_error *e)
+{
+    *replayed = 0;
+    if (s->stopping) return svc_fail(e, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
+    int priority = 5;
+    json_t *body = svc__split_priority(rawbody, &priority, e);
+    if (!body) return e->kind;
+    /* The key's body digest: SHA-256 of the canonical body (sorted keys), so key order never matters. */
+    char *canon = json_dumps(rawbody, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    if (!canon) { json_decref(body); return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory"); }
+    char hash[65], scoped[400];
+    auth_sha256_hex(canon, strlen(canon), hash);
+    if (idem_key) { /* keys are per user: one user's key never returns another's job */
+        snprintf(scoped, sizeof scoped, "%s:%s", who->name, idem_key);
+        idem_key = scoped;
+    }
+    db_job j;
+    int rc;
+    if (idem_key && (rc = db_job_find_idem(s->db, idem_key, &j)) != -ENOENT) {
+        /* rows from before the SHA-256 digest carry a 16-digit FNV-1a one: compare their canonical body */
+        int same = rc == 0 && (j.body_hash && strlen(j.body_hash) == 64 ? !strcmp(j.body_hash, hash)
+                                                                        : j.body && !strcmp(j.body, canon));
+        json_decref(body);
+        free(canon);
+        if (rc) return svc__storage_error(s, e);
+        if (!same) {
+            db_job_clear(&j);
+            return svc_fail(e, SVC_EIDEMPOTENCY, "idempotency_key_reused", NULL,
+                            "Idempotency-Key was already used with a different request body");
+        }
+        *replayed = 1;
+        if (job_view(s, &j, out)) { svc_job_clear(out); return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory"); }
+        return 0;
+    }
+    tr_spec spec;
+    char id[DB_ID_MAX];
+    rc = check_spec(s, who, body, &spec, e);
+    if (rc == 0) rc = insert_job(s, who, rawbody, &spec, priority, canon, idem_key, hash, id, e);
+    json_decref(body);
+    free(canon);
+    if (rc) return rc;
+    LOG(LOG_INFO, "msg=\"job created\" job=%s user=%s priority=%d model=%s", id, who->name, priority, spec.arch);
+    s->order_valid = 0;
+    svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "queued"), "Job created");
+    svc__flush(s);
+    svc__schedule(s);
+    return job_reply(s, NULL, id, out, e);
+}
+
+static int copy_str(char **dst, const char *src)
+{
+    *dst = src ? strdup(src) : NULL;
+    return src && !*dst ? -ENOMEM : 0;
+}
+
+/* A deep copy of a row the database lends to a callback. */
+static int copy_row(db_job *dst, const db_job *src)
+{
+    *dst = *src;
+    int rc = copy_str(&dst->body, src->body) | copy_str(&dst->method, src->method) |
+             copy_str(&dst->extensions, src->extensions) | copy_str(&dst->model, src->model) |
+             copy_str(&dst->training_file, src->training_file) | copy_str(&dst->validation_file, src->validation_file) |
+             copy_str(&dst->suffix, src->suffix) | copy_str(&dst->metadata, src->metadata) |
+             copy_str(&dst->idem_key, src->idem_key) | copy_str(&dst->body_hash, src->body_hash) |
+             copy_str(&dst->metrics, src->metrics) | copy_str(&dst->fine_tuned_model, src->fine_tuned_model) |
+             copy_str(&dst->error_code, src->error_code) | copy_str(&dst->error_message, src->error_message) |
+             copy_str(&dst->error_param, src->error_param);
+    if (rc) db_job_clear(dst);
+    return rc;
+}
+
+typedef struct list_ctx { svc *s; svc_job_page *p; int cap; int failed; } list_ctx;
+static int add_job(void *ud, const db_job *row)
+{
+    list_ctx *c = ud;
+    db_job copy;
+    if (util_grow(&c->p->v, &c->cap, c->p->n + 1, sizeof *c->p->v) || copy_row(&copy, row)) { c->failed = 1; return 1; }
+    if (job_view(c->s, &copy, &c->p->v[c->p->n])) { svc_job_clear(&c->p->v[c->p->n]); c->failed = 1; return 1; }
+    c->p->n++;
+    return 0;
+}
+
+int svc_job_list(svc *s, const svc_caller *who, const char *after, int limit, svc_job_page *out, svc_error *e)
+{
+    memset(out, 0, sizeof *out);
+    list_ctx c = {s, out, 0, 0};
+    int rc = db_job_list(s->db, who->admin ? NULL : who->name, after, limit, add_job, &c, &out->has_more);
+    if (rc || c.failed) {
+        svc_job_page_free(out);
+        if (rc == -ENOENT) return svc_fail(e, SVC_EINVAL, "invalid_value", "after", "no job '%.100s' to list after", after);
+        if (c.failed) return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+        return svc__storage_error(s, e);
+    }
+    return 0;
+}
+
+int svc_job_get(svc *s, const svc_caller *who, const char *id, svc_job *out, svc_error *e)
+{
+    return job_reply(s, who, id, out, e);
+}
+
+/* An admin acting on someone else's job is an admin action: audited. */
+static void audit_if_admin_action(svc *s, const svc_caller *who, const db_job *j, const char *action)
+{
+    if (who && who->admin && strcmp(j->owner, who->name) != 0) {
+        char detail[160];
+        snprintf(detail, sizeof detail, "job of user '%s'", j->owner[0] ? j->owner : "(none)");
+        svc_audit(s, who, NULL, action, j->id, "ok", detail);
+    }
+}
+
+/* The job if it may move from its status (allowed(status) != 0), else 409 naming why. */
+static int transition(svc *s, const svc_caller *who, const char *id, int (*allowed)(const char *), const char *why,
+                      const char *action, db_job *j, svc_error *e)
+{
+    int rc = svc__get_job(s, who, id, j, e);
+    if (rc) return rc;
+    if (!allowed(j->status)) {
+        rc = svc_fail(e, SVC_ECONFLICT, "invalid_state", NULL, why, id, j->status);
+        db_job_clear(j);
+        return rc;
+    }
+    audit_if_admin_action(s, who, j, action);
+    return 0;
+}
+
+static int cancellable(const char *st) { return !svc__is_final(st); }
+static int pausable(const char *st) { return !strcmp(st, "queued") || !strcmp(st, "running"); }
+static int resumable(const char *st) { return !strcmp(st, "paused"); }
+
+/* Commit what the caller is about to be told, maybe start jobs, then answer with the job as it is now. */
+static int commit_and_reply(svc *s, const char *id, int reschedule, svc_job *out, svc_error *e)
+{
+    if (svc__flush(s)) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot commit: %s", db_errmsg(s->db));
+    if (reschedule) svc__schedule(s);
+    return job_reply(s, NULL, id, out, e);
+}
+
+int svc_job_cancel(svc *s, const svc_caller *who, const char *id, svc_job *out, svc_error *e)
+{
+    db_job j;
+    int rc = transition(s, who, id, cancellable, "job %s is already %s", "job_cancel", &j, e);
+    if (rc) return rc;
+    db_job_clear(&j);
+    run *r = svc__find_run(s, id);
+    if (r) svc__stop_run(s, r, TR_STOP_CANCEL); /* the trainer stops within one step */
+    db_status *c = svc__status_change(s, id, "cancelled");
+    if (c) c->finished_at = util_now();
+    svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "cancelled"), "Job cancelled");
+    LOG(LOG_INFO, "msg=\"job cancelled\" job=%s", id);
+    return commit_and_reply(s, id, 0, out, e);
+}
+
+int svc_job_pause(svc *s, const svc_caller *who, const char *id, svc_job *out, svc_error *e)
+{
+    db_job j;
+    int rc = transition(s, who, id, pausable, "only a queued or running job can be paused (job %s is %s)", "job_pause",
+                        &j, e);
+    if (rc) return rc;
+    db_job_clear(&j);
+    run *r = svc__find_run(s, id);
+    if (r) svc__stop_run(s, r, TR_STOP_CHECKPOINT);
+    svc__status_change(s, id, "paused");
+    if (!r) svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "paused"), "Job paused");
+    else svc__emit(s, id, "message", "info", json_pack("{s:s}", "status", "paused"), "Pausing: writing a checkpoint");
+    return commit_and_reply(s, id, 0, out, e);
+}
+
+int svc_job_resume(svc *s, const svc_caller *who, const char *id, svc_job *out, svc_error *e)
+{
+    db_job j;
+    int rc = svc__get_job(s, who, id, &j, e);
+    if (rc) return rc;
+    if (!resumable(j.status))
+        rc = svc_fail(e, SVC_ECONFLICT, "invalid_state", NULL, "only a paused job can be resumed (job %s is %s)", id,
+                      j.status);
+    else if ((rc = svc__check_queued_quota(s, j.owner, e)) == 0)
+        audit_if_admin_action(s, who, &j, "job_resume");
+    db_job_clear(&j);
+    if (rc) return rc;
+    svc__status_change(s, id, "queued");
+    svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "queued"),
+              "Job resumed: queued to continue from its checkpoint");
+    return commit_and_reply(s, id, 1, out, e);
+}

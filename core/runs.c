@@ -1,0 +1,362 @@
+/* core/runs.c — a job's run, from the core's side: start it through the executor (core/executor.h)
+ * from its spec and job directory, ask it to stop, and turn the records the executor delivers
+ * (progress, checkpoints, done) into the job's progress row, metrics, events and final status.
+ * Loop thread only: the executor calls the sink there. */
+#include "core/core_int.h"
+#include "common/log.h"
+#include "common/util.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static json_t *jreal(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+static void run_free(run *r)
+{
+    if (!r) return;
+    json_decref(r->latest);
+    free(r);
+}
+
+static void fail_job_now(svc *s, const char *id, const char *code, const char *message, const char *param)
+{
+    db_status *c = svc__status_change(s, id, "failed");
+    if (c) {
+        c->finished_at = util_now();
+        svc__set_error(c, code, message, param);
+    }
+    svc__emit(s, id, "error", "error", json_pack("{s:s, s:s}", "code", code, "message", message), "Job failed: %s",
+              message);
+    svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "failed"), "Job failed");
+    svc__flush(s);
+}
+
+/* The stored body as a spec again (names resolved now: a file may have gone since the job was made). */
+static int spec_of(svc *s, const db_job *j, tr_spec *spec, char *param, size_t paramlen, char *err, size_t errlen)
+{
+    svc_error e;
+    int prio;
+    json_t *full = json_loads(j->body, 0, NULL);
+    json_t *body = full ? svc__split_priority(full, &prio, &e) : NULL;
+    json_decref(full);
+    if (!body) {
+        snprintf(param, paramlen, "%s", "");
+        snprintf(err, errlen, "the stored job body cannot be read");
+        return -EINVAL;
+    }
+    svc__resolve_ctx rctx = {s, j->owner, j->owner[0] == 0};
+    int rc = jobspec_parse(body, svc__resolve, &rctx, spec, param, paramlen, err, errlen);
+    json_decref(body);
+    return rc;
+}
+
+/* The core's run of job j (not linked yet) and the spec to run it with. OUT *resume: the job directory
+ * holds a checkpoint. NULL with param/err filled when the spec no longer resolves. */
+static run *run_new(svc *s, const db_job *j, tr_spec *spec, int *resume, char *param, size_t paramlen, char *err,
+                    size_t errlen)
+{
+    run *r = calloc(1, sizeof *r);
+    if (!r) { snprintf(param, paramlen, "%s", ""); snprintf(err, errlen, "out of memory"); return NULL; }
+    if (spec_of(s, j, spec, param, paramlen, err, errlen) != 0) { free(r); return NULL; }
+    snprintf(r->job_id, sizeof r->job_id, "%.47s", j->id);
+    snprintf(r->owner, sizeof r->owner, "%s", j->owner);
+    snprintf(r->arch, sizeof r->arch, "%s", spec->arch);
+    r->priority = j->priority;
+    spec->seed = (uint64_t)j->seed;
+    if (spec->threads <= 0 || spec->threads > s->cfg.threads_per_job) spec->threads = s->cfg.threads_per_job;
+    spec->checkpoint_seconds = s->cfg.checkpoint_seconds;
+    r->threads = spec->threads;
+    r->started_at = util_mono();
+    snprintf(r->out_dir, sizeof r->out_dir, "%.900s/jobs/%.47s", s->cfg.data_dir, j->id);
+    char state[TR_PATH_MAX + 32];
+    snprintf(state, sizeof state, "%s/state.safetensors", r->out_dir);
+    *resume = svc__file_exists(state);
+    r->step = *resume ? j->step : 0;
+    r->total_steps = j->total_steps;
+    r->epoch = j->epoch;
+    r->epochs = j->epochs;
+    r->eta_seconds = NAN;
+    r->best_acc = j->best_valid_accuracy;
+    r->final_acc = j->final_valid_accuracy;
+    r->latest = json_object();
+    r->stop = TR_RUN;
+    return r;
+}
+
+static void run_link(svc *s, run *r)
+{
+    r->next = s->runs;
+    s->runs = r;
+    s->n_runs++;
+    s->order_valid = 0;
+}
+
+void svc__start_job(svc *s, const char *id)
+{
+    db_job j;
+    svc_error e;
+    if (svc__get_job(s, NULL, id, &j, &e)) return;
+    tr_spec spec;
+    char param[128] = "", err[512];
+    int resume, rc;
+    run *r = run_new(s, &j, &spec, &resume, param, sizeof param, err, sizeof err);
+    if (!r) {
+        LOG(LOG_WARN, "msg=\"job cannot start\" job=%s err=\"%s\"", id, err);
+        fail_job_now(s, id, "invalid_spec", err, param);
+    } else if ((rc = svc__mkdir_p(r->out_dir)) != 0) {
+        snprintf(err, sizeof err, "cannot create %.400s: %s", r->out_dir, strerror(-rc));
+        fail_job_now(s, id, "storage_error", err, NULL);
+    } else if (s->exec->ops->start(s->exec, id, &spec, r->out_dir, resume, err, sizeof err) != 0) {
+        fail_job_now(s, id, "internal_error", err, NULL);
+    } else {
+        db_status *c = svc__status_change(s, id, "running");
+        if (c && j.started_at <= 0) c->started_at = util_now();
+        svc__emit(s, id, "status", "info", json_pack("{s:s, s:b}", "status", "running", "resumed", resume),
+                  resume ? "Job resumed from its last checkpoint" : "Job started");
+        svc__flush(s);
+        run_link(s, r);
+        svc__note_start(s, r->owner);
+        LOG(LOG_INFO, "msg=\"job started\" job=%s user=%s priority=%d resume=%d threads=%d executor=%s", id,
+            r->owner, r->priority, resume, r->threads, s->exec->ops->name);
+        r = NULL; /* owned by the list */
+    }
+    run_free(r);
+    db_job_clear(&j);
+}
+
+/* A job the previous daemon left `running`: if the executor still runs it, follow it again. */
+int svc__adopt_run(svc *s, const char *id)
+{
+    db_job j;
+    svc_error e;
+    int rc = svc__get_job(s, NULL, id, &j, &e);
+    if (rc) return -ENOENT;
+    tr_spec spec;
+    char param[128], err[512];
+    int resume;
+    run *r = run_new(s, &j, &spec, &resume, param, sizeof param, err, sizeof err);
+    rc = r ? s->exec->ops->reattach(s->exec, id, r->out_dir) : -ENOENT;
+    if (rc == 0) {
+        run_link(s, r);
+        LOG(LOG_INFO, "msg=\"re-attached after restart\" job=%s executor=%s", id, s->exec->ops->name);
+        r = NULL;
+    }
+    run_free(r);
+    db_job_clear(&j);
+    return rc;
+}
+
+void svc__runs_free(svc *s)
+{
+    while (s->runs) { run *r = s->runs; s->runs = r->next; run_free(r); }
+    s->n_runs = 0;
+}
+
+void svc__stop_run(svc *s, run *r, enum tr_stop mode)
+{
+    if (mode <= r->stop) return; /* only upwards: a pause never downgrades a cancel */
+    r->stop = mode;
+    s->exec->ops->stop(s->exec, r->job_id, mode);
+}
+
+/* ---------------- records from the executor ---------------- */
+
+static void metric(svc *s, run *r, int step, const char *name, double v)
+{
+    db_metric *m = db_batch_metric(&s->batch);
+    if (m) {
+        snprintf(m->job_id, sizeof m->job_id, "%s", r->job_id);
+        m->step = step;
+        m->name = name;
+        m->value = v;
+    }
+    json_object_set_new(r->latest, name, jreal(v));
+}
+
+static void progress_row(svc *s, run *r)
+{
+    db_progress *p = db_batch_progress(&s->batch, r->job_id);
+    if (!p) return;
+    p->step = r->step;
+    p->total_steps = r->total_steps;
+    p->epoch = r->epoch;
+    p->epochs = r->epochs;
+    p->eta_seconds = r->eta_seconds;
+    p->best_valid_accuracy = r->best_acc;
+    p->final_valid_accuracy = r->final_acc;
+    p->at = util_now();
+    free(p->metrics);
+    p->metrics = json_dumps(r->latest, JSON_COMPACT);
+}
+
+static void on_step(svc *s, run *r, const tr_progress *p)
+{
+    double t = util_mono();
+    if (r->rate_t <= 0) { r->rate_t = t; r->rate_step = p->step; }
+    else if (t - r->rate_t >= 1.0 && p->step > r->rate_step) {
+        r->steps_per_s = (p->step - r->rate_step) / (t - r->rate_t);
+        r->rate_t = t;
+        r->rate_step = p->step;
+    }
+    r->images_per_s = p->images_per_second;
+    r->eta_seconds = p->eta_seconds;
+    json_object_set_new(r->latest, "step", json_integer(p->step));
+    metric(s, r, p->step, "train_loss", p->train_loss);
+    metric(s, r, p->step, "ce_loss", p->ce_loss);
+    metric(s, r, p->step, "contrastive_loss", p->contrastive_loss);
+    metric(s, r, p->step, "lr", p->lr);
+    metric(s, r, p->step, "images_per_second", p->images_per_second);
+    svc__emit(s, r->job_id, "metrics", "info",
+              json_pack("{s:i, s:i, s:i, s:o, s:o, s:o, s:o, s:o}", "step", p->step, "total_steps", p->total_steps,
+                        "epoch", p->epoch, "train_loss", jreal(p->train_loss), "ce_loss", jreal(p->ce_loss),
+                        "contrastive_loss", jreal(p->contrastive_loss), "lr", jreal(p->lr), "images_per_second",
+                        jreal(p->images_per_second)),
+              "Step %d/%d: training loss=%.4f", p->step, p->total_steps, p->train_loss);
+}
+
+static void on_epoch(svc *s, run *r, const tr_progress *p)
+{
+    if (!isfinite(r->best_acc) || p->valid_accuracy > r->best_acc) r->best_acc = p->valid_accuracy;
+    r->final_acc = p->valid_accuracy;
+    metric(s, r, p->step, "valid_loss", p->valid_loss);
+    metric(s, r, p->step, "valid_accuracy", p->valid_accuracy);
+    svc__emit(s, r->job_id, "validation", "info",
+              json_pack("{s:i, s:i, s:i, s:o, s:o}", "step", p->step, "epoch", p->epoch, "epochs", p->epochs,
+                        "valid_loss", jreal(p->valid_loss), "valid_accuracy", jreal(p->valid_accuracy)),
+              "Epoch %d/%d: validation loss=%.4f accuracy=%.4f", p->epoch, p->epochs, p->valid_loss, p->valid_accuracy);
+}
+
+static void on_checkpoint(svc *s, run *r, const tr_progress *p)
+{
+    db_checkpoint *c = db_batch_checkpoint(&s->batch);
+    if (c) {
+        snprintf(c->job_id, sizeof c->job_id, "%s", r->job_id);
+        c->step = p->step;
+        c->epoch = p->epoch;
+        c->path = strdup(p->checkpoint_path ? p->checkpoint_path : "");
+        c->metrics = json_dumps(r->latest, JSON_COMPACT);
+        c->created_at = util_now();
+    }
+    svc__emit(s, r->job_id, "checkpoint", "info", json_pack("{s:i, s:i}", "step", p->step, "epoch", p->epoch),
+              "Checkpoint written at step %d", p->step);
+    s->flush_now = 1; /* the state file is on disk: record it (and the steps before it) now */
+}
+
+static void sink_progress(void *ud, const char *job_id, const tr_progress *p)
+{
+    svc *s = ud;
+    run *r = svc__find_run(s, job_id);
+    if (!r) return;
+    r->step = p->step;
+    r->total_steps = p->total_steps;
+    r->epoch = p->epoch;
+    r->epochs = p->epochs;
+    switch (p->kind) {
+    case TR_EV_STEP: on_step(s, r, p); break;
+    case TR_EV_EPOCH: on_epoch(s, r, p); break;
+    case TR_EV_CHECKPOINT: on_checkpoint(s, r, p); break;
+    }
+    progress_row(s, r);
+}
+
+/* A run stopped at a step boundary: which of pause, preemption or shutdown asked it to. */
+static void on_stopped(svc *s, run *r, const db_job *j, const exec_done *d)
+{
+    const char *id = r->job_id;
+    if (!strcmp(j->status, "paused")) {
+        svc__emit(s, id, "status", "info", json_pack("{s:s, s:i}", "status", "paused", "step", d->res.steps_done),
+                  "Job paused at step %d; checkpoint written", d->res.steps_done);
+    } else if (!strcmp(j->status, "running") && r->preempting && !s->stopping) {
+        db_status *c = svc__status_change(s, id, "queued");
+        if (c) c->preempted = 1;
+        svc__emit(s, id, "status", "info",
+                  json_pack("{s:s, s:i, s:b}", "status", "queued", "step", d->res.steps_done, "preempted", 1),
+                  "Preempted: checkpointed at step %d and requeued at the front of its user's queue",
+                  d->res.steps_done);
+    } else if (!strcmp(j->status, "running")) { /* daemon shutdown */
+        svc__status_change(s, id, "queued");
+        svc__emit(s, id, "status", "info", json_pack("{s:s, s:i}", "status", "queued", "step", d->res.steps_done),
+                  "Daemon stopping: checkpointed at step %d, the job resumes on restart", d->res.steps_done);
+    } /* queued: resumed while stopping; the scheduler picks it up again */
+}
+
+static void on_succeeded(svc *s, run *r, const db_job *j, const exec_done *d)
+{
+    const char *id = r->job_id;
+    char model[320], path[TR_PATH_MAX + 32];
+    svc__fine_tuned_name(j, r->arch, model, sizeof model);
+    snprintf(path, sizeof path, "%s/final.safetensors", r->out_dir);
+    db_status *c = svc__status_change(s, id, "succeeded");
+    if (c) {
+        snprintf(c->owner, sizeof c->owner, "%s", j->owner);
+        c->finished_at = util_now();
+        c->fine_tuned_model = strdup(model);
+        c->model_path = strdup(path);
+        snprintf(c->arch, sizeof c->arch, "%s", r->arch);
+    }
+    if (d->res.epochs_done > 0) {
+        r->best_acc = d->res.best_valid_accuracy;
+        r->final_acc = d->res.final_valid_accuracy;
+    }
+    progress_row(s, r);
+    svc__emit(s, id, "status", "info",
+              json_pack("{s:s, s:s, s:o, s:o}", "status", "succeeded", "fine_tuned_model", model,
+                        "best_valid_accuracy", jreal(r->best_acc), "final_valid_accuracy", jreal(r->final_acc)),
+              "Job succeeded: %s", model);
+    LOG(LOG_INFO, "msg=\"job succeeded\" job=%s model=%s", id, model);
+}
+
+static void sink_done(void *ud, const char *job_id, const exec_done *d)
+{
+    svc *s = ud;
+    run *r = svc__find_run(s, job_id);
+    if (!r) return;
+    for (run **pp = &s->runs; *pp; pp = &(*pp)->next)
+        if (*pp == r) { *pp = r->next; break; }
+    s->n_runs--;
+    s->order_valid = 0;
+    s->any_done = 1;
+    db_job j;
+    svc_error e;
+    if (svc__get_job(s, NULL, r->job_id, &j, &e) != 0) { run_free(r); return; }
+    const char *id = r->job_id;
+    if (!strcmp(j.status, "cancelled") || r->stop == TR_STOP_CANCEL) {
+        svc__emit(s, id, "message", "info", json_pack("{s:i}", "step", r->step), "Training stopped at step %d", r->step);
+    } else if (d->rc != 0) {
+        db_status *c = svc__status_change(s, id, "failed");
+        if (c) { c->finished_at = util_now(); svc__set_error(c, "training_failed", d->err, NULL); }
+        svc__emit(s, id, "error", "error", json_pack("{s:s, s:s}", "code", "training_failed", "message", d->err),
+                  "Training failed: %s", d->err);
+        svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "failed"), "Job failed");
+        LOG(LOG_WARN, "msg=\"job failed\" job=%s err=\"%s\"", id, d->err);
+    } else if (d->res.stopped) {
+        on_stopped(s, r, &j, d);
+    } else {
+        on_succeeded(s, r, &j, d);
+    }
+    db_job_clear(&j);
+    svc__flush(s);
+    char done_id[DB_ID_MAX];
+    snprintf(done_id, sizeof done_id, "%s", id);
+    run_free(r);
+    svc__notify(s, done_id); /* streams of a finished job can end now */
+}
+
+static void sink_drained(void *ud)
+{
+    svc *s = ud;
+    if (s->flush_now) {
+        s->flush_now = 0;
+        svc__flush(s);
+    }
+    svc__flush_later(s);
+    if (s->any_done) {
+        s->any_done = 0;
+        svc__schedule(s);
+        svc__finish_shutdown(s);
+    }
+}
+
+const exec_sink svc__sink = {sink_progress, sink_done, sink_drained, NULL};

@@ -1,0 +1,226 @@
+/* core/service.c — the core's life cycle: open (data dir, database, the executor, re-attaching or
+ * requeueing what a previous daemon left running), shutdown (every run checkpoints, the last progress
+ * is committed, the handles close), and the helpers every core file shares. Loop thread only.
+ * Errors from svc_open are the real cause (errno-style) with a one-line reason. */
+#include "core/core_int.h"
+#include "core/auth.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/util.h"
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const double db_write_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+
+int svc_fail(svc_error *e, enum svc_err kind, const char *code, const char *param, const char *fmt, ...)
+{
+    e->kind = kind;
+    e->code = code;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return kind;
+}
+
+int svc__storage_error(svc *s, svc_error *e)
+{
+    return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
+}
+
+int svc__is_final(const char *status)
+{
+    return !strcmp(status, "succeeded") || !strcmp(status, "failed") || !strcmp(status, "cancelled");
+}
+
+run *svc__find_run(svc *s, const char *job_id)
+{
+    for (run *r = s->runs; r; r = r->next)
+        if (!strcmp(r->job_id, job_id)) return r;
+    return NULL;
+}
+
+int svc__mkdir_p(const char *path)
+{
+    char tmp[TR_PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return -ENAMETOOLONG;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0750) != 0 && errno != EEXIST) return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0750) != 0 && errno != EEXIST) return -errno;
+    return 0;
+}
+
+int svc__file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+void svc__fine_tuned_name(const db_job *j, const char *arch, char *out, size_t n)
+{
+    if (j->suffix) snprintf(out, n, "ft:%s:%s:%s", arch, j->suffix, j->id);
+    else snprintf(out, n, "ft:%s:%s", arch, j->id);
+}
+
+void svc_set_listener(svc *s, void (*fn)(void *, const char *), void *ud)
+{
+    s->listener = fn;
+    s->listener_ud = ud;
+}
+
+int svc_ready(svc *s, const svc_caller *who, svc_readiness *out, svc_error *e)
+{
+    (void)who;
+    if (s->stopping) return svc_fail(e, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
+    *out = (svc_readiness){s->cfg.workers, s->n_runs, s->cfg.threads_per_job};
+    return 0;
+}
+
+int svc_bootstrap(svc *s, char *token, size_t tokenlen, char *err, size_t errlen)
+{
+    char t[AUTH_TOKEN_LEN + 1];
+    int rc = auth_bootstrap(s->db, s->cfg.self_uid, t, err, errlen);
+    snprintf(token, tokenlen, "%s", rc == 0 ? t : "");
+    memset(t, 0, sizeof t);
+    return rc;
+}
+
+/* Jobs a crashed (or killed) daemon left running: still running under the executor (re-attached: they
+ * stay `running`), or requeued to resume from their last checkpoint. */
+static int recover_running(svc *s, char *err, size_t errlen)
+{
+    enum { PAGE = 4096 };
+    char (*ids)[DB_ID_MAX] = malloc(PAGE * sizeof *ids);
+    if (!ids) return err_set(err, errlen, -ENOMEM, "out of memory");
+    int n = 0, requeued, rc = 0;
+    do { /* requeued jobs leave the `running` set, re-attached ones stay: page until nothing moves */
+        requeued = 0;
+        if (db_job_ids_by_status(s->db, "running", PAGE, ids, &n) != 0) {
+            rc = err_set(err, errlen, -EIO, "cannot read jobs: %s", db_errmsg(s->db));
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            if (svc__find_run(s, ids[i])) continue;
+            if (svc__adopt_run(s, ids[i]) == 0) continue;
+            svc__status_change(s, ids[i], "queued");
+            svc__emit(s, ids[i], "status", "warn", json_pack("{s:s}", "status", "queued"),
+                      "Daemon restarted: job requeued to resume from its last checkpoint");
+            LOG(LOG_INFO, "msg=\"requeued after restart\" job=%s", ids[i]);
+            requeued++;
+        }
+        if (svc__flush(s) != 0) {
+            rc = err_set(err, errlen, -EIO, "cannot requeue jobs: %s", db_errmsg(s->db));
+            break;
+        }
+    } while (n == PAGE && requeued > 0);
+    free(ids);
+    return rc;
+}
+
+/* The last of the three handles closed: shutdown is complete. */
+static void one_closed(svc *s)
+{
+    if (--s->handles_open == 0 && s->done) s->done(s->done_ud);
+}
+
+static void on_handle_closed(uv_handle_t *h) { one_closed(h->data); }
+
+static void on_exec_closed(void *ud) { one_closed(ud); }
+
+int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_t errlen)
+{
+    svc *s = calloc(1, sizeof *s);
+    if (!s) return err_set(err, errlen, -ENOMEM, "out of memory");
+    s->loop = loop;
+    s->cfg = *cfg;
+    if (s->cfg.cores <= 0) s->cfg.cores = s->cfg.threads_per_job > 0 ? s->cfg.threads_per_job : 1;
+    hist_init(&s->db_write, db_write_le, (int)(sizeof db_write_le / sizeof db_write_le[0]));
+    char path[1200];
+    int rc = 0;
+    const char *sub[] = {"jobs", "files", "models", "files/tmp"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s/%s", cfg->data_dir, sub[i]);
+        if ((rc = svc__mkdir_p(path)) != 0) {
+            err_set(err, errlen, rc, "cannot create %s: %s", path, strerror(-rc));
+            goto fail;
+        }
+    }
+    snprintf(s->upload_dir, sizeof s->upload_dir, "%s/files/tmp", cfg->data_dir);
+    snprintf(path, sizeof path, "%s/coretuned.db", cfg->data_dir);
+    if ((rc = db_open(&s->db, path, err, errlen)) != 0) goto fail;
+    if ((rc = db_event_max_id(s->db, &s->last_event_id)) != 0) {
+        err_set(err, errlen, rc, "cannot read events: %s", db_errmsg(s->db));
+        goto fail;
+    }
+    exec_sink sink = svc__sink;
+    sink.ud = s;
+    if ((rc = exec_local_new(&s->exec, loop, &sink, err, errlen)) != 0) goto fail;
+    if ((rc = svc__events_init(s)) != 0 || (rc = svc__schedule_init(s)) != 0) {
+        err_set(err, errlen, rc, "cannot start the loop timers: %s", uv_strerror(rc));
+        goto fail;
+    }
+    s->handles_open = 3;           /* the executor's, the flush timer, the scheduler's timer */
+    if ((rc = recover_running(s, err, errlen)) != 0) goto fail;
+    for (int i = 0; i < cfg->n_datasets; i++) { /* a missing mount should not keep the daemon down: warn */
+        char why[512];
+        s->ds_ok[i] = data_probe(&s->ds_info[i], cfg->datasets[i].path, why, sizeof why) == 0;
+        if (!s->ds_ok[i]) LOG(LOG_WARN, "msg=\"dataset cannot be read\" name=%s err=\"%s\"", cfg->datasets[i].name, why);
+    }
+    svc__schedule(s);
+    *out = s;
+    return 0;
+fail:
+    if (s->handles_open) { /* the handles are the loop's until closed: close them and run the loop once */
+        s->handles_open = 0;
+        svc__events_close(s, NULL);
+        svc__schedule_close(s, NULL);
+        s->exec->ops->close(s->exec, NULL, NULL);
+        uv_run(loop, UV_RUN_NOWAIT);
+    }
+    svc_free(s);
+    return rc < 0 ? rc : -EIO;
+}
+
+/* Once every run has ended: commit the last progress and close the handles. */
+void svc__finish_shutdown(svc *s)
+{
+    if (!s->stopping || s->n_runs > 0 || s->handles_open != 3) return;
+    svc__flush(s);
+    svc__events_close(s, on_handle_closed);
+    svc__schedule_close(s, on_handle_closed);
+    s->exec->ops->close(s->exec, on_exec_closed, s);
+}
+
+void svc_shutdown(svc *s, void (*done)(void *), void *ud)
+{
+    s->stopping = 1;
+    s->done = done;
+    s->done_ud = ud;
+    for (run *r = s->runs; r; r = r->next) {
+        svc__stop_run(s, r, TR_STOP_CHECKPOINT);
+        LOG(LOG_INFO, "msg=\"asking job to checkpoint\" job=%s", r->job_id);
+    }
+    svc__finish_shutdown(s);
+}
+
+void svc_free(svc *s)
+{
+    if (!s) return;
+    if (s->db) svc__flush(s);
+    db_batch_free(&s->batch);
+    db_close(s->db);
+    exec_free(s->exec);
+    svc__runs_free(s);
+    free(s->recent);
+    free(s->order);
+    free(s);
+}
