@@ -183,9 +183,7 @@ static void record(api_ctx *a, req *q)
     for (int i = 0; i < a->n_stats && !st; i++)
         if (!strcmp(a->stats[i].route, q->route) && a->stats[i].status == q->status) st = &a->stats[i];
     if (!st) {
-        struct route_stat *n = realloc(a->stats, (size_t)(a->n_stats + 1) * sizeof *n);
-        if (!n) return;
-        a->stats = n;
+        if (util_grow(&a->stats, &a->cap_stats, a->n_stats + 1, sizeof *a->stats)) return;
         st = &a->stats[a->n_stats++];
         st->route = q->route;
         st->status = q->status;

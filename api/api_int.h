@@ -100,7 +100,7 @@ struct api_ctx {
     sse *streams;
     int n_streams;
     struct route_stat *stats;
-    int n_stats;
+    int n_stats, cap_stats;
 };
 
 enum req_kind { REQ_PLAIN, REQ_JSON, REQ_UPLOAD };

@@ -46,7 +46,7 @@ json_t *render_job(const svc_job *v)
     json_error_t pe;
     json_t *o = json_pack_ex(&pe, 0, "{s:s, s:s, s:s, s:I, s:o, s:o, s:s, s:s, s:o, s:o, s:O, s:I, s:o, s:o, s:s, s:o, s:[], "
                           "s:o, s:[]}",
-                          "object", "fine_tuning.job", "id", j->id, "status", j->status, "created_at",
+                          "object", "fine_tuning.job", "id", j->id, "status", job_status_name(j->status), "created_at",
                           (json_int_t)j->created_at, "started_at", jtime(j->started_at), "finished_at",
                           jtime(j->finished_at), "model", j->model, "training_file", j->training_file,
                           "validation_file", jstr(j->validation_file), "method", method, "hyperparameters",
@@ -243,7 +243,7 @@ void render_stats(prom_buf *b, const svc_stats *st)
     for (int i = 0; i < st->n_counts; i++) {
         prom_printf(b, "coretuned_jobs{user=\"");
         prom_escaped(b, st->counts[i].owner);
-        prom_printf(b, "\",state=\"%s\"} %lld\n", st->counts[i].status, st->counts[i].n);
+        prom_printf(b, "\",state=\"%s\"} %lld\n", job_status_name(st->counts[i].status), st->counts[i].n);
     }
     prom_printf(b, "# HELP coretuned_queue_depth Jobs waiting to run.\n# TYPE coretuned_queue_depth gauge\n"
                    "coretuned_queue_depth %lld\n", st->queued);

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "trainer/nn.h"
+#include "common/util.h"
 #include "trainer/nn_int.h"
 #include "trainer/rng.h"
 
@@ -35,13 +36,6 @@ static const layer layers[] = {
     {"r20 64->64 3x3 @7", {64, 64, 3, 1, 1}, 128, 7, 7, 5, 1},
     {"r18 64->64 3x3 @32 b64", {64, 64, 3, 1, 1}, 64, 32, 32, 4, 1},
 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static float *rand_buf(size_t n, rng_t *r)
 {
@@ -85,11 +79,11 @@ static void time_layer(const layer *L, int reps, rng_t *rng, int gemm, double *f
     double tf[64], tb[64];
     int R = reps > 64 ? 64 : reps < 1 ? 1 : reps;
     for (int r = -2; r < R; r++) { /* two warm-up rounds */
-        double t0 = now();
+        double t0 = util_mono();
         nn_conv_forward(out, ws, in, wt, p, L->n);
-        double t1 = now();
+        double t1 = util_mono();
         nn_conv_backward(L->need_din ? din : NULL, dw, ws, dout, in, wt, p, L->n);
-        double t2 = now();
+        double t2 = util_mono();
         if (r >= 0) {
             tf[r] = t1 - t0;
             tb[r] = t2 - t1;

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "trainer/coreloss.h"
+#include "common/util.h"
 #include "trainer/data.h"
 #include "trainer/model.h"
 #include "trainer/rng.h"
@@ -29,13 +30,6 @@
 
 enum { NUM_CLASSES = 10, CONTRAST_DIM = 256, RNG_STREAM_LOSS = 2 }; /* stream as trainer/train.c */
 enum { MAX_ITERS = 1000 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* CPU seconds of the whole process (all threads): with 1 thread, a measure that other processes'
  * load disturbs far less than wall time does. */
@@ -90,14 +84,14 @@ static int roof(int threads)
     for (int lib = 0; lib < 2; lib++) {
         double g[5];
         for (int rep = -1; rep < 5; rep++) {
-            double t0 = now();
+            double t0 = util_mono();
             if (lib == 0)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
             else if (dnnl_sgemm('N', 'N', N, N, N, 1.0f, a, N, b, N, 0.0f, c, N) != dnnl_success) {
                 fprintf(stderr, "bench_step: dnnl_sgemm failed\n");
                 return 1;
             }
-            double dt = now() - t0;
+            double dt = util_mono() - t0;
             if (rep >= 0) g[rep] = 2.0 * N * N * (double)N / dt * 1e-9;
         }
         mx[lib] = g[0];
@@ -186,14 +180,14 @@ int main(int argc, char **argv)
     double ips[MAX_ITERS], cps[MAX_ITERS], tf[MAX_ITERS], tl[MAX_ITERS], tb[MAX_ITERS], ts[MAX_ITERS];
     coreloss_terms t = {0};
     for (int it = -warmup; it < iters; it++) {
-        double c0 = cpu_now(), t0 = now();
+        double c0 = cpu_now(), t0 = util_mono();
         model_zero_grad(m);
         const float *h = model_forward(m, x, batch, 1);
         if (!h) {
             fprintf(stderr, "bench_step: model_forward rejected the batch\n");
             goto out;
         }
-        double t1 = now();
+        double t1 = util_mono();
         if (core) {
             rng_t lr_rng;
             data_rng(&lr_rng, 0, RNG_STREAM_LOSS, (uint64_t)(it + warmup), 0);
@@ -204,14 +198,14 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_step: coreloss_forward_backward: %d\n", rc);
             goto out;
         }
-        double t2 = now();
+        double t2 = util_mono();
         if ((rc = model_backward(m, dh, batch))) {
             fprintf(stderr, "bench_step: model_backward: %d\n", rc);
             goto out;
         }
-        double t3 = now();
+        double t3 = util_mono();
         sgd_step(model_params(m), mom, model_grads(m), np, lr, &sc);
-        double t4 = now(), c4 = cpu_now();
+        double t4 = util_mono(), c4 = cpu_now();
         if (it >= 0) {
             ips[it] = batch / (t4 - t0);
             cps[it] = batch / (c4 - c0);

@@ -6,6 +6,7 @@
  * Single-threaded: the SSE parser runs inside libcurl's write callback. */
 #include "cli/client.h"
 #include "cli/fmt.h"
+#include "common/util.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,13 +39,6 @@ typedef struct follower {
     struct { double t, step; } win[WINDOW];
     int wn, wpos;
 } follower;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void sleep_s(double s)
 {
@@ -121,7 +115,7 @@ static void draw_bar(follower *f)
     printf("\r%s\033[K", line);
     fflush(stdout);
     f->bar_shown = 1;
-    f->last_draw = now_s();
+    f->last_draw = util_mono();
 }
 
 static void clear_bar(follower *f)
@@ -170,7 +164,7 @@ static void on_event(follower *f, const char *raw, size_t rawlen)
         print_event_line(ev);
         fflush(stdout);
     } else if (!strcmp(type, "metrics")) {
-        if (now_s() - f->last_draw >= 0.1) draw_bar(f); /* a replay of thousands of steps: redraw at 10 Hz */
+        if (util_mono() - f->last_draw >= 0.1) draw_bar(f); /* a replay of thousands of steps: redraw at 10 Hz */
     } else {
         clear_bar(f);
         print_event_line(ev);
@@ -317,8 +311,8 @@ int cli_follow(cli_conn *c, const cli_global *g, const char *job_id)
         cli_resp_free(&r);
         if (f.ended) break;
         if (retry) { /* the daemon is restarting (or gone): try again for a while */
-            if (lost_since == 0) lost_since = now_s();
-            if (now_s() - lost_since > RECONNECT_GIVE_UP_S) {
+            if (lost_since == 0) lost_since = util_mono();
+            if (util_mono() - lost_since > RECONNECT_GIVE_UP_S) {
                 clear_bar(&f);
                 fprintf(stderr, "coretune: lost the connection to %s and could not reconnect for %.0f s\n",
                         cli_conn_where(c), RECONNECT_GIVE_UP_S);

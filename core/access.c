@@ -24,15 +24,8 @@ void svc_audit(svc *s, const svc_caller *who, const char *remote, const char *ac
 {
     db_audit *a = db_batch_audit(&s->batch);
     const char *actor = who ? who->name : "", *from = who ? who->remote : remote ? remote : "";
-    if (a) {
-        a->at = util_now();
-        snprintf(a->actor, sizeof a->actor, "%s", actor);
-        snprintf(a->action, sizeof a->action, "%s", action);
-        snprintf(a->target, sizeof a->target, "%s", target ? target : "");
-        snprintf(a->outcome, sizeof a->outcome, "%s", outcome);
-        snprintf(a->remote, sizeof a->remote, "%s", from);
-        snprintf(a->detail, sizeof a->detail, "%s", detail ? detail : "");
-    }
+    if (a) db_audit_set(a, util_now(), actor, action, target, outcome, from, detail);
+    else LOG(LOG_ERROR, "msg=\"out of memory for an audit record\"");
     if (!strcmp(action, "login_failed")) s->auth_failures++;
     LOG(LOG_WARN, "msg=audit action=%s outcome=%s user=\"%s\" remote=\"%s\" target=\"%.120s\" detail=\"%.200s\"",
         action, outcome, actor, from, target ? target : "", detail ? detail : "");
@@ -80,7 +73,7 @@ int svc_me(svc *s, const svc_caller *who, svc_me_info *out, svc_error *e)
     if (db_user_by_id(s->db, who->user_id, &out->user) != 0) return svc__storage_error(s, e);
     snprintf(out->via, sizeof out->via, "%s", who->remote);
     out->quota = svc__quota_of(s, who->name);
-    if (db_job_count(s->db, who->name, "queued", &out->usage.queued_jobs) != 0 ||
+    if (db_job_count(s->db, who->name, JOB_QUEUED, &out->usage.queued_jobs) != 0 ||
         db_file_bytes(s->db, who->name, &out->usage.upload_bytes) != 0)
         return svc__storage_error(s, e);
     for (run *r = s->runs; r; r = r->next)

@@ -34,12 +34,12 @@ void auth_sha256_hex(const void *data, size_t n, char out[65])
     out[2 * SHA256_DIGEST_SIZE] = 0;
 }
 
+/* A plain name (util_valid_name) in lower case that starts with a letter or digit. */
 int auth_valid_name(const char *name)
 {
-    size_t n = strlen(name);
-    if (n == 0 || n > 63 || name[0] == '.' || name[0] == '-' || name[0] == '_') return 0;
+    if (!util_valid_name(name, 63) || name[0] == '-' || name[0] == '_') return 0;
     for (const char *p = name; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-')) return 0;
+        if (*p >= 'A' && *p <= 'Z') return 0;
     return 1;
 }
 
@@ -127,12 +127,10 @@ int auth_bootstrap(db *d, long long self_uid, char *token, char *err, size_t err
     db_user u;
     int rc = auth_user_add(d, "admin", 1, self_uid, 1, &u, err, errlen);
     if (rc) return rc;
-    db_audit a = {.at = (long long)time(NULL)};
-    snprintf(a.action, sizeof a.action, "user_add");
-    snprintf(a.target, sizeof a.target, "admin");
-    snprintf(a.outcome, sizeof a.outcome, "ok");
-    snprintf(a.remote, sizeof a.remote, "startup");
-    snprintf(a.detail, sizeof a.detail, "first start: bootstrap admin (uid %lld) and its token", self_uid);
-    db_audit_insert(d, &a);
+    db_audit a;
+    char detail[128];
+    snprintf(detail, sizeof detail, "first start: bootstrap admin (uid %lld) and its token", self_uid);
+    db_audit_set(&a, util_now(), "", "user_add", "admin", "ok", "startup", detail);
+    if (db_audit_insert(d, &a) != 0) { snprintf(err, errlen, "database: %s", db_errmsg(d)); return -EIO; }
     return auth_token_create(d, u.id, token, NULL, err, errlen);
 }

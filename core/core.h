@@ -196,7 +196,7 @@ void svc_metrics_free(svc_metrics *m);
 int svc_job_metrics(svc *s, const svc_caller *who, const char *id, const char *names, int max_points, int after_step,
                     svc_metrics *out, svc_error *e);
 
-typedef struct svc_job_count { char owner[64]; char status[16]; long long n; } svc_job_count;
+typedef struct svc_job_count { char owner[64]; enum job_status status; long long n; } svc_job_count;
 typedef struct svc_run_rate { char job_id[DB_ID_MAX]; char owner[64]; double steps_per_s, images_per_s; } svc_run_rate;
 typedef struct svc_stats {
     svc_job_count *counts; int n_counts; /* (heap) jobs by (owner, status) */

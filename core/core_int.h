@@ -85,7 +85,7 @@ struct svc {
 };
 
 /* helpers shared by the files */
-int  svc__is_final(const char *status);
+int  svc__is_final(enum job_status status);
 run *svc__find_run(svc *s, const char *job_id);
 int  svc__storage_error(svc *s, svc_error *e);          /* 500 with the database's message */
 int  svc__mkdir_p(const char *path);
@@ -98,7 +98,7 @@ void svc__emit(svc *s, const char *job_id, const char *type, const char *level, 
     __attribute__((format(printf, 6, 7)));
 int  svc__flush(svc *s);                                 /* commit the batch now */
 void svc__flush_later(svc *s);                           /* within flush_seconds */
-db_status *svc__status_change(svc *s, const char *job_id, const char *status);
+db_status *svc__status_change(svc *s, const char *job_id, enum job_status status);
 void svc__set_error(db_status *c, const char *code, const char *message, const char *param);
 int  svc__events_init(svc *s);
 void svc__events_close(svc *s, uv_close_cb cb);

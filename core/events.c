@@ -85,12 +85,12 @@ void svc__events_close(svc *s, uv_close_cb cb)
 }
 
 /* A status change (committed with the batch; a caller that acknowledges it to a client flushes). */
-db_status *svc__status_change(svc *s, const char *job_id, const char *status)
+db_status *svc__status_change(svc *s, const char *job_id, enum job_status status)
 {
     db_status *c = db_batch_status(&s->batch);
     if (!c) return NULL;
     snprintf(c->job_id, sizeof c->job_id, "%.47s", job_id);
-    snprintf(c->status, sizeof c->status, "%s", status);
+    c->status = status;
     s->order_valid = 0;
     return c;
 }

@@ -60,8 +60,8 @@ static int job_view(svc *s, db_job *row, svc_job *out)
         if (isfinite(r->best_acc)) j->best_valid_accuracy = r->best_acc;
         if (isfinite(r->final_acc)) j->final_valid_accuracy = r->final_acc;
     }
-    if (!strcmp(j->status, "queued")) svc__queue_place(s, j->id, &out->queue_position, &out->estimated_start);
-    if (!strcmp(j->status, "running") && isfinite(j->eta_seconds) && eta_from > 0)
+    if (j->status == JOB_QUEUED) svc__queue_place(s, j->id, &out->queue_position, &out->estimated_start);
+    if (j->status == JOB_RUNNING && isfinite(j->eta_seconds) && eta_from > 0)
         out->estimated_finish = eta_from + (long long)ceil(j->eta_seconds);
     return 0;
 }
@@ -139,7 +139,7 @@ static int insert_job(svc *s, const svc_caller *who, const json_t *rawbody, cons
     db_job j;
     memset(&j, 0, sizeof j);
     json_t *method = jobspec_effective_json(spec), *ext = jobspec_extensions_json(spec);
-    snprintf(j.status, sizeof j.status, "queued");
+    j.status = JOB_QUEUED;
     snprintf(j.arch, sizeof j.arch, "%s", spec->arch);
     snprintf(j.owner, sizeof j.owner, "%s", who->name);
     j.created_at = util_now();
@@ -287,13 +287,13 @@ static void audit_if_admin_action(svc *s, const svc_caller *who, const db_job *j
 }
 
 /* The job if it may move from its status (allowed(status) != 0), else 409 naming why. */
-static int transition(svc *s, const svc_caller *who, const char *id, int (*allowed)(const char *), const char *why,
+static int transition(svc *s, const svc_caller *who, const char *id, int (*allowed)(enum job_status), const char *why,
                       const char *action, db_job *j, svc_error *e)
 {
     int rc = svc__get_job(s, who, id, j, e);
     if (rc) return rc;
     if (!allowed(j->status)) {
-        rc = svc_fail(e, SVC_ECONFLICT, "invalid_state", NULL, why, id, j->status);
+        rc = svc_fail(e, SVC_ECONFLICT, "invalid_state", NULL, why, id, job_status_name(j->status));
         db_job_clear(j);
         return rc;
     }
@@ -301,9 +301,9 @@ static int transition(svc *s, const svc_caller *who, const char *id, int (*allow
     return 0;
 }
 
-static int cancellable(const char *st) { return !svc__is_final(st); }
-static int pausable(const char *st) { return !strcmp(st, "queued") || !strcmp(st, "running"); }
-static int resumable(const char *st) { return !strcmp(st, "paused"); }
+static int cancellable(enum job_status st) { return !svc__is_final(st); }
+static int pausable(enum job_status st) { return st == JOB_QUEUED || st == JOB_RUNNING; }
+static int resumable(enum job_status st) { return st == JOB_PAUSED; }
 
 /* Commit what the caller is about to be told, maybe start jobs, then answer with the job as it is now. */
 static int commit_and_reply(svc *s, const char *id, int reschedule, svc_job *out, svc_error *e)
@@ -321,7 +321,7 @@ int svc_job_cancel(svc *s, const svc_caller *who, const char *id, svc_job *out, 
     db_job_clear(&j);
     run *r = svc__find_run(s, id);
     if (r) svc__stop_run(s, r, TR_STOP_CANCEL); /* the trainer stops within one step */
-    db_status *c = svc__status_change(s, id, "cancelled");
+    db_status *c = svc__status_change(s, id, JOB_CANCELLED);
     if (c) c->finished_at = util_now();
     svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "cancelled"), "Job cancelled");
     LOG(LOG_INFO, "msg=\"job cancelled\" job=%s", id);
@@ -337,7 +337,7 @@ int svc_job_pause(svc *s, const svc_caller *who, const char *id, svc_job *out, s
     db_job_clear(&j);
     run *r = svc__find_run(s, id);
     if (r) svc__stop_run(s, r, TR_STOP_CHECKPOINT);
-    svc__status_change(s, id, "paused");
+    svc__status_change(s, id, JOB_PAUSED);
     if (!r) svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "paused"), "Job paused");
     else svc__emit(s, id, "message", "info", json_pack("{s:s}", "status", "paused"), "Pausing: writing a checkpoint");
     return commit_and_reply(s, id, 0, out, e);
@@ -350,12 +350,12 @@ int svc_job_resume(svc *s, const svc_caller *who, const char *id, svc_job *out, 
     if (rc) return rc;
     if (!resumable(j.status))
         rc = svc_fail(e, SVC_ECONFLICT, "invalid_state", NULL, "only a paused job can be resumed (job %s is %s)", id,
-                      j.status);
+                      job_status_name(j.status));
     else if ((rc = svc__check_queued_quota(s, j.owner, e)) == 0)
         audit_if_admin_action(s, who, &j, "job_resume");
     db_job_clear(&j);
     if (rc) return rc;
-    svc__status_change(s, id, "queued");
+    svc__status_change(s, id, JOB_QUEUED);
     svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "queued"),
               "Job resumed: queued to continue from its checkpoint");
     return commit_and_reply(s, id, 1, out, e);

@@ -22,7 +22,7 @@ static void run_free(run *r)
 
 static void fail_job_now(svc *s, const char *id, const char *code, const char *message, const char *param)
 {
-    db_status *c = svc__status_change(s, id, "failed");
+    db_status *c = svc__status_change(s, id, JOB_FAILED);
     if (c) {
         c->finished_at = util_now();
         svc__set_error(c, code, message, param);
@@ -111,7 +111,7 @@ void svc__start_job(svc *s, const char *id)
     } else if (s->exec->ops->start(s->exec, id, &spec, r->out_dir, resume, err, sizeof err) != 0) {
         fail_job_now(s, id, "internal_error", err, NULL);
     } else {
-        db_status *c = svc__status_change(s, id, "running");
+        db_status *c = svc__status_change(s, id, JOB_RUNNING);
         if (c && j.started_at <= 0) c->started_at = util_now();
         svc__emit(s, id, "status", "info", json_pack("{s:s, s:b}", "status", "running", "resumed", resume),
                   resume ? "Job resumed from its last checkpoint" : "Job started");
@@ -265,18 +265,18 @@ static void sink_progress(void *ud, const char *job_id, const tr_progress *p)
 static void on_stopped(svc *s, run *r, const db_job *j, const exec_done *d)
 {
     const char *id = r->job_id;
-    if (!strcmp(j->status, "paused")) {
+    if (j->status == JOB_PAUSED) {
         svc__emit(s, id, "status", "info", json_pack("{s:s, s:i}", "status", "paused", "step", d->res.steps_done),
                   "Job paused at step %d; checkpoint written", d->res.steps_done);
-    } else if (!strcmp(j->status, "running") && r->preempting && !s->stopping) {
-        db_status *c = svc__status_change(s, id, "queued");
+    } else if (j->status == JOB_RUNNING && r->preempting && !s->stopping) {
+        db_status *c = svc__status_change(s, id, JOB_QUEUED);
         if (c) c->preempted = 1;
         svc__emit(s, id, "status", "info",
                   json_pack("{s:s, s:i, s:b}", "status", "queued", "step", d->res.steps_done, "preempted", 1),
                   "Preempted: checkpointed at step %d and requeued at the front of its user's queue",
                   d->res.steps_done);
-    } else if (!strcmp(j->status, "running")) { /* daemon shutdown */
-        svc__status_change(s, id, "queued");
+    } else if (j->status == JOB_RUNNING) { /* daemon shutdown */
+        svc__status_change(s, id, JOB_QUEUED);
         svc__emit(s, id, "status", "info", json_pack("{s:s, s:i}", "status", "queued", "step", d->res.steps_done),
                   "Daemon stopping: checkpointed at step %d, the job resumes on restart", d->res.steps_done);
     } /* queued: resumed while stopping; the scheduler picks it up again */
@@ -285,16 +285,22 @@ static void on_stopped(svc *s, run *r, const db_job *j, const exec_done *d)
 static void on_succeeded(svc *s, run *r, const db_job *j, const exec_done *d)
 {
     const char *id = r->job_id;
-    char model[320], path[TR_PATH_MAX + 32];
+    char model[320], path[sizeof ((db_model *)0)->path];
     svc__fine_tuned_name(j, r->arch, model, sizeof model);
-    snprintf(path, sizeof path, "%s/final.safetensors", r->out_dir);
-    db_status *c = svc__status_change(s, id, "succeeded");
+    snprintf(path, sizeof path, "%.990s/final.safetensors", r->out_dir);
+    db_status *c = svc__status_change(s, id, JOB_SUCCEEDED);
     if (c) {
-        snprintf(c->owner, sizeof c->owner, "%s", j->owner);
         c->finished_at = util_now();
         c->fine_tuned_model = strdup(model);
-        c->model_path = strdup(path);
-        snprintf(c->arch, sizeof c->arch, "%s", r->arch);
+    }
+    db_model *m = db_batch_model(&s->batch); /* a succeeded job yields a model, in the same transaction */
+    if (m) {
+        snprintf(m->id, sizeof m->id, "%s", model);
+        snprintf(m->job_id, sizeof m->job_id, "%s", id);
+        snprintf(m->arch, sizeof m->arch, "%s", r->arch);
+        snprintf(m->path, sizeof m->path, "%s", path);
+        m->created_at = util_now();
+        snprintf(m->owner, sizeof m->owner, "%s", j->owner);
     }
     if (d->res.epochs_done > 0) {
         r->best_acc = d->res.best_valid_accuracy;
@@ -322,10 +328,10 @@ static void sink_done(void *ud, const char *job_id, const exec_done *d)
     svc_error e;
     if (svc__get_job(s, NULL, r->job_id, &j, &e) != 0) { run_free(r); return; }
     const char *id = r->job_id;
-    if (!strcmp(j.status, "cancelled") || r->stop == TR_STOP_CANCEL) {
+    if (j.status == JOB_CANCELLED || r->stop == TR_STOP_CANCEL) {
         svc__emit(s, id, "message", "info", json_pack("{s:i}", "step", r->step), "Training stopped at step %d", r->step);
     } else if (d->rc != 0) {
-        db_status *c = svc__status_change(s, id, "failed");
+        db_status *c = svc__status_change(s, id, JOB_FAILED);
         if (c) { c->finished_at = util_now(); svc__set_error(c, "training_failed", d->err, NULL); }
         svc__emit(s, id, "error", "error", json_pack("{s:s, s:s}", "code", "training_failed", "message", d->err),
                   "Training failed: %s", d->err);

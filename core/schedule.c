@@ -46,7 +46,7 @@ int svc__check_queued_quota(svc *s, const char *owner, svc_error *e)
     svc_quota q = svc__quota_of(s, owner);
     int n = 0;
     if (q.queued_jobs <= 0) return 0;
-    if (db_job_count(s->db, owner, "queued", &n) != 0) return svc__storage_error(s, e);
+    if (db_job_count(s->db, owner, JOB_QUEUED, &n) != 0) return svc__storage_error(s, e);
     if (n >= q.queued_jobs)
         return svc__over_quota(e, "queued_jobs", q.queued_jobs,
                                "%s has %d jobs queued; wait for some to start or cancel one", owner, n);

@@ -33,9 +33,9 @@ int svc__storage_error(svc *s, svc_error *e)
     return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "database: %s", db_errmsg(s->db));
 }
 
-int svc__is_final(const char *status)
+int svc__is_final(enum job_status status)
 {
-    return !strcmp(status, "succeeded") || !strcmp(status, "failed") || !strcmp(status, "cancelled");
+    return status == JOB_SUCCEEDED || status == JOB_FAILED || status == JOB_CANCELLED;
 }
 
 run *svc__find_run(svc *s, const char *job_id)
@@ -104,14 +104,14 @@ static int recover_running(svc *s, char *err, size_t errlen)
     int n = 0, requeued, rc = 0;
     do { /* requeued jobs leave the `running` set, re-attached ones stay: page until nothing moves */
         requeued = 0;
-        if (db_job_ids_by_status(s->db, "running", PAGE, ids, &n) != 0) {
+        if (db_job_ids_by_status(s->db, JOB_RUNNING, PAGE, ids, &n) != 0) {
             rc = err_set(err, errlen, -EIO, "cannot read jobs: %s", db_errmsg(s->db));
             break;
         }
         for (int i = 0; i < n; i++) {
             if (svc__find_run(s, ids[i])) continue;
             if (svc__adopt_run(s, ids[i]) == 0) continue;
-            svc__status_change(s, ids[i], "queued");
+            svc__status_change(s, ids[i], JOB_QUEUED);
             svc__emit(s, ids[i], "status", "warn", json_pack("{s:s}", "status", "queued"),
                       "Daemon restarted: job requeued to resume from its last checkpoint");
             LOG(LOG_INFO, "msg=\"requeued after restart\" job=%s", ids[i]);

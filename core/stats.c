@@ -119,16 +119,16 @@ int svc_job_metrics(svc *s, const svc_caller *who, const char *id, const char *n
 /* ---------------- /metrics ---------------- */
 
 typedef struct count_ctx { svc_stats *st; int cap; } count_ctx;
-static int add_count(void *ud, const char *owner, const char *status, long long n)
+static int add_count(void *ud, const char *owner, enum job_status status, long long n)
 {
     count_ctx *c = ud;
     svc_stats *st = c->st;
     if (util_grow(&st->counts, &c->cap, st->n_counts + 1, sizeof *st->counts)) return 1;
     svc_job_count *k = &st->counts[st->n_counts++];
     snprintf(k->owner, sizeof k->owner, "%s", owner);
-    snprintf(k->status, sizeof k->status, "%s", status);
+    k->status = status;
     k->n = n;
-    if (!strcmp(status, "queued")) st->queued += n;
+    if (status == JOB_QUEUED) st->queued += n;
     return 0;
 }
 

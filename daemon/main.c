@@ -422,13 +422,11 @@ static int validate(daemon_opts *o)
 
 static void audit_cli(db *d, const char *action, const char *target, const char *detail)
 {
-    db_audit a = {.at = (long long)time(NULL)};
-    snprintf(a.action, sizeof a.action, "%s", action);
-    snprintf(a.target, sizeof a.target, "%s", target);
-    snprintf(a.outcome, sizeof a.outcome, "ok");
-    snprintf(a.remote, sizeof a.remote, "cli:uid:%lld", (long long)getuid());
-    snprintf(a.detail, sizeof a.detail, "%s", detail);
-    db_audit_insert(d, &a);
+    db_audit a;
+    char remote[64];
+    snprintf(remote, sizeof remote, "cli:uid:%lld", (long long)getuid());
+    db_audit_set(&a, (long long)time(NULL), "", action, target, "ok", remote, detail);
+    if (db_audit_insert(d, &a) != 0) fprintf(stderr, "coretuned: warning: audit record not written: %s\n", db_errmsg(d));
 }
 
 static int print_user(void *ud, const db_user *u)

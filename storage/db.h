@@ -10,6 +10,7 @@
  * is taken. Implemented by storage/db*.c (internals in storage/db_int.h). */
 #ifndef CT_DB_H
 #define CT_DB_H
+#include "storage/job_status.h"
 #include <stddef.h>
 
 typedef struct db db;
@@ -27,7 +28,7 @@ typedef struct db_job {
     long long seq;                 /* submission order */
     char id[DB_ID_MAX];
     char owner[64];                /* user name ("" for jobs from before users existed: admins only) */
-    char status[16];               /* a job_status_name() */
+    enum job_status status;
     int priority;                  /* 0-9, higher first within the owner's queue */
     int threads;                   /* trainer threads the job runs with (what the scheduler counts) */
     int preempted;                 /* requeued by preemption: first in its owner's queue */
@@ -70,14 +71,14 @@ typedef struct db_queued {
 typedef int (*db_queued_fn)(void *ud, const db_queued *q);
 int db_job_queue(db *d, db_queued_fn fn, void *ud);
 /* Jobs of owner in status (quotas). */
-int db_job_count(db *d, const char *owner, const char *status, int *out);
+int db_job_count(db *d, const char *owner, enum job_status status, int *out);
 /* Counts by (owner, status) for /metrics. */
-typedef int (*db_count_fn)(void *ud, const char *owner, const char *status, long long n);
+typedef int (*db_count_fn)(void *ud, const char *owner, enum job_status status, long long n);
 int db_job_counts(db *d, db_count_fn fn, void *ud);
 /* Mean seconds from start to finish of the last 20 succeeded jobs (0 when none): queue estimates. */
 int db_job_mean_duration(db *d, double *out);
 /* Job ids with a status, oldest first (at most limit). */
-int db_job_ids_by_status(db *d, const char *status, int limit, char (*ids)[DB_ID_MAX], int *n);
+int db_job_ids_by_status(db *d, enum job_status status, int limit, char (*ids)[DB_ID_MAX], int *n);
 
 /* ---- the batch: everything a training job produces, written in one transaction ---- */
 typedef struct db_event {
@@ -113,13 +114,10 @@ typedef struct db_checkpoint {
 
 typedef struct db_status {         /* a status change */
     char job_id[DB_ID_MAX];
-    char status[16];               /* a job_status_name() */
+    enum job_status status;
     long long started_at, finished_at; /* 0 = keep; -1 = clear */
     char *error_code, *error_message, *error_param; /* (heap) NULL = clear */
-    char *fine_tuned_model;        /* (heap) NULL = keep; with model_path a models row is added */
-    char *model_path;              /* (heap) NULL = no models row (add one with db_batch_model instead) */
-    char arch[16];
-    char owner[64];                /* the models row's owner */
+    char *fine_tuned_model;        /* (heap) NULL = keep (the models row is the core's: db_batch_model) */
     int preempted;                 /* jobs.preempted after the change (1 only for a preemption requeue) */
 } db_status;
 
@@ -244,6 +242,9 @@ int db_token_list(db *d, const char *owner, db_token_fn fn, void *ud);
 /* Revoke by id ("tok-12" or "12") or by prefix; OUT *count tokens revoked (0: none matched). */
 int db_token_revoke(db *d, const char *id_or_prefix, long long at, int *count);
 
+/* Fill a row (strings truncated to fit; NULL = ""). */
+void db_audit_set(db_audit *a, long long at, const char *actor, const char *action, const char *target,
+                  const char *outcome, const char *remote, const char *detail);
 int db_audit_insert(db *d, const db_audit *a);               /* outside a batch (admin commands) */
 typedef int (*db_audit_fn)(void *ud, const db_audit *a);
 /* Newest first, ids below before (0 = from the newest). */

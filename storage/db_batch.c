@@ -7,20 +7,16 @@
 #include "storage/db_int.h"
 #include "storage/job_status.h"
 #include <errno.h>
+#include "common/util.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Append a zeroed row to arr (n rows, room for cap) and return it; NULL when out of memory. */
 #define GROW(arr, n, cap) \
     do { \
-        if ((n) == (cap)) { \
-            int c2 = (cap) ? 2 * (cap) : 16; \
-            void *p2 = realloc((arr), (size_t)c2 * sizeof *(arr)); \
-            if (!p2) return NULL; \
-            (arr) = p2; \
-            (cap) = c2; \
-        } \
+        if (util_grow(&(arr), &(cap), (n) + 1, sizeof *(arr))) return NULL; \
         memset(&(arr)[(n)], 0, sizeof *(arr)); \
         return &(arr)[(n)++]; \
     } while (0)
@@ -58,7 +54,7 @@ void db_batch_reset(db_batch *b)
     for (int i = 0; i < b->n_status; i++) {
         db_status *s = &b->status[i];
         free(s->error_code); free(s->error_message); free(s->error_param);
-        free(s->fine_tuned_model); free(s->model_path);
+        free(s->fine_tuned_model);
     }
     b->n_events = b->n_metrics = b->n_progress = b->n_ckpts = b->n_status = b->n_audit = b->n_models = 0;
 }
@@ -92,9 +88,8 @@ int db_batch_write(db *d, const db_batch *b, char *err, size_t errlen)
 {
     if (db_batch_empty(b)) return 0;
     for (int i = 0; i < b->n_status; i++) {
-        enum job_status s;
-        if (job_status_parse(b->status[i].status, &s)) {
-            if (err) snprintf(err, errlen, "job %s: unknown status '%s'", b->status[i].job_id, b->status[i].status);
+        if (!job_status_name(b->status[i].status)) {
+            if (err) snprintf(err, errlen, "job %s: unknown status %d", b->status[i].job_id, (int)b->status[i].status);
             return -EINVAL;
         }
     }

@@ -26,12 +26,13 @@ void db_job_clear(db_job *j)
                  " progress_at, fine_tuned_model, error_code, error_message, error_param," \
                  " coalesce(owner, ''), priority, threads, preempted"
 
-static void read_job(sqlite3_stmt *st, db_job *j)
+/* -EIO for a status the table does not know (the CHECK constraint makes that a corrupt file). */
+static int read_job(sqlite3_stmt *st, db_job *j)
 {
     memset(j, 0, sizeof *j);
     j->seq = sqlite3_column_int64(st, 0);
     db__col_copy(st, 1, j->id, sizeof j->id);
-    db__col_copy(st, 2, j->status, sizeof j->status);
+    if (job_status_parse((const char *)sqlite3_column_text(st, 2), &j->status)) return -EIO;
     j->created_at = sqlite3_column_int64(st, 3);
     j->started_at = sqlite3_column_int64(st, 4);
     j->finished_at = sqlite3_column_int64(st, 5);
@@ -64,19 +65,20 @@ static void read_job(sqlite3_stmt *st, db_job *j)
     j->priority = sqlite3_column_int(st, 32);
     j->threads = sqlite3_column_int(st, 33);
     j->preempted = sqlite3_column_int(st, 34);
+    return 0;
 }
 
 int db_job_insert(db *d, const db_job *j)
 {
-    enum job_status s;
-    if (job_status_parse(j->status, &s)) return -EINVAL; /* the CHECK would say -EEXIST below */
+    const char *status = job_status_name(j->status);
+    if (!status) return -EINVAL; /* the CHECK would say -EEXIST below */
     sqlite3_stmt *st = db__prep(d, "INSERT INTO jobs (id, status, created_at, body, method, extensions, model,"
                                    " training_file, validation_file, seed, suffix, metadata, arch, idem_key, body_hash,"
                                    " total_steps, epochs, owner, priority, threads)"
                                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     if (!st) return -EIO;
     db__bind_text(st, 1, j->id);
-    db__bind_text(st, 2, j->status);
+    db__bind_text(st, 2, status);
     sqlite3_bind_int64(st, 3, j->created_at);
     db__bind_text(st, 4, j->body);
     db__bind_text(st, 5, j->method);
@@ -109,7 +111,7 @@ static int job_by(db *d, const char *where, const char *key, db_job *out)
     if (!st) return -EIO;
     db__bind_text(st, 1, key);
     int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) read_job(st, out);
+    if (rc == SQLITE_ROW && read_job(st, out) != 0) { db_job_clear(out); rc = SQLITE_CORRUPT; }
     sqlite3_finalize(st);
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
@@ -141,7 +143,7 @@ int db_job_list(db *d, const char *owner, const char *after, int limit, db_job_f
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (n++ == limit) { *has_more = 1; break; }
         db_job j;
-        read_job(st, &j);
+        if (read_job(st, &j) != 0) { db_job_clear(&j); rc = SQLITE_CORRUPT; break; }
         int stop = fn(ud, &j);
         db_job_clear(&j);
         if (stop) break;
@@ -150,11 +152,11 @@ int db_job_list(db *d, const char *owner, const char *after, int limit, db_job_f
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
 }
 
-int db_job_ids_by_status(db *d, const char *status, int limit, char (*ids)[DB_ID_MAX], int *n)
+int db_job_ids_by_status(db *d, enum job_status status, int limit, char (*ids)[DB_ID_MAX], int *n)
 {
     sqlite3_stmt *st = db__prep(d, "SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT ?");
     if (!st) return -EIO;
-    db__bind_text(st, 1, status);
+    db__bind_text(st, 1, job_status_name(status));
     sqlite3_bind_int(st, 2, limit);
     int rc;
     *n = 0;
@@ -185,12 +187,12 @@ int db_job_queue(db *d, db_queued_fn fn, void *ud)
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
 }
 
-int db_job_count(db *d, const char *owner, const char *status, int *out)
+int db_job_count(db *d, const char *owner, enum job_status status, int *out)
 {
     sqlite3_stmt *st = db__prep(d, "SELECT count(*) FROM jobs WHERE coalesce(owner, '') = ? AND status = ?");
     if (!st) return -EIO;
     db__bind_text(st, 1, owner ? owner : "");
-    db__bind_text(st, 2, status);
+    db__bind_text(st, 2, job_status_name(status));
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) *out = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
@@ -203,10 +205,11 @@ int db_job_counts(db *d, db_count_fn fn, void *ud)
                                    " GROUP BY 1, 2 ORDER BY 1, 2");
     if (!st) return -EIO;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        if (fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
-               sqlite3_column_int64(st, 2)))
-            break;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        enum job_status s;
+        if (job_status_parse((const char *)sqlite3_column_text(st, 1), &s)) { rc = SQLITE_CORRUPT; break; }
+        if (fn(ud, (const char *)sqlite3_column_text(st, 0), s, sqlite3_column_int64(st, 2))) break;
+    }
     sqlite3_finalize(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
 }
@@ -228,8 +231,8 @@ int db_job_mean_duration(db *d, double *out)
 
 int db__job_status_write(db *d, const db_status *s)
 {
-    enum job_status parsed;
-    if (job_status_parse(s->status, &parsed)) return -EINVAL;
+    const char *status = job_status_name(s->status);
+    if (!status) return -EINVAL;
     sqlite3_stmt *st = db__prep(d, "UPDATE jobs SET status = ?2,"
                                    " started_at = CASE WHEN ?3 > 0 THEN ?3 WHEN ?3 < 0 THEN NULL ELSE started_at END,"
                                    " finished_at = CASE WHEN ?4 > 0 THEN ?4 WHEN ?4 < 0 THEN NULL ELSE finished_at END,"
@@ -237,7 +240,7 @@ int db__job_status_write(db *d, const db_status *s)
                                    " fine_tuned_model = coalesce(?8, fine_tuned_model), preempted = ?9 WHERE id = ?1");
     if (!st) return -EIO;
     db__bind_text(st, 1, s->job_id);
-    db__bind_text(st, 2, s->status);
+    db__bind_text(st, 2, status);
     sqlite3_bind_int64(st, 3, s->started_at);
     sqlite3_bind_int64(st, 4, s->finished_at);
     db__bind_text(st, 5, s->error_code);
@@ -247,12 +250,7 @@ int db__job_status_write(db *d, const db_status *s)
     sqlite3_bind_int(st, 9, s->preempted);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return -EIO;
-    if (!s->fine_tuned_model || !s->model_path) return 0;
-    /* NOTE: a business rule in storage (a succeeded job yields a model). The service should add the
-     * row itself with db_batch_model and leave model_path NULL; kept until daemon/service.c does. */
-    return db__model_write(d, s->fine_tuned_model, s->job_id, s->arch, s->model_path,
-                           s->finished_at > 0 ? s->finished_at : 0, s->owner);
+    return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
 int db__job_progress_write(db *d, const db_progress *p, int n)

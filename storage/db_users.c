@@ -160,6 +160,19 @@ int db_token_revoke(db *d, const char *id_or_prefix, long long at, int *count)
 
 /* ---- audit ---- */
 
+void db_audit_set(db_audit *a, long long at, const char *actor, const char *action, const char *target,
+                  const char *outcome, const char *remote, const char *detail)
+{
+    memset(a, 0, sizeof *a);
+    a->at = at;
+    snprintf(a->actor, sizeof a->actor, "%s", actor ? actor : "");
+    snprintf(a->action, sizeof a->action, "%s", action ? action : "");
+    snprintf(a->target, sizeof a->target, "%s", target ? target : "");
+    snprintf(a->outcome, sizeof a->outcome, "%s", outcome ? outcome : "");
+    snprintf(a->remote, sizeof a->remote, "%s", remote ? remote : "");
+    snprintf(a->detail, sizeof a->detail, "%s", detail ? detail : "");
+}
+
 int db_audit_insert(db *d, const db_audit *a)
 {
     sqlite3_stmt *st = db__prep(d, "INSERT INTO audit (at, actor, action, target, outcome, remote, detail)"

@@ -9,6 +9,7 @@
  * same batches, augmentations and Core-tuning draws as an uninterrupted run. */
 #include "trainer/trainer.h"
 #include "common/err.h"
+#include "common/util.h"
 #include "trainer/coreloss.h"
 #include "trainer/data.h"
 #include "trainer/model.h"
@@ -114,13 +115,6 @@ typedef struct job {
     int steps_per_epoch, total_steps;
     size_t bytes;
 } job;
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void job_teardown(job *j)
 {
@@ -532,7 +526,7 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
     }
 
     const int spe = j.steps_per_epoch, accum = spec->hp.grad_accum;
-    double t_start = now_seconds(), t_ckpt = t_start, t_last = t_start;
+    double t_start = util_mono(), t_ckpt = t_start, t_last = t_start;
     int steps_this_run = 0;
     double last_loss = NAN, last_acc = NAN;
     while (pos.epoch < spec->hp.epochs) {
@@ -544,7 +538,7 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
             pos.step++;
             pos.batch += accum;
             steps_this_run++;
-            double now = now_seconds();
+            double now = util_mono();
             double per_step = (now - t_start) / steps_this_run;
             tr_progress p = {.kind = TR_EV_STEP, .step = pos.step, .total_steps = j.total_steps,
                              .epoch = pos.epoch + 1, .epochs = spec->hp.epochs, .train_loss = t.total,
@@ -587,7 +581,7 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
             }
         }
         if ((rc = save_state(&j, state_path, &pos, err, errlen))) goto out;
-        t_ckpt = now_seconds();
+        t_ckpt = util_mono();
         tr_progress c = {.kind = TR_EV_CHECKPOINT, .step = pos.step, .total_steps = j.total_steps,
                          .epoch = pos.epoch, .epochs = spec->hp.epochs, .checkpoint_path = state_path};
         emit(cb, &c);

@@ -98,7 +98,7 @@ static void new_job(db_job *j, const char *id, const char *idem)
 {
     memset(j, 0, sizeof *j);
     snprintf(j->id, sizeof j->id, "%s", id);
-    snprintf(j->status, sizeof j->status, "queued");
+    j->status = JOB_QUEUED;
     snprintf(j->arch, sizeof j->arch, "resnet20");
     j->created_at = 1700000000;
     j->body = "{\"model\":\"resnet20\"}";
@@ -144,7 +144,7 @@ static void test_jobs_insert_get_idem(void **state)
     assert_int_equal(db_job_insert(f->d, &j), 0);
 
     assert_int_equal(db_job_get(f->d, "ftjob-1", &got), 0);
-    assert_string_equal(got.status, "queued");
+    assert_int_equal(got.status, JOB_QUEUED);
     assert_string_equal(got.training_file, "fashion-mnist-train");
     assert_null(got.validation_file);
     assert_int_equal(got.seed, 42);
@@ -159,7 +159,7 @@ static void test_jobs_insert_get_idem(void **state)
     assert_int_equal(db_job_find_idem(f->d, "key-2", &got), -ENOENT);
 
     new_job(&j, "ftjob-4", NULL);
-    snprintf(j.status, sizeof j.status, "bogus");
+    j.status = JOB_STATUS_COUNT;        /* not a status */
     assert_int_equal(db_job_insert(f->d, &j), -EINVAL);         /* not a job_status name */
     assert_int_equal(db_job_get(f->d, "ftjob-4", &got), -ENOENT);
 }
@@ -247,7 +247,7 @@ static void test_batch_round_trip(void **state)
     db_batch b = {0};
     db_status *s = db_batch_status(&b);
     snprintf(s->job_id, sizeof s->job_id, "ftjob-1");
-    snprintf(s->status, sizeof s->status, "running");
+    s->status = JOB_RUNNING;
     s->started_at = 1700000001;
     add_event(&b, "ftjob-1", 1, "status");
     add_event(&b, "ftjob-1", 2, "metrics");
@@ -269,7 +269,7 @@ static void test_batch_round_trip(void **state)
 
     db_job got;
     assert_int_equal(db_job_get(f->d, "ftjob-1", &got), 0);
-    assert_string_equal(got.status, "running");
+    assert_int_equal(got.status, JOB_RUNNING);
     assert_int_equal(got.started_at, 1700000001);
     assert_int_equal(got.step, 2);
     assert_int_equal(got.total_steps, 10);
@@ -305,11 +305,14 @@ static void test_batch_round_trip(void **state)
     /* success: status + model row in the same transaction */
     s = db_batch_status(&b);
     snprintf(s->job_id, sizeof s->job_id, "ftjob-1");
-    snprintf(s->status, sizeof s->status, "succeeded");
+    s->status = JOB_SUCCEEDED;
     s->finished_at = 1700000009;
     s->fine_tuned_model = strdup("ft:resnet20:x:ftjob-1");
-    s->model_path = strdup("/x/final.safetensors");
-    snprintf(s->arch, sizeof s->arch, "resnet20");
+    db_model *bm = db_batch_model(&b);
+    snprintf(bm->id, sizeof bm->id, "ft:resnet20:x:ftjob-1");
+    snprintf(bm->job_id, sizeof bm->job_id, "ftjob-1");
+    snprintf(bm->arch, sizeof bm->arch, "resnet20");
+    snprintf(bm->path, sizeof bm->path, "/x/final.safetensors");
     assert_int_equal(db_batch_write(f->d, &b, err, sizeof err), 0);
     db_batch_free(&b);
     db_model m;
@@ -347,13 +350,13 @@ static void test_requeue_running(void **state)
     db_fixture *f = *state;
     db_job j;
     new_job(&j, "ftjob-1", NULL);
-    snprintf(j.status, sizeof j.status, "running");
+    j.status = JOB_RUNNING;
     assert_int_equal(db_job_insert(f->d, &j), 0);
     new_job(&j, "ftjob-2", NULL);
     assert_int_equal(db_job_insert(f->d, &j), 0);
     char v[4][DB_ID_MAX];
     int n;
-    assert_int_equal(db_job_ids_by_status(f->d, "running", 4, v, &n), 0);
+    assert_int_equal(db_job_ids_by_status(f->d, JOB_RUNNING, 4, v, &n), 0);
     assert_int_equal(n, 1);
     assert_string_equal(v[0], "ftjob-1");
     ids q = {.n = 0};
@@ -363,11 +366,11 @@ static void test_requeue_running(void **state)
     db_batch b = {0};
     db_status *s = db_batch_status(&b);
     snprintf(s->job_id, sizeof s->job_id, "%s", v[0]);
-    snprintf(s->status, sizeof s->status, "%s", job_status_name(JOB_QUEUED));
+    s->status = JOB_QUEUED;
     char err[256];
     assert_int_equal(db_batch_write(f->d, &b, err, sizeof err), 0);
     db_batch_free(&b);
-    assert_int_equal(db_job_ids_by_status(f->d, "queued", 4, v, &n), 0);
+    assert_int_equal(db_job_ids_by_status(f->d, JOB_QUEUED, 4, v, &n), 0);
     assert_int_equal(n, 2);
     assert_string_equal(v[0], "ftjob-1");
     q.n = 0;
@@ -375,7 +378,7 @@ static void test_requeue_running(void **state)
     assert_int_equal(q.n, 2);
     assert_string_equal(q.v[0], "ftjob-1");                      /* oldest first */
     int count;
-    assert_int_equal(db_job_count(f->d, NULL, "queued", &count), 0);
+    assert_int_equal(db_job_count(f->d, NULL, JOB_QUEUED, &count), 0);
     assert_int_equal(count, 2);
 }
 
@@ -469,7 +472,7 @@ static void test_status_check_matches_table(void **state)
     for (int i = 0; i < JOB_STATUS_COUNT; i++) {
         snprintf(id, sizeof id, "ftjob-s%d", i);
         new_job(&j, id, NULL);
-        snprintf(j.status, sizeof j.status, "%s", job_status_name((enum job_status)i));
+        j.status = (enum job_status)i;
         assert_int_equal(db_job_insert(f->d, &j), 0);
     }
     assert_int_equal(sqlite3_exec(h, "UPDATE jobs SET status = 'validating_files' WHERE id = 'ftjob-s0'", NULL, NULL,
@@ -492,11 +495,11 @@ static void test_batch_model_row(void **state)
     /* an unknown status: refused before anything is written, the model row with it */
     db_status *s = db_batch_status(&b);
     snprintf(s->job_id, sizeof s->job_id, "ftjob-1");
-    snprintf(s->status, sizeof s->status, "done");
+    s->status = (enum job_status)99;
     db_model *m = db_batch_model(&b);
     snprintf(m->id, sizeof m->id, "ft:resnet20:x:ftjob-1");
     assert_int_equal(db_batch_write(f->d, &b, err, sizeof err), -EINVAL);
-    assert_non_null(strstr(err, "done"));
+    assert_non_null(strstr(err, "unknown status 99"));
     db_model got;
     assert_int_equal(db_model_get(f->d, "ft:resnet20:x:ftjob-1", &got), -ENOENT);
     db_batch_reset(&b);
@@ -511,10 +514,10 @@ static void test_batch_model_row(void **state)
     assert_int_equal(db_model_get(f->d, "ft:resnet20:x:ftjob-1", &got), -ENOENT);
     db_batch_reset(&b);
 
-    /* the split the service will use: the status change names the model, the model row comes apart */
+    /* as the core does it: the status change names the model, the model row comes apart */
     s = db_batch_status(&b);
     snprintf(s->job_id, sizeof s->job_id, "ftjob-1");
-    snprintf(s->status, sizeof s->status, "succeeded");
+    s->status = JOB_SUCCEEDED;
     s->finished_at = 1700000009;
     s->fine_tuned_model = strdup("ft:resnet20:x:ftjob-1");
     m = db_batch_model(&b);
@@ -532,7 +535,7 @@ static void test_batch_model_row(void **state)
     assert_string_equal(got.owner, "alice");
     assert_int_equal(got.created_at, 1700000009);
     assert_int_equal(db_job_get(f->d, "ftjob-1", &j), 0);
-    assert_string_equal(j.status, "succeeded");
+    assert_int_equal(j.status, JOB_SUCCEEDED);
     assert_string_equal(j.fine_tuned_model, "ft:resnet20:x:ftjob-1");
     db_job_clear(&j);
 }
@@ -630,7 +633,7 @@ static void test_upgrade_from_v1(void **state)
     db_job j;
     assert_int_equal(db_job_get(d, "ftjob-old1", &j), 0);
     assert_int_equal(j.seq, 1);
-    assert_string_equal(j.status, "succeeded");
+    assert_int_equal(j.status, JOB_SUCCEEDED);
     assert_string_equal(j.owner, "");
     assert_int_equal(j.priority, 5);
     assert_int_equal(j.threads, 1);
@@ -652,7 +655,7 @@ static void test_upgrade_from_v1(void **state)
     db_job_clear(&j);
     assert_int_equal(db_job_find_idem(d, "key-old", &j), 0);
     assert_string_equal(j.id, "ftjob-old2");
-    assert_string_equal(j.status, "queued");
+    assert_int_equal(j.status, JOB_QUEUED);
     assert_string_equal(j.body_hash, "hash-old");
     db_job_clear(&j);
     assert_int_equal(db_job_get(d, "ftjob-old3", &j), -ENOENT);
@@ -692,10 +695,10 @@ static void test_upgrade_from_v1(void **state)
                                      " 'resnet20', 'file-1', 1, 'resnet20')", NULL, NULL, NULL),
                      SQLITE_CONSTRAINT);
     new_job(&j, "ftjob-bad", NULL);
-    snprintf(j.status, sizeof j.status, "bogus");
+    j.status = JOB_STATUS_COUNT;        /* not a status */
     assert_int_equal(db_job_insert(d, &j), -EINVAL);
     assert_int_equal(db_job_get(d, "ftjob-old2", &j), 0);
-    assert_string_equal(j.status, "queued");
+    assert_int_equal(j.status, JOB_QUEUED);
     db_job_clear(&j);
 
     /* the jobs table is what version 2 made of it (columns, types, NOT NULL, defaults, keys, indexes),
