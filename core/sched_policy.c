@@ -1,5 +1,5 @@
 /* core/sched_policy.c — the scheduling policy (see sched.h for the rules). Pure functions over a snapshot;
- * called on the loop thread by daemon/service.c and by tests/unit/test_sched.c. O(jobs x users) per
+ * called on the loop thread by core/schedule.c and by tests/unit/test_sched.c. O(jobs x users) per
  * decision, which is nothing next to a training step. */
 #include "core/sched_policy.h"
 #include <stdlib.h>

@@ -45,7 +45,7 @@ class DashboardTest(DaemonTest):
 
     def test_static_routes(self):
         status, body, h = self.get("/")
-        self.assertEqual(status, 200, f"GET / -> {status} {body!r}: is static_serve wired into api/api.c?")
+        self.assertEqual(status, 200, f"GET / -> {status} {body!r}: is static_serve wired into the route table (api/routes.c)?")
         self.assertEqual(h["Content-Type"], "text/html; charset=utf-8")
         self.assertEqual(h["Cache-Control"], "no-cache")
         self.assertIn("frame-ancestors 'none'", h["Content-Security-Policy"])

@@ -3,6 +3,8 @@ pagination, get, cancel, pause/resume of a queued job, Idempotency-Key, a table 
 answered with the right status, code and param (and nothing stored), limits, event streams on an idle
 job (heartbeats, SIGTERM with a stream open), and PRAGMA integrity_check afterwards."""
 import json
+import os
+import sqlite3
 import signal
 import time
 import unittest
@@ -111,6 +113,21 @@ class JobsApiTest(DaemonTest):
         s5, j5, _ = self.submit(body, headers={"Idempotency-Key": "abc-2"})
         self.assertEqual(s5, 200)
         self.assertNotEqual(j5["id"], j1["id"])
+        self.assertEqual(self.count_jobs(), 2)
+        # the stored digest is SHA-256 of the canonical body (64 hex digits)
+        con = sqlite3.connect(os.path.join(self.d.data_dir, "coretuned.db"))
+        try:
+            (digest,) = con.execute("SELECT body_hash FROM jobs WHERE id = ?", (j1["id"],)).fetchone()
+            self.assertRegex(digest, r"^[0-9a-f]{64}$")
+            # a row from before SHA-256 (a 16-digit FNV-1a digest) still replays by its canonical body
+            con.execute("UPDATE jobs SET body_hash = '0123456789abcdef' WHERE id = ?", (j1["id"],))
+            con.commit()
+        finally:
+            con.close()
+        s6, j6, _ = self.submit(json.loads(json.dumps(tiny_job())), headers={"Idempotency-Key": "abc-1"})
+        self.assertEqual((s6, j6["id"]), (200, j1["id"]))
+        s7, err, _ = self.submit(body, headers={"Idempotency-Key": "abc-1"})
+        self.assertEqual(s7, 422, err)
         self.assertEqual(self.count_jobs(), 2)
 
     def test_bad_inputs(self):
