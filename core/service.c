@@ -157,7 +157,7 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
     snprintf(s->upload_dir, sizeof s->upload_dir, "%s/files/tmp", cfg->data_dir);
     snprintf(path, sizeof path, "%s/coretuned.db", cfg->data_dir);
     if ((rc = db_open(&s->db, path, err, errlen)) != 0) goto fail;
-    if ((rc = db_event_max_id(s->db, &s->last_event_id)) != 0) {
+    if ((rc = svc__events_seed(s)) != 0) {
         err_set(err, errlen, rc, "cannot read events: %s", db_errmsg(s->db));
         goto fail;
     }
