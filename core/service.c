@@ -16,15 +16,19 @@
 
 static const double db_write_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
 
+/* Messages and params quote what clients sent (ids from the URL, header values): they are cleaned to
+ * valid UTF-8 so that every error can be rendered as JSON. */
 int svc_fail(svc_error *e, enum svc_err kind, const char *code, const char *param, const char *fmt, ...)
 {
     e->kind = kind;
     e->code = code;
-    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    util_utf8_clean(e->param, sizeof e->param, param);
+    char raw[sizeof e->message];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    util_utf8_clean(e->message, sizeof e->message, raw);
     return kind;
 }
 
