@@ -89,10 +89,10 @@ int svc_ready(svc *s, const svc_caller *who, svc_readiness *out, svc_error *e)
     return 0;
 }
 
-int svc_bootstrap(svc *s, char *token, size_t tokenlen, char *err, size_t errlen)
+int svc_bootstrap(svc *s, char *token, size_t tokenlen, char name[64], char *err, size_t errlen)
 {
     char t[AUTH_TOKEN_LEN + 1];
-    int rc = auth_bootstrap(s->db, s->cfg.self_uid, t, err, errlen);
+    int rc = auth_bootstrap(s->db, s->cfg.self_uid, t, name, err, errlen);
     snprintf(token, tokenlen, "%s", rc == 0 ? t : "");
     memset(t, 0, sizeof t);
     return rc;
