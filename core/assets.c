@@ -401,7 +401,7 @@ int svc_file_add(svc *s, const svc_caller *who, const char *tmp_path, const char
     snprintf(f.purpose, sizeof f.purpose, "%s", purpose && *purpose ? purpose : "fine-tune");
     snprintf(dir, sizeof dir, "%.700s/files/%.47s", s->cfg.data_dir, f.id);
     snprintf(f.path, sizeof f.path, "%.700s/files/%.47s/%.150s", s->cfg.data_dir, f.id, name);
-    if (mkdir(dir, 0750) != 0 || rename(tmp_path, f.path) != 0) {
+    if (mkdir(dir, 0700) != 0 || rename(tmp_path, f.path) != 0) {
         int errnum = errno;
         unlink(tmp_path);
         rmdir(dir);

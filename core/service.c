@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const double db_write_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
 
@@ -56,10 +58,10 @@ int svc__mkdir_p(const char *path)
     for (char *p = tmp + 1; *p; p++) {
         if (*p != '/') continue;
         *p = 0;
-        if (mkdir(tmp, 0750) != 0 && errno != EEXIST) return -errno;
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST) return -errno;
         *p = '/';
     }
-    if (mkdir(tmp, 0750) != 0 && errno != EEXIST) return -errno;
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST) return -errno;
     return 0;
 }
 
@@ -130,6 +132,39 @@ static int recover_running(svc *s, char *err, size_t errlen)
     return rc;
 }
 
+/* The data dir and the database hold every user's jobs and tokens' hashes: private to the daemon. An
+ * existing one that others can read (made by hand, or by an older version) is tightened, with a log
+ * line; when that fails the daemon does not start. */
+static int make_private(const char *path, mode_t want, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return errno == ENOENT ? 0 : err_set(err, errlen, -errno, "%s: %s", path, strerror(errno));
+    if ((st.st_mode & 0777 & ~want) == 0) return 0;
+    if (chmod(path, want) != 0)
+        return err_set(err, errlen, -errno, "%s is readable by others (mode %03o) and cannot be made private: %s", path,
+                       (unsigned)(st.st_mode & 0777), strerror(errno));
+    LOG(LOG_WARN, "msg=\"made private\" path=%s was=%03o now=%03o", path, (unsigned)(st.st_mode & 0777), (unsigned)want);
+    return 0;
+}
+
+/* An upload in flight when the previous daemon died left its partial file in files/tmp. */
+static void clear_upload_tmp(svc *s)
+{
+    DIR *d = opendir(s->upload_dir);
+    if (!d) return;
+    int n = 0;
+    struct dirent *de;
+    char path[1400];
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "%s/%s", s->upload_dir, de->d_name);
+        if (unlink(path) == 0) n++;
+        else LOG(LOG_WARN, "msg=\"cannot remove a stale upload\" path=%s err=\"%s\"", path, strerror(errno));
+    }
+    closedir(d);
+    if (n) LOG(LOG_INFO, "msg=\"removed partial uploads of a previous run\" count=%d", n);
+}
+
 /* The last of the three handles closed: shutdown is complete. */
 static void one_closed(svc *s)
 {
@@ -150,6 +185,16 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
     hist_init(&s->db_write, db_write_le, (int)(sizeof db_write_le / sizeof db_write_le[0]));
     char path[1200];
     int rc = 0;
+    if ((rc = svc__mkdir_p(cfg->data_dir)) != 0) {
+        err_set(err, errlen, rc, "cannot create %s: %s", cfg->data_dir, strerror(-rc));
+        goto fail;
+    }
+    if ((rc = make_private(cfg->data_dir, 0700, err, errlen)) != 0) goto fail;
+    static const char *const db_files[] = {"coretuned.db", "coretuned.db-wal", "coretuned.db-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", cfg->data_dir, db_files[i]);
+        if ((rc = make_private(path, 0600, err, errlen)) != 0) goto fail;
+    }
     const char *sub[] = {"jobs", "files", "models", "files/tmp"};
     for (int i = 0; i < 4; i++) {
         snprintf(path, sizeof path, "%s/%s", cfg->data_dir, sub[i]);
@@ -159,6 +204,7 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
         }
     }
     snprintf(s->upload_dir, sizeof s->upload_dir, "%s/files/tmp", cfg->data_dir);
+    clear_upload_tmp(s);
     snprintf(path, sizeof path, "%s/coretuned.db", cfg->data_dir);
     if ((rc = db_open(&s->db, path, err, errlen)) != 0) goto fail;
     if ((rc = svc__events_seed(s)) != 0) {

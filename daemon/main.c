@@ -451,7 +451,7 @@ static int admin_command(daemon_opts *o, int argc, char **argv)
     char path[1200], err[512];
     snprintf(path, sizeof path, "%s/coretuned.db", o->svc.data_dir);
     const char *what = argv[0], *verb = argc > 1 ? argv[1] : "";
-    if (mkdir(o->svc.data_dir, 0750) != 0 && errno != EEXIST) {
+    if (mkdir(o->svc.data_dir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "coretuned: cannot create data dir %s: %s\n", o->svc.data_dir, strerror(errno));
         return 1;
     }
@@ -609,6 +609,7 @@ static void passive_openmp(char **argv)
 
 int main(int argc, char **argv)
 {
+    umask(077); /* everything the daemon writes (database, checkpoints, uploads, tokens) is its own */
     passive_openmp(argv);
     daemon_opts o;
     memset(&o, 0, sizeof o);
@@ -658,7 +659,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (validate(&o) != 0) return 2;
-    if (mkdir(o.svc.data_dir, 0750) != 0 && errno != EEXIST) {
+    if (mkdir(o.svc.data_dir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "coretuned: cannot create data dir %s: %s\n", o.svc.data_dir, strerror(errno));
         return 1;
     }

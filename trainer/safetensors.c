@@ -539,7 +539,8 @@ int st_save(const char *path, const st_tensor *tensors, int n, const char *const
     if ((rc = write_full(fd, lenb, 8)) < 0 || (rc = write_full(fd, h.p, h.len)) < 0) goto io;
     for (int i = 0; i < n; i++)
         if (tensors[i].nbytes && (rc = write_full(fd, tensors[i].data, tensors[i].nbytes)) < 0) goto io;
-    if (fchmod(fd, 0644) < 0 || fsync(fd) < 0) { rc = -errno; goto io; }
+    /* mode: mkostemp's 0600 (weights and optimizer state are the owner's; the daemon keeps its data dir private) */
+    if (fsync(fd) < 0) { rc = -errno; goto io; }
     if (close(fd) < 0) { fd = -1; rc = -errno; goto io; }
     fd = -1;
     if (rename(tmp, path) < 0) { rc = -errno; goto io; }
