@@ -213,12 +213,13 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
     }
     exec_sink sink = svc__sink;
     sink.ud = s;
+    /* three loop handles, opened in this order: the executor's, the flush timer, the scheduler's timer */
     if ((rc = exec_local_new(&s->exec, loop, &sink, err, errlen)) != 0) goto fail;
-    if ((rc = svc__events_init(s)) != 0 || (rc = svc__schedule_init(s)) != 0) {
-        err_set(err, errlen, rc, "cannot start the loop timers: %s", uv_strerror(rc));
-        goto fail;
-    }
-    s->handles_open = 3;           /* the executor's, the flush timer, the scheduler's timer */
+    s->handles_open = 1;
+    if ((rc = svc__events_init(s)) != 0) goto timers;
+    s->handles_open = 2;
+    if ((rc = svc__schedule_init(s)) != 0) goto timers;
+    s->handles_open = 3;
     if ((rc = recover_running(s, err, errlen)) != 0) goto fail;
     for (int i = 0; i < cfg->n_datasets; i++) { /* a missing mount should not keep the daemon down: warn */
         char why[512];
@@ -228,12 +229,14 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
     svc__schedule(s);
     *out = s;
     return 0;
+timers:
+    err_set(err, errlen, rc, "cannot start the loop timers: %s", uv_strerror(rc));
 fail:
     if (s->handles_open) { /* the handles are the loop's until closed: close them and run the loop once */
-        s->handles_open = 0;
-        svc__events_close(s, NULL);
-        svc__schedule_close(s, NULL);
+        if (s->handles_open >= 3) svc__schedule_close(s, NULL);
+        if (s->handles_open >= 2) svc__events_close(s, NULL);
         s->exec->ops->close(s->exec, NULL, NULL);
+        s->handles_open = 0;
         uv_run(loop, UV_RUN_NOWAIT);
     }
     svc_free(s);
