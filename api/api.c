@@ -43,6 +43,7 @@ static const struct {
     {SVC_EQUOTA, 429, "insufficient_quota", "quota_exceeded"},
     {SVC_EINTERNAL, 500, "server_error", "internal_error"},
     {SVC_EUNAVAILABLE, 503, "server_error", "unavailable"},
+    {SVC_ENOSPACE, 507, "server_error", "insufficient_storage"},
 };
 
 enum MHD_Result api__queue(api__call *c, unsigned int status, struct MHD_Response *r)

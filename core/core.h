@@ -29,6 +29,7 @@ enum svc_err {
     SVC_EUNAUTH = -10,      /* 401: no or bad credentials */
     SVC_EFORBIDDEN = -11,   /* 403: admin-only */
     SVC_EQUOTA = -12,       /* 429: over a per-user quota (the message names the limit) */
+    SVC_ENOSPACE = -13,     /* 507: the data directory's disk is full (the message says what was kept) */
 };
 
 typedef struct svc_error {

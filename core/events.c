@@ -7,10 +7,13 @@
 #include "common/log.h"
 #include "common/util.h"
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static void on_flush_timer(uv_timer_t *t);
 
 void svc__notify(svc *s, const char *job_id)
 {
@@ -71,6 +74,89 @@ void svc__emit(svc *s, const char *job_id, const char *type, const char *level, 
     svc__notify(s, job_id);
 }
 
+/* While commits fail (a full disk) the batch keeps everything for the retry, so a long outage must not
+ * grow it without bound. Past BATCH_MAX_STEPS step records (a "metrics" event and its per-step metric
+ * rows: about 3 MB in all) the older half of each job's step records goes, and one warning event per
+ * job (committed with the rest) names the steps dropped, so the job's history shows the gap. Status
+ * changes, checkpoints, validation results (the valid_* metrics), errors and audit rows are never
+ * dropped; the job's live progress row is one row per job and is kept current. */
+#define BATCH_MAX_STEPS 4096
+#define SHED_MAX_JOBS 64           /* jobs thinned per retry (the rest at the next one) */
+
+static int is_step_event(const db_event *e) { return !strcmp(e->type, "metrics"); }
+
+static int step_of(const db_event *e) /* the "step" of a metrics event's data, -1 if unreadable */
+{
+    json_t *d = e->data ? json_loads(e->data, 0, NULL) : NULL;
+    int step = json_is_integer(json_object_get(d, "step")) ? (int)json_integer_value(json_object_get(d, "step")) : -1;
+    json_decref(d);
+    return step;
+}
+
+/* Drop the older half of job_id's step records from the batch. OUT: how many and their step range. */
+static int shed_job(db_batch *b, const char *job_id, int *from, int *to)
+{
+    int n = 0, k = 0, w = 0;
+    for (int i = 0; i < b->n_events; i++)
+        if (is_step_event(&b->events[i]) && !strcmp(b->events[i].job_id, job_id)) n++;
+    *from = *to = -1;
+    for (int i = 0; i < b->n_events; i++) {
+        db_event *e = &b->events[i];
+        if (k < n / 2 && is_step_event(e) && !strcmp(e->job_id, job_id)) {
+            if (k == 0) *from = step_of(e);
+            if (++k == n / 2) *to = step_of(e);
+            free(e->message);
+            free(e->data);
+            continue;
+        }
+        b->events[w++] = *e;
+    }
+    b->n_events = w;
+    if (*from < 0 || *to < *from) return k; /* steps unknown: the metric rows stay */
+    w = 0;
+    for (int i = 0; i < b->n_metrics; i++) {
+        db_metric *m = &b->metrics[i];
+        if (!strcmp(m->job_id, job_id) && m->step >= *from && m->step <= *to && strncmp(m->name, "valid_", 6)) continue;
+        b->metrics[w++] = *m;
+    }
+    b->n_metrics = w;
+    return k;
+}
+
+static void shed_steps(svc *s)
+{
+    db_batch *b = &s->batch;
+    int n = 0;
+    for (int i = 0; i < b->n_events; i++) n += is_step_event(&b->events[i]);
+    if (n <= BATCH_MAX_STEPS) return;
+    char jobs[SHED_MAX_JOBS][DB_ID_MAX];
+    int nj = 0;
+    for (int i = 0; i < b->n_events && nj < SHED_MAX_JOBS; i++) { /* the jobs with step records */
+        if (!is_step_event(&b->events[i])) continue;
+        int seen = 0;
+        for (int j = 0; j < nj && !seen; j++) seen = !strcmp(jobs[j], b->events[i].job_id);
+        if (!seen) snprintf(jobs[nj++], DB_ID_MAX, "%s", b->events[i].job_id);
+    }
+    for (int j = 0; j < nj; j++) {
+        int from, to, k = shed_job(b, jobs[j], &from, &to);
+        if (k == 0) continue;
+        LOG(LOG_WARN, "msg=\"commits keep failing: dropped step records to bound the batch\" job=%s dropped=%d "
+                      "from_step=%d to_step=%d cap=%d", jobs[j], k, from, to, BATCH_MAX_STEPS);
+        svc__emit(s, jobs[j], "message", "warn",
+                  json_pack("{s:i, s:i, s:i}", "dropped_steps", k, "from_step", from, "to_step", to),
+                  "Progress of steps %d to %d was not recorded: the database could not commit (disk full?)",
+                  from, to);
+    }
+}
+
+/* Seconds since the oldest record of the batch was made (events come in time order). */
+static long long batch_age(const svc *s)
+{
+    return s->batch.n_events ? util_now() - s->batch.events[0].created_at : 0;
+}
+
+/* Commit the batch now. On failure the batch is kept and a retry armed, so whatever failed (a full
+ * disk, an I/O error) commits by itself once the cause is gone, without another request. */
 int svc__flush(svc *s)
 {
     if (db_batch_empty(&s->batch)) return 0;
@@ -78,10 +164,22 @@ int svc__flush(svc *s)
     double t0 = util_mono();
     int rc = db_batch_write(s->db, &s->batch, err, sizeof err);
     hist_observe(&s->db_write, util_mono() - t0);
+    long long age = batch_age(s), every = (long long)ceil(s->cfg.flush_seconds);
     if (rc) {
-        LOG(LOG_ERROR, "msg=\"cannot commit progress; will retry\" err=\"%s\"", err);
+        /* the first failures, then about once a minute: a long outage must not flood the log */
+        if (age <= every + 1 || age / 60 != (age - every) / 60)
+            LOG(LOG_ERROR, "msg=\"cannot commit progress; will retry\" err=\"%s\" held_seconds=%lld events=%d metrics=%d",
+                err, age, s->batch.n_events, s->batch.n_metrics);
+        shed_steps(s);
+        if (!s->flush_armed && !s->stopping && !uv_is_closing((uv_handle_t *)&s->flush_timer)) {
+            s->flush_armed = 1;
+            uv_timer_start(&s->flush_timer, on_flush_timer, (uint64_t)(s->cfg.flush_seconds * 1000), 0);
+        }
         return rc;
     }
+    if (age > every + 1)
+        LOG(LOG_INFO, "msg=\"progress committed again\" held_seconds=%lld events=%d metrics=%d", age,
+            s->batch.n_events, s->batch.n_metrics);
     db_batch_reset(&s->batch);
     return 0;
 }
@@ -90,9 +188,10 @@ static void on_flush_timer(uv_timer_t *t)
 {
     svc *s = t->data;
     s->flush_armed = 0;
-    if (svc__flush(s) != 0 && !s->flush_armed && !s->stopping) { /* retry later */
-        s->flush_armed = 1;
-        uv_timer_start(&s->flush_timer, on_flush_timer, (uint64_t)(s->cfg.flush_seconds * 1000), 0);
+    /* a run that ended while commits failed left its slot unscheduled (runs.c): schedule now */
+    if (svc__flush(s) == 0 && s->any_done && !s->stopping) {
+        s->any_done = 0;
+        svc__schedule(s);
     }
 }
 

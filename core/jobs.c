@@ -1,7 +1,9 @@
 /* core/jobs.c — the job life cycle as callers drive it: create (validation through the job spec,
  * quotas, idempotency), list, get, cancel, pause, resume, and the job view (the row with the live
  * progress of its run and its queue place laid over it). The states and their transitions are drawn in
- * core_int.h. Loop thread only; every answer a client gets is committed first. */
+ * core_int.h. Loop thread only; every answer a client gets is committed first. With the disk full
+ * (storage says -ENOSPC) a create answers 507 with nothing stored; a cancel, pause or resume answers
+ * 507 too, and its change stays in the batch that svc__flush retries. */
 #include "core/core_int.h"
 #include "core/auth.h"
 #include "common/log.h"
@@ -170,6 +172,10 @@ static int insert_job(svc *s, const svc_caller *who, const json_t *rawbody, cons
     free(j.extensions);
     free(j.metadata);
     if (rc == -ENOMEM) return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+    if (rc == -ENOSPC) /* the INSERT rolled back whole: a retry with the same Idempotency-Key is safe */
+        return svc_fail(e, SVC_ENOSPACE, "insufficient_storage", NULL,
+                        "cannot store the job: the disk of the data directory is full; nothing was stored, "
+                        "retry once space is freed");
     if (rc) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the job: %s", db_errmsg(s->db));
     snprintf(id, DB_ID_MAX, "%s", j.id);
     return 0;
@@ -310,7 +316,12 @@ static int resumable(enum job_status st) { return st == JOB_PAUSED; }
 /* Commit what the caller is about to be told, maybe start jobs, then answer with the job as it is now. */
 static int commit_and_reply(svc *s, const char *id, int reschedule, svc_job *out, svc_error *e)
 {
-    if (svc__flush(s)) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot commit: %s", db_errmsg(s->db));
+    int rc = svc__flush(s);
+    if (rc == -ENOSPC) /* the batch keeps the change and svc__flush retries it: say so */
+        return svc_fail(e, SVC_ENOSPACE, "insufficient_storage", NULL,
+                        "cannot commit the change: the disk of the data directory is full; the daemon keeps "
+                        "it and commits it as soon as space is freed");
+    if (rc) return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot commit: %s", db_errmsg(s->db));
     if (reschedule) svc__schedule(s);
     return job_reply(s, NULL, id, out, e);
 }

@@ -107,7 +107,7 @@ void svc__start_job(svc *s, const char *id)
         fail_job_now(s, id, "invalid_spec", err, param);
     } else if ((rc = svc__mkdir_p(r->out_dir)) != 0) {
         snprintf(err, sizeof err, "cannot create %.400s: %s", r->out_dir, strerror(-rc));
-        fail_job_now(s, id, "storage_error", err, NULL);
+        fail_job_now(s, id, rc == -ENOSPC || rc == -EDQUOT ? "insufficient_storage" : "storage_error", err, NULL);
     } else if (s->exec->ops->start(s->exec, id, &spec, r->out_dir, resume, err, sizeof err) != 0) {
         fail_job_now(s, id, "internal_error", err, NULL);
     } else {
@@ -331,9 +331,12 @@ static void sink_done(void *ud, const char *job_id, const exec_done *d)
     if (j.status == JOB_CANCELLED || r->stop == TR_STOP_CANCEL) {
         svc__emit(s, id, "message", "info", json_pack("{s:i}", "step", r->step), "Training stopped at step %d", r->step);
     } else if (d->rc != 0) {
+        /* a checkpoint the disk had no room for: the trainer's write went to a temporary file, now
+         * removed, so the last good state.safetensors is untouched; the code says what to fix */
+        const char *code = d->rc == -ENOSPC || d->rc == -EDQUOT ? "insufficient_storage" : "training_failed";
         db_status *c = svc__status_change(s, id, JOB_FAILED);
-        if (c) { c->finished_at = util_now(); svc__set_error(c, "training_failed", d->err, NULL); }
-        svc__emit(s, id, "error", "error", json_pack("{s:s, s:s}", "code", "training_failed", "message", d->err),
+        if (c) { c->finished_at = util_now(); svc__set_error(c, code, d->err, NULL); }
+        svc__emit(s, id, "error", "error", json_pack("{s:s, s:s}", "code", code, "message", d->err),
                   "Training failed: %s", d->err);
         svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "failed"), "Job failed");
         LOG(LOG_WARN, "msg=\"job failed\" job=%s err=\"%s\"", id, d->err);
@@ -359,8 +362,15 @@ static void sink_drained(void *ud)
     }
     svc__flush_later(s);
     if (s->any_done) {
-        s->any_done = 0;
-        svc__schedule(s);
+        /* While the batch cannot be committed (a full disk) no job starts: it would only fail at its
+         * first checkpoint. any_done stays set and the flush retry schedules once a commit succeeds
+         * (events.c); the scheduler's timer waits too. */
+        if (svc__flush(s) == 0 || s->stopping) {
+            s->any_done = 0;
+            svc__schedule(s);
+        } else {
+            s->sched_waiting = 0;
+        }
         svc__finish_shutdown(s);
     }
 }

@@ -2,7 +2,9 @@
  * the statement helpers the table files share (db_int.h). Loop thread only. One connection, opened
  * with SQLITE_OPEN_NOMUTEX (single owner), WAL + synchronous=FULL. Why one connection: SQLite before
  * 3.51.3 can corrupt a WAL database when several connections write and checkpoint concurrently;
- * Debian 12 ships 3.40.1, so all writes go through this one. Errors: see db.h. */
+ * Debian 12 ships 3.40.1, so all writes go through this one. Errors: see db.h; besides, a write that
+ * finds the disk full (SQLITE_FULL) is -ENOSPC from db__exec, db_job_insert and db_batch_write (nothing
+ * was written), so the core can tell the client to free space rather than report a broken database. */
 #include "storage/db_int.h"
 #include <errno.h>
 #include <math.h>
@@ -12,13 +14,18 @@
 
 const char *db_errmsg(db *d) { return d && d->h ? sqlite3_errmsg(d->h) : "no database"; }
 
+/* A full disk is the one failure a caller can tell its client to fix (free space, retry): -ENOSPC.
+ * SQLite says SQLITE_FULL when a write gets ENOSPC (or the file reaches its page limit). */
+static int errno_of(int sqlite_rc) { return (sqlite_rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO; }
+
 int db__exec(db *d, const char *sql, char *err, size_t errlen)
 {
     char *msg = NULL;
-    if (sqlite3_exec(d->h, sql, NULL, NULL, &msg) != SQLITE_OK) {
+    int rc = sqlite3_exec(d->h, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
         if (err) snprintf(err, errlen, "%s", msg ? msg : sqlite3_errmsg(d->h));
         sqlite3_free(msg);
-        return -EIO;
+        return errno_of(rc);
     }
     return 0;
 }

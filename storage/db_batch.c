@@ -2,8 +2,8 @@
  * committed by db_batch_write in one transaction, in the order status, models, audit, events,
  * metrics, progress, checkpoints (each table's writer lives with its table: db_jobs.c, db_assets.c,
  * db_users.c, db_events.c). Loop thread only. A failed write rolls back everything and leaves the
- * batch as it was for a retry; a status name job_status.h does not know fails before anything starts
- * (-EINVAL: a retry cannot help). Errors: see db.h. */
+ * batch as it was for a retry (-ENOSPC when the disk is full, else -EIO); a status name job_status.h
+ * does not know fails before anything starts (-EINVAL: a retry cannot help). Errors: see db.h. */
 #include "storage/db_int.h"
 #include "storage/job_status.h"
 #include <errno.h>
@@ -93,11 +93,15 @@ int db_batch_write(db *d, const db_batch *b, char *err, size_t errlen)
             return -EINVAL;
         }
     }
-    if (db__begin(d, err, errlen)) return -EIO;
+    int rc = db__begin(d, err, errlen);
+    if (rc) return rc;
     if (write_rows(d, b)) {
+        rc = sqlite3_errcode(d->h) == SQLITE_FULL ? -ENOSPC : -EIO; /* read before the rollback resets it */
         if (err) snprintf(err, errlen, "%s", sqlite3_errmsg(d->h));
         db__rollback(d);
-        return -EIO;
+        return rc;
     }
-    return db__commit(d, err, errlen);
+    if ((rc = db__commit(d, err, errlen)) != 0 && !sqlite3_get_autocommit(d->h))
+        db__rollback(d); /* a COMMIT that failed may leave the transaction open: the retry begins anew */
+    return rc;
 }

@@ -100,7 +100,7 @@ int db_job_insert(db *d, const db_job *j)
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc == SQLITE_CONSTRAINT) return -EEXIST;
-    return rc == SQLITE_DONE ? 0 : -EIO;
+    return rc == SQLITE_DONE ? 0 : rc == SQLITE_FULL ? -ENOSPC : -EIO; /* -ENOSPC: the disk is full */
 }
 
 static int job_by(db *d, const char *where, const char *key, db_job *out)
