@@ -110,6 +110,7 @@ run: deps
 test: deps
 	@$(MAKE) --no-print-directory all
 	@tests/run.sh $(BIN)
+	@$(MAKE) --no-print-directory fuzz-quick
 	@$(MAKE) --no-print-directory asan
 
 asan:
@@ -166,3 +167,50 @@ clean:
 	rm -rf build bin
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# ---- fuzzing (libFuzzer, Debian clang): tests/fuzz/fuzz_*.c, seeds in tests/fuzz/corpus/, every crash
+# found kept in tests/fuzz/regressions/. Its own object dir: every source rebuilt once with clang,
+# -fsanitize=fuzzer-no-link,address,undefined (coverage for the fuzzer), the targets linked with fuzzer.
+#   make fuzz          each target FUZZ_SECONDS (60) seconds; new inputs go to build/fuzz/corpus
+#   make fuzz-quick    the part of make test: every seed and regression, then FUZZ_QUICK_SECONDS (5) each
+.PHONY: fuzz fuzz-quick fuzz-build
+FUZZ_O       := build/fuzz
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_QUICK_SECONDS ?= 5
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS  := -std=gnu11 -g -O1 -fno-omit-frame-pointer -march=x86-64-v2 -Wall -Wextra -Wno-pass-failed -fopenmp -MMD -MP \
+                -I. $(PKG_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_O)/bin/%)
+FUZZ_HELP    := $(filter-out tests/fuzz/fuzz_%,$(wildcard tests/fuzz/*.c))
+FUZZ_LIBS    := $(FUZZ_O)/libfuzzhelp.a $(FUZZ_O)/libservice.a $(FUZZ_O)/libspec.a $(FUZZ_O)/libtrainer.a
+
+$(FUZZ_O)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CLANG   $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_O)/libtrainer.a: $(TRAINER_SRC:%.c=$(FUZZ_O)/%.o)
+$(FUZZ_O)/libspec.a: $(SPEC_SRC:%.c=$(FUZZ_O)/%.o)
+$(FUZZ_O)/libservice.a: $(SERVICE_SRC:%.c=$(FUZZ_O)/%.o)
+$(FUZZ_O)/libfuzzhelp.a: $(FUZZ_HELP:%.c=$(FUZZ_O)/%.o)
+$(FUZZ_LIBS):
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_O)/bin/%: $(FUZZ_O)/tests/fuzz/%.o $(FUZZ_LIBS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -fopenmp -o $@ $^ $(PKG_LIBS) -ldnnl -lm -lpthread
+
+.SECONDARY: $(FUZZ_SRC:%.c=$(FUZZ_O)/%.o)
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@tests/fuzz/run.sh $(FUZZ_O)/bin $(FUZZ_SECONDS)
+
+fuzz-quick:
+	@$(MAKE) --no-print-directory fuzz-build
+	@tests/fuzz/run.sh $(FUZZ_O)/bin $(FUZZ_QUICK_SECONDS)

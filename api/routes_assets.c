@@ -97,9 +97,10 @@ static enum MHD_Result on_form(void *cls, enum MHD_ValueKind kind, const char *k
 {
     (void)kind; (void)content_type; (void)transfer_encoding; (void)off;
     req *q = cls;
+    if (!key) return MHD_YES; /* a part without a name (MHD passes NULL): ignored like unknown fields */
     if (!strcmp(key, "purpose")) {
         size_t have = strlen(q->purpose);
-        if (have + size < sizeof q->purpose) { memcpy(q->purpose + have, data, size); q->purpose[have + size] = 0; }
+        if (size && have + size < sizeof q->purpose) { memcpy(q->purpose + have, data, size); q->purpose[have + size] = 0; }
         return MHD_YES;
     }
     if (strcmp(key, "file") != 0) return MHD_YES; /* other fields are ignored */
