@@ -110,7 +110,8 @@ static void start(void)
     if (stat("/usr/share/datasets", &sb) == 0) snprintf(cfg.builtin_dir, sizeof cfg.builtin_dir, "/usr/share/datasets");
     if (uv_loop_init(&S.loop) != 0) fz_die("uv_loop_init failed");
     if (svc_open(&S.svc, &S.loop, &cfg, err, sizeof err) != 0) fz_die("svc_open: %s", err);
-    if (svc_bootstrap(S.svc, token, sizeof token, err, sizeof err) != 0) fz_die("svc_bootstrap: %s", err);
+    char admin[64];
+    if (svc_bootstrap(S.svc, token, sizeof token, admin, err, sizeof err) != 0) fz_die("svc_bootstrap: %s", err);
     /* the dashboard's files, so /web/... requests reach real files (run from the repository root) */
     if (!realpath("web", S.web)) S.web[0] = 0;
     api_limits lim = {.json_body_max = 16 << 10, .json_depth_max = 32, .sse_heartbeat_s = 0.01,
