@@ -91,12 +91,13 @@ enum MHD_Result api__reply_error(api__call *c, const svc_error *e)
 
 enum MHD_Result api__fail(api__call *c, enum svc_err kind, const char *code, const char *param, const char *fmt, ...)
 {
-    svc_error e = {.kind = kind, .code = code};
-    snprintf(e.param, sizeof e.param, "%s", param ? param : "");
+    svc_error e;
+    char msg[sizeof e.message];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    svc_fail(&e, kind, code, param, "%s", msg);
     return api__reply_error(c, &e);
 }
 

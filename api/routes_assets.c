@@ -4,6 +4,7 @@
  * while the body arrives (on_form) and handed to svc_file_add after it; errors go through the one table. */
 #define _GNU_SOURCE
 #include "api/api_int.h"
+#include "common/util.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@ enum MHD_Result api__model_get(api__call *c)
 
 enum MHD_Result api__model_content(api__call *c)
 {
+    char q[201];                   /* a client's string, quoted in a message */
     const char *id = api__param(&c->q->m, "id");
     char path[1200];
     svc_error e;
@@ -42,7 +44,7 @@ enum MHD_Result api__model_content(api__call *c)
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
         if (fd >= 0) close(fd);
-        return api__fail(c, SVC_ENOTFOUND, "model_not_found", "id", "the weights of '%.200s' cannot be read", id);
+        return api__fail(c, SVC_ENOTFOUND, "model_not_found", "id", "the weights of '%s' cannot be read", util_quote(q, sizeof q, id));
     }
     struct MHD_Response *r = MHD_create_response_from_fd((uint64_t)st.st_size, fd); /* takes the fd */
     if (!r) { close(fd); return MHD_NO; }

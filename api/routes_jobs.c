@@ -4,6 +4,7 @@
  * arguments are validated here; everything else is the service's answer, errors through the one table. */
 #include "api/api_int.h"
 #include "spec/jobspec.h"
+#include "common/util.h"
 #include <string.h>
 
 static const char *job_id(api__call *c) { return api__param(&c->q->m, "id"); }
@@ -18,10 +19,11 @@ static enum MHD_Result job_reply(api__call *c, int rc, svc_job *j, const svc_err
 
 enum MHD_Result api__job_create(api__call *c)
 {
+    char quoted[201];              /* a client's string, quoted in a message */
     req *q = c->q;
     const char *ct = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Content-Type");
     if (ct && !strstr(ct, "json"))
-        return api__fail(c, SVC_EMEDIA, NULL, NULL, "the body must be application/json, not %.100s", ct);
+        return api__fail(c, SVC_EMEDIA, NULL, NULL, "the body must be application/json, not %s", util_quote(quoted, sizeof quoted, ct));
     if (q->len == 0) return api__fail(c, SVC_EINVAL, "invalid_json", NULL, "the request body is empty");
     if (jobspec_json_depth(q->body, q->len) > c->a->lim.json_depth_max)
         return api__fail(c, SVC_EINVAL, "too_deep", NULL, "the JSON body nests deeper than %d levels", c->a->lim.json_depth_max);

@@ -5,6 +5,7 @@
  * blocking the loop. The root is resolved per request: the daemon starts (API only) without it. */
 #define _GNU_SOURCE
 #include "api/static.h"
+#include "common/util.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -52,7 +53,8 @@ int static_claims(const char *url)
 
 static int not_found(svc_error *e, const char *url)
 {
-    return svc_fail(e, SVC_ENOTFOUND, "not_found", NULL, "no dashboard file '%.200s'", url);
+    char q[201];                   /* a client's string, quoted in a message */
+    return svc_fail(e, SVC_ENOTFOUND, "not_found", NULL, "no dashboard file '%s'", util_quote(q, sizeof q, url));
 }
 
 /* Every segment of rel (no leading slash) is a plain name: not empty, not starting with a dot. */

@@ -77,6 +77,52 @@ int util_valid_name(const char *name, size_t max)
     return 1;
 }
 
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, no surrogates, <= U+10FFFF),
+ * or 0 if it is not one. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned char c = s[0];
+    if (c < 0x80) return 1;
+    size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (!n) return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) || (c == 0xf0 && s[1] < 0x90) ||
+        (c == 0xf4 && s[1] > 0x8f))
+        return 0;
+    return n;
+}
+
+size_t util_utf8_clean(char *dst, size_t dstlen, const char *src)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)(src ? src : ""); *p;) {
+        size_t n = utf8_seq(p);
+        if (n) {
+            if (o + n >= dstlen) break;
+            memcpy(dst + o, p, n);
+            o += n;
+            p += n;
+        } else {
+            if (o + 4 >= dstlen) break;
+            dst[o++] = '\\';
+            dst[o++] = 'x';
+            dst[o++] = hex[*p >> 4];
+            dst[o++] = hex[*p & 15];
+            p++;
+        }
+    }
+    dst[o] = 0;
+    return o;
+}
+
+const char *util_quote(char *buf, size_t n, const char *src)
+{
+    util_utf8_clean(buf, n, src);
+    return buf;
+}
+
 int util_grow(void *p, int *cap, int need, size_t elem)
 {
     if (need <= *cap) return 0;

@@ -22,6 +22,13 @@ int util_random_u31(unsigned int *out);
  * Safe as a path component and as a label value. */
 int util_valid_name(const char *name, size_t max);
 
+/* Copy src into dst (dstlen > 0) as valid UTF-8: every byte that is not part of a well-formed
+ * sequence becomes the text \xNN, and when dst is full the copy stops at a code-point boundary, so the
+ * result is always a string JSON can carry. Returns strlen(dst). */
+size_t util_utf8_clean(char *dst, size_t dstlen, const char *src);
+/* The same into buf, returning buf: a client's string quoted in a message, cut on a character boundary. */
+const char *util_quote(char *buf, size_t n, const char *src);
+
 /* Make room for at least need elements in the array *p of *cap elements of elem bytes (doubling,
  * from 16). 0, or -ENOMEM with *p and *cap unchanged. */
 int util_grow(void *p, int *cap, int need, size_t elem);

@@ -63,6 +63,7 @@ static int root_path(svc *s, const char *name, char *path)
 
 static int resolve_model(svc__resolve_ctx *rc, const char *name, char *path, char *arch, char *err, size_t errlen)
 {
+    char q[201];                   /* a client's string, quoted in a message */
     svc *s = rc->s;
     if (tr_arch_known(name)) {
         path[0] = 0;
@@ -96,7 +97,7 @@ static int resolve_model(svc__resolve_ctx *rc, const char *name, char *path, cha
             return 0;
         }
     }
-    snprintf(err, errlen, "model '%.200s' does not exist (see GET /v1/models)", name);
+    snprintf(err, errlen, "model '%s' does not exist (see GET /v1/models)", util_quote(q, sizeof q, name));
     return -ENOENT;
 }
 
@@ -209,6 +210,7 @@ int svc_models(svc *s, const svc_caller *who, svc_model_list *out, svc_error *e)
 
 int svc_model_get(svc *s, const svc_caller *who, const char *id, svc_model *out, svc_error *e)
 {
+    char q[201];                   /* a client's string, quoted in a message */
     svc_model_list all;
     int rc = svc_models(s, who, &all, e);
     if (rc) return rc;
@@ -219,19 +221,20 @@ int svc_model_get(svc *s, const svc_caller *who, const char *id, svc_model *out,
             return 0;
         }
     svc_model_list_free(&all);
-    return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "no model '%.200s'", id);
+    return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "no model '%s'", util_quote(q, sizeof q, id));
 }
 
 int svc_model_file(svc *s, const svc_caller *who, const char *id, const char *which, char *path, size_t pathlen,
                    svc_error *e)
 {
+    char q[201];                   /* a client's string, quoted in a message */
     if (which && strcmp(which, "final") && strcmp(which, "best"))
         return svc_fail(e, SVC_EINVAL, "invalid_value", "which", "which must be \"final\" or \"best\"");
     db_model m;
     int found = db_model_get(s->db, id, &m) == 0;
     if (found && !svc__owned_by(m.owner, who->name, who->admin)) {
         svc_audit(s, who, NULL, "authz_denied", id, "denied", "a model of another user");
-        return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "no model '%.200s'", id);
+        return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "no model '%s'", util_quote(q, sizeof q, id));
     }
     if (found) {
         if (which && !strcmp(which, "best")) {
@@ -239,7 +242,7 @@ int svc_model_file(svc *s, const svc_caller *who, const char *id, const char *wh
             if (slash) snprintf(slash + 1, sizeof m.path - (size_t)(slash + 1 - m.path), "best.safetensors");
         }
         if (!svc__file_exists(m.path))
-            return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "model '%.200s' has no %s weights on disk", id,
+            return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "model '%s' has no %s weights on disk", util_quote(q, sizeof q, id),
                             which ? which : "final");
         snprintf(path, pathlen, "%s", m.path);
         return 0;
@@ -250,7 +253,7 @@ int svc_model_file(svc *s, const svc_caller *who, const char *id, const char *wh
     }
     if (tr_arch_known(id))
         return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "%s is a base architecture: it has no weights", id);
-    return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "no model '%.200s'", id);
+    return svc_fail(e, SVC_ENOTFOUND, "model_not_found", "id", "no model '%s'", util_quote(q, sizeof q, id));
 }
 
 /* ---------------- datasets and files ---------------- */
@@ -344,12 +347,13 @@ int svc_files(svc *s, const svc_caller *who, svc_file_list *out, svc_error *e)
 
 int svc_file_get(svc *s, const svc_caller *who, const char *id, svc_file *out, svc_error *e)
 {
+    char q[201];                   /* a client's string, quoted in a message */
     int rc = db_file_get(s->db, id, &out->f);
     if (rc == 0 && !svc__owned_by(out->f.owner, who->name, who->admin)) {
         svc_audit(s, who, NULL, "authz_denied", id, "denied", "a file of another user");
         rc = -ENOENT;
     }
-    if (rc == -ENOENT) return svc_fail(e, SVC_ENOTFOUND, "file_not_found", "id", "no file '%.100s'", id);
+    if (rc == -ENOENT) return svc_fail(e, SVC_ENOTFOUND, "file_not_found", "id", "no file '%s'", util_quote(q, sizeof q, id));
     if (rc) return svc__storage_error(s, e);
     out->images = out->classes = -1;
     return 0;

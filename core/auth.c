@@ -118,19 +118,25 @@ int auth_uid_check(db *d, long long uid, long long self_uid, db_user *out)
     return -EACCES;
 }
 
-int auth_bootstrap(db *d, long long self_uid, char *token, char *err, size_t errlen)
+int auth_bootstrap(db *d, long long self_uid, char *token, char *name, char *err, size_t errlen)
 {
-    token[0] = 0;
-    int n = 0;
-    if (db_user_count(d, &n) != 0) { snprintf(err, errlen, "database: %s", db_errmsg(d)); return -EIO; }
-    if (n > 0) return 0;
+    token[0] = name[0] = 0;
     db_user u;
-    int rc = auth_user_add(d, "admin", 1, self_uid, 1, &u, err, errlen);
-    if (rc) return rc;
+    int rc = db_user_bootstrap(d, &u);
+    if (rc == 0) return 0;
+    if (rc != -ENOENT) { snprintf(err, errlen, "database: %s", db_errmsg(d)); return -EIO; }
+    long long uid = self_uid;
+    if ((rc = db_user_by_uid(d, self_uid, &u)) == 0) uid = -1; /* that uid is already someone's */
+    else if (rc != -ENOENT) { snprintf(err, errlen, "database: %s", db_errmsg(d)); return -EIO; }
+    char want[64] = "admin";
+    for (int k = 2; (rc = db_user_by_name(d, want, &u)) == 0 && k < 10; k++) snprintf(want, sizeof want, "admin-%d", k);
+    if (rc != -ENOENT) { snprintf(err, errlen, "no free name for the first admin (admin .. admin-9 are taken)"); return -EEXIST; }
+    if ((rc = auth_user_add(d, want, 1, uid, 1, &u, err, errlen)) != 0) return rc;
     db_audit a;
     char detail[128];
-    snprintf(detail, sizeof detail, "first start: bootstrap admin (uid %lld) and its token", self_uid);
-    db_audit_set(&a, util_now(), "", "user_add", "admin", "ok", "startup", detail);
+    snprintf(detail, sizeof detail, "bootstrap admin (uid %lld) and its token", uid);
+    db_audit_set(&a, util_now(), "", "user_add", want, "ok", "startup", detail);
     if (db_audit_insert(d, &a) != 0) { snprintf(err, errlen, "database: %s", db_errmsg(d)); return -EIO; }
+    snprintf(name, 64, "%s", want);
     return auth_token_create(d, u.id, token, NULL, err, errlen);
 }

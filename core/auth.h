@@ -36,8 +36,9 @@ int auth_token_check(db *d, const char *token, db_user *out);
  * bootstrap admin. -EACCES when none. */
 int auth_uid_check(db *d, long long uid, long long self_uid, db_user *out);
 
-/* First start: with no users at all, add the admin "admin" (uid self_uid, bootstrap) and a token for it;
- * OUT token (empty when nothing was created). */
-int auth_bootstrap(db *d, long long self_uid, char *token, char *err, size_t errlen);
+/* With no bootstrap admin (the first start, also when users were added offline before it): add one,
+ * "admin" (or "admin-2".. when that name is taken), with uid self_uid unless another user has it, and
+ * a token for it. OUT token and name (64 bytes), both empty when one existed already. */
+int auth_bootstrap(db *d, long long self_uid, char *token, char *name, char *err, size_t errlen);
 
 #endif

@@ -96,8 +96,9 @@ int  svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size
 void svc_shutdown(svc *s, void (*done)(void *ud), void *ud);
 /* After done ran (or if the loop never started): frees everything. NULL-safe. */
 void svc_free(svc *s);
-/* First start with no users: create "admin" (uid cfg->self_uid) and a token. OUT token ("" if users existed). */
-int  svc_bootstrap(svc *s, char *token, size_t tokenlen, char *err, size_t errlen);
+/* No bootstrap admin yet (first start, or users were only added offline): create one (auth_bootstrap)
+ * and a token. OUT token and name ("" when there was one). */
+int  svc_bootstrap(svc *s, char *token, size_t tokenlen, char name[64], char *err, size_t errlen);
 /* The service calls fn(ud, job_id) on the loop thread whenever a job has new events. It may fire from
  * inside another svc_* call, so the listener must not re-enter the HTTP server (api/ defers). */
 void svc_set_listener(svc *s, void (*fn)(void *ud, const char *job_id), void *ud);

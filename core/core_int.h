@@ -55,7 +55,9 @@ struct svc {
     db *db;
     executor *exec;
     db_batch batch;
-    long long last_event_id;
+    long long last_event_id;       /* the last id handed out */
+    long long event_id_reserved;   /* ids up to this are reserved durably (events.c) */
+    double reserve_retry_at;       /* after a failed reservation (monotonic seconds) */
     uv_timer_t flush_timer;
     int flush_armed;
     int flush_now;                 /* a record that must not wait for the timer (checkpoints) */
@@ -101,6 +103,7 @@ void svc__flush_later(svc *s);                           /* within flush_seconds
 db_status *svc__status_change(svc *s, const char *job_id, enum job_status status);
 void svc__set_error(db_status *c, const char *code, const char *message, const char *param);
 int  svc__events_init(svc *s);
+int  svc__events_seed(svc *s);                           /* at open: number above every id ever served */
 void svc__events_close(svc *s, uv_close_cb cb);
 
 /* jobs.c: who NULL = the service itself; another user's job is "not found" (and audited). */

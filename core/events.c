@@ -17,6 +17,38 @@ void svc__notify(svc *s, const char *job_id)
     if (s->listener) s->listener(s->listener_ud, job_id);
 }
 
+/* Event ids: readers see an event as soon as it is made, a second before it is committed, so after a
+ * kill -9 the ids of lost events must not be handed out again with other content (a client holding
+ * Last-Event-ID would skip the new ones). Ids are reserved durably in blocks: one extra commit per
+ * EVENT_ID_BLOCK events, and after a crash numbering resumes above the reservation. */
+#define EVENT_ID_BLOCK 1000
+
+int svc__events_seed(svc *s)
+{
+    long long committed = 0, reserved = 0;
+    int rc = db_event_max_id(s->db, &committed);
+    if (rc == 0) rc = db_event_reserved(s->db, &reserved);
+    if (rc) return rc;
+    s->last_event_id = s->event_id_reserved = committed > reserved ? committed : reserved;
+    return 0;
+}
+
+/* While the database refuses writes (disk full) ids are still handed out, unreserved, so that no event
+ * is lost: only a crash during that outage could reuse them. The reservation is retried once a second. */
+static long long next_event_id(svc *s)
+{
+    if (s->last_event_id >= s->event_id_reserved && util_mono() >= s->reserve_retry_at) {
+        long long upto = s->last_event_id + EVENT_ID_BLOCK;
+        if (db_event_reserve(s->db, upto) == 0) {
+            s->event_id_reserved = upto;
+        } else {
+            LOG(LOG_ERROR, "msg=\"cannot reserve event ids; will retry\" err=\"%s\"", db_errmsg(s->db));
+            s->reserve_retry_at = util_mono() + 1.0;
+        }
+    }
+    return ++s->last_event_id;
+}
+
 /* Add an event (data: stolen reference or NULL) to the batch; it is visible to readers at once
  * (they merge the batch) and committed with the next flush. */
 void svc__emit(svc *s, const char *job_id, const char *type, const char *level, json_t *data, const char *fmt, ...)
@@ -24,7 +56,7 @@ void svc__emit(svc *s, const char *job_id, const char *type, const char *level, 
     db_event *e = db_batch_event(&s->batch);
     if (!e) { json_decref(data); LOG(LOG_ERROR, "msg=\"out of memory for an event\" job=%s", job_id); return; }
     snprintf(e->job_id, sizeof e->job_id, "%.47s", job_id);
-    e->id = ++s->last_event_id;
+    e->id = next_event_id(s);
     e->created_at = util_now();
     e->type = type;
     e->level = level;

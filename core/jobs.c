@@ -14,13 +14,14 @@
 
 int svc__get_job(svc *s, const svc_caller *who, const char *id, db_job *j, svc_error *e)
 {
+    char q[201];                   /* a client's string, quoted in a message */
     int rc = db_job_get(s->db, id, j);
     if (rc == 0 && who && !who->admin && strcmp(j->owner, who->name) != 0) {
         svc_audit(s, who, NULL, "authz_denied", id, "denied", "a job of another user");
         db_job_clear(j);
         rc = -ENOENT;
     }
-    if (rc == -ENOENT) return svc_fail(e, SVC_ENOTFOUND, "job_not_found", "id", "no fine-tuning job '%.100s'", id);
+    if (rc == -ENOENT) return svc_fail(e, SVC_ENOTFOUND, "job_not_found", "id", "no fine-tuning job '%s'", util_quote(q, sizeof q, id));
     if (rc) return svc__storage_error(s, e);
     return 0;
 }
@@ -259,12 +260,13 @@ static int add_job(void *ud, const db_job *row)
 
 int svc_job_list(svc *s, const svc_caller *who, const char *after, int limit, svc_job_page *out, svc_error *e)
 {
+    char q[201];                   /* a client's string, quoted in a message */
     memset(out, 0, sizeof *out);
     list_ctx c = {s, out, 0, 0};
     int rc = db_job_list(s->db, who->admin ? NULL : who->name, after, limit, add_job, &c, &out->has_more);
     if (rc || c.failed) {
         svc_job_page_free(out);
-        if (rc == -ENOENT) return svc_fail(e, SVC_EINVAL, "invalid_value", "after", "no job '%.100s' to list after", after);
+        if (rc == -ENOENT) return svc_fail(e, SVC_EINVAL, "invalid_value", "after", "no job '%s' to list after", util_quote(q, sizeof q, after));
         if (c.failed) return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
         return svc__storage_error(s, e);
     }

@@ -16,15 +16,19 @@
 
 static const double db_write_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
 
+/* Messages and params quote what clients sent (ids from the URL, header values): they are cleaned to
+ * valid UTF-8 so that every error can be rendered as JSON. */
 int svc_fail(svc_error *e, enum svc_err kind, const char *code, const char *param, const char *fmt, ...)
 {
     e->kind = kind;
     e->code = code;
-    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    util_utf8_clean(e->param, sizeof e->param, param);
+    char raw[sizeof e->message];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    util_utf8_clean(e->message, sizeof e->message, raw);
     return kind;
 }
 
@@ -85,10 +89,10 @@ int svc_ready(svc *s, const svc_caller *who, svc_readiness *out, svc_error *e)
     return 0;
 }
 
-int svc_bootstrap(svc *s, char *token, size_t tokenlen, char *err, size_t errlen)
+int svc_bootstrap(svc *s, char *token, size_t tokenlen, char name[64], char *err, size_t errlen)
 {
     char t[AUTH_TOKEN_LEN + 1];
-    int rc = auth_bootstrap(s->db, s->cfg.self_uid, t, err, errlen);
+    int rc = auth_bootstrap(s->db, s->cfg.self_uid, t, name, err, errlen);
     snprintf(token, tokenlen, "%s", rc == 0 ? t : "");
     memset(t, 0, sizeof t);
     return rc;
@@ -157,7 +161,7 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
     snprintf(s->upload_dir, sizeof s->upload_dir, "%s/files/tmp", cfg->data_dir);
     snprintf(path, sizeof path, "%s/coretuned.db", cfg->data_dir);
     if ((rc = db_open(&s->db, path, err, errlen)) != 0) goto fail;
-    if ((rc = db_event_max_id(s->db, &s->last_event_id)) != 0) {
+    if ((rc = svc__events_seed(s)) != 0) {
         err_set(err, errlen, rc, "cannot read events: %s", db_errmsg(s->db));
         goto fail;
     }

@@ -573,8 +573,8 @@ static void on_watchdog(uv_timer_t *t)
  * stderr — the only place the daemon ever prints a token. */
 static int bootstrap(daemon_ctx *d, daemon_opts *o)
 {
-    char token[128], err[512], path[1200];
-    if (svc_bootstrap(d->svc, token, sizeof token, err, sizeof err) != 0) {
+    char token[128], name[64], err[512], path[1200];
+    if (svc_bootstrap(d->svc, token, sizeof token, name, err, sizeof err) != 0) {
         fprintf(stderr, "coretuned: cannot create the first admin: %s\n", err);
         return -1;
     }
@@ -591,7 +591,7 @@ static int bootstrap(daemon_ctx *d, daemon_opts *o)
     const char *host = o->host;
     fprintf(stderr, "coretuned: sign in at %s://%s:%d/?token=%s\n", o->tls_cert[0] ? "https" : "http",
             !strcmp(host, "0.0.0.0") ? "127.0.0.1" : host, httpd_port(d->http), token);
-    fprintf(stderr, "coretuned: (first start: created the admin user 'admin'; the token is also in %s)\n", path);
+    fprintf(stderr, "coretuned: (first start: created the admin user '%s'; the token is also in %s)\n", name, path);
     memset(token, 0, sizeof token);
     return 0;
 }

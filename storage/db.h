@@ -162,6 +162,12 @@ int  db_batch_write(db *d, const db_batch *b, char *err, size_t errlen);
 
 /* ---- reads of progress ---- */
 int db_event_max_id(db *d, long long *out);
+/* Event ids are handed out by the loop before they are committed, so after a crash the next id must
+ * come from above every id that may have been served: the caller reserves blocks durably ahead of use.
+ * OUT *out = the highest id reserved (0 = none). db_event_reserve(upto) commits at once (its own
+ * transaction; never inside a batch) and never lowers the mark. */
+int db_event_reserved(db *d, long long *out);
+int db_event_reserve(db *d, long long upto);
 typedef int (*db_event_fn)(void *ud, const db_event *e);
 /* Events of a job with id > after, oldest first, at most limit (then *has_more). */
 int db_event_list(db *d, const char *job_id, long long after, int limit, db_event_fn fn, void *ud, int *has_more);

@@ -84,6 +84,27 @@ int db_event_max_id(db *d, long long *out)
     return rc == SQLITE_ROW ? 0 : -EIO;
 }
 
+int db_event_reserved(db *d, long long *out)
+{
+    sqlite3_stmt *st = db__prep(d, "SELECT coalesce(max(value), 0) FROM counters WHERE name = 'event_id_reserved'");
+    if (!st) return -EIO;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
+int db_event_reserve(db *d, long long upto)
+{
+    sqlite3_stmt *st = db__prep(d, "INSERT INTO counters (name, value) VALUES ('event_id_reserved', ?1)"
+                                   " ON CONFLICT(name) DO UPDATE SET value = max(value, ?1)");
+    if (!st) return -EIO;
+    sqlite3_bind_int64(st, 1, upto);
+    int rc = sqlite3_step(st);   /* autocommit: durable (synchronous=FULL) when it returns */
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
 int db_event_list(db *d, const char *job_id, long long after, int limit, db_event_fn fn, void *ud, int *has_more)
 {
     sqlite3_stmt *st = db__prep(d, "SELECT id, type, level, message, data, created_at FROM events"

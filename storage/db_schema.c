@@ -99,5 +99,9 @@ const char *const db__migrations[] = {
     "ALTER TABLE jobs_new RENAME TO jobs;"
     "CREATE INDEX jobs_status ON jobs(status, seq);"
     "CREATE INDEX jobs_owner ON jobs(owner, seq);",
+
+    /* 4: counters that must survive a crash; "event_id_reserved" = no event id up to it may be handed
+     * out again (ids are reserved durably in blocks before the loop serves them) */
+    "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
 };
 const int db__n_migrations = (int)(sizeof db__migrations / sizeof db__migrations[0]);

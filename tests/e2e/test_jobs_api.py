@@ -130,6 +130,23 @@ class JobsApiTest(DaemonTest):
         self.assertEqual(s7, 422, err)
         self.assertEqual(self.count_jobs(), 2)
 
+    def test_hostile_ids_get_json_errors(self):
+        """Ids that are not UTF-8 (or are cut inside a character by a message's length limit) get a JSON
+        4xx, never a dropped connection (issue: reliability, defect 4)."""
+        cut = "a" * 99 + "%C3%A9"                                   # 99 bytes, then a 2-byte character
+        for path in (f"{JOBS}/%ff%fe", f"{JOBS}/{cut}", f"{JOBS}/%ff/events", f"{JOBS}/%ff/checkpoints",
+                     f"{JOBS}/%ff/metrics", f"{JOBS}/%ff/cancel", "/v1/files/%ff%fe", f"/v1/files/{'b' * 199}%C3%A9",
+                     "/v1/models/%ff%fe", "/v1/models/%ff/content", f"{JOBS}?after=%ff"):
+            method = "POST" if path.endswith("/cancel") else "GET"
+            status, body, _ = self.d.request(method, path)
+            self.assertIn(status, (400, 404), (path, status, body))
+            self.assertIsInstance(body, dict, (path, body))
+            msg = body["error"]["message"]
+            self.assertNotIn("\ufffd", msg)
+            msg.encode("utf-8")                                     # valid UTF-8 (json.loads gave str)
+        status, body, _ = self.d.request("GET", f"{JOBS}/{cut}")
+        self.assertIn("a" * 99 + "\u00e9", body["error"]["message"])  # the whole character, not half of it
+
     def test_bad_inputs(self):
         hp = "method.core_tuning.hyperparameters."
 

@@ -197,6 +197,43 @@ class JobsRunTest(DaemonTest):
         self.assertGreaterEqual(first - 1, max(ckpts))              # ...at least the last one recorded
         self.assertEqual(after, list(range(first, job["progress"]["total_steps"] + 1)))
 
+    def test_event_ids_never_reused_across_kill9(self):
+        """Events are served a moment before they are committed; a kill -9 in that moment loses them.
+        Their ids must never be handed out again with other content, and a client reconnecting with the
+        last id it saw must get exactly the events made after the restart (issue: reliability, defect 1)."""
+        jid = self.submit(tiny_job(epochs=4))
+        served = {}                                                 # id -> (type, message) as streamed
+        s = SSE(self.d, f"/v1/fine_tuning/jobs/{jid}/events")
+        metrics = 0
+        for eid, kind, data in s:
+            served[eid] = (kind, data["message"])
+            metrics += kind == "metrics"
+            if metrics == 3:                                        # a fresh step event: not committed yet
+                break
+        self.d.proc.kill()
+        self.d.proc.wait()
+        s.close()
+        self.d.proc = None
+        self.d.log.close()
+        num = lambda eid: int(eid.split("-")[-1])                  # noqa: E731
+        last_seen = max(served, key=num)
+        committed = {f"ftevent-{i}" for _, _, i in all_events_offline(self.d.data_dir, jid)}
+        lost = [e for e in served if e not in committed]            # served, never committed
+        job = self.restart_and_finish(jid)
+        events = all_events(self.d, jid)
+        for e in events:                                            # no id served twice with other content
+            if e["id"] in served:
+                self.assertEqual(served[e["id"]], (e["type"], e["message"]), e["id"])
+        after = [e for e in events if event_num(e) > num(last_seen)]
+        self.assertTrue(any(e["message"].startswith("Daemon restarted") for e in after),
+                        f"reconnecting after {last_seen} (lost {len(lost)}: {lost}) misses the restart")
+        # the client that saw last_seen reconnects with it and gets exactly what came after
+        s = SSE(self.d, f"/v1/fine_tuning/jobs/{jid}/events", last_event_id=last_seen)
+        got = [eid for eid, kind, _ in s if kind != "end"]
+        s.close()
+        self.assertEqual(got, [e["id"] for e in after])
+        self.assertEqual(job["status"], "succeeded")
+
 
 def all_events_offline(data_dir, jid):
     """(type, data, id) of a job's events straight from the database (daemon stopped)."""

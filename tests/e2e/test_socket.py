@@ -115,6 +115,21 @@ class SocketTest(unittest.TestCase):
             shutil.rmtree(tmp, ignore_errors=True)
         self.assertEqual(rc, 0)
 
+    def test_first_admin_after_offline_user_add(self):
+        """Users added offline before the first start do not take the place of the first admin: root and
+        the daemon's uid still are it (docs/api.md), with a sign-in token (issue: reliability, defect 7)."""
+        d = Daemon("--workers", "0")          # not started yet: its data dir is empty
+        try:
+            admin_cli(d, "user", "add", "alice", "--uid", "2000")
+            d.start()                         # reads DATA_DIR/admin.token, written by the bootstrap
+            status, me, _ = unix_request(d.socket_path, "GET", "/v1/me")
+            self.assertEqual((status, me.get("admin")), (200, True), me)
+            self.assertEqual(d.request("GET", "/v1/users")[0], 200)      # the token is an admin's
+            self.assertIn("created the admin user 'admin'", d.read_log())
+        finally:
+            d.stop()
+            d.cleanup()
+
     def test_stale_socket_is_replaced_live_one_refused(self):
         d = Daemon("--workers", "0").start()
         try:

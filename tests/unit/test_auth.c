@@ -57,11 +57,13 @@ static int find_in_db(const char *path, const char *needle)
 static void test_tokens(void **state)
 {
     db_fixture *f = *state;
-    char err[256], t1[AUTH_TOKEN_LEN + 1], t2[AUTH_TOKEN_LEN + 1], boot[AUTH_TOKEN_LEN + 1];
-    assert_int_equal(auth_bootstrap(f->d, 1000, boot, err, sizeof err), 0);
+    char err[256], t1[AUTH_TOKEN_LEN + 1], t2[AUTH_TOKEN_LEN + 1], boot[AUTH_TOKEN_LEN + 1], name[64];
+    assert_int_equal(auth_bootstrap(f->d, 1000, boot, name, err, sizeof err), 0);
     assert_int_equal((int)strlen(boot), AUTH_TOKEN_LEN);
-    assert_int_equal(auth_bootstrap(f->d, 1000, t1, err, sizeof err), 0);
+    assert_string_equal(name, "admin");
+    assert_int_equal(auth_bootstrap(f->d, 1000, t1, name, err, sizeof err), 0);
     assert_string_equal(t1, ""); /* only once */
+    assert_string_equal(name, "");
     db_user u, v;
     assert_int_equal(auth_user_add(f->d, "ana", 0, 2000, 0, &u, err, sizeof err), 0);
     assert_int_equal(auth_user_add(f->d, "ana", 0, -1, 0, NULL, err, sizeof err), -EEXIST);
@@ -108,11 +110,38 @@ static void test_tokens(void **state)
     assert_int_equal(auth_uid_check(f->d, 3000, 1000, &v), -EACCES);
 }
 
+/* Users added offline before the first start (`coretuned user add`): the first start still makes the
+ * bootstrap admin, so root and the daemon's uid are the first admin as docs/api.md says; a taken name
+ * or uid is worked around, never an error. */
+static void test_bootstrap_after_offline_users(void **state)
+{
+    db_fixture *f = *state;
+    char err[256], token[AUTH_TOKEN_LEN + 1], name[64];
+    db_user u;
+    assert_int_equal(auth_user_add(f->d, "admin", 0, 2000, 0, NULL, err, sizeof err), 0);  /* not an admin */
+    assert_int_equal(auth_user_add(f->d, "bob", 1, 1000, 0, NULL, err, sizeof err), 0);   /* has our uid */
+    assert_int_equal(auth_uid_check(f->d, 0, 1000, &u), -EACCES);      /* root: nobody yet */
+    assert_int_equal(auth_bootstrap(f->d, 1000, token, name, err, sizeof err), 0);
+    assert_int_equal((int)strlen(token), AUTH_TOKEN_LEN);
+    assert_string_equal(name, "admin-2");
+    assert_int_equal(auth_uid_check(f->d, 0, 1000, &u), 0);            /* root is the bootstrap admin */
+    assert_string_equal(u.name, "admin-2");
+    assert_true(u.admin && u.bootstrap);
+    assert_int_equal(u.uid, -1);                                        /* uid 1000 stays bob's */
+    assert_int_equal(auth_uid_check(f->d, 1000, 1000, &u), 0);
+    assert_string_equal(u.name, "bob");
+    assert_int_equal(auth_token_check(f->d, token, &u), 0);
+    assert_string_equal(u.name, "admin-2");
+    assert_int_equal(auth_bootstrap(f->d, 1000, token, name, err, sizeof err), 0);
+    assert_string_equal(token, "");                                     /* only once */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256_vectors),
         cmocka_unit_test_setup_teardown(test_tokens, setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_bootstrap_after_offline_users, setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

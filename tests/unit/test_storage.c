@@ -322,6 +322,25 @@ static void test_batch_round_trip(void **state)
     assert_int_equal(db_model_get(f->d, "ft:none", &m), -ENOENT);
 }
 
+/* The event-id reservation only moves up and survives a reopen (what a kill -9 leaves). */
+static void test_event_id_reservation(void **state)
+{
+    db_fixture *f = *state;
+    long long r = -1;
+    assert_int_equal(db_event_reserved(f->d, &r), 0);
+    assert_int_equal(r, 0);
+    assert_int_equal(db_event_reserve(f->d, 1000), 0);
+    assert_int_equal(db_event_reserve(f->d, 500), 0);           /* never lowers the mark */
+    assert_int_equal(db_event_reserved(f->d, &r), 0);
+    assert_int_equal(r, 1000);
+    assert_int_equal(db_event_reserve(f->d, 2000), 0);
+    db_close(f->d);
+    char err[256];
+    assert_int_equal(db_open(&f->d, f->path, err, sizeof err), 0);
+    assert_int_equal(db_event_reserved(f->d, &r), 0);
+    assert_int_equal(r, 2000);
+}
+
 static void test_failed_batch_writes_nothing(void **state)
 {
     db_fixture *f = *state;
@@ -620,7 +639,7 @@ static void test_upgrade_from_v1(void **state)
     db *d;
     assert_int_equal(db_open(&d, path, err, sizeof err), 0);
     h = raw_open(path);
-    assert_int_equal(db__n_migrations, 3);
+    assert_int_equal(db__n_migrations, 4);
     assert_int_equal(raw_int(h, "PRAGMA user_version"), db__n_migrations); /* every migration applied */
     int users = -1;
     assert_int_equal(db_user_count(d, &users), 0);                         /* migration 2's tables */
@@ -702,18 +721,21 @@ static void test_upgrade_from_v1(void **state)
     db_job_clear(&j);
 
     /* the jobs table is what version 2 made of it (columns, types, NOT NULL, defaults, keys, indexes),
-     * and nothing else in the schema changed */
+     * and nothing else in the schema changed but what migration 4 added (the counters table) */
     make_old_db(ref, 2);
     sqlite3 *r = raw_open(ref);
     char *want = jobs_shape(r), *have = jobs_shape(h);
     assert_string_equal(have, want);
     free(want); free(have);
     const char *others = "SELECT type, name, tbl_name, sql FROM sqlite_master"
-                         " WHERE name != 'jobs' ORDER BY type, name";
+                         " WHERE name != 'jobs' AND tbl_name != 'counters' ORDER BY type, name";
     want = raw_rows(r, others); have = raw_rows(h, others);
     assert_string_equal(have, want);
     free(want); free(have);
     sqlite3_close(r);
+    have = raw_rows(h, "SELECT name FROM sqlite_master WHERE tbl_name = 'counters' ORDER BY name");
+    assert_string_equal(have, "counters\nsqlite_autoindex_counters_1\n");
+    free(have);
 
     have = raw_rows(h, "PRAGMA integrity_check");
     assert_string_equal(have, "ok\n");
@@ -761,6 +783,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jobs_insert_get_idem, setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_jobs_list_pages_newest_first, setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_batch_round_trip, setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_event_id_reservation, setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_failed_batch_writes_nothing, setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_requeue_running, setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_files_and_integrity, setup, db_fixture_teardown),

@@ -1,5 +1,5 @@
 /* tests/unit/test_util.c — common/util: name checks, random ids (alphabet, length, uniqueness, no
- * character likelier than another), the growable array, the clocks. */
+ * character likelier than another), UTF-8 cleaning, the growable array, the clocks. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -86,6 +86,31 @@ static void test_grow(void **state)
     free(v);
 }
 
+static void test_utf8_clean(void **state)
+{
+    (void)state;
+    char out[64];
+    assert_int_equal(util_utf8_clean(out, sizeof out, "plain"), 5);
+    assert_string_equal(out, "plain");
+    util_utf8_clean(out, sizeof out, "\xff\xfe");
+    assert_string_equal(out, "\\xFF\\xFE");
+    util_utf8_clean(out, sizeof out, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");    /* kept as they are */
+    assert_string_equal(out, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+    util_utf8_clean(out, sizeof out, "\xc3");                                 /* a cut sequence */
+    assert_string_equal(out, "\\xC3");
+    util_utf8_clean(out, sizeof out, "\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80"); /* overlong, surrogate, > U+10FFFF */
+    assert_null(strpbrk(out, "\x80\xa0\xaf\xc0\xed\xf4"));
+    char small[5], mid[6];                        /* a 2-byte character that does not fit is left out whole */
+    util_utf8_clean(small, sizeof small, "abc\xc3\xa9" "d");
+    assert_string_equal(small, "abc");
+    util_utf8_clean(mid, sizeof mid, "ab\xc3\xa9" "d");
+    assert_string_equal(mid, "ab\xc3\xa9" "d");
+    util_utf8_clean(small, sizeof small, "abc\xff");                             /* no room for \xFF */
+    assert_string_equal(small, "abc");
+    util_utf8_clean(out, sizeof out, NULL);
+    assert_string_equal(out, "");
+}
+
 static void test_clocks(void **state)
 {
     (void)state;
@@ -101,6 +126,7 @@ int main(void)
         cmocka_unit_test(test_random_ids),
         cmocka_unit_test(test_base62_uniform),
         cmocka_unit_test(test_grow),
+        cmocka_unit_test(test_utf8_clean),
         cmocka_unit_test(test_clocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
