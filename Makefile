@@ -111,6 +111,7 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@tests/run.sh $(BIN)
 	@$(MAKE) --no-print-directory fuzz-quick
+	@$(MAKE) --no-print-directory soak-quick
 	@$(MAKE) --no-print-directory asan
 
 asan:
@@ -214,3 +215,16 @@ fuzz: deps
 fuzz-quick:
 	@$(MAKE) --no-print-directory fuzz-build
 	@tests/fuzz/run.sh $(FUZZ_O)/bin $(FUZZ_QUICK_SECONDS)
+
+# The reliability battery (tests/soak, see docs/development.md): kill -9 the daemon at random moments while
+# a client works, then check what the client was told against what the database holds. soak: 1000 kills
+# (SOAK_KILLS=N), tens of minutes; soak-quick: 50 kills, about a minute, in `make test`.
+SOAK_KILLS ?= 1000
+.PHONY: soak soak-quick
+soak: all
+	@$(PYTHON) tests/soak/test_check.py
+	@$(PYTHON) tests/soak/soak.py --bin $(BIN) --kills $(SOAK_KILLS)
+
+soak-quick: all
+	@$(PYTHON) tests/soak/test_check.py
+	@$(PYTHON) tests/soak/soak.py --bin $(BIN) --kills 50 --quick --drain-seconds 30

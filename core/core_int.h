@@ -98,6 +98,10 @@ void svc__fine_tuned_name(const db_job *j, const char *arch, char *out, size_t n
 void svc__notify(svc *s, const char *job_id);
 void svc__emit(svc *s, const char *job_id, const char *type, const char *level, json_t *data, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
+/* An event that is not batched (its id is handed out as for any other): the caller commits it with
+ * the row it belongs to and frees e->message and e->data. data: stolen reference or NULL. */
+void svc__event_fill(svc *s, db_event *e, const char *job_id, const char *type, const char *level, json_t *data,
+                     const char *msg);
 int  svc__flush(svc *s);                                 /* commit the batch now */
 void svc__flush_later(svc *s);                           /* within flush_seconds */
 db_status *svc__status_change(svc *s, const char *job_id, enum job_status status);

@@ -58,20 +58,26 @@ void svc__emit(svc *s, const char *job_id, const char *type, const char *level, 
 {
     db_event *e = db_batch_event(&s->batch);
     if (!e) { json_decref(data); LOG(LOG_ERROR, "msg=\"out of memory for an event\" job=%s", job_id); return; }
-    snprintf(e->job_id, sizeof e->job_id, "%.47s", job_id);
-    e->id = next_event_id(s);
-    e->created_at = util_now();
-    e->type = type;
-    e->level = level;
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    svc__event_fill(s, e, job_id, type, level, data, msg);
+    svc__notify(s, job_id);
+}
+
+void svc__event_fill(svc *s, db_event *e, const char *job_id, const char *type, const char *level, json_t *data,
+                     const char *msg)
+{
+    snprintf(e->job_id, sizeof e->job_id, "%.47s", job_id);
+    e->id = next_event_id(s);
+    e->created_at = util_now();
+    e->type = type;
+    e->level = level;
     e->message = strdup(msg);
     e->data = data ? json_dumps(data, JSON_COMPACT) : NULL;
     json_decref(data);
-    svc__notify(s, job_id);
 }
 
 /* While commits fail (a full disk) the batch keeps everything for the retry, so a long outage must not

@@ -166,7 +166,11 @@ static int insert_job(svc *s, const svc_caller *who, const json_t *rawbody, cons
     int rc = (j.method && j.extensions) ? -EEXIST : -ENOMEM;
     for (int tries = 0; tries < 3 && rc == -EEXIST; tries++) {
         if ((rc = util_random_id(j.id, sizeof j.id, "ftjob-")) != 0) break;
-        rc = db_job_insert(s->db, &j);
+        db_event created;          /* committed with the row: no job is ever without its first event */
+        svc__event_fill(s, &created, j.id, "status", "info", json_pack("{s:s}", "status", "queued"), "Job created");
+        rc = created.message ? db_job_insert(s->db, &j, &created) : -ENOMEM;
+        free(created.message);
+        free(created.data);
     }
     free(j.method);
     free(j.extensions);
@@ -225,8 +229,7 @@ int svc_job_create(svc *s, const svc_caller *who, const json_t *rawbody, const c
     if (rc) return rc;
     LOG(LOG_INFO, "msg=\"job created\" job=%s user=%s priority=%d model=%s", id, who->name, priority, spec.arch);
     s->order_valid = 0;
-    svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "queued"), "Job created");
-    svc__flush(s);
+    svc__notify(s, id);
     svc__schedule(s);
     return job_reply(s, NULL, id, out, e);
 }

@@ -307,10 +307,14 @@ static void on_succeeded(svc *s, run *r, const db_job *j, const exec_done *d)
         r->final_acc = d->res.final_valid_accuracy;
     }
     progress_row(s, r);
-    svc__emit(s, id, "status", "info",
-              json_pack("{s:s, s:s, s:o, s:o}", "status", "succeeded", "fine_tuned_model", model,
-                        "best_valid_accuracy", jreal(r->best_acc), "final_valid_accuracy", jreal(r->final_acc)),
-              "Job succeeded: %s", model);
+    /* A pause (or a pause and a resume) that came during the last step: the trainer had nothing left to
+     * checkpoint for and finished. The work is done, so the job succeeds from paused/queued; the event says so. */
+    json_t *data = json_pack("{s:s, s:s, s:o, s:o}", "status", "succeeded", "fine_tuned_model", model,
+                             "best_valid_accuracy", jreal(r->best_acc), "final_valid_accuracy", jreal(r->final_acc));
+    int late = j->status != JOB_RUNNING;
+    if (late && data) json_object_set_new(data, "finished_before_stop", json_true());
+    svc__emit(s, id, "status", "info", data, "Job succeeded: %s%s", model,
+              late ? " (it finished its last step before the pause took effect)" : "");
     LOG(LOG_INFO, "msg=\"job succeeded\" job=%s model=%s", id, model);
 }
 

@@ -51,9 +51,11 @@ typedef struct db_job {
 
 void db_job_clear(db_job *j); /* frees the heap strings, zeroes the row */
 
-/* Insert a new job (created durable on return). -EEXIST if id or idem_key is taken, -EINVAL if the
- * status is not a job_status name. */
-int db_job_insert(db *d, const db_job *j);
+/* Insert a new job and, when first is not NULL, its first event, in one transaction (durable on
+ * return: a crash never leaves a job without its creation event). -EEXIST if id or idem_key is taken,
+ * -EINVAL if the status is not a job_status name, -ENOSPC when the disk is full. */
+struct db_event;
+int db_job_insert(db *d, const db_job *j, const struct db_event *first);
 int db_job_get(db *d, const char *id, db_job *out);                /* OUT: caller clears */
 int db_job_find_idem(db *d, const char *idem_key, db_job *out);   /* -ENOENT if none */
 typedef int (*db_job_fn)(void *ud, const db_job *j);              /* non-zero stops the walk */

@@ -68,7 +68,7 @@ static int read_job(sqlite3_stmt *st, db_job *j)
     return 0;
 }
 
-int db_job_insert(db *d, const db_job *j)
+int db_job_insert(db *d, const db_job *j, const db_event *first)
 {
     const char *status = job_status_name(j->status);
     if (!status) return -EINVAL; /* the CHECK would say -EEXIST below */
@@ -97,10 +97,15 @@ int db_job_insert(db *d, const db_job *j)
     db__bind_text(st, 18, j->owner[0] ? j->owner : NULL);
     sqlite3_bind_int(st, 19, j->priority);
     sqlite3_bind_int(st, 20, j->threads > 0 ? j->threads : 1);
+    if (db__begin(d, NULL, 0)) { sqlite3_finalize(st); return sqlite3_errcode(d->h) == SQLITE_FULL ? -ENOSPC : -EIO; }
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    if (rc == SQLITE_CONSTRAINT) return -EEXIST;
-    return rc == SQLITE_DONE ? 0 : rc == SQLITE_FULL ? -ENOSPC : -EIO; /* -ENOSPC: the disk is full */
+    int out = rc == SQLITE_DONE ? 0 : rc == SQLITE_CONSTRAINT ? -EEXIST : rc == SQLITE_FULL ? -ENOSPC : -EIO;
+    if (out == 0 && first && db__events_write(d, first, 1) != 0)
+        out = sqlite3_errcode(d->h) == SQLITE_FULL ? -ENOSPC : -EIO;
+    if (out == 0 && db__commit(d, NULL, 0) != 0) out = sqlite3_errcode(d->h) == SQLITE_FULL ? -ENOSPC : -EIO;
+    if (out) db__rollback(d);
+    return out;                    /* -ENOSPC: the disk is full */
 }
 
 static int job_by(db *d, const char *where, const char *key, db_job *out)

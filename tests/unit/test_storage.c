@@ -134,14 +134,14 @@ static void test_jobs_insert_get_idem(void **state)
     db_fixture *f = *state;
     db_job j, got;
     new_job(&j, "ftjob-1", "key-1");
-    assert_int_equal(db_job_insert(f->d, &j), 0);
-    assert_int_equal(db_job_insert(f->d, &j), -EEXIST);          /* same id */
+    assert_int_equal(db_job_insert(f->d, &j, NULL), 0);
+    assert_int_equal(db_job_insert(f->d, &j, NULL), -EEXIST);          /* same id */
     new_job(&j, "ftjob-2", "key-1");
-    assert_int_equal(db_job_insert(f->d, &j), -EEXIST);          /* same idempotency key */
+    assert_int_equal(db_job_insert(f->d, &j, NULL), -EEXIST);          /* same idempotency key */
     new_job(&j, "ftjob-2", NULL);
-    assert_int_equal(db_job_insert(f->d, &j), 0);                /* NULL keys do not collide */
+    assert_int_equal(db_job_insert(f->d, &j, NULL), 0);                /* NULL keys do not collide */
     new_job(&j, "ftjob-3", NULL);
-    assert_int_equal(db_job_insert(f->d, &j), 0);
+    assert_int_equal(db_job_insert(f->d, &j, NULL), 0);
 
     assert_int_equal(db_job_get(f->d, "ftjob-1", &got), 0);
     assert_int_equal(got.status, JOB_QUEUED);
@@ -160,7 +160,7 @@ static void test_jobs_insert_get_idem(void **state)
 
     new_job(&j, "ftjob-4", NULL);
     j.status = JOB_STATUS_COUNT;        /* not a status */
-    assert_int_equal(db_job_insert(f->d, &j), -EINVAL);         /* not a job_status name */
+    assert_int_equal(db_job_insert(f->d, &j, NULL), -EINVAL);         /* not a job_status name */
     assert_int_equal(db_job_get(f->d, "ftjob-4", &got), -ENOENT);
 }
 
@@ -177,7 +177,7 @@ static void test_jobs_list_pages_newest_first(void **state)
     db_fixture *f = *state;
     db_job j;
     const char *names[] = {"ftjob-a", "ftjob-b", "ftjob-c"};
-    for (int i = 0; i < 3; i++) { new_job(&j, names[i], NULL); assert_int_equal(db_job_insert(f->d, &j), 0); }
+    for (int i = 0; i < 3; i++) { new_job(&j, names[i], NULL); assert_int_equal(db_job_insert(f->d, &j, NULL), 0); }
     ids x = {.n = 0};
     int more;
     assert_int_equal(db_job_list(f->d, NULL, NULL, 2, collect_job, &x, &more), 0);
@@ -243,7 +243,7 @@ static void test_batch_round_trip(void **state)
     db_fixture *f = *state;
     db_job j;
     new_job(&j, "ftjob-1", NULL);
-    assert_int_equal(db_job_insert(f->d, &j), 0);
+    assert_int_equal(db_job_insert(f->d, &j, NULL), 0);
     db_batch b = {0};
     db_status *s = db_batch_status(&b);
     snprintf(s->job_id, sizeof s->job_id, "ftjob-1");
@@ -370,9 +370,9 @@ static void test_requeue_running(void **state)
     db_job j;
     new_job(&j, "ftjob-1", NULL);
     j.status = JOB_RUNNING;
-    assert_int_equal(db_job_insert(f->d, &j), 0);
+    assert_int_equal(db_job_insert(f->d, &j, NULL), 0);
     new_job(&j, "ftjob-2", NULL);
-    assert_int_equal(db_job_insert(f->d, &j), 0);
+    assert_int_equal(db_job_insert(f->d, &j, NULL), 0);
     char v[4][DB_ID_MAX];
     int n;
     assert_int_equal(db_job_ids_by_status(f->d, JOB_RUNNING, 4, v, &n), 0);
@@ -492,7 +492,7 @@ static void test_status_check_matches_table(void **state)
         snprintf(id, sizeof id, "ftjob-s%d", i);
         new_job(&j, id, NULL);
         j.status = (enum job_status)i;
-        assert_int_equal(db_job_insert(f->d, &j), 0);
+        assert_int_equal(db_job_insert(f->d, &j, NULL), 0);
     }
     assert_int_equal(sqlite3_exec(h, "UPDATE jobs SET status = 'validating_files' WHERE id = 'ftjob-s0'", NULL, NULL,
                                   NULL), SQLITE_CONSTRAINT);
@@ -507,7 +507,7 @@ static void test_batch_model_row(void **state)
     db_fixture *f = *state;
     db_job j;
     new_job(&j, "ftjob-1", NULL);
-    assert_int_equal(db_job_insert(f->d, &j), 0);
+    assert_int_equal(db_job_insert(f->d, &j, NULL), 0);
     char err[256];
     db_batch b = {0};
 
@@ -700,7 +700,7 @@ static void test_upgrade_from_v1(void **state)
     assert_int_equal(raw_int(h, "SELECT seq FROM sqlite_sequence WHERE name = 'jobs'"), 3);
     assert_int_equal(raw_int(h, "SELECT count(*) FROM sqlite_sequence WHERE name = 'jobs_new'"), 0);
     new_job(&j, "ftjob-new", NULL);
-    assert_int_equal(db_job_insert(d, &j), 0);
+    assert_int_equal(db_job_insert(d, &j, NULL), 0);
     assert_int_equal(db_job_get(d, "ftjob-new", &j), 0);
     assert_int_equal(j.seq, 4);
     db_job_clear(&j);
@@ -715,7 +715,7 @@ static void test_upgrade_from_v1(void **state)
                      SQLITE_CONSTRAINT);
     new_job(&j, "ftjob-bad", NULL);
     j.status = JOB_STATUS_COUNT;        /* not a status */
-    assert_int_equal(db_job_insert(d, &j), -EINVAL);
+    assert_int_equal(db_job_insert(d, &j, NULL), -EINVAL);
     assert_int_equal(db_job_get(d, "ftjob-old2", &j), 0);
     assert_int_equal(j.status, JOB_QUEUED);
     db_job_clear(&j);
