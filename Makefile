@@ -166,3 +166,9 @@ clean:
 	rm -rf build bin
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# Slow clients against the connection policy: trickling headers and unread event streams from 127.0.0.1
+# while legitimate requests are timed (p50/p99, failures, daemon RSS, CPU model). Not part of test.
+.PHONY: bench-http
+bench-http: all
+	@$(PYTHON) bench/slowclient.py --bin $(BIN)
