@@ -228,3 +228,9 @@ soak: all
 soak-quick: all
 	@$(PYTHON) tests/soak/test_check.py
 	@$(PYTHON) tests/soak/soak.py --bin $(BIN) --kills 50 --quick --drain-seconds 30
+
+# Slow clients against the connection policy: trickling headers and unread event streams from 127.0.0.1
+# while legitimate requests are timed (p50/p99, failures, daemon RSS, CPU model). Not part of test.
+.PHONY: bench-http
+bench-http: all
+	@$(PYTHON) bench/slowclient.py --bin $(BIN)

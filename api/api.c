@@ -2,7 +2,9 @@
  * helpers. Loop thread only. A request is handled in three phases (MHD's access-handler protocol):
  * headers (match the route once, allocate the request state, settle identity), body chunks (accumulate
  * JSON up to a limit, or stream a multipart upload to a temp file), then dispatch to the route's handler.
- * Bodies over the limit are drained and answered 413, so the client always reads a reply.
+ * A declared Content-Length over the limit, or a Transfer-Encoding MHD cannot read, is answered with the
+ * headers, before any body is read (waiting for such a body would only hold the connection). A chunked
+ * body that outgrows the limit is drained and answered 413, so the client always reads a reply.
  * Identity is settled in the headers phase: over the Unix socket from the peer's uid (SO_PEERCRED),
  * over TCP from `Authorization: Bearer`. Only public routes (/healthz, the dashboard's files) skip it;
  * everything else answers 401 without a valid identity (after draining the body, never storing it).
@@ -216,6 +218,33 @@ static enum MHD_Result dispatch(api__call *c)
     return q->m.row->fn(c);
 }
 
+#define UPLOAD_FRAMING (64 * 1024) /* multipart boundaries and the purpose field around the file's bytes */
+
+/* Headers phase: a body this request can never have is refused now. *answered = 1 when a reply was queued. */
+static enum MHD_Result refuse_body(api_ctx *a, struct MHD_Connection *conn, const char *url, const char *method,
+                                   req *q, int *answered)
+{
+    api__call c = {.a = a, .conn = conn, .q = q, .url = url, .method = method};
+    const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    int upload = q->m.row && (q->m.row->flags & API__UPLOAD);
+    unsigned long long max = upload ? (unsigned long long)svc_upload_limit(a->svc) + UPLOAD_FRAMING : a->lim.json_body_max;
+    unsigned long long declared = cl ? strtoull(cl, NULL, 10) : 0; /* MHD answers 400 to a malformed one */
+    enum MHD_Result ret = MHD_YES;
+    *answered = 1;
+    if (te && strcasecmp(te, "chunked") != 0)
+        ret = api__fail(&c, SVC_EINVAL, "unsupported_transfer_encoding", "Transfer-Encoding",
+                        "Transfer-Encoding '%.40s' is not supported: send Content-Length or chunked", te);
+    else if (declared > max && upload)
+        ret = api__fail(&c, SVC_ETOOLARGE, NULL, "file", "the upload is larger than %lld bytes", svc_upload_limit(a->svc));
+    else if (declared > max)
+        ret = api__fail(&c, SVC_ETOOLARGE, NULL, NULL, "the request body is larger than %zu bytes", a->lim.json_body_max);
+    else
+        *answered = 0;
+    q->status = c.status;
+    return ret;
+}
+
 static enum MHD_Result headers(api_ctx *a, struct MHD_Connection *conn, const char *url, const char *method,
                                void **con_cls)
 {
@@ -228,6 +257,8 @@ static enum MHD_Result headers(api_ctx *a, struct MHD_Connection *conn, const ch
     q->route = api__route_label(&q->m);
     snprintf(q->method, sizeof q->method, "%s", method);
     *con_cls = q;
+    enum MHD_Result ret = refuse_body(a, conn, url, method, q, &q->answered);
+    if (q->answered) return ret;
     int public_route = api__route_access(&q->m) == API__PUBLIC;
     if (!public_route) identify(a, conn, q);
     if (!public_route && !q->authed) {
@@ -277,6 +308,10 @@ enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *u
     (void)version;
     req *q = *con_cls;
     if (!q) return headers(a, conn, url, method, con_cls);
+    if (q->answered) { /* whatever MHD still hands over of the refused body is dropped */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
     if (*upload_data_size != 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
@@ -320,6 +355,7 @@ int api_new(api_ctx **out, uv_loop_t *loop, svc *s, const api_limits *lim, const
     a->loop = loop;
     a->svc = s;
     a->lim = *lim;
+    if (a->lim.max_streams <= 0) a->lim.max_streams = API_MAX_STREAMS;
     a->web.web_root = lim->web_root;
     a->version = version;
     a->started_at = (long long)time(NULL);

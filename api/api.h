@@ -8,10 +8,13 @@
 #include <microhttpd.h>
 #include <uv.h>
 
+#define API_MAX_STREAMS 256
+
 typedef struct api_limits {
     size_t json_body_max;        /* bytes of a JSON request body (413 above) */
     int json_depth_max;          /* nesting of a JSON request body (400 above) */
     double sse_heartbeat_s;      /* comment line on idle streams, also how fast a gone client is noticed */
+    int max_streams;             /* open event streams at most (503 too_many_streams past it); 0 = API_MAX_STREAMS */
     const char *web_root;        /* the dashboard's files (api/static.h); borrowed; NULL = "web" */
 } api_limits;
 

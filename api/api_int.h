@@ -120,6 +120,7 @@ typedef struct req {
     char *body;
     size_t len, cap, received;
     int too_large;
+    int answered;         /* a response was queued with the headers: the rest of the request is dropped */
     /* uploads */
     struct MHD_PostProcessor *pp;
     int fd;

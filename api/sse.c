@@ -3,11 +3,19 @@
  * from svc_stream_poll; with nothing to send it suspends the connection. The service's listener (a job
  * has new events) or the heartbeat timer resumes it. MHD is never re-entered from here: resuming is
  * allowed anywhere, and the MHD run that follows is deferred to a zero-delay timer (arm_kick).
- * A stream that cannot grow its buffer or poll the service ends; it never reports errors otherwise. */
+ * A stream that cannot grow its buffer or poll the service ends; it never reports errors otherwise.
+ * Streams are capped (max-streams, answered 503 past it) apart from API requests, so dashboards cannot take
+ * every connection; and a stream whose client stopped reading is cut: MHD asks for more (sse_read) only once
+ * what it wrote has gone into the socket, so a stream not suspended that has not been asked for
+ * 3 heartbeats is stuck behind a client that reads nothing. Its socket's send buffer is kept small, so such
+ * a client holds little kernel memory and is found out after little data. */
 #include "api/api_int.h"
+#include "common/log.h"
+#include "common/util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 struct sse {
     api_ctx *a;
@@ -17,7 +25,8 @@ struct sse {
     long long last;
     char *buf;
     size_t len, off, cap;
-    int suspended, ended, heartbeat;
+    int suspended, ended, heartbeat, cut;
+    double last_read;   /* util_mono() of MHD's last call to sse_read */
     sse *prev, *next;
 };
 
@@ -89,6 +98,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
     sse *x = cls;
+    x->last_read = util_mono();
     if (x->off == x->len) {
         x->off = x->len = 0;
         if (!x->ended) sse_fill(x);
@@ -132,10 +142,32 @@ void api__sse_on_job_event(void *ud, const char *job_id)
     if (any) arm_kick(a);
 }
 
+static int conn_fd(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *fi = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return fi ? fi->connect_fd : -1;
+}
+
+/* Drop what is queued for a client that does not read (linger 0: no orphaned socket keeps it) and shut the
+ * socket: MHD's next write fails and closes the connection, which frees the stream. */
+static void cut(sse *x)
+{
+    int fd = conn_fd(x->conn);
+    x->cut = 1;
+    LOG(LOG_INFO, "msg=\"cut an event stream whose client stopped reading\" job=%s user=\"%s\"", x->job_id, x->who.name);
+    if (fd < 0) return;
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg); /* best effort: shutdown below cuts it either way */
+    shutdown(fd, SHUT_RDWR);
+}
+
 void api__sse_on_heartbeat(uv_timer_t *t)
 {
     api_ctx *a = t->data;
+    double now = util_mono(), stall = 3 * a->lim.sse_heartbeat_s;
+    if (stall < 1) stall = 1;
     for (sse *x = a->streams; x; x = x->next) {
+        if (!x->suspended && !x->cut && now - x->last_read > stall) cut(x);
         x->heartbeat = 1;
         resume(x);
     }
@@ -167,12 +199,17 @@ enum MHD_Result api__sse_start(api__call *c, const char *job_id)
         return api__fail(c, SVC_EINVAL, "invalid_value", "Last-Event-ID", "Last-Event-ID must be an event id");
     if (!lei && after && api__event_id(after, &last) != 0)
         return api__fail(c, SVC_EINVAL, "invalid_value", "after", "after must be an event id");
+    if (a->n_streams >= a->lim.max_streams)
+        return api__fail(c, SVC_EUNAVAILABLE, "too_many_streams", NULL,
+                         "%d event streams are open, the most this daemon serves (max-streams): retry later,"
+                         " or read pages of GET %s without Accept: text/event-stream", a->n_streams, c->url);
     sse *x = calloc(1, sizeof *x);
     if (!x) return MHD_NO;
     x->a = a;
     x->conn = c->conn;
     x->who = *who;
     x->last = last;
+    x->last_read = util_mono();
     snprintf(x->job_id, sizeof x->job_id, "%.63s", job_id);
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, x, sse_free);
     if (!r) { free(x); return MHD_NO; }
@@ -180,6 +217,9 @@ enum MHD_Result api__sse_start(api__call *c, const char *job_id)
     if (a->streams) a->streams->prev = x;
     a->streams = x;
     a->n_streams++;
+    /* 32 KiB (the kernel doubles it) holds many events, and stops autotuning growing it to megabytes */
+    int fd = conn_fd(c->conn), sndbuf = 32 * 1024;
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf); /* best effort */
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-cache");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");

@@ -10,15 +10,34 @@
 
 typedef struct httpd httpd;
 
+/* The connection policy of one listener (docs/operations.md, "Connections"). Every field: 0 = the default.
+ * A connection must finish its request line and headers within header_timeout_s of connecting (or of the
+ * end of its previous request: an idle keep-alive connection is closed then too); a body must then arrive
+ * at body_min_rate bytes/s on average after a grace of header_timeout_s. Either is cut when late. At most
+ * max_connections are open: a newcomer past it evicts the oldest connection still in its headers (a
+ * trickler, an idle keep-alive), and is itself refused only when every other one is past its headers. */
+typedef struct httpd_limits {
+    double header_timeout_s;   /* default HTTPD_HEADER_TIMEOUT_S */
+    double body_min_rate;      /* bytes per second; default HTTPD_BODY_MIN_RATE */
+    int max_connections;       /* default HTTPD_MAX_CONNECTIONS */
+} httpd_limits;
+
+#define HTTPD_HEADER_TIMEOUT_S 10.0
+#define HTTPD_BODY_MIN_RATE 1024.0
+#define HTTPD_MAX_CONNECTIONS 1024
+
 /* The MHD access handler (see MHD_AccessHandlerCallback) and request-completed callback (may be NULL);
- * cls is passed to both. tls_cert/tls_key: PEM text (borrowed, kept by MHD's copy) for HTTPS, or NULL. */
+ * cls is passed to both. tls_cert/tls_key: PEM text (borrowed, kept by MHD's copy) for HTTPS, or NULL.
+ * lim: the connection policy (copied; NULL = every default). The first start raises the open-files soft
+ * limit to the hard limit (logged), since each connection is a descriptor. */
 int  httpd_start(httpd **out, uv_loop_t *loop, const char *host, int port, const char *tls_cert, const char *tls_key,
-                 MHD_AccessHandlerCallback handler, MHD_RequestCompletedCallback completed, void *cls,
+                 const httpd_limits *lim, MHD_AccessHandlerCallback handler, MHD_RequestCompletedCallback completed, void *cls,
                  char *err, size_t errlen);
 /* The same server on a Unix stream socket at path (mode 0666: who may connect is decided per request
  * from the peer's uid). A stale socket file is replaced; a live one (another daemon answers) is an
- * error. The file is removed by httpd_stop. */
-int  httpd_start_unix(httpd **out, uv_loop_t *loop, const char *path,
+ * error. The file is removed by httpd_stop. It is a listener of its own, with its own connection budget:
+ * a flood of TCP connections never takes the socket's room. */
+int  httpd_start_unix(httpd **out, uv_loop_t *loop, const char *path, const httpd_limits *lim,
                       MHD_AccessHandlerCallback handler, MHD_RequestCompletedCallback completed, void *cls,
                       char *err, size_t errlen);
 /* 1 when this libmicrohttpd can serve HTTPS. */

@@ -32,6 +32,7 @@ typedef struct daemon_opts {
     int port;
     svc_config svc;
     api_limits lim;
+    httpd_limits http;          /* 0 = httpd's defaults */
     int workers_set, threads_set, cores_set;
     char web_root[1024];
     char socket_path[108];      /* "" = DATA_DIR/coretuned.sock; "none" = no socket */
@@ -127,6 +128,41 @@ static int set_heartbeat(daemon_opts *o, const char *v)
     double x = strtod(v, &end);
     if (!*v || *end || !(x >= 0.05 && x <= 3600)) return -1;
     o->lim.sse_heartbeat_s = x;
+    return 0;
+}
+
+static int parse_seconds(const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || !(x >= lo && x <= hi)) return -1;
+    *out = x;
+    return 0;
+}
+
+static int set_header_timeout(daemon_opts *o, const char *v) { return parse_seconds(v, 0.5, 3600, &o->http.header_timeout_s); }
+
+static int set_body_min_rate(daemon_opts *o, const char *v)
+{
+    long x;
+    if (parse_int(v, 1, 1L << 30, &x)) return -1;
+    o->http.body_min_rate = (double)x;
+    return 0;
+}
+
+static int set_max_connections(daemon_opts *o, const char *v)
+{
+    long x;
+    if (parse_int(v, 8, 1L << 20, &x)) return -1;
+    o->http.max_connections = (int)x;
+    return 0;
+}
+
+static int set_max_streams(daemon_opts *o, const char *v)
+{
+    long x;
+    if (parse_int(v, 1, 1L << 20, &x)) return -1;
+    o->lim.max_streams = (int)x;
     return 0;
 }
 
@@ -257,7 +293,11 @@ static const struct optdef {
     {"dataset-root", "DIR", "", "a directory whose files jobs may name by absolute path (repeatable; no '..', no symlinks out)", set_dataset_root},
     {"checkpoint-seconds", "S", "300", "checkpoint running jobs every S seconds besides every epoch", set_checkpoint},
     {"max-upload-mb", "MB", "512", "largest POST /v1/files upload", set_upload_mb},
-    {"sse-heartbeat", "SECONDS", "15", "comment line on idle event streams", set_heartbeat},
+    {"sse-heartbeat", "SECONDS", "15", "comment line on idle event streams; a stream whose client reads nothing for 3 heartbeats (at least 1 s) is cut", set_heartbeat},
+    {"header-timeout", "SECONDS", "10", "a connection must send its request line and headers within this of connecting or of its previous request's end (so also closes idle keep-alive connections); bodies get it as a grace", set_header_timeout},
+    {"body-min-rate", "BYTES", "1024", "after the grace, a request body must average at least BYTES per second or the connection is cut", set_body_min_rate},
+    {"max-connections", "N", "1024", "open connections per listener (TCP, the Unix socket); a newcomer past it evicts the oldest still sending its headers", set_max_connections},
+    {"max-streams", "N", "256", "open event streams in all, kept well below max-connections; the next one is answered 503 too_many_streams (API requests are not counted)", set_max_streams},
     {"web-root", "DIR", "web", "the dashboard's files, served at /", set_web_root},
     {"log-level", "LEVEL", "info", "debug, info, warn or error", set_log_level},
 };
@@ -381,6 +421,12 @@ static int validate(daemon_opts *o)
     if (o->svc.threads_per_job > cores) {
         fprintf(stderr, "coretuned: threads-per-job %d is more than the %d cores available (workers %d)\n",
                 o->svc.threads_per_job, cores, o->svc.workers);
+        bad = 1;
+    }
+    int max_conn = o->http.max_connections > 0 ? o->http.max_connections : HTTPD_MAX_CONNECTIONS;
+    int max_streams = o->lim.max_streams > 0 ? o->lim.max_streams : API_MAX_STREAMS;
+    if (max_streams >= max_conn) { /* streams must leave room for API requests */
+        fprintf(stderr, "coretuned: max-streams %d must be below max-connections %d\n", max_streams, max_conn);
         bad = 1;
     }
     if (!!o->tls_cert[0] != !!o->tls_key[0]) {
@@ -679,9 +725,11 @@ int main(int argc, char **argv)
     }
     int ok = api_new(&d.api, d.loop, d.svc, &o.lim, CORETUNED_VERSION, kick_http, &d) == 0;
     if (!ok) snprintf(err, sizeof err, "out of memory");
-    ok = ok && httpd_start(&d.http, d.loop, o.host, o.port, cert, key, api_handle, api_completed, d.api, err, sizeof err) == 0;
+    ok = ok && httpd_start(&d.http, d.loop, o.host, o.port, cert, key, &o.http, api_handle, api_completed, d.api, err,
+                           sizeof err) == 0;
     ok = ok && (!strcmp(o.socket_path, "none") ||
-                httpd_start_unix(&d.unix_http, d.loop, o.socket_path, api_handle, api_completed, d.api, err, sizeof err) == 0);
+                httpd_start_unix(&d.unix_http, d.loop, o.socket_path, &o.http, api_handle, api_completed, d.api, err,
+                                 sizeof err) == 0);
     if (key) memset(key, 0, strlen(key));
     free(cert); free(key);
     if (ok && bootstrap(&d, &o) != 0) { ok = 0; snprintf(err, sizeof err, "bootstrap failed"); }
