@@ -79,7 +79,7 @@ struct httpd {
     hlist waiting, bodies;
     int live;                             /* connections open and not cut */
     lingerer *lingering;
-    int n_lingering;
+    int n_lingering;           /* lingering closes open, those whose uv_close is under way included */
     unsigned long long late_headers, slow_bodies, evicted, refused; /* cut since the last report */
     double reported;
     double mhd_logged;                    /* when MHD's last message was logged */
@@ -177,6 +177,7 @@ static void on_linger_closed(uv_handle_t *hd)
     httpd *h = l->h;
     close(l->fd);
     free(l);
+    h->n_lingering--;  /* counted until here: httpd_stop waits for closes already under way too */
     free_if_closed(h);
 }
 
@@ -186,7 +187,6 @@ static void linger_end(lingerer *l)
     if (l->prev) l->prev->next = l->next;
     else h->lingering = l->next;
     if (l->next) l->next->prev = l->prev;
-    h->n_lingering--;
     uv_close((uv_handle_t *)&l->poll, on_linger_closed);
 }
 
