@@ -53,7 +53,7 @@ class CLITest(unittest.TestCase):
                            env=env or self.env(), timeout=timeout, cwd=cwd or self.tmp)
         msg = f"coretune {' '.join(args)} -> {p.returncode}\nstdout: {p.stdout[-2000:]}\nstderr: {p.stderr[-2000:]}"
         if SANITIZED:
-            for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            for bad in ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer", "runtime error:"):
                 self.assertNotIn(bad, p.stderr, msg)
         if want is not None:
             self.assertEqual(p.returncode, want, msg)

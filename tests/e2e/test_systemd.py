@@ -130,7 +130,10 @@ class OptionsTest(unittest.TestCase):
             self.skipTest("make is not installed")
         tmp = tempfile.mkdtemp(prefix="coretuned-install-")
         try:
-            san = ["O=build/asan", "SAN=1"] if os.environ.get("CT_SANITIZED") == "1" else []
+            # the same build as the binaries under test (BIN = build/asan/bin, build/tsan/bin or bin), so that
+            # install finds them up to date and never relinks them with other objects
+            flavor = os.path.basename(os.path.dirname(os.path.abspath(BIN)))
+            san = {"asan": ["O=build/asan", "SAN=1"], "tsan": ["O=build/tsan", "TSAN=1"]}.get(flavor, [])
             p = subprocess.run(["make", "-s", "--no-print-directory", "install", f"DESTDIR={tmp}", "PREFIX=/usr",
                                 f"BIN={os.path.abspath(BIN)}", *san], cwd=ROOT, capture_output=True, text=True,
                                timeout=600)
