@@ -167,7 +167,7 @@ static int insert_job(svc *s, const svc_caller *who, const json_t *rawbody, cons
     for (int tries = 0; tries < 3 && rc == -EEXIST; tries++) {
         if ((rc = util_random_id(j.id, sizeof j.id, "ftjob-")) != 0) break;
         db_event created;          /* committed with the row: no job is ever without its first event */
-        svc__event_fill(s, &created, j.id, "status", "info", json_pack("{s:s}", "status", "queued"), "Job created");
+        svc__event_fill(s, &created, j.id, "status", "info", json_pack("{s:s}", "status", job_status_name(JOB_QUEUED)), "Job created");
         rc = created.message ? db_job_insert(s->db, &j, &created) : -ENOMEM;
         free(created.message);
         free(created.data);
@@ -339,7 +339,7 @@ int svc_job_cancel(svc *s, const svc_caller *who, const char *id, svc_job *out, 
     if (r) svc__stop_run(s, r, TR_STOP_CANCEL); /* the trainer stops within one step */
     db_status *c = svc__status_change(s, id, JOB_CANCELLED);
     if (c) c->finished_at = util_now();
-    svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "cancelled"), "Job cancelled");
+    svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", job_status_name(JOB_CANCELLED)), "Job cancelled");
     LOG(LOG_INFO, "msg=\"job cancelled\" job=%s", id);
     return commit_and_reply(s, id, 0, out, e);
 }
@@ -354,8 +354,8 @@ int svc_job_pause(svc *s, const svc_caller *who, const char *id, svc_job *out, s
     run *r = svc__find_run(s, id);
     if (r) svc__stop_run(s, r, TR_STOP_CHECKPOINT);
     svc__status_change(s, id, JOB_PAUSED);
-    if (!r) svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "paused"), "Job paused");
-    else svc__emit(s, id, "message", "info", json_pack("{s:s}", "status", "paused"), "Pausing: writing a checkpoint");
+    if (!r) svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", job_status_name(JOB_PAUSED)), "Job paused");
+    else svc__emit(s, id, "message", "info", json_pack("{s:s}", "status", job_status_name(JOB_PAUSED)), "Pausing: writing a checkpoint");
     return commit_and_reply(s, id, 0, out, e);
 }
 
@@ -372,7 +372,7 @@ int svc_job_resume(svc *s, const svc_caller *who, const char *id, svc_job *out, 
     db_job_clear(&j);
     if (rc) return rc;
     svc__status_change(s, id, JOB_QUEUED);
-    svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "queued"),
+    svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", job_status_name(JOB_QUEUED)),
               "Job resumed: queued to continue from its checkpoint");
     return commit_and_reply(s, id, 1, out, e);
 }

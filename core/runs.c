@@ -29,7 +29,7 @@ static void fail_job_now(svc *s, const char *id, const char *code, const char *m
     }
     svc__emit(s, id, "error", "error", json_pack("{s:s, s:s}", "code", code, "message", message), "Job failed: %s",
               message);
-    svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "failed"), "Job failed");
+    svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", job_status_name(JOB_FAILED)), "Job failed");
     svc__flush(s);
 }
 
@@ -113,7 +113,7 @@ void svc__start_job(svc *s, const char *id)
     } else {
         db_status *c = svc__status_change(s, id, JOB_RUNNING);
         if (c && j.started_at <= 0) c->started_at = util_now();
-        svc__emit(s, id, "status", "info", json_pack("{s:s, s:b}", "status", "running", "resumed", resume),
+        svc__emit(s, id, "status", "info", json_pack("{s:s, s:b}", "status", job_status_name(JOB_RUNNING), "resumed", resume),
                   resume ? "Job resumed from its last checkpoint" : "Job started");
         svc__flush(s);
         run_link(s, r);
@@ -266,18 +266,18 @@ static void on_stopped(svc *s, run *r, const db_job *j, const exec_done *d)
 {
     const char *id = r->job_id;
     if (j->status == JOB_PAUSED) {
-        svc__emit(s, id, "status", "info", json_pack("{s:s, s:i}", "status", "paused", "step", d->res.steps_done),
+        svc__emit(s, id, "status", "info", json_pack("{s:s, s:i}", "status", job_status_name(JOB_PAUSED), "step", d->res.steps_done),
                   "Job paused at step %d; checkpoint written", d->res.steps_done);
     } else if (j->status == JOB_RUNNING && r->preempting && !s->stopping) {
         db_status *c = svc__status_change(s, id, JOB_QUEUED);
         if (c) c->preempted = 1;
         svc__emit(s, id, "status", "info",
-                  json_pack("{s:s, s:i, s:b}", "status", "queued", "step", d->res.steps_done, "preempted", 1),
+                  json_pack("{s:s, s:i, s:b}", "status", job_status_name(JOB_QUEUED), "step", d->res.steps_done, "preempted", 1),
                   "Preempted: checkpointed at step %d and requeued at the front of its user's queue",
                   d->res.steps_done);
     } else if (j->status == JOB_RUNNING) { /* daemon shutdown */
         svc__status_change(s, id, JOB_QUEUED);
-        svc__emit(s, id, "status", "info", json_pack("{s:s, s:i}", "status", "queued", "step", d->res.steps_done),
+        svc__emit(s, id, "status", "info", json_pack("{s:s, s:i}", "status", job_status_name(JOB_QUEUED), "step", d->res.steps_done),
                   "Daemon stopping: checkpointed at step %d, the job resumes on restart", d->res.steps_done);
     } /* queued: resumed while stopping; the scheduler picks it up again */
 }
@@ -309,7 +309,7 @@ static void on_succeeded(svc *s, run *r, const db_job *j, const exec_done *d)
     progress_row(s, r);
     /* A pause (or a pause and a resume) that came during the last step: the trainer had nothing left to
      * checkpoint for and finished. The work is done, so the job succeeds from paused/queued; the event says so. */
-    json_t *data = json_pack("{s:s, s:s, s:o, s:o}", "status", "succeeded", "fine_tuned_model", model,
+    json_t *data = json_pack("{s:s, s:s, s:o, s:o}", "status", job_status_name(JOB_SUCCEEDED), "fine_tuned_model", model,
                              "best_valid_accuracy", jreal(r->best_acc), "final_valid_accuracy", jreal(r->final_acc));
     int late = j->status != JOB_RUNNING;
     if (late && data) json_object_set_new(data, "finished_before_stop", json_true());
@@ -342,7 +342,7 @@ static void sink_done(void *ud, const char *job_id, const exec_done *d)
         if (c) { c->finished_at = util_now(); svc__set_error(c, code, d->err, NULL); }
         svc__emit(s, id, "error", "error", json_pack("{s:s, s:s}", "code", code, "message", d->err),
                   "Training failed: %s", d->err);
-        svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", "failed"), "Job failed");
+        svc__emit(s, id, "status", "info", json_pack("{s:s}", "status", job_status_name(JOB_FAILED)), "Job failed");
         LOG(LOG_WARN, "msg=\"job failed\" job=%s err=\"%s\"", id, d->err);
     } else if (d->res.stopped) {
         on_stopped(s, r, &j, d);

@@ -118,7 +118,7 @@ static int recover_running(svc *s, char *err, size_t errlen)
             if (svc__find_run(s, ids[i])) continue;
             if (svc__adopt_run(s, ids[i]) == 0) continue;
             svc__status_change(s, ids[i], JOB_QUEUED);
-            svc__emit(s, ids[i], "status", "warn", json_pack("{s:s}", "status", "queued"),
+            svc__emit(s, ids[i], "status", "warn", json_pack("{s:s}", "status", job_status_name(JOB_QUEUED)),
                       "Daemon restarted: job requeued to resume from its last checkpoint");
             LOG(LOG_INFO, "msg=\"requeued after restart\" job=%s", ids[i]);
             requeued++;
