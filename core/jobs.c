@@ -298,6 +298,8 @@ static void audit_if_admin_action(svc *s, const svc_caller *who, const db_job *j
 }
 
 /* The job if it may move from its status (allowed(status) != 0), else 409 naming why. */
+/* why: a literal with two %s, the id and the current status (checked by the compiler at each call). */
+__attribute__((format(printf, 5, 0)))
 static int transition(svc *s, const svc_caller *who, const char *id, int (*allowed)(enum job_status), const char *why,
                       const char *action, db_job *j, svc_error *e)
 {
