@@ -1,13 +1,16 @@
 /* spec/jobspec.c — job body JSON <-> tr_spec (see jobspec.h). Pure; any thread.
- * Three tables (hyperparameters, architecture, data) drive parsing, the effective-JSON output and the
- * mapping of tr_spec_validate's field names back to JSON paths, so a field is declared once. */
+ * Three tables (hyperparameters, architecture, data) drive parsing, the effective-JSON output (and so
+ * the body of a resolved spec) and the mapping of tr_spec_validate's field names back to JSON paths,
+ * so a field is declared once; "resources" has its own small table, as none of it but cpus is a spec. */
 #include "spec/jobspec.h"
+#include "common/util.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 enum kind { K_INT, K_REAL, K_BOOL, K_SCHEDULE, K_VARIANT };
 
@@ -61,7 +64,7 @@ static const field data_fields[] = {
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 static const char *const top_fields[] = {"model", "training_file", "validation_file", "method", "seed",
-                                         "suffix", "metadata", "architecture", "data", NULL};
+                                         "suffix", "metadata", "architecture", "data", "resources", NULL};
 
 static const char *const method_names[] = {[TR_CE_TUNING] = "ce_tuning", [TR_CORE_TUNING] = "core_tuning",
                                             [TR_SIMCLR] = "simclr"};
@@ -319,6 +322,9 @@ int jobspec_parse(const json_t *body, jobspec_resolve_fn fn, void *ud, tr_spec *
     if ((v = json_object_get(body, "metadata")) && !json_is_null(v)) {
         if ((rc = parse_metadata(v, param, paramlen, err, errlen))) return rc;
     }
+    jobspec_resources res;
+    if ((rc = jobspec_resources_parse(body, &res, param, paramlen, err, errlen))) return rc;
+    if (res.cpus > 0) s.threads = res.cpus; /* how either executor honours the CPUs a job asks for */
 
     /* names last: the body is known to be well-formed before the resolver looks anything up */
     char arch[16] = "";
@@ -356,12 +362,16 @@ static json_t *field_json(const tr_spec *s, const field *f)
     return json_null();
 }
 
+/* NULL when out of memory (or a real is not finite: no valid spec has one). */
 static json_t *fields_json(const tr_spec *s, const field *fields, size_t n)
 {
     json_t *o = json_object();
     for (size_t i = 0; o && i < n; i++) {
         if (!(fields[i].methods & 1u << s->method)) continue;
-        json_object_set_new(o, fields[i].json, field_json(s, &fields[i]));
+        if (json_object_set_new(o, fields[i].json, field_json(s, &fields[i]))) {
+            json_decref(o);
+            return NULL;
+        }
     }
     return o;
 }
@@ -396,4 +406,104 @@ int jobspec_json_depth(const char *text, size_t len)
         }
     }
     return max;
+}
+
+/* ---- resources: what a batch scheduler is asked for (none of it reaches tr_spec but the CPUs) ---- */
+
+static const struct { const char *json; int lo, hi; size_t off; } resource_ints[] = {
+    {"cpus", 1, 1024, offsetof(jobspec_resources, cpus)},
+    {"memory_mb", 1, 16777216, offsetof(jobspec_resources, memory_mb)},
+    {"gpus", 0, 64, offsetof(jobspec_resources, gpus)},
+    {"time_limit_minutes", 1, 5256000, offsetof(jobspec_resources, time_limit_minutes)},
+};
+
+int jobspec_resources_parse(const json_t *body, jobspec_resources *out, char *param, size_t paramlen, char *err,
+                            size_t errlen)
+{
+    static const char *const names[] = {"cpus", "memory_mb", "gpus", "time_limit_minutes", "partition", NULL};
+    memset(out, 0, sizeof *out);
+    if (paramlen) param[0] = 0;
+    if (errlen) err[0] = 0;
+    const json_t *r = json_is_object(body) ? json_object_get(body, "resources") : NULL;
+    if (!r || json_is_null(r)) return 0;
+    if (!json_is_object(r)) return fail(param, paramlen, "resources", err, errlen, "resources must be an object");
+    int rc = check_keys(r, "resources", names, NULL, 0, param, paramlen, err, errlen);
+    if (rc) return rc;
+    for (size_t i = 0; i < NELEM(resource_ints); i++) {
+        const json_t *v = json_object_get(r, resource_ints[i].json);
+        if (!v || json_is_null(v)) continue; /* null: not asked, as for every field of a body */
+        char p[64];
+        snprintf(p, sizeof p, "resources.%s", resource_ints[i].json);
+        if (!json_is_integer(v)) return fail(param, paramlen, p, err, errlen, "%s must be an integer", p);
+        json_int_t x = json_integer_value(v);
+        if (x < resource_ints[i].lo || x > resource_ints[i].hi)
+            return fail(param, paramlen, p, err, errlen, "%s must be in [%d, %d]", p, resource_ints[i].lo,
+                        resource_ints[i].hi);
+        *(int *)((char *)out + resource_ints[i].off) = (int)x;
+    }
+    const json_t *v = json_object_get(r, "partition");
+    if (v && !json_is_null(v)) {
+        /* util_valid_name's rules ([A-Za-z0-9._-], no leading '.'): safe on an sbatch command line */
+        const char *x = json_string_value(v);
+        if (!x || strlen(x) != json_string_length(v) || !util_valid_name(x, sizeof out->partition - 1))
+            return fail(param, paramlen, "resources.partition", err, errlen,
+                        "resources.partition must be 1-64 characters of letters, digits, '-', '_' or '.' "
+                        "(not starting with '.')");
+        snprintf(out->partition, sizeof out->partition, "%s", x);
+    }
+    return 0;
+}
+
+/* ---- the body of a resolved spec ---- */
+
+json_t *jobspec_body_json(const tr_spec *s)
+{
+    if (s->seed > (uint64_t)INT64_MAX) return NULL;
+    json_t *b = json_object(), *ext = jobspec_extensions_json(s);
+    int bad = !b || !ext;
+    bad = bad || json_object_set_new(b, "model", json_string(s->init_weights[0] ? s->init_weights : s->arch));
+    bad = bad || json_object_set_new(b, "training_file", json_string(s->train_data));
+    if (s->valid_data[0]) bad = bad || json_object_set_new(b, "validation_file", json_string(s->valid_data));
+    bad = bad || json_object_set_new(b, "seed", json_integer((json_int_t)s->seed));
+    bad = bad || json_object_set_new(b, "method", jobspec_effective_json(s));
+    bad = bad || json_object_set(b, "architecture", json_object_get(ext, "architecture"));
+    bad = bad || json_object_set(b, "data", json_object_get(ext, "data"));
+    json_decref(ext);
+    if (bad) {
+        json_decref(b);
+        return NULL;
+    }
+    return b;
+}
+
+/* ---- the resolver of a process without a daemon ---- */
+
+int jobspec_resolve_local(void *ud, enum jobspec_ref kind, const char *name, char *path, char *arch, char *err,
+                          size_t errlen)
+{
+    (void)ud;
+    if (kind != JOBSPEC_MODEL) {
+        if (snprintf(path, TR_PATH_MAX, "%s", name) >= TR_PATH_MAX) {
+            snprintf(err, errlen, "path too long");
+            return -ENAMETOOLONG;
+        }
+        return 0;
+    }
+    if (tr_arch_known(name)) {
+        snprintf(arch, 16, "%s", name);
+        path[0] = 0;
+        return 0;
+    }
+    if (access(name, R_OK) != 0) {
+        snprintf(err, errlen, "model '%s' is neither an architecture (resnet18/34/50/20/32/56) nor a readable "
+                              "safetensors file", name);
+        return -ENOENT;
+    }
+    int in_ch, small;
+    int rc = tr_weights_arch(name, arch, &in_ch, &small, err, errlen);
+    if (rc == 0 && snprintf(path, TR_PATH_MAX, "%s", name) >= TR_PATH_MAX) {
+        snprintf(err, errlen, "path too long");
+        rc = -ENAMETOOLONG;
+    }
+    return rc;
 }

@@ -23,11 +23,41 @@ enum jobspec_ref { JOBSPEC_MODEL, JOBSPEC_TRAINING_FILE, JOBSPEC_VALIDATION_FILE
 typedef int (*jobspec_resolve_fn)(void *ud, enum jobspec_ref kind, const char *name, char *path,
                                   char *arch, char *err, size_t errlen);
 
+/* The resolver of a process without a daemon (`coretune train`; ud unused): a model is an architecture
+ * name or a readable safetensors file (its architecture read off its tensors); data names and paths
+ * pass through (the trainer resolves built-in names and paths itself). */
+int jobspec_resolve_local(void *ud, enum jobspec_ref kind, const char *name, char *path, char *arch,
+                          char *err, size_t errlen);
+
 /* Parse and validate the whole body (strict: unknown fields, wrong types and out-of-range values are
  * errors) into OUT spec, starting from tr_spec_defaults. Returns 0, -EINVAL for a bad body, or the
- * resolver's code. Fields that do not reach tr_spec (suffix, metadata) are validated too. */
+ * resolver's code. Fields that do not reach tr_spec (suffix, metadata, resources) are validated too;
+ * resources.cpus, when given, sets spec->threads (over hyperparameters.threads). */
 int jobspec_parse(const json_t *body, jobspec_resolve_fn resolve, void *ud, tr_spec *out, char *param,
                   size_t paramlen, char *err, size_t errlen);
+
+/* What a job asks of a batch scheduler: the body's optional "resources" object. 0 / "" = not asked. */
+typedef struct jobspec_resources {
+    int cpus;                /* 1..1024 */
+    int memory_mb;           /* 1..16777216 */
+    int gpus;                /* 0..64 */
+    int time_limit_minutes;  /* 1..5256000 (ten years) */
+    char partition[65];      /* 1-64 of [A-Za-z0-9._-], not starting with '.' */
+} jobspec_resources;
+
+/* Read body's "resources" (absent or null, or a key null: not asked) into OUT out (zeroed first). Strict like the rest
+ * of the body: unknown keys, wrong types and out-of-range values are -EINVAL with param
+ * "resources.<key>" (or "resources" when it is not an object) and the reason in err. */
+int jobspec_resources_parse(const json_t *body, jobspec_resources *out, char *param, size_t paramlen, char *err,
+                            size_t errlen);
+
+/* A job body that describes the already-resolved spec s: "model" is s->init_weights when set, else the
+ * architecture; training_file / validation_file the resolved paths or built-in names; seed; method with
+ * every effective hyper-parameter; architecture and data. jobspec_parse with jobspec_resolve_local
+ * gives s back, field for field, except checkpoint_seconds (not part of a body) — for any spec
+ * jobspec_parse can produce (a field that does not apply to s->method holds its default). New
+ * reference; NULL when out of memory, a string is not UTF-8 or the seed is above INT64_MAX. */
+json_t *jobspec_body_json(const tr_spec *s);
 
 /* The job object's "method": {"type": ..., "<type>": {"hyperparameters": {every effective value}}}.
  * Returns a new reference (NULL only when out of memory). */
