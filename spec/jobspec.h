@@ -45,9 +45,9 @@ typedef struct jobspec_resources {
     char partition[65];      /* 1-64 of [A-Za-z0-9._-], not starting with '.' */
 } jobspec_resources;
 
-/* Read body's "resources" (absent or null, or a key null: not asked) into OUT out (zeroed first). Strict like the rest
- * of the body: unknown keys, wrong types and out-of-range values are -EINVAL with param
- * "resources.<key>" (or "resources" when it is not an object) and the reason in err. */
+/* Read body's "resources" (absent, null, or a key null: not asked) into OUT out (zeroed first).
+ * Strict like the rest of the body: unknown keys, wrong types and out-of-range values are -EINVAL
+ * with param "resources.<key>" (or "resources" when it is not an object) and the reason in err. */
 int jobspec_resources_parse(const json_t *body, jobspec_resources *out, char *param, size_t paramlen, char *err,
                             size_t errlen);
 
