@@ -35,6 +35,24 @@ static json_t *plain_list(json_t *data, int has_more)
     return json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", has_more);
 }
 
+/* The job's "executor": the public keys of the executor's record (core/executor.h), or just its type. */
+static json_t *executor_view(const char *record, const char *type)
+{
+    json_t *rec = jparse(record);
+    if (!json_is_object(rec)) {
+        json_decref(rec);
+        return json_pack("{s:s}", "type", type ? type : "local");
+    }
+    static const char *const public_keys[] = {"job_id", "state", "reason", "node"};
+    json_t *o = json_pack("{s:O}", "type", json_object_get(rec, "type") ? json_object_get(rec, "type") : json_null());
+    for (size_t i = 0; o && i < sizeof public_keys / sizeof public_keys[0]; i++) {
+        json_t *v = json_object_get(rec, public_keys[i]);
+        json_object_set_new(o, public_keys[i], v ? json_incref(v) : json_null());
+    }
+    json_decref(rec);
+    return o;
+}
+
 json_t *render_job(const svc_job *v)
 {
     const db_job *j = &v->row;
@@ -76,6 +94,7 @@ json_t *render_job(const svc_job *v)
     json_object_set_new(o, "estimated_start", v->estimated_start > 0 ? json_integer(v->estimated_start) : json_null());
     json_object_set_new(o, "estimated_finish",
                         v->estimated_finish > 0 ? json_integer(v->estimated_finish) : json_null());
+    json_object_set_new(o, "executor", executor_view(j->executor, v->executor_type));
     if (j->error_code || j->error_message)
         json_object_set_new(o, "error", json_pack("{s:o, s:o, s:o}", "code", jstr(j->error_code), "message",
                                                   jstr(j->error_message), "param", jstr(j->error_param)));
@@ -233,8 +252,8 @@ json_t *render_audit(const svc_audit_page *p)
 
 json_t *render_ready(const svc_readiness *r)
 {
-    return json_pack("{s:s, s:i, s:i, s:i}", "status", "ready", "workers", r->workers, "running", r->running,
-                     "threads_per_job", r->threads_per_job);
+    return json_pack("{s:s, s:i, s:i, s:i, s:s}", "status", "ready", "workers", r->workers, "running", r->running,
+                     "threads_per_job", r->threads_per_job, "executor", r->executor ? r->executor : "local");
 }
 
 void render_stats(prom_buf *b, const svc_stats *st)

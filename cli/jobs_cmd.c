@@ -424,6 +424,17 @@ static void show_job(const json_t *j)
     }
     json_t *qp = json_object_get(j, "queue_position");
     if (json_is_integer(qp)) kv("queue_position", cli_fmt_value(b, sizeof b, qp));
+    json_t *es = json_object_get(j, "estimated_start");
+    if (json_is_number(es)) kv("estimated_start", cli_fmt_time(b, sizeof b, es));
+    json_t *x = json_object_get(j, "executor");
+    if (json_is_object(x)) { /* "slurm job 1234 RUNNING on node1 (reason)" or "local" */
+        const char *id = cli_jstr(x, "job_id"), *st = cli_jstr(x, "state"), *node = cli_jstr(x, "node"),
+                   *why = cli_jstr(x, "reason");
+        snprintf(b, sizeof b, "%s%s%s%s%s%s%s%s%s", cli_jstr(x, "type") ? cli_jstr(x, "type") : "?",
+                 id ? " job " : "", id ? id : "", st ? " " : "", st ? st : "", node ? " on " : "", node ? node : "",
+                 why ? " reason: " : "", why ? why : "");
+        kv("executor", b);
+    }
     json_t *ef = json_object_get(j, "estimated_finish");
     if (json_is_number(ef)) {
         char d[32];

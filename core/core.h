@@ -10,6 +10,7 @@
 #ifndef CT_CORE_H
 #define CT_CORE_H
 #include "storage/db.h"
+#include "core/executor.h"
 #include "common/hist.h"
 #include <jansson.h>
 #include <stddef.h>
@@ -69,6 +70,9 @@ typedef struct svc_dataset {
 
 typedef struct svc_config {
     char data_dir[1024];
+    char jobs_dir[1024];      /* job directories ("" = DATA_DIR/jobs; the Slurm executor's shared dir) */
+    char executor[16];        /* "local" (worker threads, the default) or "slurm" */
+    exec_slurm_cfg slurm;
     int workers;              /* concurrent jobs (0 = accept and queue, never run) */
     int threads_per_job;      /* trainer threads per job (the job's own "threads" may ask for fewer) */
     int cores;                /* the threads of running jobs together never exceed this */
@@ -145,6 +149,7 @@ typedef struct svc_job {
     int queue_position;            /* 1 = next; 0 = not queued */
     long long estimated_start;     /* unix seconds; 0 = unknown */
     long long estimated_finish;    /* unix seconds; 0 = unknown or not running */
+    const char *executor_type;     /* (static) row.executor is NULL: the executor it runs on ("local") */
 } svc_job;
 void svc_job_clear(svc_job *j);
 
@@ -252,7 +257,8 @@ int svc_file_add(svc *s, const svc_caller *who, const char *tmp_path, const char
                  long long bytes, svc_file *out, svc_error *e);
 
 /* ---- health ---- */
-typedef struct svc_readiness { int workers, running, threads_per_job; } svc_readiness;
-int svc_ready(svc *s, const svc_caller *who, svc_readiness *out, svc_error *e); /* SVC_EUNAVAILABLE when not ready */
+typedef struct svc_readiness { int workers, running, threads_per_job; const char *executor; } svc_readiness;
+/* SVC_EUNAVAILABLE when not ready: shutting down, or the executor cannot reach its batch system */
+int svc_ready(svc *s, const svc_caller *who, svc_readiness *out, svc_error *e);
 
 #endif

@@ -46,6 +46,11 @@ struct run {                       /* the core's side of a run (the executor has
     int step, total_steps, epoch, epochs;
     double eta_seconds, best_acc, final_acc;
     json_t *latest;                /* latest metrics object */
+    int resumed;                   /* continues from a checkpoint */
+    json_t *exec_rec;              /* the executor's record of the run (exec_state.record), NULL = none */
+    int exec_running;              /* a queueing executor said it runs (else it waits there) */
+    char exec_reason[128];         /* why it waits there, "" = none */
+    long long exec_estimated_start;
     run *next;
 };
 

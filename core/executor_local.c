@@ -51,6 +51,7 @@ typedef struct local {
     rec *spare;                    /* loop-owned: swapped with q on each drain */
     int spare_cap;
     lrun *runs;                    /* loop-owned */
+    int cores;                     /* the most threads a job may ask for */
     void (*closed)(void *);
     void *closed_ud;
 } local;
@@ -144,17 +145,16 @@ static void on_async(uv_async_t *a)
     if (n) x->sink.drained(x->sink.ud);
 }
 
-static int local_start(executor *e, const char *job_id, const tr_spec *spec, const char *job_dir, int resume,
-                       char *err, size_t errlen)
+static int local_start(executor *e, const exec_job *j, char *err, size_t errlen)
 {
     local *x = (local *)e;
     lrun *r = calloc(1, sizeof *r);
     if (!r) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
     r->x = x;
-    snprintf(r->job_id, sizeof r->job_id, "%.47s", job_id);
-    r->spec = *spec;
-    snprintf(r->out_dir, sizeof r->out_dir, "%s", job_dir);
-    r->resume = resume;
+    snprintf(r->job_id, sizeof r->job_id, "%.47s", j->id);
+    r->spec = *j->spec;
+    snprintf(r->out_dir, sizeof r->out_dir, "%s", j->dir);
+    r->resume = j->resume;
     atomic_init(&r->stop, TR_RUN);
     int rc = pthread_create(&r->thread, NULL, worker_main, r);
     if (rc != 0) {
@@ -176,11 +176,42 @@ static void local_stop(executor *e, const char *job_id, enum tr_stop mode)
 }
 
 /* A worker thread does not outlive its daemon: nothing to re-attach. */
-static int local_reattach(executor *e, const char *job_id, const char *job_dir)
+static int local_reattach(executor *e, const exec_job *j)
 {
-    (void)e; (void)job_id; (void)job_dir;
+    (void)e; (void)j;
     return -ENOENT;
 }
+
+/* This machine's cores (as many as the daemon gives a job) and memory; no GPUs yet, no partitions; a time
+ * limit it would have to enforce is refused rather than ignored. */
+static int local_check(executor *e, const jobspec_resources *res, char *param, size_t paramlen, char *err,
+                       size_t errlen)
+{
+    local *x = (local *)e;
+    long long mem_mb = (long long)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / (1024 * 1024);
+    const char *p = NULL;
+    if (res->cpus > x->cores) {
+        p = "resources.cpus";
+        snprintf(err, errlen, "this daemon gives a job at most %d cpus (--threads-per-job)", x->cores);
+    } else if (res->memory_mb > 0 && mem_mb > 0 && res->memory_mb > mem_mb) {
+        p = "resources.memory_mb";
+        snprintf(err, errlen, "this machine has %lld MiB of memory", mem_mb);
+    } else if (res->gpus > 0) {
+        p = "resources.gpus";
+        snprintf(err, errlen, "the local executor has no GPUs to give");
+    } else if (res->partition[0]) {
+        p = "resources.partition";
+        snprintf(err, errlen, "partitions are a Slurm notion: the daemon runs jobs locally (--executor local)");
+    } else if (res->time_limit_minutes > 0) {
+        p = "resources.time_limit_minutes";
+        snprintf(err, errlen, "the local executor does not enforce time limits (--executor slurm does)");
+    }
+    if (!p) return 0;
+    snprintf(param, paramlen, "%s", p);
+    return -EINVAL;
+}
+
+static const char *local_trouble(executor *e) { (void)e; return NULL; }
 
 static void on_closed(uv_handle_t *h)
 {
@@ -206,13 +237,16 @@ static void local_free(executor *e)
     free(x);
 }
 
-static const exec_ops local_ops = {"local", local_start, local_stop, local_reattach, local_close, local_free};
+static const exec_ops local_ops = {.name = "local", .queues = 0, .outlives_daemon = 0, .check = local_check,
+                                   .start = local_start, .stop = local_stop, .reattach = local_reattach,
+                                   .trouble = local_trouble, .close = local_close, .free = local_free};
 
-int exec_local_new(executor **out, uv_loop_t *loop, const exec_sink *sink, char *err, size_t errlen)
+int exec_local_new(executor **out, uv_loop_t *loop, const exec_sink *sink, int cores, char *err, size_t errlen)
 {
     local *x = calloc(1, sizeof *x);
     if (!x) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
     x->base.ops = &local_ops;
+    x->cores = cores;
     x->sink = *sink;
     pthread_mutex_init(&x->qlock, NULL);
     int rc = uv_async_init(loop, &x->async, on_async);

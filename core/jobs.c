@@ -63,7 +63,17 @@ static int job_view(svc *s, db_job *row, svc_job *out)
         if (isfinite(r->best_acc)) j->best_valid_accuracy = r->best_acc;
         if (isfinite(r->final_acc)) j->final_valid_accuracy = r->final_acc;
     }
-    if (j->status == JOB_QUEUED) svc__queue_place(s, j->id, &out->queue_position, &out->estimated_start);
+    if (r && r->exec_rec) { /* the executor's latest word is ahead of the row too */
+        char *rec = json_dumps(r->exec_rec, JSON_COMPACT);
+        if (!rec) return -ENOMEM;
+        free(j->executor);
+        j->executor = rec;
+    }
+    out->executor_type = svc__is_final(j->status) ? "local" : s->exec->ops->name;
+    if (j->status == JOB_QUEUED && r) /* handed to an executor that queues: its estimate, no place of ours */
+        out->estimated_start = r->exec_estimated_start;
+    else if (j->status == JOB_QUEUED)
+        svc__queue_place(s, j->id, &out->queue_position, &out->estimated_start);
     if (j->status == JOB_RUNNING && isfinite(j->eta_seconds) && eta_from > 0)
         out->estimated_finish = eta_from + (long long)ceil(j->eta_seconds);
     return 0;
@@ -112,7 +122,12 @@ static int check_spec(svc *s, const svc_caller *who, json_t *body, tr_spec *spec
     if (rc)
         return svc_fail(e, SVC_EINVAL, !strncmp(err, "unknown field", 13) ? "unknown_parameter" : "invalid_value", param,
                         "%s", err);
-    if (spec->threads > s->cfg.threads_per_job) {
+    jobspec_resources res;
+    if (jobspec_resources_parse(body, &res, param, sizeof param, err, sizeof err) != 0 ||
+        s->exec->ops->check(s->exec, &res, param, sizeof param, err, sizeof err) != 0)
+        return svc_fail(e, SVC_EINVAL, "invalid_value", param, "%s", err);
+    /* threads beyond --threads-per-job: only resources.cpus asks for them (and the executor gave them) */
+    if (spec->threads > s->cfg.threads_per_job && res.cpus <= 0) {
         snprintf(param, sizeof param, "method.%s.hyperparameters.threads", jobspec_method_name(spec->method));
         return svc_fail(e, SVC_EINVAL, "invalid_value", param,
                         "threads %d is more than this daemon gives a job (--threads-per-job %d)", spec->threads,

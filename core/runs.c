@@ -17,6 +17,7 @@ static void run_free(run *r)
 {
     if (!r) return;
     json_decref(r->latest);
+    json_decref(r->exec_rec);
     free(r);
 }
 
@@ -33,8 +34,10 @@ static void fail_job_now(svc *s, const char *id, const char *code, const char *m
     svc__flush(s);
 }
 
-/* The stored body as a spec again (names resolved now: a file may have gone since the job was made). */
-static int spec_of(svc *s, const db_job *j, tr_spec *spec, char *param, size_t paramlen, char *err, size_t errlen)
+/* The stored body as a spec and resources again (names resolved now: a file may have gone since the job
+ * was made). */
+static int spec_of(svc *s, const db_job *j, tr_spec *spec, jobspec_resources *res, char *param, size_t paramlen,
+                   char *err, size_t errlen)
 {
     svc_error e;
     int prio;
@@ -48,28 +51,31 @@ static int spec_of(svc *s, const db_job *j, tr_spec *spec, char *param, size_t p
     }
     svc__resolve_ctx rctx = {s, j->owner, j->owner[0] == 0};
     int rc = jobspec_parse(body, svc__resolve, &rctx, spec, param, paramlen, err, errlen);
+    if (rc == 0) rc = jobspec_resources_parse(body, res, param, paramlen, err, errlen);
     json_decref(body);
     return rc;
 }
 
 /* The core's run of job j (not linked yet) and the spec to run it with. OUT *resume: the job directory
  * holds a checkpoint. NULL with param/err filled when the spec no longer resolves. */
-static run *run_new(svc *s, const db_job *j, tr_spec *spec, int *resume, char *param, size_t paramlen, char *err,
-                    size_t errlen)
+static run *run_new(svc *s, const db_job *j, tr_spec *spec, jobspec_resources *res, int *resume, char *param,
+                    size_t paramlen, char *err, size_t errlen)
 {
     run *r = calloc(1, sizeof *r);
     if (!r) { snprintf(param, paramlen, "%s", ""); snprintf(err, errlen, "out of memory"); return NULL; }
-    if (spec_of(s, j, spec, param, paramlen, err, errlen) != 0) { free(r); return NULL; }
+    if (spec_of(s, j, spec, res, param, paramlen, err, errlen) != 0) { free(r); return NULL; }
     snprintf(r->job_id, sizeof r->job_id, "%.47s", j->id);
     snprintf(r->owner, sizeof r->owner, "%s", j->owner);
     snprintf(r->arch, sizeof r->arch, "%s", spec->arch);
     r->priority = j->priority;
     spec->seed = (uint64_t)j->seed;
-    if (spec->threads <= 0 || spec->threads > s->cfg.threads_per_job) spec->threads = s->cfg.threads_per_job;
+    /* resources.cpus is what the executor gives (jobspec_parse set threads to it; check() vetted it) */
+    if (res->cpus <= 0 && (spec->threads <= 0 || spec->threads > s->cfg.threads_per_job))
+        spec->threads = s->cfg.threads_per_job;
     spec->checkpoint_seconds = s->cfg.checkpoint_seconds;
     r->threads = spec->threads;
     r->started_at = util_mono();
-    snprintf(r->out_dir, sizeof r->out_dir, "%.900s/jobs/%.47s", s->cfg.data_dir, j->id);
+    snprintf(r->out_dir, sizeof r->out_dir, "%.900s/%.47s", s->cfg.jobs_dir, j->id);
     char state[TR_PATH_MAX + 32];
     snprintf(state, sizeof state, "%s/state.safetensors", r->out_dir);
     *resume = svc__file_exists(state);
@@ -82,6 +88,7 @@ static run *run_new(svc *s, const db_job *j, tr_spec *spec, int *resume, char *p
     r->final_acc = j->final_valid_accuracy;
     r->latest = json_object();
     r->stop = TR_RUN;
+    r->resumed = *resume;
     return r;
 }
 
@@ -93,30 +100,46 @@ static void run_link(svc *s, run *r)
     s->order_valid = 0;
 }
 
+static void run_unlink(svc *s, run *r)
+{
+    for (run **pp = &s->runs; *pp; pp = &(*pp)->next)
+        if (*pp == r) { *pp = r->next; break; }
+    s->n_runs--;
+    s->order_valid = 0;
+}
+
+static void emit_running(svc *s, run *r, long long started_at)
+{
+    db_status *c = svc__status_change(s, r->job_id, JOB_RUNNING);
+    if (c && started_at <= 0) c->started_at = util_now();
+    svc__emit(s, r->job_id, "status", "info",
+              json_pack("{s:s, s:b}", "status", job_status_name(JOB_RUNNING), "resumed", r->resumed),
+              r->resumed ? "Job resumed from its last checkpoint" : "Job started");
+}
+
 void svc__start_job(svc *s, const char *id)
 {
     db_job j;
     svc_error e;
     if (svc__get_job(s, NULL, id, &j, &e)) return;
     tr_spec spec;
+    jobspec_resources res;
     char param[128] = "", err[512];
     int resume, rc;
-    run *r = run_new(s, &j, &spec, &resume, param, sizeof param, err, sizeof err);
+    run *r = run_new(s, &j, &spec, &res, &resume, param, sizeof param, err, sizeof err);
+    exec_job x = {id, j.owner, &spec, &res, r ? r->out_dir : NULL, resume, NULL};
     if (!r) {
         LOG(LOG_WARN, "msg=\"job cannot start\" job=%s err=\"%s\"", id, err);
         fail_job_now(s, id, "invalid_spec", err, param);
     } else if ((rc = svc__mkdir_p(r->out_dir)) != 0) {
         snprintf(err, sizeof err, "cannot create %.400s: %s", r->out_dir, strerror(-rc));
         fail_job_now(s, id, rc == -ENOSPC || rc == -EDQUOT ? "insufficient_storage" : "storage_error", err, NULL);
-    } else if (s->exec->ops->start(s->exec, id, &spec, r->out_dir, resume, err, sizeof err) != 0) {
+    } else if (run_link(s, r), s->exec->ops->start(s->exec, &x, err, sizeof err) != 0) {
+        run_unlink(s, r); /* linked first: the executor may report its record from inside start */
         fail_job_now(s, id, "internal_error", err, NULL);
     } else {
-        db_status *c = svc__status_change(s, id, JOB_RUNNING);
-        if (c && j.started_at <= 0) c->started_at = util_now();
-        svc__emit(s, id, "status", "info", json_pack("{s:s, s:b}", "status", job_status_name(JOB_RUNNING), "resumed", resume),
-                  resume ? "Job resumed from its last checkpoint" : "Job started");
+        if (!s->exec->ops->queues) emit_running(s, r, j.started_at); /* else when the executor says so */
         svc__flush(s);
-        run_link(s, r);
         svc__note_start(s, r->owner);
         LOG(LOG_INFO, "msg=\"job started\" job=%s user=%s priority=%d resume=%d threads=%d executor=%s", id,
             r->owner, r->priority, resume, r->threads, s->exec->ops->name);
@@ -126,7 +149,9 @@ void svc__start_job(svc *s, const char *id)
     db_job_clear(&j);
 }
 
-/* A job the previous daemon left `running`: if the executor still runs it, follow it again. */
+/* A job whose run the previous daemon left alive (a live executor record, or `running` under an executor
+ * whose runs die with the daemon): if the executor still knows it, follow it again, and repeat what the
+ * job's status asks of it (a pause or a cancel the old daemon may not have delivered). */
 int svc__adopt_run(svc *s, const char *id)
 {
     db_job j;
@@ -134,15 +159,30 @@ int svc__adopt_run(svc *s, const char *id)
     int rc = svc__get_job(s, NULL, id, &j, &e);
     if (rc) return -ENOENT;
     tr_spec spec;
+    jobspec_resources res;
     char param[128], err[512];
     int resume;
-    run *r = run_new(s, &j, &spec, &resume, param, sizeof param, err, sizeof err);
-    rc = r ? s->exec->ops->reattach(s->exec, id, r->out_dir) : -ENOENT;
-    if (rc == 0) {
+    json_t *rec = j.executor ? json_loads(j.executor, 0, NULL) : NULL;
+    run *r = run_new(s, &j, &spec, &res, &resume, param, sizeof param, err, sizeof err);
+    if (r) {
+        r->exec_rec = rec;
+        rec = NULL;
+        r->exec_running = j.status == JOB_RUNNING;
         run_link(s, r);
-        LOG(LOG_INFO, "msg=\"re-attached after restart\" job=%s executor=%s", id, s->exec->ops->name);
+        exec_job x = {id, j.owner, &spec, &res, r->out_dir, resume, r->exec_rec};
+        rc = s->exec->ops->reattach(s->exec, &x);
+        if (rc != 0) run_unlink(s, r);
+    } else {
+        rc = -ENOENT;
+    }
+    if (rc == 0) {
+        LOG(LOG_INFO, "msg=\"re-attached after restart\" job=%s status=%s executor=%s", id, job_status_name(j.status),
+            s->exec->ops->name);
+        if (j.status == JOB_CANCELLED || svc__is_final(j.status)) svc__stop_run(s, r, TR_STOP_CANCEL);
+        else if (j.status == JOB_PAUSED) svc__stop_run(s, r, TR_STOP_CHECKPOINT);
         r = NULL;
     }
+    json_decref(rec);
     run_free(r);
     db_job_clear(&j);
     return rc;
@@ -261,6 +301,51 @@ static void sink_progress(void *ud, const char *job_id, const tr_progress *p)
     progress_row(s, r);
 }
 
+/* Where the executor has the run: the record goes into the job row with the progress it describes (one
+ * transaction), and a queueing executor's word moves the job between queued and running. */
+static int sink_state(void *ud, const char *job_id, const exec_state *st)
+{
+    svc *s = ud;
+    run *r = svc__find_run(s, job_id);
+    if (!r) return 0;
+    if (st->record && st->record != r->exec_rec) {
+        json_decref(r->exec_rec);
+        r->exec_rec = json_deep_copy(st->record);
+    }
+    db_exec *x = db_batch_exec(&s->batch, job_id);
+    if (x && r->exec_rec) {
+        free(x->record);
+        x->record = json_dumps(r->exec_rec, JSON_COMPACT);
+        x->live = 1;
+    }
+    snprintf(r->exec_reason, sizeof r->exec_reason, "%s", st->reason ? st->reason : "");
+    r->exec_estimated_start = st->estimated_start;
+    s->order_valid = 0;
+    if (st->message)
+        svc__emit(s, job_id, "message", "info", json_deep_copy(st->record), "%s", st->message);
+    db_job j;
+    svc_error e;
+    if (st->running != r->exec_running && svc__get_job(s, NULL, job_id, &j, &e) == 0) {
+        r->exec_running = st->running;
+        if (st->running && j.status == JOB_QUEUED) {
+            emit_running(s, r, j.started_at);
+        } else if (!st->running && st->requeued && j.status == JOB_RUNNING) {
+            db_status *c = svc__status_change(s, job_id, JOB_QUEUED);
+            if (c) c->preempted = 1;
+            r->resumed = 1; /* it continues from its checkpoint when it runs again */
+            svc__emit(s, job_id, "status", "info",
+                      json_pack("{s:s, s:i, s:b, s:s?}", "status", job_status_name(JOB_QUEUED), "step", r->step,
+                                "preempted", 1, "reason", st->reason),
+                      "Preempted by %s%s%s: requeued, it continues from its last checkpoint", s->exec->ops->name,
+                      st->reason ? " " : "", st->reason ? st->reason : "");
+        }
+        db_job_clear(&j);
+    }
+    if (st->durable) return svc__flush(s);
+    svc__flush_later(s);
+    return 0;
+}
+
 /* A run stopped at a step boundary: which of pause, preemption or shutdown asked it to. */
 static void on_stopped(svc *s, run *r, const db_job *j, const exec_done *d)
 {
@@ -323,11 +408,14 @@ static void sink_done(void *ud, const char *job_id, const exec_done *d)
     svc *s = ud;
     run *r = svc__find_run(s, job_id);
     if (!r) return;
-    for (run **pp = &s->runs; *pp; pp = &(*pp)->next)
-        if (*pp == r) { *pp = r->next; break; }
-    s->n_runs--;
-    s->order_valid = 0;
+    run_unlink(s, r);
     s->any_done = 1;
+    db_exec *x = r->exec_rec ? db_batch_exec(&s->batch, job_id) : NULL;
+    if (x) { /* the run is over: nothing to re-attach to after a restart */
+        free(x->record);
+        x->record = json_dumps(r->exec_rec, JSON_COMPACT);
+        x->live = 0;
+    }
     db_job j;
     svc_error e;
     if (svc__get_job(s, NULL, r->job_id, &j, &e) != 0) { run_free(r); return; }
@@ -337,7 +425,9 @@ static void sink_done(void *ud, const char *job_id, const exec_done *d)
     } else if (d->rc != 0) {
         /* a checkpoint the disk had no room for: the trainer's write went to a temporary file, now
          * removed, so the last good state.safetensors is untouched; the code says what to fix */
-        const char *code = d->rc == -ENOSPC || d->rc == -EDQUOT ? "insufficient_storage" : "training_failed";
+        const char *code = d->code                                 ? d->code
+                           : d->rc == -ENOSPC || d->rc == -EDQUOT ? "insufficient_storage"
+                                                                  : "training_failed";
         db_status *c = svc__status_change(s, id, JOB_FAILED);
         if (c) { c->finished_at = util_now(); svc__set_error(c, code, d->err, NULL); }
         svc__emit(s, id, "error", "error", json_pack("{s:s, s:s}", "code", code, "message", d->err),
@@ -379,4 +469,4 @@ static void sink_drained(void *ud)
     }
 }
 
-const exec_sink svc__sink = {sink_progress, sink_done, sink_drained, NULL};
+const exec_sink svc__sink = {sink_progress, sink_state, sink_done, sink_drained, NULL};

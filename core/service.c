@@ -87,7 +87,9 @@ int svc_ready(svc *s, const svc_caller *who, svc_readiness *out, svc_error *e)
 {
     (void)who;
     if (s->stopping) return svc_fail(e, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
-    *out = (svc_readiness){s->cfg.workers, s->n_runs, s->cfg.threads_per_job};
+    const char *why = s->exec->ops->trouble(s->exec);
+    if (why) return svc_fail(e, SVC_EUNAVAILABLE, "executor_unavailable", NULL, "%s", why);
+    *out = (svc_readiness){s->cfg.workers, s->n_runs, s->cfg.threads_per_job, s->exec->ops->name};
     return 0;
 }
 
@@ -100,6 +102,28 @@ int svc_bootstrap(svc *s, char *token, size_t tokenlen, char name[64], char *err
     return rc;
 }
 
+/* Runs the previous daemon left alive: jobs with a live executor record (a Slurm job outlives the daemon,
+ * whatever the job's status) are re-attached; those the executor no longer knows are handled below like
+ * any job left `running`. */
+static int recover_live(svc *s, char (*ids)[DB_ID_MAX], int page, char *err, size_t errlen)
+{
+    int n = 0;
+    if (db_job_ids_executor_live(s->db, page, ids, &n) != 0)
+        return err_set(err, errlen, -EIO, "cannot read jobs: %s", db_errmsg(s->db));
+    for (int i = 0; i < n; i++) {
+        if (svc__find_run(s, ids[i]) || svc__adopt_run(s, ids[i]) == 0) continue;
+        db_exec *x = db_batch_exec(&s->batch, ids[i]); /* gone: stop asking */
+        db_job j;
+        if (x && db_job_get(s->db, ids[i], &j) == 0) {
+            x->record = j.executor ? strdup(j.executor) : NULL;
+            db_job_clear(&j);
+        }
+        LOG(LOG_WARN, "msg=\"executor no longer knows the job\" job=%s executor=%s", ids[i], s->exec->ops->name);
+    }
+    if (n == page) LOG(LOG_WARN, "msg=\"more live jobs than re-attached at start\" limit=%d", page);
+    return svc__flush(s) == 0 ? 0 : err_set(err, errlen, -EIO, "cannot record jobs: %s", db_errmsg(s->db));
+}
+
 /* Jobs a crashed (or killed) daemon left running: still running under the executor (re-attached: they
  * stay `running`), or requeued to resume from their last checkpoint. */
 static int recover_running(svc *s, char *err, size_t errlen)
@@ -107,7 +131,8 @@ static int recover_running(svc *s, char *err, size_t errlen)
     enum { PAGE = 4096 };
     char (*ids)[DB_ID_MAX] = malloc(PAGE * sizeof *ids);
     if (!ids) return err_set(err, errlen, -ENOMEM, "out of memory");
-    int n = 0, requeued, rc = 0;
+    int n = 0, requeued, rc = recover_live(s, ids, PAGE, err, errlen);
+    if (rc) { free(ids); return rc; }
     do { /* requeued jobs leave the `running` set, re-attached ones stay: page until nothing moves */
         requeued = 0;
         if (db_job_ids_by_status(s->db, JOB_RUNNING, PAGE, ids, &n) != 0) {
@@ -213,8 +238,23 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
     }
     exec_sink sink = svc__sink;
     sink.ud = s;
+    if (!s->cfg.jobs_dir[0]) snprintf(s->cfg.jobs_dir, sizeof s->cfg.jobs_dir, "%.1000s/jobs", cfg->data_dir);
+    if ((rc = svc__mkdir_p(s->cfg.jobs_dir)) != 0) {
+        err_set(err, errlen, rc, "cannot create %s: %s", s->cfg.jobs_dir, strerror(-rc));
+        goto fail;
+    }
     /* three loop handles, opened in this order: the executor's, the flush timer, the scheduler's timer */
-    if ((rc = exec_local_new(&s->exec, loop, &sink, err, errlen)) != 0) goto fail;
+    if (!strcmp(s->cfg.executor, "slurm")) {
+        s->cfg.slurm.checkpoint_seconds = s->cfg.checkpoint_seconds;
+        rc = exec_slurm_new(&s->exec, loop, &sink, &s->cfg.slurm, err, errlen);
+    } else {
+        rc = exec_local_new(&s->exec, loop, &sink, s->cfg.threads_per_job, err, errlen);
+    }
+    if (rc != 0) goto fail;
+    if (s->exec->ops->queues) { /* its queue decides the order: start whatever the quotas allow */
+        s->cfg.workers = s->cfg.cores = 1 << 20;
+        s->cfg.preemption = 0;
+    }
     s->handles_open = 1;
     if ((rc = svc__events_init(s)) != 0) goto timers;
     s->handles_open = 2;
@@ -258,6 +298,10 @@ void svc_shutdown(svc *s, void (*done)(void *), void *ud)
     s->stopping = 1;
     s->done = done;
     s->done_ud = ud;
+    if (s->exec->ops->outlives_daemon) { /* they go on; the next daemon re-attaches from their records */
+        LOG(LOG_INFO, "msg=\"leaving jobs to the executor\" executor=%s jobs=%d", s->exec->ops->name, s->n_runs);
+        svc__runs_free(s);
+    }
     for (run *r = s->runs; r; r = r->next) {
         svc__stop_run(s, r, TR_STOP_CHECKPOINT);
         LOG(LOG_INFO, "msg=\"asking job to checkpoint\" job=%s", r->job_id);

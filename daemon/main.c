@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "api/api.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "core/auth.h"
 #include "daemon/httpd.h"
 #include "daemon/sdnotify.h"
@@ -37,6 +38,7 @@ typedef struct daemon_opts {
     char web_root[1024];
     char socket_path[108];      /* "" = DATA_DIR/coretuned.sock; "none" = no socket */
     char tls_cert[1024], tls_key[1024];
+    char shared_dir[1024];      /* executor slurm: "" = the data dir */
 } daemon_opts;
 
 typedef struct daemon_ctx {
@@ -270,6 +272,74 @@ static int set_dataset_root(daemon_opts *o, const char *v)
     return 0;
 }
 
+static int set_executor(daemon_opts *o, const char *v)
+{
+    if (strcmp(v, "local") && strcmp(v, "slurm")) return -1;
+    snprintf(o->svc.executor, sizeof o->svc.executor, "%s", v);
+    return 0;
+}
+
+/* A Slurm name (partition, account): what Slurm itself accepts, no shell or option syntax. */
+static int set_slurm_name(char *dst, size_t n, const char *v)
+{
+    return util_valid_name(v, n - 1) ? set_path(dst, n, v) : -1;
+}
+static int set_slurm_partition(daemon_opts *o, const char *v)
+{
+    return set_slurm_name(o->svc.slurm.partition, sizeof o->svc.slurm.partition, v);
+}
+static int set_slurm_account(daemon_opts *o, const char *v)
+{
+    return set_slurm_name(o->svc.slurm.account, sizeof o->svc.slurm.account, v);
+}
+
+/* Extra sbatch arguments, split on spaces (an admin's, trusted; passed as argv, never through a shell). */
+static int set_slurm_args(daemon_opts *o, const char *v)
+{
+    char buf[4096];
+    if (strlen(v) >= sizeof buf) return -1;
+    snprintf(buf, sizeof buf, "%s", v);
+    exec_slurm_cfg *c = &o->svc.slurm;
+    c->n_args = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+        if (c->n_args == EXEC_SLURM_MAX_ARGS || strlen(t) >= sizeof c->args[0]) return -1;
+        snprintf(c->args[c->n_args++], sizeof c->args[0], "%s", t);
+    }
+    return 0;
+}
+
+static int set_slurm_poll(daemon_opts *o, const char *v) { return parse_seconds(v, 0.2, 3600, &o->svc.slurm.poll_seconds); }
+static int set_coretune_bin(daemon_opts *o, const char *v)
+{
+    return set_path(o->svc.slurm.coretune_bin, sizeof o->svc.slurm.coretune_bin, v);
+}
+static int set_shared_dir(daemon_opts *o, const char *v)
+{
+    return v[0] == '/' ? set_path(o->shared_dir, sizeof o->shared_dir, v) : -1;
+}
+
+/* "alice=proj1,bob=proj2" */
+static int set_account_map(daemon_opts *o, const char *v)
+{
+    char buf[4096];
+    if (!*v || strlen(v) >= sizeof buf) return -1;
+    snprintf(buf, sizeof buf, "%s", v);
+    exec_slurm_cfg *c = &o->svc.slurm;
+    c->n_accounts = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(t, '=');
+        if (!eq || c->n_accounts == EXEC_SLURM_MAX_ACCOUNTS) return -1;
+        *eq = 0;
+        if (!auth_valid_name(t) || !util_valid_name(eq + 1, sizeof c->accounts[0].account - 1)) return -1;
+        snprintf(c->accounts[c->n_accounts].user, sizeof c->accounts[0].user, "%s", t);
+        snprintf(c->accounts[c->n_accounts].account, sizeof c->accounts[0].account, "%s", eq + 1);
+        c->n_accounts++;
+    }
+    return 0;
+}
+
 static int set_config(daemon_opts *o, const char *v) { (void)o; (void)v; return 0; } /* read before the others */
 
 static const struct optdef {
@@ -291,6 +361,14 @@ static const struct optdef {
     {"user-quota", "NAME:K=V,...", "", "one user's limits, overriding 'quota' field by field (repeatable)", set_user_quota},
     {"dataset", "NAME=PATH", "", "register a dataset by path (repeatable)", set_dataset},
     {"dataset-root", "DIR", "", "a directory whose files jobs may name by absolute path (repeatable; no '..', no symlinks out)", set_dataset_root},
+    {"executor", "local|slurm", "local", "where jobs train: worker threads of this daemon, or Slurm batch jobs (docs/operations.md, Running on Slurm)", set_executor},
+    {"slurm-partition", "NAME", "Slurm's default", "partition for jobs that name none in resources.partition", set_slurm_partition},
+    {"slurm-account", "NAME", "Slurm's default", "account (--account) for users not in slurm-account-map", set_slurm_account},
+    {"slurm-account-map", "USER=ACCOUNT,...", "", "charge each user's jobs to their Slurm account", set_account_map},
+    {"slurm-args", "\"ARGS\"", "", "extra sbatch arguments an admin trusts, split on spaces (e.g. \"--qos=normal --exclusive\")", set_slurm_args},
+    {"slurm-poll-seconds", "S", "5", "one squeue for all jobs every S seconds (progress files are read every second)", set_slurm_poll},
+    {"coretune-bin", "PATH", "the coretune next to coretuned", "the trainer CLI the batch script runs (must exist at that path on the compute nodes)", set_coretune_bin},
+    {"shared-dir", "DIR", "DATA_DIR", "job directories live in DIR/jobs, which the compute nodes must reach at the same path", set_shared_dir},
     {"checkpoint-seconds", "S", "300", "checkpoint running jobs every S seconds besides every epoch", set_checkpoint},
     {"max-upload-mb", "MB", "512", "largest POST /v1/files upload", set_upload_mb},
     {"sse-heartbeat", "SECONDS", "15", "comment line on idle event streams; a stream whose client reads nothing for 3 heartbeats (at least 1 s) is cut", set_heartbeat},
@@ -451,6 +529,27 @@ static int validate(daemon_opts *o)
     }
     if (o->svc.quota.threads > 0 && o->svc.quota.threads > cores)
         fprintf(stderr, "coretuned: note: quota threads=%d is more than cores=%d\n", o->svc.quota.threads, cores);
+    if (!strcmp(o->svc.executor, "slurm")) {
+        if (!o->svc.slurm.coretune_bin[0]) { /* the coretune next to this binary */
+            char self[1024];
+            ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+            if (n > 0) {
+                self[n] = 0;
+                char *slash = strrchr(self, '/');
+                if (slash) *slash = 0;
+                snprintf(o->svc.slurm.coretune_bin, sizeof o->svc.slurm.coretune_bin, "%.1000s/coretune", self);
+            }
+        }
+        if (o->svc.slurm.poll_seconds <= 0) o->svc.slurm.poll_seconds = 5;
+        /* the batch script runs elsewhere: every path in it is absolute */
+        char cwd[512] = "";
+        const char *base = o->shared_dir[0] ? o->shared_dir : o->svc.data_dir;
+        if (base[0] != '/' && !getcwd(cwd, sizeof cwd)) cwd[0] = 0;
+        snprintf(o->svc.slurm.shared_dir, sizeof o->svc.slurm.shared_dir, "%s%s%.900s", cwd, cwd[0] ? "/" : "", base);
+        snprintf(o->svc.jobs_dir, sizeof o->svc.jobs_dir, "%.1000s/jobs", o->svc.slurm.shared_dir);
+    } else if (o->shared_dir[0] || o->svc.slurm.n_args || o->svc.slurm.partition[0]) {
+        fprintf(stderr, "coretuned: note: the slurm-* and shared-dir options apply only with executor slurm\n");
+    }
     if (!o->socket_path[0]) {
         char p[1200];
         snprintf(p, sizeof p, "%s/coretuned.sock", o->svc.data_dir);

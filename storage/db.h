@@ -47,6 +47,8 @@ typedef struct db_job {
     long long progress_at;
     char *fine_tuned_model;        /* (heap) may be NULL */
     char *error_code, *error_message, *error_param; /* (heap) may be NULL */
+    char *executor;                /* (heap) the executor's record of the run (JSON), NULL = none (local) */
+    int executor_live;             /* 1 = that run may still be alive: re-attach after a restart */
 } db_job;
 
 void db_job_clear(db_job *j); /* frees the heap strings, zeroes the row */
@@ -82,6 +84,8 @@ int db_job_mean_duration(db *d, double *out);
 /* Job ids with a status, oldest first (at most limit). */
 int db_job_ids_by_status(db *d, enum job_status status, int limit, char (*ids)[DB_ID_MAX], int *n);
 
+/* Jobs whose executor record is live (executor_live = 1), oldest first (at most limit). */
+int db_job_ids_executor_live(db *d, int limit, char (*ids)[DB_ID_MAX], int *n);
 /* ---- the batch: everything a training job produces, written in one transaction ---- */
 typedef struct db_event {
     char job_id[DB_ID_MAX];
@@ -123,6 +127,11 @@ typedef struct db_status {         /* a status change */
     int preempted;                 /* jobs.preempted after the change (1 only for a preemption requeue) */
 } db_status;
 
+typedef struct db_exec {           /* a job's executor record (jobs.executor, jobs.executor_live) */
+    char job_id[DB_ID_MAX];
+    char *record;                  /* (heap) JSON */
+    int live;
+} db_exec;
 typedef struct db_audit {          /* one audit record: who did what to what, and how it went */
     long long id;                  /* filled by db_audit_list */
     long long at;
@@ -142,6 +151,7 @@ typedef struct db_batch {
     db_status *status;      int n_status, cap_status;
     db_audit *audit;        int n_audit, cap_audit;
     struct db_model *models; int n_models, cap_models;
+    db_exec *execs;         int n_execs, cap_execs;
 } db_batch;
 
 /* Append a zeroed row and return it (NULL when out of memory); heap fields put in it belong to the batch. */
@@ -151,14 +161,15 @@ db_progress *db_batch_progress(db_batch *b, const char *job_id); /* the job's en
 db_checkpoint *db_batch_checkpoint(db_batch *b);
 db_status *db_batch_status(db_batch *b);
 db_audit *db_batch_audit(db_batch *b);
+db_exec *db_batch_exec(db_batch *b, const char *job_id); /* the job's entry, made once per batch (last wins) */
 /* A models row (INSERT OR REPLACE by id), written right after the batch's status changes: the service
  * adds it with the status change that makes the model, in the same transaction. No heap fields. */
 struct db_model *db_batch_model(db_batch *b);
 int  db_batch_empty(const db_batch *b);
 void db_batch_reset(db_batch *b);   /* frees the rows, keeps the arrays */
 void db_batch_free(db_batch *b);    /* frees everything */
-/* Commit the batch in one transaction (in order: status, models, audit, events, metrics, progress,
- * checkpoints). On failure nothing is written and the batch is kept for a retry; -EINVAL (before
+/* Commit the batch in one transaction (in order: status, executor records, models, audit, events,
+ * metrics, progress, checkpoints). On failure nothing is written and the batch is kept for a retry; -EINVAL (before
  * anything is written) when a status change names no job_status: a retry cannot succeed. */
 int  db_batch_write(db *d, const db_batch *b, char *err, size_t errlen);
 

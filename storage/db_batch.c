@@ -1,5 +1,5 @@
 /* storage/db_batch.c — the batch: rows a running job (and the service) produce, collected in memory and
- * committed by db_batch_write in one transaction, in the order status, models, audit, events,
+ * committed by db_batch_write in one transaction, in the order status, executor records, models, audit, events,
  * metrics, progress, checkpoints (each table's writer lives with its table: db_jobs.c, db_assets.c,
  * db_users.c, db_events.c). Loop thread only. A failed write rolls back everything and leaves the
  * batch as it was for a retry (-ENOSPC when the disk is full, else -EIO); a status name job_status.h
@@ -28,6 +28,16 @@ db_status *db_batch_status(db_batch *b) { GROW(b->status, b->n_status, b->cap_st
 db_audit *db_batch_audit(db_batch *b) { GROW(b->audit, b->n_audit, b->cap_audit); }
 db_model *db_batch_model(db_batch *b) { GROW(b->models, b->n_models, b->cap_models); }
 static db_progress *batch_progress_new(db_batch *b) { GROW(b->progress, b->n_progress, b->cap_progress); }
+static db_exec *batch_exec_new(db_batch *b) { GROW(b->execs, b->n_execs, b->cap_execs); }
+
+db_exec *db_batch_exec(db_batch *b, const char *job_id)
+{
+    for (int i = 0; i < b->n_execs; i++)
+        if (strcmp(b->execs[i].job_id, job_id) == 0) return &b->execs[i];
+    db_exec *x = batch_exec_new(b);
+    if (x) snprintf(x->job_id, sizeof x->job_id, "%s", job_id);
+    return x;
+}
 
 db_progress *db_batch_progress(db_batch *b, const char *job_id)
 {
@@ -43,7 +53,7 @@ db_progress *db_batch_progress(db_batch *b, const char *job_id)
 int db_batch_empty(const db_batch *b)
 {
     return !b->n_events && !b->n_metrics && !b->n_progress && !b->n_ckpts && !b->n_status && !b->n_audit
-           && !b->n_models;
+           && !b->n_models && !b->n_execs;
 }
 
 void db_batch_reset(db_batch *b)
@@ -56,7 +66,9 @@ void db_batch_reset(db_batch *b)
         free(s->error_code); free(s->error_message); free(s->error_param);
         free(s->fine_tuned_model);
     }
+    for (int i = 0; i < b->n_execs; i++) free(b->execs[i].record);
     b->n_events = b->n_metrics = b->n_progress = b->n_ckpts = b->n_status = b->n_audit = b->n_models = 0;
+    b->n_execs = 0;
 }
 
 void db_batch_free(db_batch *b)
@@ -64,6 +76,7 @@ void db_batch_free(db_batch *b)
     db_batch_reset(b);
     free(b->events); free(b->metrics); free(b->progress); free(b->ckpts); free(b->status); free(b->audit);
     free(b->models);
+    free(b->execs);
     memset(b, 0, sizeof *b);
 }
 
@@ -71,6 +84,7 @@ static int write_rows(db *d, const db_batch *b)
 {
     for (int i = 0; i < b->n_status; i++)
         if (db__job_status_write(d, &b->status[i])) return -EIO;
+    if (db__job_executor_write(d, b->execs, b->n_execs)) return -EIO;
     for (int i = 0; i < b->n_models; i++) {
         const db_model *m = &b->models[i];
         if (db__model_write(d, m->id, m->job_id, m->arch, m->path, m->created_at, m->owner)) return -EIO;

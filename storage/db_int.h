@@ -44,6 +44,7 @@ double db__col_real(sqlite3_stmt *st, int i);                    /* NAN for NULL
  * (db__model_write), as db.h documents for db_status. -EINVAL for a status not in job_status.h. */
 int db__job_status_write(db *d, const db_status *s);
 int db__job_progress_write(db *d, const db_progress *p, int n);
+int db__job_executor_write(db *d, const db_exec *x, int n);
 int db__events_write(db *d, const db_event *e, int n);
 int db__metrics_write(db *d, const db_metric *m, int n);
 int db__checkpoints_write(db *d, const db_checkpoint *c, int n);

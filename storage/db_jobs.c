@@ -15,7 +15,7 @@ void db_job_clear(db_job *j)
 {
     char **heap[] = {&j->body, &j->method, &j->extensions, &j->model, &j->training_file, &j->validation_file,
                      &j->suffix, &j->metadata, &j->idem_key, &j->body_hash, &j->metrics, &j->fine_tuned_model,
-                     &j->error_code, &j->error_message, &j->error_param};
+                     &j->error_code, &j->error_message, &j->error_param, &j->executor};
     for (size_t i = 0; i < sizeof heap / sizeof heap[0]; i++) free(*heap[i]);
     memset(j, 0, sizeof *j);
 }
@@ -24,7 +24,7 @@ void db_job_clear(db_job *j)
                  " training_file, validation_file, seed, suffix, metadata, arch, idem_key, body_hash, step," \
                  " total_steps, epoch, epochs, metrics, best_valid_accuracy, final_valid_accuracy, eta_seconds," \
                  " progress_at, fine_tuned_model, error_code, error_message, error_param," \
-                 " coalesce(owner, ''), priority, threads, preempted"
+                 " coalesce(owner, ''), priority, threads, preempted, executor, executor_live"
 
 /* -EIO for a status the table does not know (the CHECK constraint makes that a corrupt file). */
 static int read_job(sqlite3_stmt *st, db_job *j)
@@ -65,6 +65,8 @@ static int read_job(sqlite3_stmt *st, db_job *j)
     j->priority = sqlite3_column_int(st, 32);
     j->threads = sqlite3_column_int(st, 33);
     j->preempted = sqlite3_column_int(st, 34);
+    j->executor = db__col_dup(st, 35);
+    j->executor_live = sqlite3_column_int(st, 36);
     return 0;
 }
 
@@ -163,6 +165,18 @@ int db_job_ids_by_status(db *d, enum job_status status, int limit, char (*ids)[D
     if (!st) return -EIO;
     db__bind_text(st, 1, job_status_name(status));
     sqlite3_bind_int(st, 2, limit);
+    int rc;
+    *n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) db__col_copy(st, 0, ids[(*n)++], DB_ID_MAX);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db_job_ids_executor_live(db *d, int limit, char (*ids)[DB_ID_MAX], int *n)
+{
+    sqlite3_stmt *st = db__prep(d, "SELECT id FROM jobs WHERE executor_live = 1 ORDER BY seq LIMIT ?");
+    if (!st) return -EIO;
+    sqlite3_bind_int(st, 1, limit);
     int rc;
     *n = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) db__col_copy(st, 0, ids[(*n)++], DB_ID_MAX);
@@ -280,6 +294,23 @@ int db__job_progress_write(db *d, const db_progress *p, int n)
         db__bind_real(st, 8, p[i].final_valid_accuracy);
         db__bind_real(st, 9, p[i].eta_seconds);
         sqlite3_bind_int64(st, 10, p[i].at);
+        rc = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db__job_executor_write(db *d, const db_exec *x, int n)
+{
+    if (n == 0) return 0;
+    sqlite3_stmt *st = db__prep(d, "UPDATE jobs SET executor = ?2, executor_live = ?3 WHERE id = ?1");
+    if (!st) return -EIO;
+    int rc = SQLITE_DONE;
+    for (int i = 0; i < n && rc == SQLITE_DONE; i++) {
+        sqlite3_reset(st);
+        db__bind_text(st, 1, x[i].job_id);
+        db__bind_text(st, 2, x[i].record);
+        sqlite3_bind_int(st, 3, x[i].live != 0);
         rc = sqlite3_step(st);
     }
     sqlite3_finalize(st);

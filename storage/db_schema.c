@@ -103,5 +103,12 @@ const char *const db__migrations[] = {
     /* 4: counters that must survive a crash; "event_id_reserved" = no event id up to it may be handed
      * out again (ids are reserved durably in blocks before the loop serves them) */
     "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+
+    /* 5: where a job runs when that is not this daemon (core/executor.h): executor = the executor's own
+     *    record of the run (JSON: a Slurm job id, its state, where it reads the progress file from),
+     *    executor_live = 1 while that run may still be alive, so a restarted daemon re-attaches to it */
+    "ALTER TABLE jobs ADD COLUMN executor TEXT;"
+    "ALTER TABLE jobs ADD COLUMN executor_live INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX jobs_executor_live ON jobs(executor_live) WHERE executor_live = 1;",
 };
 const int db__n_migrations = (int)(sizeof db__migrations / sizeof db__migrations[0]);

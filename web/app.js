@@ -539,6 +539,17 @@ function jobView(view, id, params) {
 
   // ---- rendering of the job
 
+  // "slurm job 1234 · RUNNING on node1", "slurm job 1234 · PENDING (Priority)", "local"
+  function executorText(x) {
+    if (!x) return '—';
+    let t = x.type || '—';
+    if (x.job_id) t += ` job ${x.job_id}`;
+    if (x.state) t += ` · ${x.state}`;
+    if (x.node) t += ` on ${x.node}`;
+    if (x.reason) t += ` (${x.reason})`;
+    return t;
+  }
+
   function renderSummary() {
     const j = job;
     const p = j.progress || {};
@@ -552,6 +563,7 @@ function jobView(view, id, params) {
       ['Images/s', fmtNum(m.images_per_second, 3)],
       ['Best / final accuracy', `${fmtPct(j.best_valid_accuracy)} / ${fmtPct(j.final_valid_accuracy)}`],
       ['Queue position', j.queue_position ? `#${j.queue_position}` : '—'],
+      ['Executor', h('span', { id: 'job-executor' }, executorText(j.executor))],
       ['Created / started / finished', `${fmtTime(j.created_at)} / ${fmtTime(j.started_at)} / ${fmtTime(j.finished_at)}`],
     ];
     if (j.error) items.push(['Error', h('span', { class: 'error' }, `${j.error.code || ''}: ${j.error.message || ''}`)]);

@@ -500,6 +500,63 @@ static void test_status_check_matches_table(void **state)
     sqlite3_close(h);
 }
 
+/* ---- executor records from a batch ---- */
+
+static void test_batch_executor_record(void **state)
+{
+    db_fixture *f = *state;
+    db_job j;
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "ftjob-%d", i);
+        new_job(&j, id, NULL);
+        assert_int_equal(db_job_insert(f->d, &j, NULL), 0);
+    }
+    char err[256], ids[4][DB_ID_MAX];
+    int n = -1;
+    assert_int_equal(db_job_ids_executor_live(f->d, 4, ids, &n), 0);
+    assert_int_equal(n, 0);
+    db_batch b = {0};
+    db_exec *x = db_batch_exec(&b, "ftjob-2");
+    x->record = strdup("{\"type\":\"slurm\",\"offset\":1}");
+    x->live = 1;
+    assert_ptr_equal(db_batch_exec(&b, "ftjob-2"), x); /* one entry per job: the last record wins */
+    free(x->record);
+    x->record = strdup("{\"type\":\"slurm\",\"offset\":2}");
+    db_batch_exec(&b, "ftjob-0")->record = strdup("{\"type\":\"slurm\"}");
+    db_batch_exec(&b, "ftjob-0")->live = 1;
+    assert_int_equal(db_batch_write(f->d, &b, err, sizeof err), 0);
+    db_batch_reset(&b);
+    assert_int_equal(db_job_ids_executor_live(f->d, 4, ids, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(ids[0], "ftjob-0"); /* oldest first */
+    assert_string_equal(ids[1], "ftjob-2");
+    assert_int_equal(db_job_get(f->d, "ftjob-2", &j), 0);
+    assert_string_equal(j.executor, "{\"type\":\"slurm\",\"offset\":2}");
+    assert_int_equal(j.executor_live, 1);
+    db_job_clear(&j);
+
+    /* the run ended: the record stays, no longer live; a failing row rolls it back with the rest */
+    x = db_batch_exec(&b, "ftjob-2");
+    x->record = strdup("{\"type\":\"slurm\",\"state\":\"COMPLETED\"}");
+    add_metric(&b, "ftjob-2", 1, NULL, 1.0);
+    assert_int_equal(db_batch_write(f->d, &b, err, sizeof err), -EIO);
+    assert_int_equal(db_job_get(f->d, "ftjob-2", &j), 0);
+    assert_int_equal(j.executor_live, 1);
+    db_job_clear(&j);
+    db_batch_reset(&b);
+    x = db_batch_exec(&b, "ftjob-2");
+    x->record = strdup("{\"type\":\"slurm\",\"state\":\"COMPLETED\"}");
+    assert_int_equal(db_batch_write(f->d, &b, err, sizeof err), 0);
+    db_batch_free(&b);
+    assert_int_equal(db_job_ids_executor_live(f->d, 4, ids, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(db_job_get(f->d, "ftjob-2", &j), 0);
+    assert_string_equal(j.executor, "{\"type\":\"slurm\",\"state\":\"COMPLETED\"}");
+    assert_int_equal(j.executor_live, 0);
+    db_job_clear(&j);
+}
+
 /* ---- models rows from a batch ---- */
 
 static void test_batch_model_row(void **state)
@@ -639,7 +696,7 @@ static void test_upgrade_from_v1(void **state)
     db *d;
     assert_int_equal(db_open(&d, path, err, sizeof err), 0);
     h = raw_open(path);
-    assert_int_equal(db__n_migrations, 4);
+    assert_int_equal(db__n_migrations, 5);
     assert_int_equal(raw_int(h, "PRAGMA user_version"), db__n_migrations); /* every migration applied */
     int users = -1;
     assert_int_equal(db_user_count(d, &users), 0);                         /* migration 2's tables */
@@ -670,6 +727,8 @@ static void test_upgrade_from_v1(void **state)
     assert_true(j.best_valid_accuracy == 0.91);
     assert_true(j.final_valid_accuracy == 0.9);
     assert_true(isnan(j.eta_seconds));
+    assert_null(j.executor);                                                /* migration 5's columns */
+    assert_int_equal(j.executor_live, 0);
     assert_string_equal(j.fine_tuned_model, "ft:resnet20:exp:ftjob-old1");
     db_job_clear(&j);
     assert_int_equal(db_job_find_idem(d, "key-old", &j), 0);
@@ -720,10 +779,11 @@ static void test_upgrade_from_v1(void **state)
     assert_int_equal(j.status, JOB_QUEUED);
     db_job_clear(&j);
 
-    /* the jobs table is what version 2 made of it (columns, types, NOT NULL, defaults, keys, indexes),
-     * and nothing else in the schema changed but what migration 4 added (the counters table) */
+    /* the jobs table is what version 2 made of it plus migration 5's columns (types, NOT NULL, defaults,
+     * keys, indexes), and nothing else in the schema changed but what migration 4 added (the counters table) */
     make_old_db(ref, 2);
     sqlite3 *r = raw_open(ref);
+    raw_exec(r, db__migrations[4]);
     char *want = jobs_shape(r), *have = jobs_shape(h);
     assert_string_equal(have, want);
     free(want); free(have);
@@ -790,6 +850,7 @@ int main(void)
         cmocka_unit_test(test_job_status_table),
         cmocka_unit_test_setup_teardown(test_status_check_matches_table, setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_batch_model_row, setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_executor_record, setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_v1, setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_refuses_unknown_status, setup, db_fixture_teardown),
     };
