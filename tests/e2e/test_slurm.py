@@ -219,7 +219,104 @@ class TestSlurmJobs(SlurmTest):
         self.assertEqual(err["error"]["param"], "resources.gpus")
 
 
+    def test_sbatch_refusal_fails_the_job_with_its_reason(self):
+        body = tiny_job()
+        body["resources"] = {"partition": "nosuchpartition"}
+        job = self.create(body)
+        done = self.wait(job["id"], {"failed", "succeeded"}, timeout=60)
+        self.assertEqual(done["status"], "failed")
+        self.assertEqual(done["error"]["code"], "executor_failed")
+        self.assertIn("sbatch refused the job", done["error"]["message"])
+        self.assertIn("partition", done["error"]["message"].lower())
+
+    def test_pending_job_is_queued_with_slurms_reason(self):
+        cpus = os.cpu_count()
+        first = long_job(epochs=20)
+        first["resources"] = {"cpus": cpus}
+        a = self.create(first)
+        self.wait(a["id"], {"running"})
+        second = tiny_job()
+        second["resources"] = {"cpus": cpus}
+        b = self.create(second)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            jb = self.d.request("GET", f"/v1/fine_tuning/jobs/{b['id']}")[1]
+            if jb["executor"].get("state") == "PENDING" and jb["executor"].get("reason"):
+                break
+            time.sleep(0.2)
+        self.assertEqual(jb["status"], "queued", jb)
+        self.assertEqual(jb["executor"]["state"], "PENDING", jb["executor"])
+        self.assertIn(jb["executor"]["reason"], ("Resources", "Priority"), jb["executor"])
+        self.assertIsNone(jb["queue_position"])  # Slurm's queue, not ours
+        r = subprocess.run([os.path.join(os.environ.get("CT_BIN", "bin"), "coretune"), "--url", self.d.url(""),
+                            "--token", self.d.token, "show", b["id"]], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("PENDING", r.stdout)
+        self.assertIn(jb["executor"]["job_id"], r.stdout)
+        for j in (a, b):
+            self.assertEqual(self.d.request("POST", f"/v1/fine_tuning/jobs/{j['id']}/cancel")[0], 200)
+        self.wait(b["id"], {"cancelled"})
+
+    def test_requeue_by_slurm_resumes_from_the_checkpoint(self):
+        job = self.create(long_job(epochs=4))
+        wait_event(self.d, job["id"], lambda e: e["type"] == "checkpoint", timeout=120)
+        _, j, _ = self.d.request("GET", f"/v1/fine_tuning/jobs/{job['id']}")
+        CLUSTER.run("scontrol", "requeue", j["executor"]["job_id"])
+        pre = wait_event(self.d, job["id"], lambda e: e["type"] == "status" and e["data"].get("preempted"), timeout=60)
+        self.assertEqual(pre["data"]["status"], "queued")
+        done = self.wait(job["id"], {"succeeded", "failed"}, timeout=240)
+        self.assertEqual(done["status"], "succeeded", self.fail_msg(done.get("error")))
+        evs = all_events(self.d, job["id"])
+        again = [e for e in evs if e["type"] == "status" and e["data"].get("status") == "running"]
+        self.assertEqual(len(again), 2, [e["message"] for e in evs])
+        self.assertTrue(again[1]["data"]["resumed"])
+        steps = steps_of(evs)
+        self.assertEqual(steps[-1], done["progress"]["total_steps"])
+        # continued from the checkpoint: the steps after the requeue start right after a checkpointed step
+        ckpt_steps = {e["data"]["step"] for e in evs if e["type"] == "checkpoint"}
+        back = [i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]]
+        for i in back:
+            self.assertIn(steps[i] - 1, ckpt_steps, steps)
+        self.assertEqual(len(slurm_rows(f"ct-{job['id']}-")), 1)
+
+
 class TestSlurmCrashes(SlurmTest):
+    def test_crash_between_sbatch_and_its_reply_finds_the_job_by_name(self):
+        # sbatch that submits, then keeps the daemon waiting for its reply: the daemon is killed in that
+        # window, before it could record the Slurm id; the next one must find the job, not submit it again
+        wrap = os.path.join(self.d.data_dir, "slowbin")
+        os.makedirs(wrap)
+        real = subprocess.run(["sh", "-c", "command -v sbatch"], capture_output=True, text=True).stdout.strip()
+        with open(os.path.join(wrap, "sbatch"), "w") as f:
+            f.write(f"#!/bin/sh\n{real} \"$@\"; rc=$?\ntouch {wrap}/submitted\nsleep 60\nexit $rc\n")
+        os.chmod(os.path.join(wrap, "sbatch"), 0o755)
+        rc, _ = self.d.stop()
+        self.assertEqual(rc, 0)
+        path = os.environ["PATH"]
+        os.environ["PATH"] = wrap + ":" + path
+        try:
+            self.d.start()
+        finally:
+            os.environ["PATH"] = path
+        job = self.create(long_job(epochs=2))
+        deadline = time.time() + 30
+        while not os.path.exists(os.path.join(wrap, "submitted")) and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(os.path.exists(os.path.join(wrap, "submitted")))
+        self.d.proc.send_signal(signal.SIGKILL)
+        self.d.proc.wait()
+        self.d.proc = None
+        self.d.log.close()
+        subprocess.run(["pkill", "-f", f"{wrap}/sbatch"])
+        self.d.start()
+        done = self.wait(job["id"], {"succeeded", "failed"})
+        self.assertEqual(done["status"], "succeeded", self.fail_msg(done.get("error")))
+        self.assertEqual(len(slurm_rows(f"ct-{job['id']}-")), 1, "submitted twice")
+        evs = all_events(self.d, job["id"])
+        self.assertTrue(any(e["message"].startswith("Found Slurm batch job") for e in evs),
+                        [e["message"] for e in evs])
+        self.assertEqual(steps_of(evs), list(range(1, done["progress"]["total_steps"] + 1)))
+
     def test_kill9_while_running_reattaches_and_submits_once(self):
         job = self.create(long_job(epochs=4))
         wait_event(self.d, job["id"], lambda e: e["type"] == "metrics", timeout=120)
