@@ -271,12 +271,15 @@ static void scancel(slurm *x, sjob *j, const char *signal)
     LOG(LOG_INFO, "msg=\"scancel\" job=%s slurm_job=%s signal=%s", j->id, j->slurm_id, signal ? signal : "-");
 }
 
-/* What the core asked, once the Slurm id is known: a cancel (or a pause of a job still waiting, which has
- * nothing to checkpoint) ends the batch job; a pause signals the trainer, again while it keeps running. */
+static int is_waiting(const char *st);
+
+/* What the core asked, once the Slurm id is known: a cancel (or a pause of a job waiting, which has
+ * nothing new to checkpoint; `scancel --signal` on a pending job would wait forever) ends the batch job;
+ * a pause signals the trainer (the batch shell exec'd it), again while it keeps running. */
 static void apply_stop(slurm *x, sjob *j)
 {
     if (j->stop == TR_RUN || j->phase != PH_SUBMITTED) return;
-    if (j->stop == TR_STOP_CANCEL || !j->ever_running) {
+    if (j->stop == TR_STOP_CANCEL || !j->ever_running || is_waiting(j->state)) {
         if (!j->stop_applied) {
             j->ours_cancelled = 1;
             scancel(x, j, NULL);

@@ -143,3 +143,19 @@ put("multipart", "cifar10", form([("purpose", None, b"fine-tune"), ("file", "dat
 put("multipart", "cifar_by_size", form([("file", "x.bin", bytes([1, 3]) + bytes(3072))]))
 put("multipart", "idx_images", form([("file", "train-images-idx3-ubyte", idx_images(1, 2, 2))]))
 put("multipart", "junk_then_file", form([("other", None, b"1"), ("file", "a b/../c.bin", b"not a dataset")]))
+
+# progline: one of each line coretune train writes (spec/progline.h)
+for name, line in (
+        ("start", '{"type":"start","resumed":false,"step":0}'),
+        ("step", '{"type":"step","step":1,"total_steps":12,"epoch":1,"epochs":2,"train_loss":3.0628353585357466,'
+                 '"ce_loss":2.6975274501475774,"contrastive_loss":3.6530790294465731,"lr":0.050000000000000003,'
+                 '"images_per_second":262.54351915230563,"eta_seconds":null}'),
+        ("epoch", '{"type":"epoch","step":6,"total_steps":12,"epoch":1,"epochs":2,"valid_loss":2.1971340439360114,'
+                  '"valid_accuracy":0.171875}'),
+        ("checkpoint", '{"type":"checkpoint","step":6,"total_steps":12,"epoch":1,"epochs":2,'
+                       '"path":"/tmp/o1/state.safetensors"}'),
+        ("summary", '{"type":"summary","status":"succeeded","steps":12,"epochs":2,"best_valid_accuracy":0.234375,'
+                    '"final_valid_accuracy":0.234375,"final_valid_loss":1.8830554292827868,"best_epoch":2,'
+                    '"peak_bytes":81308588}'),
+        ("error", '{"type":"error","code":-28,"message":"No space left on device"}')):
+    put("progline", name, line + "\n")
