@@ -266,7 +266,7 @@ static int copy_row(db_job *dst, const db_job *src)
              copy_str(&dst->idem_key, src->idem_key) | copy_str(&dst->body_hash, src->body_hash) |
              copy_str(&dst->metrics, src->metrics) | copy_str(&dst->fine_tuned_model, src->fine_tuned_model) |
              copy_str(&dst->error_code, src->error_code) | copy_str(&dst->error_message, src->error_message) |
-             copy_str(&dst->error_param, src->error_param);
+             copy_str(&dst->error_param, src->error_param) | copy_str(&dst->executor, src->executor);
     if (rc) db_job_clear(dst);
     return rc;
 }

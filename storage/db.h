@@ -225,6 +225,45 @@ int db_file_list(db *d, const char *owner, db_file_fn fn, void *ud);
 /* Bytes of owner's stored uploads (quotas). */
 int db_file_bytes(db *d, const char *owner, long long *out);
 
+/* ---- sweeps (hyper-parameter searches whose trials are jobs) ---- */
+typedef struct db_sweep {
+    long long seq;
+    char id[DB_ID_MAX];
+    char owner[64];
+    enum job_status status;        /* queued, running, succeeded, failed or cancelled */
+    long long created_at, finished_at;
+    char *body;                    /* (heap) the request, canonical JSON */
+    char *best;                    /* (heap) JSON, NULL = none yet */
+    char *fine_tuned_model;        /* (heap) NULL = none */
+} db_sweep;
+void db_sweep_clear(db_sweep *s);
+typedef struct db_trial {
+    int idx;
+    char *parameters;              /* (heap) JSON {path: value} */
+    long long seed;                /* -1 = the job body's */
+    char job_id[DB_ID_MAX];        /* "" = not created yet */
+    /* from the trial's job row (read-only; -1 / NAN when there is no job yet) */
+    int job_status;                /* enum job_status or -1 */
+    double best_valid_accuracy, best_valid_loss; /* best_valid_loss: the lowest valid_loss metric */
+    int step;
+} db_trial;
+/* The sweep, its trials and its first event in one transaction (durable on return). -EEXIST: id taken. */
+int db_sweep_insert(db *d, const db_sweep *s, const db_trial *t, int n, const struct db_event *first);
+int db_sweep_get(db *d, const char *id, db_sweep *out);          /* OUT: caller clears; -ENOENT */
+typedef int (*db_sweep_fn)(void *ud, const db_sweep *s);
+/* Newest first after `after` (NULL = from the newest); owner NULL = everyone's. -ENOENT: after unknown. */
+int db_sweep_list(db *d, const char *owner, const char *after, int limit, db_sweep_fn fn, void *ud, int *has_more);
+/* Sweep ids in status, oldest first (at most limit). */
+int db_sweep_ids_by_status(db *d, enum job_status status, int limit, char (*ids)[DB_ID_MAX], int *n);
+/* The trials in index order, with their jobs' outcome; the rows are the callback's only during the call. */
+typedef int (*db_trial_fn)(void *ud, const db_trial *t);
+int db_sweep_trials(db *d, const char *sweep_id, db_trial_fn fn, void *ud);
+/* Record a trial's job (durable; a trial's job_id, once set, never changes: -EEXIST). */
+int db_sweep_trial_job(db *d, const char *sweep_id, int idx, const char *job_id);
+/* Status change; finished_at 0 = keep; best / fine_tuned_model NULL = keep. Durable. */
+int db_sweep_update(db *d, const char *id, enum job_status status, long long finished_at, const char *best,
+                    const char *fine_tuned_model);
+
 /* ---- users, API tokens, audit ---- */
 typedef struct db_user {
     long long id;

@@ -110,5 +110,19 @@ const char *const db__migrations[] = {
     "ALTER TABLE jobs ADD COLUMN executor TEXT;"
     "ALTER TABLE jobs ADD COLUMN executor_live INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX jobs_executor_live ON jobs(executor_live) WHERE executor_live = 1;",
+
+    /* 6: hyper-parameter sweeps (core/sweeps.c): the request, the status, the choice; one row per trial
+     *    (its parameters and seed; job_id once its job exists: the job's own row says how it went) */
+    "CREATE TABLE sweeps ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  owner TEXT,"
+    "  status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),"
+    "  created_at INTEGER NOT NULL, finished_at INTEGER,"
+    "  body TEXT NOT NULL, best TEXT, fine_tuned_model TEXT);"
+    "CREATE INDEX sweeps_status ON sweeps(status, seq);"
+    "CREATE TABLE sweep_trials ("
+    "  sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, parameters TEXT NOT NULL, seed INTEGER, job_id TEXT,"
+    "  PRIMARY KEY (sweep_id, idx)) WITHOUT ROWID;",
 };
 const int db__n_migrations = (int)(sizeof db__migrations / sizeof db__migrations[0]);

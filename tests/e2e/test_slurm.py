@@ -100,6 +100,9 @@ class TestSlurmJobs(SlurmTest):
         self.assertTrue(x["job_id"].isdigit(), x)
         self.assertEqual(x["state"], "COMPLETED", x)
         self.assertTrue(x["node"], x)
+        st, page, _ = self.d.request("GET", "/v1/fine_tuning/jobs")  # the list carries it too
+        self.assertEqual(st, 200, page)
+        self.assertEqual([j["executor"] for j in page["data"] if j["id"] == job["id"]], [x])
         evs = all_events(self.d, job["id"])
         submitted = [e for e in evs if e["message"].startswith("Submitted to Slurm as batch job")]
         self.assertEqual(len(submitted), 1, [e["message"] for e in evs])
