@@ -34,7 +34,8 @@ static void finish(subproc *p)
     if (!p->exited || p->eofs < 2 || p->closing) return;
     p->closing = 1;
     static char empty[1];
-    p->cb(p->ud, p->status, p->bo.p ? p->bo.p : empty, p->bo.n, p->be.p ? p->be.p : empty, p->be.n);
+    /* a buffer made for a read that then saw EOF holds no NUL yet: an empty output is "" */
+    p->cb(p->ud, p->status, p->bo.n ? p->bo.p : empty, p->bo.n, p->be.n ? p->be.p : empty, p->be.n);
     uv_close((uv_handle_t *)&p->proc, on_closed);
     uv_close((uv_handle_t *)&p->timer, on_closed);
 }
