@@ -174,6 +174,10 @@ void api__upload_begin(req *q, struct MHD_Connection *conn);
 enum MHD_Result api__no_route(api__call *c);           /* 404 "no such route" */
 /* routes_jobs.c */
 enum MHD_Result api__job_list(api__call *c);
+enum MHD_Result api__sweep_create(api__call *c);
+enum MHD_Result api__sweep_list(api__call *c);
+enum MHD_Result api__sweep_get(api__call *c);
+enum MHD_Result api__sweep_cancel(api__call *c);
 enum MHD_Result api__job_create(api__call *c);
 enum MHD_Result api__job_get(api__call *c);
 enum MHD_Result api__job_cancel(api__call *c);

@@ -119,11 +119,61 @@ json_t *render_event(const svc_event *ev)
                      ev->message ? ev->message : "", "type", ev->type, "data", jparse(ev->data));
 }
 
-json_t *render_event_page(const svc_event_page *p)
+json_t *render_event_page(const svc_event_page *p, const char *object)
 {
     json_t *data = json_array();
-    for (int i = 0; i < p->n; i++) json_array_append_new(data, render_event(&p->v[i]));
+    for (int i = 0; i < p->n; i++) {
+        json_t *ev = render_event(&p->v[i]);
+        json_object_set_new(ev, "object", json_string(object));
+        json_array_append_new(data, ev);
+    }
     return list_envelope(data, p->has_more);
+}
+
+/* A trial's status: its job's, or "pending" before the job exists. */
+static const char *trial_status(const db_trial *t)
+{
+    return t->job_id[0] && t->job_status >= 0 ? job_status_name(t->job_status) : "pending";
+}
+
+json_t *render_sweep(const svc_sweep *w)
+{
+    const db_sweep *r = &w->row;
+    json_t *body = jparse(r->body);
+    json_t *trials = json_array();
+    for (int i = 0; i < w->n_trials; i++) {
+        const db_trial *t = &w->trials[i];
+        double o = w->maximize ? t->best_valid_accuracy : t->best_valid_loss;
+        json_array_append_new(trials, json_pack("{s:i, s:o, s:o, s:o, s:s, s:o}", "index", t->idx, "job_id",
+                                                jstr(t->job_id[0] ? t->job_id : NULL), "parameters", jparse(t->parameters),
+                                                "seed", t->seed >= 0 ? json_integer(t->seed) : json_null(), "status",
+                                                trial_status(t), "objective", jreal(o)));
+    }
+    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "object", "fine_tuning.sweep", "id", r->id, "status",
+                          job_status_name(r->status), "created_at", (json_int_t)r->created_at, "finished_at",
+                          jtime(r->finished_at), "owner", r->owner[0] ? json_string(r->owner) : json_null());
+    static const char *const from_body[] = {"job", "parameters", "search", "objective", "max_parallel", "seeds",
+                                            "test_file"};
+    for (size_t i = 0; o && i < sizeof from_body / sizeof from_body[0]; i++) {
+        json_t *v = json_object_get(body, from_body[i]);
+        json_object_set_new(o, from_body[i], v ? json_incref(v) : json_null());
+    }
+    if (o && json_is_null(json_object_get(o, "search"))) json_object_set_new(o, "search", json_string("grid"));
+    if (o && json_is_null(json_object_get(o, "objective")))
+        json_object_set_new(o, "objective", json_pack("{s:s, s:s}", "metric", "valid_accuracy", "goal", "maximize"));
+    if (o && json_is_null(json_object_get(o, "max_parallel"))) json_object_set_new(o, "max_parallel", json_integer(1));
+    json_object_set_new(o, "trials", trials);
+    json_object_set_new(o, "best", jparse(r->best));
+    json_object_set_new(o, "fine_tuned_model", jstr(r->fine_tuned_model));
+    json_decref(body);
+    return o;
+}
+
+json_t *render_sweep_page(const svc_sweep_page *p)
+{
+    json_t *data = json_array();
+    for (int i = 0; i < p->n; i++) json_array_append_new(data, render_sweep(&p->v[i]));
+    return plain_list(data, p->has_more);
 }
 
 json_t *render_checkpoints(const svc_ckpt_page *p)

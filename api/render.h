@@ -11,7 +11,9 @@
 json_t *render_job(const svc_job *j);
 json_t *render_job_page(const svc_job_page *p);
 json_t *render_event(const svc_event *ev);
-json_t *render_event_page(const svc_event_page *p);
+json_t *render_event_page(const svc_event_page *p, const char *object);
+json_t *render_sweep(const svc_sweep *w);
+json_t *render_sweep_page(const svc_sweep_page *p);
 json_t *render_checkpoints(const svc_ckpt_page *p);
 json_t *render_metrics(const svc_metrics *m);
 json_t *render_model(const svc_model *m);

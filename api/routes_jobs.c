@@ -17,10 +17,12 @@ static enum MHD_Result job_reply(api__call *c, int rc, svc_job *j, const svc_err
     return api__reply_rendered(c, out);
 }
 
-enum MHD_Result api__job_create(api__call *c)
+/* The request's JSON body (OUT *body, new reference), or the error already answered (*body NULL). */
+static enum MHD_Result json_body(api__call *c, json_t **body)
 {
     char quoted[201];              /* a client's string, quoted in a message */
     req *q = c->q;
+    *body = NULL;
     const char *ct = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Content-Type");
     if (ct && !strstr(ct, "json"))
         return api__fail(c, SVC_EMEDIA, NULL, NULL, "the body must be application/json, not %s", util_quote(quoted, sizeof quoted, ct));
@@ -28,10 +30,19 @@ enum MHD_Result api__job_create(api__call *c)
     if (jobspec_json_depth(q->body, q->len) > c->a->lim.json_depth_max)
         return api__fail(c, SVC_EINVAL, "too_deep", NULL, "the JSON body nests deeper than %d levels", c->a->lim.json_depth_max);
     json_error_t je;
-    json_t *body = json_loadb(q->body, q->len, JSON_REJECT_DUPLICATES, &je);
-    if (!body)
+    *body = json_loadb(q->body, q->len, JSON_REJECT_DUPLICATES, &je);
+    if (!*body)
         return api__fail(c, SVC_EINVAL, "invalid_json", NULL, "malformed JSON at line %d column %d: %s", je.line, je.column,
                          je.text);
+    return MHD_YES;
+}
+
+enum MHD_Result api__job_create(api__call *c)
+{
+    req *q = c->q;
+    json_t *body;
+    enum MHD_Result r = json_body(c, &body);
+    if (!body) return r;
     const char *key = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Idempotency-Key");
     if (key && (strlen(key) == 0 || strlen(key) > 255)) {
         json_decref(body);
@@ -89,7 +100,58 @@ enum MHD_Result api__job_resume(api__call *c)
     return job_reply(c, rc, &j, &e);
 }
 
-/* A stream when the client asks for one (Accept: text/event-stream or ?stream=true), else a page. */
+/* ---- sweeps: /v1/fine_tuning/sweeps... (trials are jobs; events as for jobs) ---- */
+
+static enum MHD_Result sweep_reply(api__call *c, int rc, svc_sweep *w, const svc_error *e)
+{
+    if (rc) return api__reply_error(c, e);
+    json_t *out = render_sweep(w);
+    svc_sweep_clear(w);
+    return api__reply_rendered(c, out);
+}
+
+enum MHD_Result api__sweep_create(api__call *c)
+{
+    json_t *body;
+    enum MHD_Result r = json_body(c, &body);
+    if (!body) return r;
+    svc_sweep w;
+    svc_error e;
+    int rc = svc_sweep_create(c->a->svc, &c->q->who, body, &w, &e);
+    json_decref(body);
+    return sweep_reply(c, rc, &w, &e);
+}
+
+enum MHD_Result api__sweep_list(api__call *c)
+{
+    svc_sweep_page p;
+    svc_error e;
+    long long limit;
+    if (api__int_arg(c, "limit", 20, 1, 100, &limit, &e)) return api__reply_error(c, &e);
+    if (svc_sweep_list(c->a->svc, &c->q->who, api__arg(c, "after"), (int)limit, &p, &e)) return api__reply_error(c, &e);
+    json_t *out = render_sweep_page(&p);
+    svc_sweep_page_free(&p);
+    return api__reply_rendered(c, out);
+}
+
+enum MHD_Result api__sweep_get(api__call *c)
+{
+    svc_sweep w;
+    svc_error e;
+    int rc = svc_sweep_get(c->a->svc, &c->q->who, job_id(c), &w, &e);
+    return sweep_reply(c, rc, &w, &e);
+}
+
+enum MHD_Result api__sweep_cancel(api__call *c)
+{
+    svc_sweep w;
+    svc_error e;
+    int rc = svc_sweep_cancel(c->a->svc, &c->q->who, job_id(c), &w, &e);
+    return sweep_reply(c, rc, &w, &e);
+}
+
+/* A stream when the client asks for one (Accept: text/event-stream or ?stream=true), else a page. The
+ * same for a job's events and a sweep's: the id says which. */
 enum MHD_Result api__job_events(api__call *c)
 {
     const char *accept = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Accept");
@@ -104,7 +166,8 @@ enum MHD_Result api__job_events(api__call *c)
         return api__fail(c, SVC_EINVAL, "invalid_value", "after", "after must be an event id");
     if (api__int_arg(c, "limit", 20, 1, 1000, &limit, &e)) return api__reply_error(c, &e);
     if (svc_job_events(c->a->svc, &c->q->who, job_id(c), after, (int)limit, &p, &e)) return api__reply_error(c, &e);
-    json_t *out = render_event_page(&p);
+    json_t *out = render_event_page(&p, strncmp(job_id(c), "ftsweep-", 8) ? "fine_tuning.job.event"
+                                                                          : "fine_tuning.sweep.event");
     svc_event_page_free(&p);
     return api__reply_rendered(c, out);
 }

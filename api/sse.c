@@ -188,10 +188,10 @@ enum MHD_Result api__sse_start(api__call *c, const char *job_id)
 {
     api_ctx *a = c->a;
     const svc_caller *who = &c->q->who;
-    svc_job job;
+    svc_event_page first; /* may who see this job's (or sweep's) events? the answer before a stream starts */
     svc_error e;
-    if (svc_job_get(a->svc, who, job_id, &job, &e) != 0) return api__reply_error(c, &e);
-    svc_job_clear(&job);
+    if (svc_job_events(a->svc, who, job_id, 0, 1, &first, &e) != 0) return api__reply_error(c, &e);
+    svc_event_page_free(&first);
     long long last = 0;
     const char *lei = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Last-Event-ID");
     const char *after = api__arg(c, "after");

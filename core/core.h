@@ -166,6 +166,24 @@ int svc_job_cancel(svc *s, const svc_caller *who, const char *id, svc_job *out, 
 int svc_job_pause(svc *s, const svc_caller *who, const char *id, svc_job *out, svc_error *e);
 int svc_job_resume(svc *s, const svc_caller *who, const char *id, svc_job *out, svc_error *e);
 
+/* ---- sweeps (core/sweeps.c): hyper-parameter searches whose trials are jobs ---- */
+typedef struct svc_sweep {
+    db_sweep row;                  /* owned */
+    db_trial *trials;              /* (heap) in index order, with their jobs' outcome */
+    int n_trials;
+    int maximize;                  /* objective: 1 = best valid_accuracy, 0 = lowest valid_loss */
+    char test_file[256];
+} svc_sweep;
+void svc_sweep_clear(svc_sweep *w);
+typedef struct svc_sweep_page { svc_sweep *v; int n, has_more; } svc_sweep_page;
+void svc_sweep_page_free(svc_sweep_page *p);
+/* Validates every trial's job body before anything is stored; the sweep is committed durably on return. */
+int svc_sweep_create(svc *s, const svc_caller *who, const json_t *body, svc_sweep *out, svc_error *e);
+int svc_sweep_get(svc *s, const svc_caller *who, const char *id, svc_sweep *out, svc_error *e);
+int svc_sweep_list(svc *s, const svc_caller *who, const char *after, int limit, svc_sweep_page *out, svc_error *e);
+/* Cancels the sweep and its unfinished trials' jobs. */
+int svc_sweep_cancel(svc *s, const svc_caller *who, const char *id, svc_sweep *out, svc_error *e);
+
 /* ---- events and checkpoints (core/events.c) ---- */
 typedef struct svc_event {
     long long id, created_at;
@@ -174,7 +192,7 @@ typedef struct svc_event {
 } svc_event;
 typedef struct svc_event_page { svc_event *v; int n, has_more; } svc_event_page; /* (heap) v and its strings */
 void svc_event_page_free(svc_event_page *p);
-/* Events with id > after (0 = from the start), oldest first. */
+/* Events with id > after (0 = from the start), oldest first. id: a job's or a sweep's ("ftsweep-..."). */
 int svc_job_events(svc *s, const svc_caller *who, const char *id, long long after, int limit, svc_event_page *out,
                    svc_error *e);
 /* The same for a stream, and *ended = 1 once the job has ended and nothing more will follow. */

@@ -86,6 +86,12 @@ struct svc {
     int order_valid;
     struct order { char id[DB_ID_MAX]; int pos; double est; } *order;
     int n_order, cap_order;
+    /* sweeps (sweeps.c) */
+    int active_sweeps;             /* queued or running: advance() has work */
+    int sweeps_waiting;            /* a trial waits for quota room: look again on the scheduler's tick */
+    char (*seen)[DB_ID_MAX];       /* trial jobs whose end was reported (trial_finished) */
+    int n_seen, cap_seen;
+    struct sweep_test *tests;      /* test-set evaluations in flight */
     /* /metrics */
     hist db_write;                 /* seconds per committed transaction */
     unsigned long long preemptions, auth_failures;
@@ -119,6 +125,8 @@ void svc__events_close(svc *s, uv_close_cb cb);
 int  svc__get_job(svc *s, const svc_caller *who, const char *id, db_job *j, svc_error *e);
 
 json_t *svc__split_priority(const json_t *body, int *prio, svc_error *e); /* the body without "priority" */
+/* Would svc_job_create accept this body from who (every check but the queue quota)? */
+int  svc__job_check(svc *s, const svc_caller *who, const json_t *body, svc_error *e);
 
 /* runs.c */
 void svc__start_job(svc *s, const char *id);
@@ -147,6 +155,15 @@ typedef struct svc__resolve_ctx {
     int admin;
 } svc__resolve_ctx;
 int svc__owned_by(const char *row_owner, const char *owner, int admin);
+
+/* sweeps.c */
+int  svc__sweeps_open(svc *s);                           /* at start */
+void svc__sweeps_advance(svc *s);                        /* after jobs ended, on the scheduler's tick */
+/* who may see sweep id; *final = it has ended and nothing more will follow (for the event stream) */
+int  svc__sweep_visible(svc *s, const svc_caller *who, const char *id, int *final, svc_error *e);
+void svc__sweep_test(svc *s, const char *sweep_id, const char *job_id, const char *test_file);
+int  svc__sweep_testing(svc *s, const char *sweep_id);
+void svc__sweeps_free(svc *s);
 
 /* access.c */
 int svc__need_admin(svc *s, const svc_caller *who, const char *what, svc_error *e);

@@ -281,11 +281,19 @@ static int collect_events(svc *s, const char *id, long long after, int limit, sv
     return rc;
 }
 
+static int is_sweep(const char *id) { return !strncmp(id, "ftsweep-", 8); }
+
 int svc_job_events(svc *s, const svc_caller *who, const char *id, long long after, int limit, svc_event_page *out,
                    svc_error *e)
 {
+    int final, rc;
+    if (is_sweep(id)) {
+        if ((rc = svc__sweep_visible(s, who, id, &final, e)) != 0) return rc;
+        if (collect_events(s, id, after, limit, out)) return svc__storage_error(s, e);
+        return 0;
+    }
     db_job j;
-    int rc = svc__get_job(s, who, id, &j, e);
+    rc = svc__get_job(s, who, id, &j, e);
     if (rc) return rc;
     db_job_clear(&j);
     if (collect_events(s, id, after, limit, out)) return svc__storage_error(s, e);
@@ -295,6 +303,13 @@ int svc_job_events(svc *s, const svc_caller *who, const char *id, long long afte
 int svc_stream_poll(svc *s, const svc_caller *who, const char *id, long long after, int limit, svc_event_page *out,
                     int *ended, svc_error *e)
 {
+    if (is_sweep(id)) {
+        int final, rc = svc__sweep_visible(s, who, id, &final, e);
+        if (rc) return rc;
+        if (collect_events(s, id, after, limit, out)) return svc__storage_error(s, e);
+        *ended = !out->has_more && out->n == 0 && final;
+        return 0;
+    }
     db_job j;
     int rc = svc__get_job(s, who, id, &j, e);
     if (rc) return rc;

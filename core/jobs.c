@@ -110,9 +110,10 @@ json_t *svc__split_priority(const json_t *body, int *prio, svc_error *e)
     return copy;
 }
 
-/* Validate the body as the job spec and against this daemon's limits and the caller's quotas.
- * OUT spec (with threads and seed settled). */
-static int check_spec(svc *s, const svc_caller *who, json_t *body, tr_spec *spec, svc_error *e)
+/* Validate the body as the job spec and against this daemon's limits and the caller's quotas (the queue's
+ * only with check_queue: a sweep's trials are checked before they are queued). OUT spec (with threads and
+ * seed settled). */
+static int check_spec(svc *s, const svc_caller *who, json_t *body, tr_spec *spec, int check_queue, svc_error *e)
 {
     char param[128], err[512];
     svc__resolve_ctx rctx = {s, who->name, 0};
@@ -139,7 +140,7 @@ static int check_spec(svc *s, const svc_caller *who, json_t *body, tr_spec *spec
         return svc__over_quota(e, "threads", q.threads,
                                "the job asks for %d threads; set hyperparameters.threads to at most %d", spec->threads,
                                q.threads);
-    if ((rc = svc__check_queued_quota(s, who->name, e)) != 0) return rc;
+    if (check_queue && (rc = svc__check_queued_quota(s, who->name, e)) != 0) return rc;
     json_t *seed = json_object_get(body, "seed");
     if (!seed || json_is_null(seed)) {
         unsigned int x;
@@ -237,7 +238,7 @@ int svc_job_create(svc *s, const svc_caller *who, const json_t *rawbody, const c
     }
     tr_spec spec;
     char id[DB_ID_MAX];
-    rc = check_spec(s, who, body, &spec, e);
+    rc = check_spec(s, who, body, &spec, 1, e);
     if (rc == 0) rc = insert_job(s, who, rawbody, &spec, priority, canon, idem_key, hash, id, e);
     json_decref(body);
     free(canon);
@@ -247,6 +248,17 @@ int svc_job_create(svc *s, const svc_caller *who, const json_t *rawbody, const c
     svc__notify(s, id);
     svc__schedule(s);
     return job_reply(s, NULL, id, out, e);
+}
+
+int svc__job_check(svc *s, const svc_caller *who, const json_t *rawbody, svc_error *e)
+{
+    int priority;
+    json_t *body = svc__split_priority(rawbody, &priority, e);
+    if (!body) return e->kind;
+    tr_spec spec;
+    int rc = check_spec(s, who, body, &spec, 0, e);
+    json_decref(body);
+    return rc;
 }
 
 static int copy_str(char **dst, const char *src)

@@ -462,6 +462,7 @@ static void sink_drained(void *ud)
         if (svc__flush(s) == 0 || s->stopping) {
             s->any_done = 0;
             svc__schedule(s);
+            svc__sweeps_advance(s); /* a trial may have ended: the next one, or the sweep's end */
         } else {
             s->sched_waiting = 0;
         }

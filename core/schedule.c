@@ -223,6 +223,7 @@ static void on_sched_timer(uv_timer_t *t)
 {
     svc *s = t->data;
     if (s->sched_waiting && !s->stopping) svc__schedule(s);
+    if (s->sweeps_waiting && !s->stopping) svc__sweeps_advance(s); /* a trial waited for quota room */
 }
 
 int svc__schedule_init(svc *s)

@@ -266,7 +266,12 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
         s->ds_ok[i] = data_probe(&s->ds_info[i], cfg->datasets[i].path, why, sizeof why) == 0;
         if (!s->ds_ok[i]) LOG(LOG_WARN, "msg=\"dataset cannot be read\" name=%s err=\"%s\"", cfg->datasets[i].name, why);
     }
+    if ((rc = svc__sweeps_open(s)) != 0) {
+        err_set(err, errlen, -EIO, "cannot read sweeps: %s", db_errmsg(s->db));
+        goto fail;
+    }
     svc__schedule(s);
+    svc__sweeps_advance(s);
     *out = s;
     return 0;
 timers:
@@ -286,7 +291,7 @@ fail:
 /* Once every run has ended: commit the last progress and close the handles. */
 void svc__finish_shutdown(svc *s)
 {
-    if (!s->stopping || s->n_runs > 0 || s->handles_open != 3) return;
+    if (!s->stopping || s->n_runs > 0 || s->tests || s->handles_open != 3) return; /* tests: sweeps.c */
     svc__flush(s);
     svc__events_close(s, on_handle_closed);
     svc__schedule_close(s, on_handle_closed);
@@ -317,6 +322,7 @@ void svc_free(svc *s)
     db_close(s->db);
     exec_free(s->exec);
     svc__runs_free(s);
+    svc__sweeps_free(s);
     free(s->recent);
     free(s->order);
     free(s);

@@ -62,12 +62,12 @@ def cpu_model():
     return f"{name}, {os.cpu_count()} cores"
 
 
-def start_daemon(data_dir, datasets, threads):
+def start_daemon(data_dir, datasets, threads, workers=1):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = [os.path.join(ROOT, "bin", "coretuned"), "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
-            "--workers", "1", "--threads-per-job", str(threads)]
+            "--workers", str(workers), "--threads-per-job", str(threads)]
     for name, path in datasets.items():
         args += ["--dataset", f"{name}={path}"]
     log = open(os.path.join(data_dir, "daemon.log"), "ab")
