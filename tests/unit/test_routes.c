@@ -314,7 +314,8 @@ static void test_labels_are_templates(void **state)
         "/v1/users", "/v1/audit", "static", "other", "/v1/fine_tuning/jobs/{id}", "/v1/fine_tuning/jobs/{id}/cancel",
         "/v1/fine_tuning/jobs/{id}/pause", "/v1/fine_tuning/jobs/{id}/resume", "/v1/fine_tuning/jobs/{id}/events",
         "/v1/fine_tuning/jobs/{id}/checkpoints", "/v1/fine_tuning/jobs/{id}/metrics", "/v1/models/{id}",
-        "/v1/models/{id}/content", "/v1/files/{id}"};
+        "/v1/models/{id}/content", "/v1/files/{id}", "/v1/fine_tuning/sweeps", "/v1/fine_tuning/sweeps/{id}",
+        "/v1/fine_tuning/sweeps/{id}/cancel", "/v1/fine_tuning/sweeps/{id}/events"};
     for (size_t i = 0; i < api__n_routes; i++) {
         const char *l = api__routes[i].label ? api__routes[i].label : api__routes[i].path;
         size_t k = 0;
