@@ -594,7 +594,14 @@ int svc_sweep_create(svc *s, const svc_caller *who, const json_t *body, svc_swee
                 if (te.param[0] && !strncmp(te.param, k, strlen(te.param) < strlen(k) ? strlen(te.param) : strlen(k)))
                     hit = k;
             char p[300];
-            if (hit) snprintf(p, sizeof p, "parameters.%.250s", hit);
+            json_t *values = hit ? json_object_get(r.params, hit) : NULL;
+            size_t at = 0;
+            while (json_is_array(values) && at < json_array_size(values) &&
+                   !json_equal(json_array_get(values, at), json_object_get(setting, hit)))
+                at++;
+            if (json_is_array(values) && at < json_array_size(values)) /* the value, by its place in the list */
+                snprintf(p, sizeof p, "parameters.%.250s[%zu]", hit, at);
+            else if (hit) snprintf(p, sizeof p, "parameters.%.250s", hit);
             else snprintf(p, sizeof p, "job%s%.250s", te.param[0] ? "." : "", te.param);
             rc = svc_fail(e, te.kind, te.code, p, "trial %zu %s: %s", i, vals ? vals : "", te.message);
             free(vals);

@@ -106,7 +106,7 @@ class TestSweeps(DaemonTest):
 
     def test_bad_parameter_is_a_400_naming_it_and_stores_nothing(self):
         err = self.create(sweep_body([0.01, -1]), status=400)["error"]
-        self.assertEqual(err["param"], f"parameters.{LR}")
+        self.assertEqual(err["param"], f"parameters.{LR}[1]")
         self.assertIn("-1", err["message"])
         err = self.create({"job": tiny_job(), "parameters": {"method.core_tuning.hyperparameters.nosuch": [1]}},
                           status=400)["error"]
