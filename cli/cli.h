@@ -33,5 +33,6 @@ int cli_download(cli_global *g, int argc, char **argv);
 int cli_datasets(cli_global *g, int argc, char **argv);
 int cli_models(cli_global *g, int argc, char **argv);
 int cli_upload(cli_global *g, int argc, char **argv);
+int cli_sweep(cli_global *g, int argc, char **argv); /* sweep submit|list|show|logs|cancel: argv[1] names it */
 
 #endif

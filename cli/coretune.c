@@ -21,6 +21,12 @@ static void usage(FILE *f)
             "  logs ID [-f]                      its events; -f follows them live until the job ends\n"
             "  cancel|pause|resume ID...         change a job's state\n"
             "  metrics ID [--names a,b] [--max-points N]   metric series\n"
+            "sweeps (a grid or random search; each trial is a job):\n"
+            "  sweep submit SPEC.json|- [--follow]   start one; --follow streams it, then the leaderboard\n"
+            "  sweep list [--limit N] [--all]    sweeps, newest first\n"
+            "  sweep show ID                     one sweep and its leaderboard (best marked *)\n"
+            "  sweep logs ID [-f]                its events; -f follows them until it ends\n"
+            "  sweep cancel ID...                cancel a sweep and its trials\n"
             "models and data:\n"
             "  models                            base architectures, backbones, fine-tuned models\n"
             "  download ID|MODEL [-o FILE] [--best]   a produced model's weights (safetensors)\n"
@@ -43,6 +49,7 @@ static const struct {
     {"submit", cli_submit}, {"list", cli_list},       {"show", cli_show},         {"logs", cli_logs},
     {"cancel", cli_action}, {"pause", cli_action},    {"resume", cli_action},     {"metrics", cli_metrics},
     {"models", cli_models}, {"download", cli_download}, {"datasets", cli_datasets}, {"upload", cli_upload},
+    {"sweep", cli_sweep},
 };
 
 int main(int argc, char **argv)

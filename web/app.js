@@ -1,5 +1,6 @@
 // web/app.js — the coretuned dashboard: sign-in, the jobs overview (queue, running, finished), a job page
-// with live curves, and a comparison of several jobs. Plain ES module, no build step, no framework.
+// with live curves, a comparison of several jobs, and hyper-parameter sweeps (a list, and a sweep page with
+// its leaderboard and its trials' validation curves overlaid). Plain ES module, no build step, no framework.
 // Talks only to the daemon's REST API (docs/api.md) with `Authorization: Bearer <token>` on every request;
 // the token is kept in sessionStorage (gone when the tab closes). Live updates read the server-sent event
 // stream through fetch() (EventSource cannot send headers) and fall back to polling the events list and
@@ -8,6 +9,7 @@
 
 const TOKEN_KEY = 'coretuned.token';
 const JOBS = '/v1/fine_tuning/jobs';
+const SWEEPS = '/v1/fine_tuning/sweeps';
 const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
 const POLL_MS = 2000;
 const MAX_CHART_POINTS = 4000;
@@ -163,13 +165,13 @@ async function download(path, filename) {
 
 // ---------------------------------------------------------------- server-sent events over fetch()
 
-// Reads GET /events?stream=true and calls onEvent(type, data, id) for each event until the server ends
-// the stream (resolves true after an `end` event, false if the connection closed without one).
-// Throws on HTTP errors or network failure; abort through signal.
-async function readEventStream(jobId, lastEventId, signal, onEvent) {
+// Reads an event stream (a job's or a sweep's GET …/events?stream=true) and calls onEvent(type, data, id)
+// for each event until the server ends the stream (resolves true after an `end` event, false if the
+// connection closed without one). Throws on HTTP errors or network failure; abort through signal.
+async function readEventStream(path, lastEventId, signal, onEvent) {
   const headers = authHeaders({ Accept: 'text/event-stream' });
   if (lastEventId) headers['Last-Event-ID'] = lastEventId;
-  const r = await fetch(`${JOBS}/${encodeURIComponent(jobId)}/events?stream=true`, { headers, signal, cache: 'no-store' });
+  const r = await fetch(path, { headers, signal, cache: 'no-store' });
   if (!r.ok) throw new ApiError(r.status, `event stream: HTTP ${r.status}`);
   if (!r.body || !r.body.getReader) throw new ApiError(0, 'streaming responses are not supported');
   const reader = r.body.getReader();
@@ -259,6 +261,18 @@ function seriesStyle(i, sparse) {
   };
 }
 
+// A small legend swatch drawn with SVG: colour, dash and marker, so lines differ without colour too.
+function lineKey(i, label = i + 1) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('width', '40'); svg.setAttribute('height', '12'); svg.setAttribute('aria-hidden', 'true');
+  const l = document.createElementNS(ns, 'line');
+  for (const [k, v] of Object.entries({ x1: 0, y1: 6, x2: 40, y2: 6, stroke: PALETTE[i % PALETTE.length], 'stroke-width': 2,
+    'stroke-dasharray': DASHES[i % DASHES.length].join(' ') || 'none' })) l.setAttribute(k, v);
+  svg.append(l);
+  return h('span', { class: 'key' }, svg, ` ${label} (${POINTS[i % POINTS.length]})`);
+}
+
 // Keeps a dataset bounded: past the cap, every other point of the older half goes (ends are kept).
 function capPoints(data) {
   if (data.length <= MAX_CHART_POINTS) return;
@@ -292,6 +306,8 @@ function mount() {
   }
   if (parts[0] === 'jobs' && parts[1]) current = jobView(view, parts[1], params);
   else if (parts[0] === 'compare') current = compareView(view, params);
+  else if (parts[0] === 'sweeps' && parts[1]) current = sweepView(view, parts[1], params);
+  else if (parts[0] === 'sweeps') current = sweepsView(view);
   else current = overviewView(view);
 }
 
@@ -566,6 +582,8 @@ function jobView(view, id, params) {
       ['Executor', h('span', { id: 'job-executor' }, executorText(j.executor))],
       ['Created / started / finished', `${fmtTime(j.created_at)} / ${fmtTime(j.started_at)} / ${fmtTime(j.finished_at)}`],
     ];
+    const sweepId = j.metadata && j.metadata.sweep_id;
+    if (sweepId) items.push(['Sweep', h('a', { href: `#/sweeps/${encodeURIComponent(sweepId)}`, class: 'mono', id: 'job-sweep' }, sweepId)]);
     if (j.error) items.push(['Error', h('span', { class: 'error' }, `${j.error.code || ''}: ${j.error.message || ''}`)]);
     summary.replaceChildren(h('dl', { class: 'facts' }, items.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])));
     head.replaceChildren(h('h1', { class: 'mono' }, j.id), statusBadge(j.status),
@@ -686,7 +704,7 @@ function jobView(view, id, params) {
     setLive('sse', 'Live: streaming events (server-sent events).');
     let got = false;
     try {
-      const endedCleanly = await readEventStream(id, lastEventId, ac.signal, (type, data, eid) => {
+      const endedCleanly = await readEventStream(`${JOBS}/${encodeURIComponent(id)}/events?stream=true`, lastEventId, ac.signal, (type, data, eid) => {
         got = true;
         onEvent({ ...data, type: data.type || type, id: data.id || eid });
       });
@@ -833,18 +851,6 @@ function compareView(view, params) {
     if (chosen.some((j) => !FINAL.has(j.status)) && !ac.signal.aborted) timer = setTimeout(reload, 5000);
   }
 
-  // a small legend swatch drawn with SVG: colour, dash and marker, so lines differ without colour too
-  function lineKey(i) {
-    const ns = 'http://www.w3.org/2000/svg';
-    const svg = document.createElementNS(ns, 'svg');
-    svg.setAttribute('width', '40'); svg.setAttribute('height', '12'); svg.setAttribute('aria-hidden', 'true');
-    const l = document.createElementNS(ns, 'line');
-    for (const [k, v] of Object.entries({ x1: 0, y1: 6, x2: 40, y2: 6, stroke: PALETTE[i % PALETTE.length], 'stroke-width': 2,
-      'stroke-dasharray': DASHES[i % DASHES.length].join(' ') || 'none' })) l.setAttribute(k, v);
-    svg.append(l);
-    return h('span', { class: 'key' }, svg, ` ${i + 1} (${POINTS[i % POINTS.length]})`);
-  }
-
   async function reload() {
     try {
       jobs = await listJobs(ac.signal);
@@ -862,6 +868,415 @@ function compareView(view, params) {
   }
   reload();
   return { cleanup() { ac.abort(); clearTimeout(timer); if (chart) chart.destroy(); } };
+}
+
+// ---- sweeps
+
+// The shortest dotted suffix of each parameter path that no other path shares: "eta" for
+// method.core_tuning.hyperparameters.eta, unless another parameter also ends in ".eta". Map path -> name.
+function shortNames(paths) {
+  const out = new Map();
+  const suffix = (p, k) => p.split('.').slice(-k).join('.');
+  for (const p of paths) {
+    const n = p.split('.').length;
+    let k = 1;
+    while (k < n && paths.some((q) => q !== p && suffix(q, k) === suffix(p, k))) k++;
+    out.set(p, suffix(p, k));
+  }
+  return out;
+}
+
+function sweepNames(sweep) {
+  const paths = new Set(Object.keys(sweep.parameters || {}));
+  for (const t of sweep.trials || []) for (const p of Object.keys(t.parameters || {})) paths.add(p);
+  return shortNames([...paths]);
+}
+
+function fmtParam(v) {
+  return typeof v === 'number' ? fmtNum(v, 6) : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v);
+}
+
+// "eta=1 learning_rate=0.03", as the CLI writes it
+function paramsText(params, names) {
+  return Object.entries(params || {}).map(([k, v]) => `${names.get(k) || k}=${fmtParam(v)}`).join(' ');
+}
+
+// One parameter's search space: "0.1, 1, 3" or "log-uniform 0.001 … 0.1"
+function spaceText(v) {
+  if (Array.isArray(v)) return v.map(fmtParam).join(', ');
+  if (v && Array.isArray(v.log_uniform)) return `log-uniform ${fmtParam(v.log_uniform[0])} … ${fmtParam(v.log_uniform[1])}`;
+  return fmtParam(v);
+}
+
+function searchText(s) {
+  if (typeof s === 'string') return s;
+  if (s && s.random !== undefined) return `random, ${s.random} trials${s.seed !== undefined ? `, seed ${s.seed}` : ''}`;
+  return s ? JSON.stringify(s) : '—';
+}
+
+const objectiveOf = (sweep) => sweep.objective || { metric: 'valid_accuracy', goal: 'maximize' };
+const fmtObjective = (sweep, v) => (/accuracy/.test(objectiveOf(sweep).metric) ? fmtPct(v) : fmtNum(v));
+
+// Is trial t the sweep's best? Its job, or, when the best is a mean over seeds, any seed's trial of it.
+function isBestTrial(sweep, t) {
+  const b = sweep.best;
+  if (!b) return false;
+  if (b.job_id && t.job_id === b.job_id) return true;
+  if (!(Array.isArray(b.seeds) && b.seeds.length > 1) || !b.parameters) return false;
+  const keys = Object.keys(b.parameters);
+  return keys.length === Object.keys(t.parameters || {}).length && keys.every((k) => t.parameters[k] === b.parameters[k]);
+}
+
+// The trials in leaderboard order with their ranks: succeeded trials with an objective, best first (per
+// the goal; ties by index), then every other trial in index order, unranked. Same as `coretune sweep show`.
+function rankTrials(sweep) {
+  const max = objectiveOf(sweep).goal !== 'minimize';
+  const rows = (sweep.trials || []).map((t, i) => ({
+    t, index: t.index ?? i, best: isBestTrial(sweep, t),
+    ranked: t.status === 'succeeded' && typeof t.objective === 'number' && Number.isFinite(t.objective),
+  }));
+  rows.sort((a, b) => {
+    if (a.ranked !== b.ranked) return a.ranked ? -1 : 1;
+    if (a.ranked && a.t.objective !== b.t.objective) return max ? b.t.objective - a.t.objective : a.t.objective - b.t.objective;
+    return a.index - b.index;
+  });
+  let rank = 0;
+  for (const r of rows) r.rank = r.ranked ? ++rank : null;
+  return rows;
+}
+
+function trialCounts(sweep) {
+  const order = ['succeeded', 'running', 'paused', 'queued', 'pending', 'failed', 'cancelled'];
+  const trials = sweep.trials || [];
+  const parts = order.map((st) => [st, trials.filter((t) => t.status === st).length]).filter(([, n]) => n);
+  return `${trials.length}${parts.length ? ` (${parts.map(([st, n]) => `${n} ${st}`).join(', ')})` : ''}`;
+}
+
+function sweepLink(sweep) {
+  return h('a', { href: `#/sweeps/${encodeURIComponent(sweep.id)}`, class: 'mono' }, sweep.id);
+}
+
+// Trial statuses include "pending" (no job yet), which jobs never have.
+function trialBadge(status) {
+  return status === 'pending'
+    ? h('span', { class: 'badge st-pending', dataset: { status } }, h('span', { 'aria-hidden': 'true' }, '…'), ' ', 'pending')
+    : statusBadge(status);
+}
+
+async function listSweeps(signal) {
+  const sweeps = [];
+  let after = null;
+  for (let page = 0; page < 10; page++) {
+    const r = await api('GET', `${SWEEPS}?limit=100${after ? `&after=${encodeURIComponent(after)}` : ''}`, { signal });
+    sweeps.push(...r.data);
+    if (!r.has_more || !r.data.length) break;
+    after = r.data[r.data.length - 1].id;
+  }
+  return sweeps;
+}
+
+function sweepsView(view) {
+  const ac = new AbortController();
+  const body = h('div', { id: 'sweeps' }, h('p', {}, 'Loading…'));
+  view.append(h('div', { class: 'titlebar' }, h('h1', {}, 'Hyper-parameter sweeps')), body);
+  let timer = null;
+  async function refresh() {
+    try {
+      const sweeps = await listSweeps(ac.signal);
+      body.replaceChildren(table('Sweeps', ['Sweep', 'Status', 'Model / method', 'Objective', 'Trials', 'Best', 'Created'],
+        sweeps.map((s) => {
+          const trials = s.trials || [];
+          const done = trials.filter((t) => FINAL.has(t.status)).length;
+          const o = objectiveOf(s);
+          return h('tr', { dataset: { sweep: s.id } },
+            h('td', {}, sweepLink(s)), h('td', {}, statusBadge(s.status)),
+            h('td', {}, (s.job && s.job.model) || '—', h('br'), h('small', {}, s.job ? methodOf(s.job) : '—')),
+            h('td', {}, `${o.goal === 'minimize' ? 'min' : 'max'} ${o.metric}`),
+            h('td', { class: 'wide' }, h('div', { class: 'progress' },
+              h('progress', { max: trials.length || 1, value: done, 'aria-label': `${done} of ${trials.length} trials finished` }),
+              h('span', { class: 'progress-text' }, `${done} of ${trials.length} finished`))),
+            h('td', { class: 'num' }, s.best ? fmtObjective(s, s.best.objective) : '—'),
+            h('td', {}, fmtTime(s.created_at)));
+        }),
+        'No sweep yet. Start one with coretune sweep submit SPEC.json (docs/cli.md).'));
+    } catch (e) {
+      if (e.name !== 'AbortError') notice(`Cannot list sweeps: ${e.message}`, 'error');
+    }
+    if (!ac.signal.aborted) timer = setTimeout(refresh, POLL_MS);
+  }
+  refresh();
+  return { cleanup() { ac.abort(); clearTimeout(timer); } };
+}
+
+function sweepView(view, id, params) {
+  const ac = new AbortController();
+  const timers = new Set();
+  const later = (fn, ms) => { const t = setTimeout(() => { timers.delete(t); fn(); }, ms); timers.add(t); return t; };
+  const forcePoll = params.get('live') === 'poll';
+
+  let sweep = null;
+  let lastEventId = null;
+  let ended = false;
+  let metric = 'valid_accuracy';
+  const curves = new Map(); // job id -> { steps, values, final: loaded after the trial ended }
+
+  const head = h('div', { class: 'titlebar' }, h('h1', { class: 'mono' }, id));
+  const summary = h('div', { id: 'sweep-summary', class: 'card' }, 'Loading…');
+  const controls = h('div', { class: 'controls', role: 'group', 'aria-label': 'Sweep actions' });
+  const live = h('p', { id: 'live', class: 'help', role: 'status', dataset: { mode: 'starting' } }, 'Connecting…');
+  const board = h('div', { id: 'leaderboard' }, h('p', {}, 'Loading…'));
+  const canvas = h('canvas', { role: 'img', 'aria-label': 'Validation curves of the trials, overlaid' });
+  const caption = h('figcaption', {}, h('span', {}, 'Validation accuracy by trial'), h('span', { class: 'latest-value' }, ''));
+  const fig = h('figure', { class: 'chart big', id: 'sweep-chart', dataset: { metric, series: '0', points: '0' } },
+    caption, h('div', { class: 'canvas-box' }, canvas));
+  const logList = h('ol', { id: 'log', class: 'log', 'aria-live': 'off' });
+  view.append(head, summary, controls, live,
+    h('section', { 'aria-labelledby': 'h-board' }, h('h2', { id: 'h-board' }, 'Leaderboard'), board),
+    h('section', { 'aria-labelledby': 'h-curves' }, h('h2', { id: 'h-curves' }, 'Curves'), fig),
+    h('section', { 'aria-labelledby': 'h-log' }, h('h2', { id: 'h-log' }, 'Events'), h('div', { class: 'logbox' }, logList)));
+
+  let chart = null;
+  try {
+    chart = lineChart(canvas, { datasets: [], yLabel: 'Validation accuracy', percent: true });
+  } catch (e) { notice(e.message, 'error'); }
+
+  function renderSummary() {
+    const s = sweep;
+    const names = sweepNames(s);
+    const o = objectiveOf(s);
+    const b = s.best;
+    const items = [
+      ['Status', h('span', { id: 'sweep-status', dataset: { status: s.status } }, statusBadge(s.status))],
+      ['Model', (s.job && s.job.model) || '—'], ['Method', s.job ? methodOf(s.job) : '—'],
+      ['Training data', (s.job && s.job.training_file) || '—'],
+      ['Search', searchText(s.search)],
+      ['Objective', `${o.goal === 'minimize' ? 'minimize' : 'maximize'} ${o.metric}`],
+      ['Parameters', h('span', { class: 'mono small' }, Object.entries(s.parameters || {}).map(([k, v]) => `${names.get(k) || k}: ${spaceText(v)}`).join(' · ') || '—')],
+      ['Trials', trialCounts(s)],
+      ['Max parallel', s.max_parallel ?? '—'],
+      ['Seeds', Array.isArray(s.seeds) && s.seeds.length ? s.seeds.join(', ') : '—'],
+      ['Test data', s.test_file || '—'],
+      ['Best', b ? h('span', { id: 'sweep-best' }, b.job_id ? jobLink({ id: b.job_id }) : '—', ' ',
+        h('span', { class: 'mono small' }, paramsText(b.parameters, names)), ` · ${o.metric} ${fmtObjective(s, b.objective)}`,
+        Array.isArray(b.seeds) && b.seeds.length > 1 ? ` (mean over seeds ${b.seeds.join(', ')})` : '') : '—'],
+      ['Test accuracy', fmtPct(b ? b.test_accuracy : null)],
+      ['Fine-tuned model', s.fine_tuned_model ? h('span', { class: 'mono' }, s.fine_tuned_model) : '—'],
+      ['Created / finished', `${fmtTime(s.created_at)} / ${fmtTime(s.finished_at)}`],
+    ];
+    summary.replaceChildren(h('dl', { class: 'facts' }, items.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])));
+    head.replaceChildren(h('h1', { class: 'mono' }, s.id), statusBadge(s.status));
+    const running = !FINAL.has(s.status);
+    controls.replaceChildren(h('button', { type: 'button', id: 'cancel', disabled: !running, onclick: async (e) => {
+      if (!window.confirm(`Cancel sweep ${s.id} and all its trials? This cannot be undone.`)) return;
+      e.target.disabled = true;
+      try {
+        sweep = await api('POST', `${SWEEPS}/${encodeURIComponent(s.id)}/cancel`);
+        notice(`Sweep ${sweep.id} is now ${sweep.status}.`);
+        render();
+      } catch (err) {
+        notice(`Cannot cancel ${s.id}: ${err.message}`, 'error');
+        refresh();
+      }
+    } }, 'Cancel sweep'));
+  }
+
+  function renderBoard() {
+    const names = sweepNames(sweep);
+    const o = objectiveOf(sweep);
+    board.replaceChildren(table('Leaderboard: trials ranked by the objective',
+      ['Rank', 'Trial', 'Line', 'Job', 'Parameters', 'Seed', 'Status', `Objective (${o.metric})`, 'Best epoch'],
+      rankTrials(sweep).map((r) => h('tr', { class: r.best ? 'best' : null, dataset: { trial: r.index, job: r.t.job_id || '', rank: r.rank ?? '' } },
+        h('td', { class: 'num' }, r.rank ?? '—', r.best ? h('span', { class: 'best-mark', title: 'best' }, ' *') : null,
+          r.best ? h('span', { class: 'sr-only' }, ' (best)') : null),
+        h('td', { class: 'num' }, r.index),
+        h('td', {}, r.t.job_id ? lineKey(r.index, r.index) : '—'),
+        h('td', {}, r.t.job_id ? jobLink({ id: r.t.job_id }) : h('span', { class: 'empty' }, 'not started')),
+        h('td', { class: 'mono small' }, paramsText(r.t.parameters, names)),
+        h('td', { class: 'num' }, r.t.seed ?? '—'),
+        h('td', {}, trialBadge(r.t.status)),
+        h('td', { class: 'num' }, fmtObjective(sweep, r.t.objective)),
+        h('td', { class: 'num' }, r.t.best_epoch ?? '—'))),
+      'This sweep has no trials.'));
+  }
+
+  function render() {
+    renderSummary();
+    renderBoard();
+    drawChart();
+  }
+
+  // one dataset per trial that has a job, styled by its index (stable as trials come and go)
+  function drawChart() {
+    if (!chart || !sweep) return;
+    const names = sweepNames(sweep);
+    const trials = (sweep.trials || []).filter((t) => t.job_id && curves.has(t.job_id));
+    chart.data.datasets = trials.map((t) => {
+      const c = curves.get(t.job_id);
+      const best = isBestTrial(sweep, t);
+      return {
+        label: `#${t.index} ${paramsText(t.parameters, names)}${t.seed !== null && t.seed !== undefined ? ` seed ${t.seed}` : ''}${best ? ' *' : ''}`,
+        data: c.steps.map((x, k) => ({ x, y: c.values[k] })),
+        ...seriesStyle(t.index, true),
+        borderWidth: best ? 3 : 1.5,
+      };
+    });
+    chart.options.plugins.legend.display = chart.data.datasets.length > 0;
+    chart.update('none');
+    fig.dataset.series = String(chart.data.datasets.length);
+    fig.dataset.points = String(chart.data.datasets.reduce((n, d) => n + d.data.length, 0));
+  }
+
+  // the curves of trials still running (and, once, of each finished one); finished ones are kept
+  async function refreshCurves() {
+    const want = (sweep.trials || []).filter((t) => t.job_id && !(curves.has(t.job_id) && curves.get(t.job_id).final));
+    await Promise.all(want.map(async (t) => {
+      try {
+        const r = await api('GET', `${JOBS}/${encodeURIComponent(t.job_id)}/metrics?names=${metric}&max_points=500`, { signal: ac.signal });
+        const s = (r.series && r.series[metric]) || { steps: [], values: [] };
+        curves.set(t.job_id, { steps: s.steps || [], values: s.values || [], final: FINAL.has(t.status) });
+      } catch (e) {
+        if (e.name !== 'AbortError' && e.status !== 404) notice(`Cannot load the curve of ${t.job_id}: ${e.message}`, 'error');
+      }
+    }));
+  }
+
+  let busy = null;
+  let again = false;
+  // one refresh at a time; a request for another while one runs makes it run once more afterwards
+  async function refresh() {
+    if (busy) { again = true; return busy; }
+    busy = (async () => {
+      do {
+        again = false;
+        try {
+          sweep = await api('GET', `${SWEEPS}/${encodeURIComponent(id)}`, { signal: ac.signal });
+          const m = objectiveOf(sweep).metric;
+          if (m !== metric && METRICS.some((x) => x.name === m && x.from === 'validation')) { // valid_loss sweeps chart valid_loss
+            metric = m;
+            curves.clear();
+            const label = METRICS.find((x) => x.name === m).label;
+            caption.firstChild.textContent = `${label} by trial`;
+            fig.dataset.metric = metric;
+            if (chart) {
+              const y = chart.options.scales.y;
+              y.title.text = label;
+              y.suggestedMin = y.suggestedMax = undefined;
+              y.ticks.callback = (v) => fmtNum(v, 3);
+            }
+          }
+          renderSummary();
+          renderBoard();
+          await refreshCurves();
+          drawChart();
+        } catch (e) {
+          if (e.name === 'AbortError') return;
+          notice(e.status === 404 ? `Sweep ${id} does not exist.` : `Cannot load sweep ${id}: ${e.message}`, 'error');
+          if (e.status === 404) { ended = true; setLive('off', 'Not live.'); return; }
+        }
+      } while (again && !ac.signal.aborted);
+    })();
+    try { await busy; } finally { busy = null; }
+    return undefined;
+  }
+
+  const pending = new Map();
+  const soon = (key, fn) => { if (!pending.has(key)) pending.set(key, later(() => { pending.delete(key); fn(); }, 300)); };
+
+  function logEvent(ev) {
+    if (ev.id) lastEventId = ev.id;
+    const d = ev.data || {};
+    let text = ev.message;
+    if (!text) {
+      const names = sweep ? sweepNames(sweep) : new Map();
+      if (ev.type === 'trial_started') text = `trial ${d.index} started: ${d.job_id || '—'} ${paramsText(d.parameters, names)}`;
+      else if (ev.type === 'trial_finished') text = `trial ${d.index} ${d.status || 'finished'}: objective ${fmtNum(d.objective)}`;
+      else if (ev.type === 'new_best') text = `new best: trial ${d.index} ${paramsText(d.parameters, names)} objective ${fmtNum(d.objective)}`;
+      else if (ev.type === 'status') text = `sweep ${d.status}`;
+      else text = ev.type;
+    }
+    const li = h('li', { class: `lv-${ev.level || 'info'}`, dataset: { type: ev.type } },
+      h('time', {}, fmtTime(ev.created_at)), ' ',
+      ev.level && ev.level !== 'info' ? h('strong', {}, `${ev.level.toUpperCase()}: `) : null, text);
+    logList.append(li);
+    while (logList.children.length > 500) logList.firstChild.remove();
+  }
+
+  function onEvent(ev) {
+    logEvent(ev);
+    soon('sweep', refresh); // a trial started or finished, a new best, the sweep's status: all show in the sweep
+  }
+
+  function setLive(mode, text) {
+    live.dataset.mode = mode;
+    live.textContent = text;
+  }
+
+  // ---- live updates: the sweep's event stream (SSE through fetch()), polling as the fallback; in both
+  // modes the sweep and its running trials' curves are re-read every POLL_MS (curve points come with the
+  // trials' own validation events, not with the sweep's)
+
+  let streamFailures = 0;
+  async function stream() {
+    setLive('sse', 'Live: streaming events (server-sent events).');
+    let got = false;
+    try {
+      const endedCleanly = await readEventStream(`${SWEEPS}/${encodeURIComponent(id)}/events?stream=true`, lastEventId, ac.signal,
+        (type, data, eid) => { got = true; onEvent({ ...data, type: data.type || type, id: data.id || eid }); });
+      if (endedCleanly) { finish(); return; }
+    } catch (e) {
+      if (ac.signal.aborted) return;
+      if (e.status === 404) { notice(`Sweep ${id} does not exist.`, 'error'); setLive('off', 'Not live.'); return; }
+    }
+    if (ac.signal.aborted) return;
+    streamFailures = got ? 0 : streamFailures + 1;
+    if (streamFailures >= 3) { pollEventsLoop(); return; } // streaming keeps failing: poll instead
+    setLive('sse', 'Live: reconnecting…');
+    later(stream, 1000 * streamFailures);
+  }
+
+  async function pollEventsLoop() {
+    setLive('poll', `Live: polling every ${POLL_MS / 1000} s.`);
+    try {
+      for (let page = 0; page < 20; page++) {
+        const q = `${SWEEPS}/${encodeURIComponent(id)}/events?limit=100${lastEventId ? `&after=${encodeURIComponent(lastEventId)}` : ''}`;
+        const r = await api('GET', q, { signal: ac.signal });
+        for (const ev of r.data) logEvent(ev);
+        if (!r.has_more) break;
+      }
+      await refresh();
+      if (sweep && FINAL.has(sweep.status)) { finish(); return; }
+    } catch (e) {
+      if (ac.signal.aborted) return;
+      notice(`Polling failed (retrying): ${e.message}`, 'error');
+    }
+    if (!ac.signal.aborted) later(pollEventsLoop, POLL_MS);
+  }
+
+  async function tick() { // SSE mode: the curves of running trials grow between the sweep's events
+    if (ended || ac.signal.aborted || live.dataset.mode === 'poll') return; // polling re-reads everything itself
+    await refresh();
+    if (!ended && !ac.signal.aborted) later(tick, POLL_MS);
+  }
+
+  function finish() {
+    ended = true;
+    refresh().then(() => setLive('ended', sweep && FINAL.has(sweep.status) ? `The sweep ${sweep.status}; nothing more will come.` : 'The event stream ended.'));
+  }
+
+  (async () => {
+    await refresh();
+    if (!sweep) { setLive('off', 'Not live.'); return; }
+    const canStream = !forcePoll && typeof ReadableStream !== 'undefined' && 'body' in Response.prototype;
+    if (canStream) { stream(); later(tick, POLL_MS); } else pollEventsLoop();
+  })();
+
+  return {
+    cleanup() {
+      ac.abort();
+      for (const t of timers) clearTimeout(t);
+      if (chart) chart.destroy();
+    },
+  };
 }
 
 // ---------------------------------------------------------------- start

@@ -3,7 +3,11 @@
   from Debian's libjs-chart.js at /web/vendor/chart.js, 404 for `..`, dot files, directories and missing
   files, 405 for other methods, 304 on a matching If-None-Match;
 - tests/browser/dashboard.test.mjs in headless Debian chromium (playwright-core) against real tiny jobs:
-  sign-in, live curves (SSE and the polling fallback), phone width, cancel, finished accuracies, compare.
+  sign-in, live curves (SSE and the polling fallback), phone width, cancel, finished accuracies, compare;
+- tests/browser/sweep.test.mjs, the sweep pages (#/sweeps, #/sweeps/ID): test_sweep_page against the
+  daemon's sweep API (a real 2-trial grid sweep of tiny jobs: leaderboard rows, the best marked, job
+  links, one chart dataset per finished trial), test_sweep_page_stub with that API stubbed in the browser
+  by the contract's objects (the page itself, served by the real daemon, needs no sweep API).
   Screenshots go to tests/artifacts/. Skipped, saying why, only when node or chromium is absent; the npm
   dependency is installed from tests/browser/package-lock.json (npm ci) when missing."""
 import os
@@ -81,7 +85,8 @@ class DashboardTest(DaemonTest):
         status, _, h = self.get("/web/app.js", method="HEAD")
         self.assertEqual(status, 200)
 
-    def test_browser(self):
+    def run_browser(self, script, *args):
+        """node tests/browser/SCRIPT BASE_URL ARTIFACTS ARGS...; returns its output (it must exit 0)."""
         node = shutil.which("node")
         if not node:
             self.skipTest("node is not installed (Debian package nodejs): the browser test needs it")
@@ -90,12 +95,23 @@ class DashboardTest(DaemonTest):
         npm_ci_if_missing(self, BROWSER_DIR, "playwright-core", "playwright-core for the browser test")
         os.makedirs(ARTIFACTS, exist_ok=True)
         env = dict(os.environ, CT_CHROMIUM=CHROMIUM, CT_SANITIZED="1" if SANITIZED else "0")
-        r = subprocess.run([node, "dashboard.test.mjs", self.d.url(""), ARTIFACTS], cwd=BROWSER_DIR, env=env,
+        r = subprocess.run([node, script, self.d.url(""), ARTIFACTS, *args], cwd=BROWSER_DIR, env=env,
                            capture_output=True, text=True, timeout=600 if SANITIZED else 300)
         out = r.stdout + r.stderr
-        self.assertEqual(r.returncode, 0, f"browser test failed (screenshots in {ARTIFACTS}):\n{out}\n"
+        self.assertEqual(r.returncode, 0, f"browser test {script} failed (screenshots in {ARTIFACTS}):\n{out}\n"
                                           f"daemon log:\n{self.d.read_log()[-3000:]}")
-        self.assertIn("dashboard: all checks passed", out)
+        return out
+
+    def test_browser(self):
+        self.assertIn("dashboard: all checks passed", self.run_browser("dashboard.test.mjs"))
+
+    def test_sweep_page_stub(self):
+        """The sweep pages with the sweep API stubbed in the browser: runs without the daemon's sweep API."""
+        self.assertIn("sweep dashboard (stub): all checks passed", self.run_browser("sweep.test.mjs", "--stub"))
+
+    def test_sweep_page(self):
+        """The sweep pages against the daemon's sweep API and a real sweep of two tiny jobs."""
+        self.assertIn("sweep dashboard: all checks passed", self.run_browser("sweep.test.mjs"))
 
 
 if __name__ == "__main__":
