@@ -26,7 +26,7 @@
 #define SWEEP_MAX_PARALLEL 64
 
 static const char *const top_keys[] = {"job", "parameters", "search", "objective", "max_parallel", "seeds",
-                                       "test_file", NULL};
+                                       "test_file", "suffix", NULL};
 
 /* ---------------- the request ---------------- */
 
@@ -166,6 +166,8 @@ static int parse_request(const json_t *body, req *r, svc_error *e)
             if (!json_is_integer(sd) || json_integer_value(sd) < 0)
                 return bad(e, "seeds", "%s", "seeds is a list of 1..16 non-negative integers");
     }
+    json_t *sx = json_object_get(body, "suffix");
+    if (sx && !json_is_null(sx) && !json_is_string(sx)) return bad(e, "suffix", "%s", "suffix must be a string");
     json_t *tf = json_object_get(body, "test_file");
     if (tf && !json_is_null(tf)) {
         if (!json_is_string(tf)) return bad(e, "test_file", "%s", "test_file must be a dataset or file name");
@@ -233,10 +235,12 @@ static int settings_of(const req *r, json_t **out, svc_error *e)
 }
 
 /* A trial's job body: the sweep's job with the setting, the seed and the sweep's id in its metadata. */
-static json_t *trial_body(const json_t *job, const json_t *setting, long long seed, const char *sweep_id, int idx)
+static json_t *trial_body(const json_t *sweep, const json_t *setting, long long seed, const char *sweep_id, int idx)
 {
-    json_t *b = json_deep_copy(job);
+    json_t *b = json_deep_copy(json_object_get(sweep, "job"));
     if (!b) return NULL;
+    json_t *suffix = json_object_get(sweep, "suffix"); /* the sweep's, for trials whose job names none */
+    if (json_is_string(suffix) && !json_is_string(json_object_get(b, "suffix"))) json_object_set(b, "suffix", suffix);
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)setting, k, v)
@@ -431,7 +435,6 @@ static void advance(svc *s, const char *id)
     if (get_sweep(s, NULL, id, &w, &e) != 0) return;
     if (svc__is_final(w.row.status)) { svc_sweep_clear(&w); return; }
     json_t *body = json_loads(w.row.body, 0, NULL);
-    json_t *job = json_object_get(body, "job");
     json_t *mp = json_object_get(body, "max_parallel");
     int max_parallel = json_is_integer(mp) ? (int)json_integer_value(mp) : 1;
     snprintf(w.test_file, sizeof w.test_file, "%s", json_string_value(json_object_get(body, "test_file")) ?
@@ -449,7 +452,7 @@ static void advance(svc *s, const char *id)
         db_trial *t = &w.trials[i];
         if (t->job_id[0]) continue;
         json_t *setting = json_loads(t->parameters, 0, NULL);
-        json_t *tb = setting ? trial_body(job, setting, t->seed, w.row.id, t->idx) : NULL;
+        json_t *tb = setting ? trial_body(body, setting, t->seed, w.row.id, t->idx) : NULL;
         char key[DB_ID_MAX + 32];
         snprintf(key, sizeof key, "sweep:%s:%d", w.row.id, t->idx);
         svc_job out;
@@ -569,7 +572,7 @@ int svc_sweep_create(svc *s, const svc_caller *who, const json_t *body, svc_swee
     for (size_t i = 0; trials && i < n && rc == 0; i++) { /* every trial's body validates, before anything is stored */
         json_t *setting = json_array_get(settings, i / n_seeds);
         long long seed = r.seeds ? (long long)json_integer_value(json_array_get(r.seeds, i % n_seeds)) : -1;
-        json_t *tb = trial_body(r.job, setting, seed, id, (int)i);
+        json_t *tb = trial_body(body, setting, seed, id, (int)i);
         trials[i].idx = (int)i;
         trials[i].seed = seed;
         trials[i].parameters = json_dumps(setting, JSON_COMPACT | JSON_SORT_KEYS);

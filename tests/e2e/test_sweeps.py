@@ -110,7 +110,7 @@ class TestSweeps(DaemonTest):
         self.assertIn("-1", err["message"])
         err = self.create({"job": tiny_job(), "parameters": {"method.core_tuning.hyperparameters.nosuch": [1]}},
                           status=400)["error"]
-        self.assertEqual(err["param"], "parameters.method.core_tuning.hyperparameters.nosuch")
+        self.assertEqual(err["param"], "parameters.method.core_tuning.hyperparameters.nosuch[0]")
         for body, param in (({"job": tiny_job(), "parameters": {}}, "parameters"),
                             ({"job": tiny_job(), "parameters": {LR: [0.1]}, "max_parallel": 0}, "max_parallel"),
                             ({"job": tiny_job(), "parameters": {LR: [0.1]}, "bogus": 1}, "bogus"),
