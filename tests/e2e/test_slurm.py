@@ -283,6 +283,22 @@ class TestSlurmJobs(SlurmTest):
         self.assertEqual(len(slurm_rows(f"ct-{job['id']}-")), 1)
 
 
+    def test_a_sweep_runs_its_trials_as_slurm_jobs(self):
+        lr = "method.core_tuning.hyperparameters.learning_rate"
+        st, w, _ = self.d.request("POST", "/v1/fine_tuning/sweeps", {
+            "job": tiny_job(epochs=1), "parameters": {lr: [0.01, 0.05]}, "max_parallel": 2})
+        self.assertEqual(st, 200, w)
+        deadline = time.time() + 180
+        while w["status"] not in ("succeeded", "failed") and time.time() < deadline:
+            time.sleep(0.2)
+            w = self.d.request("GET", f"/v1/fine_tuning/sweeps/{w['id']}")[1]
+        self.assertEqual(w["status"], "succeeded", self.fail_msg(w))
+        for t in w["trials"]:
+            j = self.d.request("GET", f"/v1/fine_tuning/jobs/{t['job_id']}")[1]
+            self.assertEqual(j["executor"]["type"], "slurm")
+            self.assertEqual(len(slurm_rows(f"ct-{t['job_id']}-")), 1)
+
+
 class TestSlurmCrashes(SlurmTest):
     def test_crash_between_sbatch_and_its_reply_finds_the_job_by_name(self):
         # sbatch that submits, then keeps the daemon waiting for its reply: the daemon is killed in that
