@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum kind { K_INT, K_REAL, K_BOOL, K_SCHEDULE, K_VARIANT };
+enum kind { K_INT, K_REAL, K_BOOL, K_SCHEDULE, K_VARIANT, K_EARLY_STOP };
 
 typedef struct field {
     const char *json;     /* name in the body */
@@ -37,6 +37,7 @@ static const field hp_fields[] = {
     F("weight_decay", K_REAL, hp.weight_decay, ALL),
     F("lr_schedule", K_SCHEDULE, hp.cosine, ALL),
     F("warmup_steps", K_INT, hp.warmup_steps, ALL),
+    F("early_stopping", K_EARLY_STOP, hp.es_patience, ALL), /* {"patience", "min_delta"}: hp.es_* */
     F("eta", K_REAL, hp.eta, CORE),
     F("mixup_alpha", K_REAL, hp.mixup_alpha, CORE),
     F("temperature", K_REAL, hp.temperature, CONTRAST),
@@ -110,6 +111,34 @@ static int check_keys(const json_t *obj, const char *path, const char *const *na
     return -EINVAL;
 }
 
+/* early_stopping: {"patience": 1..10000, "min_delta": number (default 0)}; min_delta's range is
+ * tr_spec_validate's (map_param names it). */
+static int set_early_stop(tr_spec *s, const json_t *v, const char *p, char *param, size_t paramlen, char *err,
+                          size_t errlen)
+{
+    static const char *const keys[] = {"patience", "min_delta", NULL};
+    if (!json_is_object(v))
+        return fail(param, paramlen, p, err, errlen, "%s must be an object {\"patience\": N, \"min_delta\": X} or null", p);
+    int rc = check_keys(v, p, keys, NULL, 0, param, paramlen, err, errlen);
+    if (rc) return rc;
+    char q[300];
+    const json_t *pv = json_object_get(v, "patience"), *dv = json_object_get(v, "min_delta");
+    snprintf(q, sizeof q, "%s.patience", p);
+    if (!pv || json_is_null(pv)) return fail(param, paramlen, q, err, errlen, "%s is required", q);
+    if (!json_is_integer(pv)) return fail(param, paramlen, q, err, errlen, "%s must be an integer", q);
+    /* 0 would read as "off": off is null */
+    if (json_integer_value(pv) < 1 || json_integer_value(pv) > 10000)
+        return fail(param, paramlen, q, err, errlen, "%s must be in [1, 10000]", q);
+    s->hp.es_patience = (int)json_integer_value(pv);
+    s->hp.es_min_delta = 0;
+    if (dv && !json_is_null(dv)) {
+        snprintf(q, sizeof q, "%s.min_delta", p);
+        if (!json_is_number(dv)) return fail(param, paramlen, q, err, errlen, "%s must be a number", q);
+        s->hp.es_min_delta = json_number_value(dv);
+    }
+    return 0;
+}
+
 static int set_field(tr_spec *s, const field *f, const json_t *v, const char *path, char *param,
                      size_t paramlen, char *err, size_t errlen)
 {
@@ -148,6 +177,8 @@ static int set_field(tr_spec *s, const field *f, const json_t *v, const char *pa
         else return fail(param, paramlen, p, err, errlen, "%s must be \"paper\" or \"reference\"", p);
         return 0;
     }
+    case K_EARLY_STOP: /* null (off) never gets here */
+        return set_early_stop(s, v, p, param, paramlen, err, errlen);
     }
     return -EINVAL;
 }
@@ -266,6 +297,13 @@ static void map_param(const tr_spec *s, const char *tr, char *param, size_t para
         {"valid_data", "validation_file"}, {"seed", "seed"}, {"method", "method.type"}};
     for (size_t i = 0; i < NELEM(top); i++)
         if (strcmp(leaf, top[i].tr) == 0) { snprintf(param, paramlen, "%s", top[i].json); return; }
+    static const struct { const char *tr, *json; } hp_sub[] = { /* spec fields inside a JSON object */
+        {"es_patience", "early_stopping.patience"}, {"es_min_delta", "early_stopping.min_delta"}};
+    for (size_t i = 0; i < NELEM(hp_sub); i++)
+        if (strcmp(leaf, hp_sub[i].tr) == 0) {
+            snprintf(param, paramlen, "method.%s.hyperparameters.%s", jobspec_method_name(s->method), hp_sub[i].json);
+            return;
+        }
     const struct { const field *f; size_t n; const char *path; } groups[] = {
         {hp_fields, NELEM(hp_fields), NULL}, {arch_fields, NELEM(arch_fields), "architecture"},
         {data_fields, NELEM(data_fields), "data"}};
@@ -358,6 +396,9 @@ static json_t *field_json(const tr_spec *s, const field *f)
     case K_BOOL: return json_boolean(*(const int *)src);
     case K_SCHEDULE: return json_string(*(const int *)src ? "cosine" : "constant");
     case K_VARIANT: return json_string(*(const enum tr_variant *)src == TR_VARIANT_REFERENCE ? "reference" : "paper");
+    case K_EARLY_STOP:
+        return s->hp.es_patience ? json_pack("{s:i, s:f}", "patience", s->hp.es_patience, "min_delta", s->hp.es_min_delta)
+                                 : json_null();
     }
     return json_null();
 }

@@ -793,12 +793,20 @@ int model_save(model *m, const char *path, int with_contrastor, char *err, size_
             s->nbytes = (size_t)nc * sizeof(float);
         }
     }
-    char ich[16], stem[16];
+    char ich[16], stem[16], size[16], mean[64] = "", std[64] = "";
     snprintf(ich, sizeof ich, "%d", m->cfg.in_channels);
     snprintf(stem, sizeof stem, "%d", m->cfg.small_stem);
+    snprintf(size, sizeof size, "%d", m->cfg.image_size);
+    int recorded = m->cfg.input_std[0] > 0 && m->cfg.in_channels <= 3;
+    for (int c = 0; recorded && c < m->cfg.in_channels; c++) { /* %.9g: the same float back */
+        size_t a = strlen(mean), b = strlen(std);
+        snprintf(mean + a, sizeof mean - a, "%s%.9g", c ? "," : "", m->cfg.input_mean[c]);
+        snprintf(std + b, sizeof std - b, "%s%.9g", c ? "," : "", m->cfg.input_std[c]);
+    }
     const char *meta[] = {"format", "pt", "coretuned.arch", m->cfg.arch, "coretuned.in_channels", ich,
-                          "coretuned.small_stem", stem};
-    int rc = st_save(path, ts, n, meta, 4, err, errlen);
+                          "coretuned.small_stem", stem, "coretuned.image_size", size,
+                          "coretuned.input_mean", mean, "coretuned.input_std", std};
+    int rc = st_save(path, ts, n, meta, recorded ? 7 : 5, err, errlen);
     free(ts);
     free(zeros);
     return rc < 0 ? rc : rc ? -EIO : 0;

@@ -30,6 +30,9 @@ typedef struct model_config {
      * convs are prepared for max_batch and these at model_new; any other n still works but runs the
      * slower im2col path (model_batch_prepared tells). */
     int extra_batch[MODEL_EXTRA_BATCHES];
+    /* The normalisation the inputs were given, (pixel/255 - mean) / std per channel: model_save records
+     * it (and image_size) so an evaluation feeds the weights as training did. std[0] 0 = not recorded. */
+    float input_mean[3], input_std[3];
 } model_config;
 
 enum model_kind {
@@ -97,7 +100,9 @@ int  model_backward(model *m, const float *dfeat, int n);
  * or ignored with MODEL_LOAD_SKIP_HEADS. On success msg lists what was skipped or kept (may be empty). */
 int  model_load(model *m, const char *path, int flags, char *msg, size_t msglen);
 /* Write every tensor (table order) plus fc.bias = zeros after fc.weight, so torchvision's strict
- * load_state_dict accepts the file; the contrastor only when with_contrastor. Atomic (st_save). */
+ * load_state_dict accepts the file; the contrastor only when with_contrastor. Atomic (st_save).
+ * Metadata: coretuned.arch, .in_channels, .small_stem, .image_size, and .input_mean / .input_std
+ * (in_channels comma-separated floats) when recorded. */
 int  model_save(model *m, const char *path, int with_contrastor, char *err, size_t errlen);
 
 #endif

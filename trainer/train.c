@@ -90,6 +90,11 @@ int tr_spec_validate(const tr_spec *s, char *param, size_t paramlen, char *err, 
     CHECK_RANGE(h->mixup_alpha > 0 && h->mixup_alpha <= 100, "mixup_alpha", "mixup_alpha must be in (0, 100]");
     CHECK_RANGE(h->temperature > 0 && h->temperature <= 10, "temperature", "temperature must be in (0, 10]");
     CHECK_RANGE(h->contrast_dim >= 1 && h->contrast_dim <= 4096, "contrast_dim", "contrast_dim must be in [1, 4096]");
+    CHECK_RANGE(h->es_patience >= 0 && h->es_patience <= 10000, "es_patience",
+                "early_stopping.patience must be in [1, 10000] (0: off)");
+    CHECK_RANGE(h->es_min_delta >= 0 && h->es_min_delta <= 1, "es_min_delta", "early_stopping.min_delta must be in [0, 1]");
+    CHECK_RANGE(h->es_patience > 0 || h->es_min_delta == 0, "es_min_delta",
+                "early_stopping.min_delta needs early_stopping.patience");
     CHECK_RANGE(s->threads >= 0 && s->threads <= 1024, "threads", "threads must be in [0, 1024]");
     CHECK_RANGE(s->checkpoint_seconds >= 0, "checkpoint_seconds", "checkpoint_seconds must be >= 0");
     return 0;
@@ -232,6 +237,10 @@ static int setup_model(job *j, char *err, size_t errlen)
                        .contrast_dim = core || ssl ? s->hp.contrast_dim : 0, .max_batch = rows,
                        .extra_batch = {tail}};
     snprintf(mc.arch, sizeof mc.arch, "%s", s->arch);
+    data_aug norm; /* what the validation loader normalises with: recorded in the saved models */
+    data_aug_default(&norm, j->train_ds, false);
+    memcpy(mc.input_mean, norm.mean, sizeof mc.input_mean);
+    memcpy(mc.input_std, norm.std, sizeof mc.input_std);
     int rc = model_new(&j->m, &mc, err, errlen);
     if (rc) return rc;
     rng_t r;
@@ -285,7 +294,9 @@ static int setup_model(job *j, char *err, size_t errlen)
 
 /* ---- checkpoints: the whole state in one safetensors file, written atomically ---- */
 
-typedef struct position { int epoch, batch, step, best_epoch; double best_acc; } position;
+/* Where the run is, and what early stopping needs to survive a pause or a crash: es_wait is the
+ * number of validations in a row without improvement, best_loss the best model's validation loss. */
+typedef struct position { int epoch, batch, step, best_epoch, es_wait; double best_acc, best_loss; } position;
 
 static int save_state(job *j, const char *path, const position *p, char *err, size_t errlen)
 {
@@ -306,15 +317,18 @@ static int save_state(job *j, const char *path, const position *p, char *err, si
     size_t np = model_num_params(j->m);
     ts[nt] = (st_tensor){.name = "optimizer.momentum_buffer", .dtype = ST_F32, .ndim = 1,
                          .shape = {(int64_t)np}, .data = j->momentum, .nbytes = sizeof(float) * np};
-    char epoch[32], batch[32], step[32], best[64], best_epoch[32];
+    char epoch[32], batch[32], step[32], best[64], best_epoch[32], best_loss[64], wait[32];
     snprintf(epoch, sizeof epoch, "%d", p->epoch);
     snprintf(batch, sizeof batch, "%d", p->batch);
     snprintf(step, sizeof step, "%d", p->step);
     snprintf(best, sizeof best, "%.17g", p->best_acc);
     snprintf(best_epoch, sizeof best_epoch, "%d", p->best_epoch);
+    snprintf(best_loss, sizeof best_loss, "%.17g", p->best_loss);
+    snprintf(wait, sizeof wait, "%d", p->es_wait);
     const char *meta[] = {"format", "coretuned-state-1", "arch", j->spec->arch, "epoch", epoch,
-                          "batch", batch, "step", step, "best_valid_accuracy", best, "best_epoch", best_epoch};
-    int rc = st_save(path, ts, nt + 1, meta, 7, err, errlen);
+                          "batch", batch, "step", step, "best_valid_accuracy", best, "best_epoch", best_epoch,
+                          "best_valid_loss", best_loss, "early_stopping_wait", wait};
+    int rc = st_save(path, ts, nt + 1, meta, 9, err, errlen);
     free(ts);
     return rc;
 }
@@ -342,6 +356,14 @@ static int load_state(job *j, const char *path, position *p, char *err, size_t e
         goto out;
     }
     p->best_acc = strtod(best, NULL);
+    /* absent from states written before early stopping existed: no loss known, no wait yet */
+    const char *best_loss = st_metadata(f, "best_valid_loss");
+    p->best_loss = best_loss ? strtod(best_loss, NULL) : NAN;
+    p->es_wait = 0;
+    if (st_metadata(f, "early_stopping_wait") && meta_int(f, "early_stopping_wait", &p->es_wait)) {
+        rc = err_set(err, errlen, -EINVAL, "%s: bad early_stopping_wait", path);
+        goto out;
+    }
     int nt = model_num_tensors(j->m);
     for (int i = 0; i < nt; i++) {
         model_tensor *t = model_tensor_at(j->m, i);
@@ -517,6 +539,7 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
 
     position pos = {0};
     pos.best_acc = -1;
+    pos.best_loss = NAN;
     if (resume && access(state_path, F_OK) == 0) {
         if ((rc = load_state(&j, state_path, &pos, err, errlen))) goto out;
     }
@@ -525,11 +548,12 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
         goto out;
     }
 
-    const int spe = j.steps_per_epoch, accum = spec->hp.grad_accum;
+    const int spe = j.steps_per_epoch, accum = spec->hp.grad_accum, patience = spec->hp.es_patience;
     double t_start = util_mono(), t_ckpt = t_start, t_last = t_start;
     int steps_this_run = 0;
     double last_loss = NAN, last_acc = NAN;
-    while (pos.epoch < spec->hp.epochs) {
+    /* (a run resumed after early stopping had decided, but before final.safetensors, trains no more) */
+    while (pos.epoch < spec->hp.epochs && !(patience && pos.es_wait >= patience)) {
         while (pos.batch / accum < spe) {
             int step = pos.step;
             double lr = sgd_lr_at(spec->hp.lr, step, j.total_steps, spec->hp.warmup_steps, spec->hp.cosine);
@@ -574,8 +598,13 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
                              .epoch = pos.epoch, .epochs = spec->hp.epochs, .valid_loss = vloss,
                              .valid_accuracy = vacc};
             emit(cb, &e);
+            /* early stopping: an improvement beats the best so far by more than min_delta (the first
+             * validation always is one); the best model is still simply the most accurate */
+            if (pos.best_epoch == 0 || vacc > pos.best_acc + spec->hp.es_min_delta) pos.es_wait = 0;
+            else pos.es_wait++;
             if (vacc > pos.best_acc) {
                 pos.best_acc = vacc;
+                pos.best_loss = vloss;
                 pos.best_epoch = pos.epoch;
                 if ((rc = model_save(j.m, best_path, 0, err, errlen))) goto out;
             }
@@ -585,11 +614,24 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
         tr_progress c = {.kind = TR_EV_CHECKPOINT, .step = pos.step, .total_steps = j.total_steps,
                          .epoch = pos.epoch, .epochs = spec->hp.epochs, .checkpoint_path = state_path};
         emit(cb, &c);
+        if (patience && pos.es_wait >= patience) break; /* finished: a success, not a stop */
         int stop = cb && cb->should_stop ? cb->should_stop(cb->ud) : TR_RUN;
         if (stop != TR_RUN && pos.epoch < spec->hp.epochs) {
             res->stopped = stop;
             goto done;
         }
+    }
+    if (patience) {
+        /* with early stopping the model returned is the best validated one: final = best, written
+         * from best.safetensors' weights (the heads it lacks, the contrastor, are not saved anyway) */
+        char msg[1024];
+        if ((rc = model_load(j.m, best_path, MODEL_LOAD_HEADS_OPTIONAL, msg, sizeof msg))) {
+            err_set(err, errlen, rc, "early stopping: cannot read the best model back: %s", msg);
+            goto out;
+        }
+        res->early_stopped = pos.es_wait >= patience && pos.epoch < spec->hp.epochs;
+        last_acc = pos.best_acc;
+        last_loss = pos.best_loss;
     }
     if ((rc = model_save(j.m, final_path, 0, err, errlen))) goto out;
 done:

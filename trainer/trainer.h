@@ -1,4 +1,5 @@
-/* trainer/trainer.h — run one training job: the plain-C job spec, progress callbacks, and tr_run.
+/* trainer/trainer.h — run one training job: the plain-C job spec, progress callbacks, and tr_run;
+ * and evaluate a trained model once: tr_evaluate.
  * The daemon and the CLI fill a tr_spec (from JSON, see spec/jobspec.h), then call tr_run on a thread
  * they own; tr_run calls back with progress from that same thread and polls should_stop at every
  * step boundary. Errors: negative return, the reason in err (and the offending field in param for
@@ -29,6 +30,11 @@ typedef struct tr_hparams {
     double mixup_alpha;      /* Beta(alpha, alpha), (0, 100] */
     double temperature;      /* (0, 10]; Core-tuning's contrastive term or SimCLR's NT-Xent */
     int contrast_dim;        /* 1..4096: the contrastor's (or SimCLR projector's) output */
+    /* Early stopping on the validation accuracy (SimCLR: positive-pair accuracy): training ends after
+     * es_patience validations in a row none of which beat the best so far by more than es_min_delta.
+     * With it on, final.safetensors is the best validated model (a copy of best.safetensors). */
+    int es_patience;         /* 0 = off, else 1..10000 */
+    double es_min_delta;     /* [0, 1]; 0 when off */
 } tr_hparams;
 
 typedef struct tr_spec {
@@ -80,15 +86,20 @@ typedef struct tr_callbacks {
 } tr_callbacks;
 
 typedef struct tr_result {
-    int steps_done, epochs_done;
+    int steps_done, epochs_done;     /* epochs_done < epochs when early stopping ended the run */
     int stopped;                     /* 1 if should_stop ended it (resumable checkpoint written) */
+    int early_stopped;               /* early stopping ended it: a success, final.safetensors written */
+    /* final_*: the validation of the model in final.safetensors, i.e. the last one, or with early
+     * stopping on the best one (then equal to best_valid_accuracy at best_epoch) */
     double best_valid_accuracy, final_valid_accuracy, final_valid_loss;
     int best_epoch;
     size_t peak_bytes;               /* everything the job allocated, known at start */
 } tr_result;
 
 /* Runs the job, writing under out_dir: state.safetensors (resumable state), best.safetensors and
- * final.safetensors (backbone + classifier, torchvision names). resume = continue from out_dir's state. */
+ * final.safetensors (backbone + classifier, torchvision names; metadata coretuned.arch, in_channels,
+ * small_stem, image_size, input_mean, input_std: what tr_evaluate needs to feed it as training did).
+ * resume = continue from out_dir's state. */
 int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callbacks *cb, tr_result *res,
            char *err, size_t errlen);
 
@@ -100,5 +111,34 @@ extern const char *const tr_arch_names[TR_N_ARCHS];
 int tr_arch_known(const char *name);
 
 int tr_weights_arch(const char *path, char *arch, int *in_channels, int *small_stem, char *err, size_t errlen);
+
+/* ---- evaluating a trained model once (a held-out test set) ---- */
+
+typedef struct tr_eval_opts {
+    int image_size;          /* model input side; 0 = the file's coretuned.image_size (tr_run writes it) */
+    int in_channels;         /* 0 = the model's (its conv1); anything else must equal it */
+    int limit;               /* > 0: only the first N images of the data */
+    int batch_size;          /* images per forward pass, 0 = 64; the job's batch_size (and threads) give
+                              * results bit-identical to the trainer's validation */
+    int threads;             /* 0 = all cores */
+} tr_eval_opts;
+
+typedef struct tr_eval_result {
+    double accuracy;         /* top-1 */
+    double loss;             /* mean softmax cross-entropy */
+    int images;
+    int num_classes;         /* the classifier's */
+    char arch[16];           /* what was evaluated, and how it was fed */
+    int in_channels, image_size, small_stem;
+} tr_eval_result;
+
+/* Evaluate the classifier in model_path (backbone + fc.weight, as tr_run's final.safetensors) on data
+ * (a built-in name or a path, read as tr_run reads validation data) exactly as tr_run validates: eval
+ * mode, no augmentation, images converted to the model's channels and size, normalised with the
+ * training data's statistics recorded in the file (else the data's own). o may be NULL (defaults).
+ * Any thread; no shared state (it sets the calling thread's OpenMP thread count, as tr_run does).
+ * OUT: *out. 0, or negative + err (-EINVAL: not a classifier, too many classes in the data, ...). */
+int tr_evaluate(const char *model_path, const char *data, const tr_eval_opts *o, tr_eval_result *out,
+                char *err, size_t errlen);
 
 #endif
