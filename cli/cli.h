@@ -1,5 +1,5 @@
 /* cli/cli.h — the coretune sub-commands; each takes argv from the sub-command name on and returns
- * the process exit code (enum cli_exit). `train` runs a job locally; every other sub-command talks to
+ * the process exit code (enum cli_exit). `train` and `eval` run locally; every other sub-command talks to
  * the daemon through cli/client.h. Single-threaded; messages go to stderr, results to stdout. */
 #ifndef CT_CLI_H
 #define CT_CLI_H
@@ -22,6 +22,7 @@ typedef struct cli_global {
 } cli_global;
 
 int cli_train(int argc, char **argv);
+int cli_eval(int argc, char **argv); /* local too: tr_evaluate on a model file and a data set */
 
 int cli_submit(cli_global *g, int argc, char **argv);
 int cli_list(cli_global *g, int argc, char **argv);

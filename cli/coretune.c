@@ -1,6 +1,7 @@
 /* cli/coretune.c — the command-line tool's entry point: global options (--url, --token, --json, which
- * may also follow the sub-command) and dispatch to a sub-command. `train` runs a job locally; the others
- * talk to the daemon (cli/client.h). Exit codes: enum cli_exit in cli/cli.h; 130 after Ctrl-C. */
+ * may also follow the sub-command) and dispatch to a sub-command. `train` runs a job and `eval`
+ * evaluates a model locally; the others talk to the daemon (cli/client.h). Exit codes: enum cli_exit
+ * in cli/cli.h; 130 after Ctrl-C. */
 #include "cli/cli.h"
 #include "cli/client.h"
 #include <stdio.h>
@@ -34,6 +35,8 @@ static void usage(FILE *f)
             "  upload FILE [--purpose fine-tune] upload a dataset file\n"
             "local:\n"
             "  train SPEC.json --out DIR [--resume] [--threads N]   run one job here, without the daemon\n"
+            "  eval MODEL.safetensors DATA [--limit N] [--threads N] [--batch-size N] [--image-size N]\n"
+            "       [--in-channels N]             a trained model's accuracy and loss on DATA, here\n"
             "\n"
             "The daemon: --url > CORETUNE_URL > url in ~/.config/coretune/config > /run/coretuned/coretuned.sock >\n"
             "./var/coretuned.sock > http://127.0.0.1:8080 (URL: unix:/path/to/sock or http://host:port).\n"
@@ -86,6 +89,7 @@ int main(int argc, char **argv)
         return CLI_OK;
     }
     if (!strcmp(cmd, "train")) return cli_train(argc - i, argv + i);
+    if (!strcmp(cmd, "eval")) return cli_eval(argc - i, argv + i);
     for (size_t k = 0; k < sizeof commands / sizeof *commands; k++)
         if (!strcmp(cmd, commands[k].name)) {
             int rc = commands[k].fn(&g, argc - i, argv + i);

@@ -220,6 +220,10 @@ int cli_train(int argc, char **argv)
                  res.stopped ? "stopped with a checkpoint" : "training had finished", res.steps_done);
         code = fail_run(&o, o.err, CLI_EFAIL, msg);
     } else {
+        /* the summary line has no field for it (yet): a word on stderr for whoever reads the job's log */
+        if (res.early_stopped)
+            fprintf(stderr, "coretune: early stopping after epoch %d of %d; final.safetensors is the best model "
+                    "(epoch %d)\n", res.epochs_done, spec.hp.epochs, res.best_epoch);
         emit(&o, pl_summary_line(&res), 1);
         code = o.err ? CLI_EFAIL : CLI_OK;
     }

@@ -91,7 +91,7 @@ int tr_spec_validate(const tr_spec *s, char *param, size_t paramlen, char *err, 
     CHECK_RANGE(h->temperature > 0 && h->temperature <= 10, "temperature", "temperature must be in (0, 10]");
     CHECK_RANGE(h->contrast_dim >= 1 && h->contrast_dim <= 4096, "contrast_dim", "contrast_dim must be in [1, 4096]");
     CHECK_RANGE(h->es_patience >= 0 && h->es_patience <= 10000, "es_patience",
-                "early_stopping.patience must be in [1, 10000]");
+                "early_stopping.patience must be in [1, 10000] (0: off)");
     CHECK_RANGE(h->es_min_delta >= 0 && h->es_min_delta <= 1, "es_min_delta", "early_stopping.min_delta must be in [0, 1]");
     CHECK_RANGE(h->es_patience > 0 || h->es_min_delta == 0, "es_min_delta",
                 "early_stopping.min_delta needs early_stopping.patience");

@@ -1,4 +1,5 @@
-/* trainer/trainer.h — run one training job: the plain-C job spec, progress callbacks, and tr_run.
+/* trainer/trainer.h — run one training job: the plain-C job spec, progress callbacks, and tr_run;
+ * and evaluate a trained model once: tr_evaluate.
  * The daemon and the CLI fill a tr_spec (from JSON, see spec/jobspec.h), then call tr_run on a thread
  * they own; tr_run calls back with progress from that same thread and polls should_stop at every
  * step boundary. Errors: negative return, the reason in err (and the offending field in param for

@@ -4,7 +4,8 @@ error records and their fields, spec/progline.h), the files written, Ctrl-C and 
 stopping after the current step with a resumable checkpoint, --resume continuing at the next step to the
 same end and starting afresh when there is nothing to resume, --progress FILE holding the same lines as
 stdout across attempts, a progress file that cannot be written failing the run, and a bad spec or flag
-answered with exit code 2 and the offending field."""
+answered with exit code 2 and the offending field. Early stopping ends a run as a success with the best
+model as final.safetensors; `coretune eval MODEL DATA` gives the accuracy and loss training reported."""
 import errno
 import json
 import os
@@ -193,6 +194,69 @@ class TrainCliTest(unittest.TestCase):
         self.assertTrue([n for n in steps if n not in (20, 40)], steps)
         self.assertEqual(recs[-1]["status"], "succeeded")
 
+    def eval(self, *args):
+        p = subprocess.run([os.path.join(BIN, "coretune"), "eval", *args], capture_output=True, text=True,
+                           timeout=120)
+        return p.returncode, p.stdout, p.stderr
+
+    def test_early_stopping_then_eval(self):
+        # min_delta 1: no validation can improve on the first, so patience 1 stops after epoch 2 of 4
+        spec = dict(SPEC, method={"type": "core_tuning", "core_tuning": {"hyperparameters": dict(
+            SPEC["method"]["core_tuning"]["hyperparameters"], n_epochs=4,
+            early_stopping={"patience": 1, "min_delta": 1})}})
+        with open(self.spec, "w") as f:
+            json.dump(spec, f)
+        out = os.path.join(self.dir, "es")
+        rc, recs, err = self.train(out)
+        self.assertEqual(rc, 0, err)
+        steps = [r for r in recs if r["type"] == "step"]
+        self.assertEqual([r["step"] for r in steps], list(range(1, 13)))
+        self.assertEqual({r["total_steps"] for r in steps}, {24})  # the plan; the run ends before it
+        epochs = [r for r in recs if r["type"] == "epoch"]
+        self.assertEqual([r["epoch"] for r in epochs], [1, 2])
+        summary = recs[-1]
+        self.assertEqual((summary["status"], summary["steps"], summary["epochs"]), ("succeeded", 12, 2))
+        self.assertIn("early stopping after epoch 2 of 4", err)
+        best = max(epochs, key=lambda r: (r["valid_accuracy"], -r["epoch"]))  # the first of the most accurate
+        self.assertEqual(summary["best_epoch"], best["epoch"])
+        # final_*: the model returned, the best one
+        self.assertEqual((summary["final_valid_accuracy"], summary["final_valid_loss"]),
+                         (best["valid_accuracy"], best["valid_loss"]))
+        with open(os.path.join(out, "final.safetensors"), "rb") as f, \
+                open(os.path.join(out, "best.safetensors"), "rb") as g:
+            self.assertEqual(f.read(), g.read())
+
+        # the model on the validation data, batched as training validated it: the same numbers exactly
+        model = os.path.join(out, "final.safetensors")
+        rc, stdout, err = self.eval(model, "fashion-mnist-test", "--limit", "64", "--batch-size", "16",
+                                    "--threads", "1")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(len(stdout.splitlines()), 1)
+        self.assertEqual(json.loads(stdout), {"type": "eval", "accuracy": summary["final_valid_accuracy"],
+                                              "loss": summary["final_valid_loss"], "images": 64})
+        rc, stdout, err = self.eval(model, "fashion-mnist-test", "--limit", "100", "--threads", "1",
+                                    "--image-size", "32", "--in-channels", "1")
+        self.assertEqual(rc, 0, err)
+        rec = json.loads(stdout)
+        self.assertEqual((rec["images"], set(rec)), (100, {"type", "accuracy", "loss", "images"}))
+        self.assertTrue(0 <= rec["accuracy"] <= 1 and rec["loss"] > 0)
+
+        # usage errors are exit 2, a model or data that cannot be evaluated exit 1 with the reason
+        for args in ([], [model], [model, "fashion-mnist-test", "extra"], [model, "fashion-mnist-test", "--limit", "-1"],
+                     [model, "fashion-mnist-test", "--threads", "x"], [model, "fashion-mnist-test", "--in-channels", "2"],
+                     [model, "fashion-mnist-test", "--image-size", "4"], [model, "fashion-mnist-test", "--bogus"]):
+            rc, stdout, err = self.eval(*args)
+            self.assertEqual((rc, stdout), (2, ""), args)
+        rc, stdout, err = self.eval(model, "fashion-mnist-test", "--in-channels", "3")
+        self.assertEqual((rc, stdout), (1, ""))
+        self.assertIn("input channels", err)
+        rc, stdout, err = self.eval(os.path.join(self.dir, "none.safetensors"), "fashion-mnist-test")
+        self.assertEqual(rc, 1)
+        self.assertIn("none.safetensors", err)
+        rc, stdout, err = self.eval(model, os.path.join(self.dir, "no-data"))
+        self.assertEqual(rc, 1)
+        self.assertIn("no-data", err)
+
     def test_bad_flags_are_exit_2(self):
         for flags in (["--checkpoint-seconds", "-1"], ["--checkpoint-seconds", "soon"], ["--threads", "x"],
                       ["--threads", "-2"], ["--progress"]):
@@ -214,6 +278,13 @@ class TrainCliTest(unittest.TestCase):
         self.assertEqual(lines, recs)
         self.assertEqual([(r["type"], r["code"]) for r in lines], [("error", -errno.EINVAL)])
         self.assertIn("method.core_tuning.hyperparameters.learning_rate", lines[0]["message"])
+        bad = dict(SPEC, method={"type": "core_tuning", "core_tuning": {"hyperparameters": {
+            "early_stopping": {"patience": 0}}}})
+        with open(self.spec, "w") as f:
+            json.dump(bad, f)
+        rc, _, err = self.train(os.path.join(self.dir, "bad"))
+        self.assertEqual(rc, 2)
+        self.assertIn("method.core_tuning.hyperparameters.early_stopping.patience", err)
         with open(self.spec, "w") as f:
             f.write("{not json")
         rc, _, err = self.train(os.path.join(self.dir, "bad"))

@@ -1,7 +1,8 @@
 /* tests/unit/test_jobspec.c — spec/jobspec.c: the job body -> tr_spec mapping, strict validation
  * (unknown fields, wrong types, out-of-range values, each with its JSON path in param), the resolver
  * hook, the effective-hyperparameters output (parsing it back gives the same spec), the body of a
- * resolved spec (jobspec_body_json: parsed back, every field equal), "resources" and the depth scan.
+ * resolved spec (jobspec_body_json: parsed back, every field equal), hyperparameters.early_stopping,
+ * "resources" and the depth scan.
  * Single-threaded cmocka binary; weights files for the init-weights cases go to a mkdtemp dir. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -223,6 +224,93 @@ static void test_effective_json_round_trips(void **state)
     json_decref(m);
 }
 
+/* hyperparameters.early_stopping: off unless an object with a patience; strict inside; shown as null
+ * or the object in the effective hyper-parameters. */
+static void test_early_stopping(void **state)
+{
+    (void)state;
+    const char *base = "\"model\":\"resnet20\",\"training_file\":\"fashion-mnist-train\"";
+    char b[1024];
+#define ES(type, x) (snprintf(b, sizeof b, "{%s,\"method\":{\"type\":\"" type "\",\"" type "\":{\"hyperparameters\":" \
+                              "{\"early_stopping\":%s}}}}", base, x), b)
+    static const char *const off[] = {"null", "\"auto\""};
+    for (size_t i = 0; i < 2; i++) {
+        parsed p = parse(ES("core_tuning", off[i]));
+        assert_int_equal(p.rc, 0);
+        assert_int_equal(p.s.hp.es_patience, 0);
+        assert_true(p.s.hp.es_min_delta == 0);
+    }
+    parsed p = parse(ES("core_tuning", "{\"patience\":2,\"min_delta\":0.01}"));
+    assert_int_equal(p.rc, 0);
+    assert_int_equal(p.s.hp.es_patience, 2);
+    assert_true(p.s.hp.es_min_delta == 0.01);
+    p = parse(ES("ce_tuning", "{\"patience\":5,\"min_delta\":null}"));
+    assert_int_equal(p.rc, 0);
+    assert_int_equal(p.s.hp.es_patience, 5);
+    assert_true(p.s.hp.es_min_delta == 0);
+    p = parse(ES("simclr", "{\"patience\":1,\"min_delta\":0}")); /* SimCLR: on its positive-pair accuracy */
+    assert_int_equal(p.rc, 0);
+    assert_int_equal(p.s.hp.es_patience, 1);
+
+    const char *es = "method.core_tuning.hyperparameters.early_stopping";
+    char want[128];
+#define WANT(leaf) (snprintf(want, sizeof want, "%s%s", es, leaf), want)
+    expect_error(ES("core_tuning", "3"), es, "object");
+    expect_error(ES("core_tuning", "[3]"), es, "object");
+    expect_error(ES("core_tuning", "true"), es, "object");
+    expect_error(ES("core_tuning", "{}"), WANT(".patience"), "required");
+    expect_error(ES("core_tuning", "{\"min_delta\":0.1}"), WANT(".patience"), "required");
+    expect_error(ES("core_tuning", "{\"patience\":null}"), WANT(".patience"), "required");
+    expect_error(ES("core_tuning", "{\"patience\":2,\"mode\":\"max\"}"), WANT(".mode"), "unknown field");
+    expect_error(ES("core_tuning", "{\"patience\":2.5}"), WANT(".patience"), "integer");
+    expect_error(ES("core_tuning", "{\"patience\":\"2\"}"), WANT(".patience"), "integer");
+    expect_error(ES("core_tuning", "{\"patience\":0}"), WANT(".patience"), "[1, 10000]");
+    expect_error(ES("core_tuning", "{\"patience\":-1}"), WANT(".patience"), "[1, 10000]");
+    expect_error(ES("core_tuning", "{\"patience\":10001}"), WANT(".patience"), "[1, 10000]");
+    expect_error(ES("core_tuning", "{\"patience\":99999999999}"), WANT(".patience"), "[1, 10000]");
+    expect_error(ES("core_tuning", "{\"patience\":2,\"min_delta\":\"0.1\"}"), WANT(".min_delta"), "number");
+    expect_error(ES("core_tuning", "{\"patience\":2,\"min_delta\":-0.001}"), WANT(".min_delta"), "[0, 1]");
+    expect_error(ES("core_tuning", "{\"patience\":2,\"min_delta\":1.5}"), WANT(".min_delta"), "[0, 1]");
+    expect_error(ES("ce_tuning", "{\"patience\":2,\"min_delta\":2}"),
+                 "method.ce_tuning.hyperparameters.early_stopping.min_delta", "[0, 1]");
+#undef WANT
+#undef ES
+
+    /* the effective hyper-parameters: null when off, else the whole object (min_delta included) */
+    p = parse("{\"model\":\"resnet20\",\"training_file\":\"fashion-mnist-train\"}");
+    json_t *m = jobspec_effective_json(&p.s);
+    json_t *v = json_object_get(json_object_get(json_object_get(m, "core_tuning"), "hyperparameters"), "early_stopping");
+    assert_true(v && json_is_null(v));
+    json_decref(m);
+    p = parse("{\"model\":\"resnet20\",\"training_file\":\"fashion-mnist-train\",\"method\":{\"type\":\"simclr\","
+              "\"simclr\":{\"hyperparameters\":{\"early_stopping\":{\"patience\":4}}}}}");
+    assert_int_equal(p.rc, 0);
+    m = jobspec_effective_json(&p.s);
+    v = json_object_get(json_object_get(json_object_get(m, "simclr"), "hyperparameters"), "early_stopping");
+    assert_int_equal(json_object_size(v), 2);
+    assert_int_equal(json_integer_value(json_object_get(v, "patience")), 4);
+    assert_true(json_is_real(json_object_get(v, "min_delta")) && json_real_value(json_object_get(v, "min_delta")) == 0);
+    json_decref(m);
+
+    /* tr_spec_validate on a spec filled in C names the tr_spec fields */
+    tr_spec s;
+    tr_spec_defaults(&s);
+    snprintf(s.train_data, sizeof s.train_data, "x");
+    char param[64], err[256];
+    s.hp.es_min_delta = 0.1; /* without a patience */
+    assert_int_equal(tr_spec_validate(&s, param, sizeof param, err, sizeof err), -EINVAL);
+    assert_string_equal(param, "es_min_delta");
+    s.hp.es_patience = 10001;
+    assert_int_equal(tr_spec_validate(&s, param, sizeof param, err, sizeof err), -EINVAL);
+    assert_string_equal(param, "es_patience");
+    s.hp.es_patience = 3;
+    s.hp.es_min_delta = NAN;
+    assert_int_equal(tr_spec_validate(&s, param, sizeof param, err, sizeof err), -EINVAL);
+    assert_string_equal(param, "es_min_delta");
+    s.hp.es_min_delta = 1;
+    assert_int_equal(tr_spec_validate(&s, param, sizeof param, err, sizeof err), 0);
+}
+
 static void test_depth(void **state)
 {
     (void)state;
@@ -241,7 +329,7 @@ static int same_real(double a, double b) { return memcmp(&a, &b, sizeof a) == 0;
  * string's NUL are not the spec). The size check catches a field added to tr_spec and not here. */
 static void assert_spec_equal(const tr_spec *a, const tr_spec *b)
 {
-    assert_int_equal(sizeof(tr_spec), 3240); /* a new field? compare it here and put it in jobspec_body_json */
+    assert_int_equal(sizeof(tr_spec), 3248); /* a new field? compare it here and put it in jobspec_body_json */
     assert_string_equal(a->arch, b->arch);
     assert_int_equal(a->in_channels, b->in_channels);
     assert_int_equal(a->image_size, b->image_size);
@@ -270,6 +358,8 @@ static void assert_spec_equal(const tr_spec *a, const tr_spec *b)
     assert_true(same_real(a->hp.mixup_alpha, b->hp.mixup_alpha));
     assert_true(same_real(a->hp.temperature, b->hp.temperature));
     assert_int_equal(a->hp.contrast_dim, b->hp.contrast_dim);
+    assert_int_equal(a->hp.es_patience, b->hp.es_patience);
+    assert_true(same_real(a->hp.es_min_delta, b->hp.es_min_delta));
     assert_true(a->seed == b->seed);
     assert_int_equal(a->threads, b->threads);
 }
@@ -377,6 +467,22 @@ static void test_body_json_round_trips(void **state)
     check_body_round_trip(&s);
     s = spec_of("{\"model\":\"resnet34\",\"training_file\":\"fashion-mnist-train\",\"method\":{\"type\":\"simclr\","
                 "\"simclr\":{\"hyperparameters\":{\"temperature\":0.2,\"contrast_dim\":32,\"n_epochs\":7}}}}");
+    check_body_round_trip(&s);
+    /* early stopping, each method (min_delta absent = 0, an awkward double, the bounds) */
+    s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"fashion-mnist-train\",\"method\":{\"type\":\"core_tuning\","
+                "\"core_tuning\":{\"hyperparameters\":{\"early_stopping\":{\"patience\":3}}}}}");
+    assert_int_equal(s.hp.es_patience, 3);
+    assert_true(s.hp.es_min_delta == 0);
+    check_body_round_trip(&s);
+    s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"fashion-mnist-train\",\"method\":{\"type\":\"ce_tuning\","
+                "\"ce_tuning\":{\"hyperparameters\":{\"early_stopping\":{\"patience\":10000,\"min_delta\":1}}}}}");
+    assert_true(s.hp.es_min_delta == 1.0);
+    check_body_round_trip(&s);
+    s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"fashion-mnist-train\",\"method\":{\"type\":\"simclr\","
+                "\"simclr\":{\"hyperparameters\":{\"early_stopping\":{\"patience\":1,\"min_delta\":0.001}}}}}");
+    assert_int_equal(s.hp.es_patience, 1);
+    check_body_round_trip(&s);
+    s.hp.es_min_delta = 1.0 / 3.0;
     check_body_round_trip(&s);
 
     /* specs filled in C (the daemon settles threads and seed after parsing) */
@@ -529,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_bad_inputs_name_their_field),
         cmocka_unit_test(test_resolver_code_passes_through),
         cmocka_unit_test(test_effective_json_round_trips),
+        cmocka_unit_test(test_early_stopping),
         cmocka_unit_test(test_depth),
         cmocka_unit_test_setup_teardown(test_body_json_round_trips, setup_tmp, teardown_tmp),
         cmocka_unit_test(test_resources),

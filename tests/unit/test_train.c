@@ -1,12 +1,15 @@
 /* tests/unit/test_train.c — tr_run end to end on a tiny IDX data set written at test time:
  * a run stopped by should_stop and resumed gives exactly the loss curve of an uninterrupted run;
  * the same for SimCLR pre-training, whose backbone then seeds a fine-tuning job; cancel stops without a final model; a non-finite loss fails the
- * job with a clear error; bad specs name the field. Real model, loss, data loader and checkpoints. */
+ * job with a clear error; bad specs name the field; early stopping (where it stops, final = best, its
+ * count across a resume); tr_evaluate gives what validation reported. Real model, loss, data loader
+ * and checkpoints. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,7 +70,7 @@ static int remove_tmp(void **state)
 typedef struct recorder {
     double loss[MAXREC];
     int steps[MAXREC], n;
-    double valid_acc[16];
+    double valid_acc[16], valid_loss[16];
     int nepochs;
     int stop_after, stop_kind;   /* should_stop returns stop_kind once `stop_after` steps were seen */
     int checkpoints;
@@ -80,6 +83,7 @@ static void on_progress(void *ud, const tr_progress *p)
         r->loss[r->n] = p->train_loss;
         r->steps[r->n++] = p->step;
     } else if (p->kind == TR_EV_EPOCH && r->nepochs < 16) {
+        r->valid_loss[r->nepochs] = p->valid_loss;
         r->valid_acc[r->nepochs++] = p->valid_accuracy;
     } else if (p->kind == TR_EV_CHECKPOINT) {
         r->checkpoints++;
@@ -302,6 +306,239 @@ static void test_spec_validation_names_the_field(void **state)
     assert_int_equal(tr_spec_validate(&s, param, sizeof param, err, sizeof err), 0);
 }
 
+/* ---- early stopping ---- */
+
+/* Whole file contents (NULL-terminated buffer), *len its size. */
+static char *slurp(const char *sub, const char *file, size_t *len)
+{
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s/%s", tmpdir, sub, file);
+    FILE *f = fopen(p, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+static void assert_final_is_best(const char *sub)
+{
+    size_t na, nb;
+    char *a = slurp(sub, "final.safetensors", &na), *b = slurp(sub, "best.safetensors", &nb);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na); /* byte for byte */
+    free(a);
+    free(b);
+}
+
+/* The rule, on a series of validation accuracies: the number of validations an early-stopped run does. */
+static int validations_until_stop(const double *acc, int n, int patience, double min_delta)
+{
+    double best = 0;
+    for (int i = 0, wait = 0; i < n; i++) {
+        if (i == 0 || acc[i] > best + min_delta) wait = 0;
+        else if (++wait >= patience) return i + 1;
+        if (i == 0 || acc[i] > best) best = acc[i];
+    }
+    return n;
+}
+
+/* A stalled run (no validation beats the first by more than min_delta 1, which none can) stops after
+ * patience + 1 validations, a success, with the most accurate of them as final.safetensors (a tiny
+ * learning rate moves little but the BN statistics). Core-tuning, CE-tuning and SimCLR alike. */
+static void test_early_stopping_stalls(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"es-ce", "es-core", "es-simclr"};
+    for (int method = TR_CE_TUNING; method <= TR_SIMCLR; method++) {
+        tr_spec s;
+        tiny_spec(&s, method);
+        s.hp.epochs = 8;
+        s.hp.lr = 1e-7;
+        s.hp.es_patience = 2;
+        s.hp.es_min_delta = 1.0;
+        recorder rec = {0};
+        tr_result res;
+        char err[256] = "";
+        int rc = run(&s, names[method], 0, &rec, &res, err);
+        if (rc) fprintf(stderr, "tr_run: %s\n", err);
+        assert_int_equal(rc, 0);
+        assert_int_equal(rec.nepochs, 3);
+        assert_int_equal(res.early_stopped, 1);
+        assert_int_equal(res.stopped, 0);
+        assert_int_equal(res.epochs_done, 3);
+        assert_int_equal(res.steps_done, 3 * 2);
+        assert_int_equal(rec.n, 6);
+        int best = 0;
+        for (int e = 1; e < 3; e++) if (rec.valid_acc[e] > rec.valid_acc[best]) best = e;
+        assert_int_equal(res.best_epoch, best + 1);
+        /* final_*: the model returned, the best validation's */
+        assert_true(res.final_valid_accuracy == rec.valid_acc[best] && res.best_valid_accuracy == rec.valid_acc[best]);
+        assert_true(res.final_valid_loss == rec.valid_loss[best]);
+        assert_final_is_best(names[method]);
+    }
+}
+
+/* Early stopping changes nothing in training: the early-stopped run follows the full run's validations
+ * and stops exactly where the rule applied to them says; one that keeps improving runs to the end. */
+static void test_early_stopping_follows_the_rule(void **state)
+{
+    (void)state;
+    tr_spec s;
+    tiny_spec(&s, TR_CE_TUNING);
+    s.hp.epochs = 8;
+    s.hp.lr = 0.02;
+    recorder full = {0};
+    tr_result res;
+    char err[256] = "";
+    assert_int_equal(run(&s, "es-full", 0, &full, &res, err), 0);
+    assert_int_equal(full.nepochs, 8);
+    int stopped_somewhere = 0, ran_through = 0;
+    static const struct { int patience; double min_delta; } cases[] = {{1, 0}, {2, 0}, {2, 0.05}, {3, 0}, {7, 0}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        s.hp.es_patience = cases[c].patience;
+        s.hp.es_min_delta = cases[c].min_delta;
+        int want = validations_until_stop(full.valid_acc, 8, cases[c].patience, cases[c].min_delta);
+        char sub[32];
+        snprintf(sub, sizeof sub, "es-rule-%zu", c);
+        recorder rec = {0};
+        assert_int_equal(run(&s, sub, 0, &rec, &res, err), 0);
+        assert_int_equal(rec.nepochs, want);
+        for (int e = 0; e < want; e++) assert_true(rec.valid_acc[e] == full.valid_acc[e]);
+        assert_int_equal(res.early_stopped, want < 8);
+        assert_int_equal(res.epochs_done, want);
+        /* with early stopping on, final is the best model whether or not it stopped early */
+        assert_final_is_best(sub);
+        assert_true(res.final_valid_accuracy == res.best_valid_accuracy);
+        stopped_somewhere |= want < 8;
+        ran_through |= want == 8;
+    }
+    assert_true(stopped_somewhere && ran_through); /* the cases cover both outcomes on this curve */
+}
+
+/* A run paused after a validation without improvement keeps its count: resumed, it stops where an
+ * uninterrupted run stops (a reset count would give it two more validations). A crash between the
+ * decision and final.safetensors: the resumed run trains no more and writes final from best. */
+static void test_early_stopping_survives_resume(void **state)
+{
+    (void)state;
+    tr_spec s;
+    tiny_spec(&s, TR_CORE_TUNING);
+    s.hp.epochs = 8;
+    s.hp.es_patience = 2;
+    s.hp.es_min_delta = 1.0;
+    recorder rec = {.stop_after = 5, .stop_kind = TR_STOP_CHECKPOINT}; /* mid-epoch 3: one miss so far */
+    tr_result res;
+    char err[256] = "";
+    assert_int_equal(run(&s, "es-resume", 0, &rec, &res, err), 0);
+    assert_int_equal(res.stopped, TR_STOP_CHECKPOINT);
+    assert_int_equal(rec.nepochs, 2);
+    rec.stop_after = 0;
+    assert_int_equal(run(&s, "es-resume", 1, &rec, &res, err), 0);
+    assert_int_equal(rec.nepochs, 3);
+    assert_int_equal(res.early_stopped, 1);
+    assert_int_equal(res.epochs_done, 3);
+    int best = res.best_epoch - 1;
+    assert_true(best >= 0 && best < 3 && res.final_valid_accuracy == rec.valid_acc[best]);
+    assert_true(res.final_valid_loss == rec.valid_loss[best]); /* the best loss came through the checkpoint */
+    assert_final_is_best("es-resume");
+
+    char p[400];
+    snprintf(p, sizeof p, "%s/es-resume/final.safetensors", tmpdir);
+    assert_int_equal(unlink(p), 0);
+    recorder again = {0};
+    assert_int_equal(run(&s, "es-resume", 1, &again, &res, err), 0);
+    assert_int_equal(again.n, 0);
+    assert_int_equal(again.nepochs, 0);
+    assert_int_equal(res.early_stopped, 1);
+    assert_int_equal(res.epochs_done, 3);
+    assert_true(res.final_valid_accuracy == rec.valid_acc[best]);
+    assert_final_is_best("es-resume");
+}
+
+/* ---- tr_evaluate ---- */
+
+/* The trained model evaluated on the validation data gives exactly what tr_run reported for it (same
+ * images, conversion, training-set normalisation, batches and threads), for 1- and 3-channel models;
+ * other batch sizes the same accuracy; bad inputs are clear errors. */
+static void test_evaluate_matches_validation(void **state)
+{
+    (void)state;
+    for (int ch = 1; ch <= 3; ch += 2) {
+        tr_spec s;
+        tiny_spec(&s, TR_CORE_TUNING);
+        s.in_channels = ch;
+        snprintf(s.valid_data, sizeof s.valid_data, "%s", tmpdir);
+        s.valid_limit = 40; /* two full batches of 16 and a short one of 8 */
+        recorder rec = {0};
+        tr_result res;
+        char err[256] = "", sub[32], model_path[400];
+        snprintf(sub, sizeof sub, "eval-%d", ch);
+        int rc = run(&s, sub, 0, &rec, &res, err);
+        if (rc) fprintf(stderr, "tr_run: %s\n", err);
+        assert_int_equal(rc, 0);
+        snprintf(model_path, sizeof model_path, "%s/%s/final.safetensors", tmpdir, sub);
+        tr_eval_opts o = {.limit = 40, .batch_size = 16, .threads = 1};
+        tr_eval_result ev;
+        rc = tr_evaluate(model_path, tmpdir, &o, &ev, err, sizeof err);
+        if (rc) fprintf(stderr, "tr_evaluate: %s\n", err);
+        assert_int_equal(rc, 0);
+        assert_int_equal(ev.images, 40);
+        assert_true(ev.accuracy == res.final_valid_accuracy);
+        assert_true(ev.loss == res.final_valid_loss);
+        assert_int_equal(ev.num_classes, CLASSES);
+        assert_string_equal(ev.arch, "resnet20");
+        assert_int_equal(ev.in_channels, ch);
+        assert_int_equal(ev.image_size, SIDE);
+        /* the default batch (64; one thread: OpenMP on a busy shared machine crawls) and the file's size
+         * and channels: the same hits, the loss summed in another order */
+        tr_eval_opts d = {.limit = 40, .threads = 1};
+        assert_int_equal(tr_evaluate(model_path, tmpdir, &d, &ev, err, sizeof err), 0);
+        assert_true(ev.accuracy == res.final_valid_accuracy);
+        assert_true(fabs(ev.loss - res.final_valid_loss) <= 1e-5 * fabs(res.final_valid_loss));
+        d.limit = 0;
+        assert_int_equal(tr_evaluate(model_path, tmpdir, &d, &ev, err, sizeof err), 0);
+        assert_int_equal(ev.images, NIMG);
+        /* a size other than the training one is the caller's choice */
+        tr_eval_opts big = {.image_size = 16, .limit = 8, .threads = 1};
+        assert_int_equal(tr_evaluate(model_path, tmpdir, &big, &ev, err, sizeof err), 0);
+        assert_int_equal(ev.image_size, 16);
+        tr_eval_opts wrong = {.in_channels = 4 - ch};
+        assert_true(tr_evaluate(model_path, tmpdir, &wrong, &ev, err, sizeof err) < 0);
+        assert_non_null(strstr(err, "input channels"));
+    }
+    char err[256], path[400];
+    tr_eval_result ev;
+    /* a backbone (what a SimCLR job yields) has no classifier; nor a number of classes */
+    model_config mc = {.arch = "resnet20", .in_channels = 1, .image_size = SIDE, .num_classes = 0, .max_batch = 2};
+    model *m = NULL;
+    rng_t r;
+    rng_seed(&r, 2);
+    for (int nc = 0; nc <= 2; nc += 2) {
+        mc.num_classes = nc;
+        assert_int_equal(model_new(&m, &mc, err, sizeof err), 0);
+        model_init(m, &r);
+        snprintf(path, sizeof path, "%s/classes-%d.safetensors", tmpdir, nc);
+        assert_int_equal(model_save(m, path, 0, err, sizeof err), 0);
+        model_free(m);
+        assert_int_equal(tr_evaluate(path, tmpdir, NULL, &ev, err, sizeof err), -EINVAL);
+        assert_non_null(strstr(err, nc ? "4 classes, the classifier" : "no classifier"));
+    }
+    snprintf(path, sizeof path, "%s/eval-1/final.safetensors", tmpdir);
+    assert_true(tr_evaluate(path, "/nonexistent-data", NULL, &ev, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "/nonexistent-data"));
+    assert_true(tr_evaluate("/nonexistent.safetensors", tmpdir, NULL, &ev, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "/nonexistent.safetensors"));
+    tr_eval_opts bad = {.batch_size = -1};
+    assert_int_equal(tr_evaluate(path, tmpdir, &bad, &ev, err, sizeof err), -EINVAL);
+}
+
 static void test_bad_data_is_a_clear_error(void **state)
 {
     (void)state;
@@ -331,6 +568,10 @@ int main(void)
         cmocka_unit_test(test_non_finite_loss_fails_the_job),
         cmocka_unit_test(test_spec_validation_names_the_field),
         cmocka_unit_test(test_bad_data_is_a_clear_error),
+        cmocka_unit_test(test_early_stopping_stalls),
+        cmocka_unit_test(test_early_stopping_follows_the_rule),
+        cmocka_unit_test(test_early_stopping_survives_resume),
+        cmocka_unit_test(test_evaluate_matches_validation),
     };
     return cmocka_run_group_tests_name("train", tests, write_idx, remove_tmp);
 }
