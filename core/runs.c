@@ -398,8 +398,13 @@ static void on_succeeded(svc *s, run *r, const db_job *j, const exec_done *d)
                              "best_valid_accuracy", jreal(r->best_acc), "final_valid_accuracy", jreal(r->final_acc));
     int late = j->status != JOB_RUNNING;
     if (late && data) json_object_set_new(data, "finished_before_stop", json_true());
-    svc__emit(s, id, "status", "info", data, "Job succeeded: %s%s", model,
-              late ? " (it finished its last step before the pause took effect)" : "");
+    if (d->res.early_stopped && data) { /* the model is the best validated one, of epoch best_epoch */
+        json_object_set_new(data, "early_stopped", json_true());
+        json_object_set_new(data, "best_epoch", json_integer(d->res.best_epoch));
+    }
+    svc__emit(s, id, "status", "info", data, "Job succeeded: %s%s%s", model,
+              late ? " (it finished its last step before the pause took effect)" : "",
+              d->res.early_stopped ? " (early stopping: the model is the best validated one)" : "");
     LOG(LOG_INFO, "msg=\"job succeeded\" job=%s model=%s", id, model);
 }
 

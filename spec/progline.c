@@ -60,11 +60,11 @@ char *pl_start_line(int resumed, int step)
 char *pl_summary_line(const tr_result *r)
 {
     json_int_t peak = r->peak_bytes > (size_t)INT64_MAX ? INT64_MAX : (json_int_t)r->peak_bytes;
-    return dump(json_pack("{s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:i, s:I}", "type", "summary", "status",
+    return dump(json_pack("{s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:i, s:I, s:b}", "type", "summary", "status",
                           r->stopped ? "stopped" : "succeeded", "steps", r->steps_done, "epochs", r->epochs_done,
                           "best_valid_accuracy", num(r->best_valid_accuracy), "final_valid_accuracy",
                           num(r->final_valid_accuracy), "final_valid_loss", num(r->final_valid_loss), "best_epoch",
-                          r->best_epoch, "peak_bytes", peak));
+                          r->best_epoch, "peak_bytes", peak, "early_stopped", r->early_stopped));
 }
 
 char *pl_error_line(int rc, const char *message)
@@ -151,6 +151,9 @@ static int parse_summary(const json_t *o, pl_record *r)
         get_int(o, "peak_bytes", 0, SIZE_MAX < (uint64_t)INT64_MAX ? (json_int_t)SIZE_MAX : INT64_MAX, &peak))
         return -EINVAL;
     r->res.peak_bytes = (size_t)peak;
+    json_t *es = json_object_get(o, "early_stopped"); /* optional: lines from before early stopping lack it */
+    if (es && !json_is_boolean(es)) return -EINVAL;
+    r->res.early_stopped = json_is_true(es);
     return 0;
 }
 

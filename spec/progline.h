@@ -11,7 +11,8 @@
  *   {"type":"epoch","step","total_steps","epoch","epochs","valid_loss","valid_accuracy"}
  *   {"type":"checkpoint","step","total_steps","epoch","epochs","path"}
  *   {"type":"summary","status":"succeeded"|"stopped","steps","epochs","best_valid_accuracy",
- *    "final_valid_accuracy","final_valid_loss","best_epoch","peak_bytes"}  last line of a clean run
+ *    "final_valid_accuracy","final_valid_loss","best_epoch","peak_bytes","early_stopped"}  last line of a
+ *    clean run (early_stopped optional when read: older writers lack it)
  *   {"type":"error","code":-22,"message":"..."}        last line of a failed run
  * Doubles are written with 17 significant digits, so they read back bit for bit. A reader ignores
  * keys it does not know (a newer writer may add some); every key above is required. */

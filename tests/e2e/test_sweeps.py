@@ -161,6 +161,30 @@ class TestSweeps(DaemonTest):
         self.assertTrue(all(t["status"] == "succeeded" and t["seed"] == 1 for t in w["trials"]))
 
 
+class TestEarlyStopping(DaemonTest):
+    def test_a_job_whose_validation_stalls_stops_early_with_its_best_model(self):
+        body = tiny_job(epochs=6)
+        hp = body["method"]["core_tuning"]["hyperparameters"]
+        hp.update(learning_rate=1e-7, early_stopping={"patience": 2, "min_delta": 1.0})
+        body["data"]["valid_every"] = 1
+        st, j, _ = self.d.request("POST", "/v1/fine_tuning/jobs", body)
+        self.assertEqual(st, 200, j)
+        self.assertEqual(j["hyperparameters"]["early_stopping"], {"patience": 2, "min_delta": 1.0})
+        j = wait_for(self.d, j["id"], {"succeeded", "failed"})
+        self.assertEqual(j["status"], "succeeded", j.get("error"))
+        evs = all_events(self.d, j["id"])
+        self.assertEqual(len([e for e in evs if e["type"] == "validation"]), 3)  # the first, then 2 without gain
+        done = [e for e in evs if e["type"] == "status" and e["data"].get("status") == "succeeded"][0]
+        self.assertTrue(done["data"]["early_stopped"])
+        self.assertEqual(j["progress"]["epoch"], 3)
+        self.assertEqual(j["final_valid_accuracy"], j["best_valid_accuracy"])
+        bad = tiny_job()
+        bad["method"]["core_tuning"]["hyperparameters"]["early_stopping"] = {"patience": 0}
+        st, err, _ = self.d.request("POST", "/v1/fine_tuning/jobs", bad)
+        self.assertEqual(st, 400)
+        self.assertEqual(err["error"]["param"], "method.core_tuning.hyperparameters.early_stopping.patience")
+
+
 def all_events_sweep(d, sid):
     out, after = [], None
     while True:
