@@ -56,7 +56,7 @@ LIBTRAINER  := $(O)/libtrainer.a
 LIBSPEC     := $(O)/libspec.a
 LIBSERVICE  := $(O)/libservice.a
 
-.PHONY: all deps run test unit e2e asan bench clean golden reproduce reproduce-quick
+.PHONY: all deps run test unit e2e asan bench clean golden reproduce reproduce-quick reproduce-sweeps
 all: $(BIN)/coretuned $(BIN)/coretune $(TEST_BINS)
 
 deps:
@@ -142,6 +142,13 @@ reproduce:
 	$(PYTHON) reproduce/run.py && $(PYTHON) reproduce/torch_protocol.py && \
 		$(PYTHON) reproduce/torch_protocol.py --our-backbone && $(PYTHON) reproduce/ablate.py && \
 		$(PYTHON) reproduce/report.py
+
+# The claim again with sweeps: a longer pre-training, hyper-parameters chosen on validation data.
+reproduce-sweeps:
+	@CT_WITH_TORCH=1 scripts/deps.sh
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) reproduce/sweeps.py && $(PYTHON) reproduce/torch_protocol.py --sweeps && \
+		$(PYTHON) reproduce/sweeps_report.py
 
 reproduce-quick:
 	@CT_WITH_TORCH=1 scripts/deps.sh

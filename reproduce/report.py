@@ -104,7 +104,12 @@ make reproduce         # = reproduce/run.py, torch_protocol.py, torch_protocol.p
 make reproduce-quick   # the same path on a small subset, in minutes
 ```
 """
-    with open(os.path.join(HERE, "..", "docs", "results.md"), "w") as f:
+    path = os.path.join(HERE, "..", "docs", "results.md")
+    old = open(path).read() if os.path.exists(path) else ""
+    begin, end = "<!-- sweeps: begin", "<!-- sweeps: end -->"
+    if begin in old and end in old:  # reproduce/sweeps_report.py's section stays
+        doc = doc.rstrip("\n") + "\n\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
+    with open(path, "w") as f:
         f.write(doc)
     print("wrote docs/results.md")
 

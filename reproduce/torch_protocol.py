@@ -144,7 +144,8 @@ def pretrain(x, prof, gen):
     return net.state_dict()
 
 
-def finetune(backbone, x, y, xt, yt, method, variant, seed, prof):
+def finetune(backbone, x, y, xt, yt, method, variant, seed, prof, lr=None, eta=None):
+    """lr, eta: overrides of protocol.FINETUNE_HP / CORE_HP (a sweep's choice)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = model_twin.cifar_resnet(20, 1)
@@ -152,12 +153,16 @@ def finetune(backbone, x, y, xt, yt, method, variant, seed, prof):
     core = method == "core_tuning"
     heads = Heads(64, 10, protocol.CORE_HP["contrast_dim"] if core else 0)
     hp = dict(protocol.FINETUNE_HP)
+    if lr is not None:
+        hp["learning_rate"] = lr
     params = list(net.parameters()) + list(heads.parameters())
     opt = sgd(params, hp["learning_rate"], hp)
     b = prof["finetune_batch"]
     steps = len(x) // b
     total = steps * prof["finetune_epochs"]
-    c = protocol.CORE_HP
+    c = dict(protocol.CORE_HP)
+    if eta is not None:
+        c["eta"] = eta
     for epoch in range(prof["finetune_epochs"]):
         net.train()
         order = torch.randperm(len(x), generator=gen)
@@ -199,8 +204,12 @@ def main():
     ap.add_argument("--our-backbone", action="store_true",
                     help="fine-tune from the backbone coretuned pre-trained (reproduce/run.py) instead of "
                          "pre-training in PyTorch: compares the fine-tuning alone")
+    ap.add_argument("--sweeps", action="store_true",
+                    help="the settings reproduce/sweeps.py chose, fine-tuned from its backbone with its seeds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.sweeps:
+        return sweeps_main(args)
     name = "quick" if args.quick else "full"
     prof = protocol.PROFILES[name]
     out = os.path.join(HERE, "out", name)
@@ -232,6 +241,38 @@ def main():
     with open(os.path.join(out, name), "w") as f:
         json.dump(results, f, indent=1)
     print(f"wrote {os.path.join(out, name)} ({results['seconds']:.0f} s)")
+
+
+def sweeps_main(args):
+    """PyTorch beside reproduce/sweeps.py: its chosen hyper-parameters, its backbone, its data, its seeds."""
+    import sweeps as sw
+    name = "quick" if args.quick else "full"
+    prof = sw.PROFILES[name]
+    out = os.path.join(HERE, "out", f"sweeps-{name}")
+    res = json.load(open(os.path.join(out, "sweeps.json")))
+    backbone = load_backbone(os.path.join(out, "var", "jobs", res["pretrain"]["job"], "final.safetensors"))
+    x, y = load_idx(os.path.join(out, "labelled"))
+    xt, yt = load_idx(os.path.join(out, "test"))
+    results = {"profile": name, "machine": platform.processor() or platform.machine(), "threads": args.threads,
+               "torch": torch.__version__, "runs": []}
+    t_all = time.time()
+    for method in ("ce_tuning", "core_tuning"):
+        chosen = res[method]["chosen"]["parameters"]
+        lr = next(v for k, v in chosen.items() if k.endswith(".learning_rate")) if any(
+            k.endswith(".learning_rate") for k in chosen) else None
+        eta = next((v for k, v in chosen.items() if k.endswith(".eta")), None)
+        for seed in prof["seeds"]:
+            t0 = time.time()
+            acc = finetune(backbone, x, y, xt, yt, method, "paper" if method == "core_tuning" else None, seed, prof,
+                           lr=lr, eta=eta)
+            print(f"{method} lr={lr} eta={eta} seed {seed}: test accuracy {acc:.4f} ({time.time() - t0:.0f} s)",
+                  flush=True)
+            results["runs"].append({"method": method, "lr": lr, "eta": eta, "seed": seed, "test_accuracy": acc,
+                                    "seconds": time.time() - t0})
+    results["seconds"] = time.time() - t_all
+    with open(os.path.join(out, "torch.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"wrote {os.path.join(out, 'torch.json')} ({results['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":
