@@ -30,7 +30,7 @@ STEP_FIELDS = {"type", "step", "total_steps", "epoch", "epochs", "train_loss", "
 EPOCH_FIELDS = {"type", "step", "total_steps", "epoch", "epochs", "valid_loss", "valid_accuracy"}
 CHECKPOINT_FIELDS = {"type", "step", "total_steps", "epoch", "epochs", "path"}
 SUMMARY_FIELDS = {"type", "status", "steps", "epochs", "best_valid_accuracy", "final_valid_accuracy",
-                  "final_valid_loss", "best_epoch", "peak_bytes"}
+                  "final_valid_loss", "best_epoch", "peak_bytes", "early_stopped"}
 
 
 @unittest.skipUnless(os.path.exists("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist not installed")

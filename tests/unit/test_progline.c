@@ -149,6 +149,22 @@ static void test_start_summary_error_round_trip(void **state)
                 isnan(r.res.final_valid_loss));
     assert_int_equal(r.res.best_epoch, 0);
     assert_true(r.res.peak_bytes == 0);
+    assert_int_equal(r.res.early_stopped, 0);
+    /* early stopping is said, and a line from before it (no key) reads as "not early" */
+    res.stopped = 0;
+    res.early_stopped = 1;
+    r = parse_ok(pl_summary_line(&res));
+    assert_int_equal(r.res.early_stopped, 1);
+    const char *older = "{\"type\":\"summary\",\"status\":\"succeeded\",\"steps\":1,\"epochs\":1,"
+                        "\"best_valid_accuracy\":0.5,\"final_valid_accuracy\":0.5,\"final_valid_loss\":1,"
+                        "\"best_epoch\":1,\"peak_bytes\":1}";
+    pl_record o;
+    assert_int_equal(pl_parse(older, strlen(older), &o), 0);
+    assert_int_equal(o.res.early_stopped, 0);
+    const char *wrong = "{\"type\":\"summary\",\"status\":\"succeeded\",\"steps\":1,\"epochs\":1,"
+                        "\"best_valid_accuracy\":0.5,\"final_valid_accuracy\":0.5,\"final_valid_loss\":1,"
+                        "\"best_epoch\":1,\"peak_bytes\":1,\"early_stopped\":1}";
+    assert_int_equal(pl_parse(wrong, strlen(wrong), &o), -EINVAL);
 
     r = parse_ok(pl_error_line(-EDOM, "loss is not finite at step 4 (learning rate 10): training diverged"));
     assert_int_equal(r.kind, PL_ERROR);
