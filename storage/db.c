@@ -128,3 +128,31 @@ double db__col_real(sqlite3_stmt *st, int i)
 {
     return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
 }
+
+int db__seq_of(db *d, const char *table, const char *id, long long *seq)
+{
+    char sql[64];
+    snprintf(sql, sizeof sql, "SELECT seq FROM %s WHERE id = ?", table);
+    sqlite3_stmt *st = db__prep(d, sql);
+    if (!st) return -EIO;
+    db__bind_text(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *seq = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+int db__ids_by_status(db *d, const char *table, enum job_status status, int limit, char (*ids)[DB_ID_MAX], int *n)
+{
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT id FROM %s WHERE status = ? ORDER BY seq LIMIT ?", table);
+    sqlite3_stmt *st = db__prep(d, sql);
+    if (!st) return -EIO;
+    db__bind_text(st, 1, job_status_name(status));
+    sqlite3_bind_int(st, 2, limit);
+    int rc;
+    *n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) db__col_copy(st, 0, ids[(*n)++], DB_ID_MAX);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}

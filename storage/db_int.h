@@ -38,6 +38,10 @@ void db__bind_real(sqlite3_stmt *st, int i, double x);           /* NAN binds NU
 char *db__col_dup(sqlite3_stmt *st, int i);                      /* heap copy; NULL for NULL */
 void db__col_copy(sqlite3_stmt *st, int i, char *dst, size_t n); /* truncating; "" for NULL */
 double db__col_real(sqlite3_stmt *st, int i);                    /* NAN for NULL */
+/* Paging helpers shared by the tables with (seq, id, status): OUT *seq of row id (-ENOENT when none);
+ * the ids of rows in status, oldest first. table is a literal ("jobs", "sweeps"), never input. */
+int db__seq_of(db *d, const char *table, const char *id, long long *seq);
+int db__ids_by_status(db *d, const char *table, enum job_status status, int limit, char (*ids)[DB_ID_MAX], int *n);
 
 /* ---- writers for db_batch_write, inside its transaction (db_jobs.c, db_events.c, db_assets.c) ---- */
 /* One status change; with fine_tuned_model and model_path set it also adds the models row

@@ -130,15 +130,8 @@ int db_job_list(db *d, const char *owner, const char *after, int limit, db_job_f
 {
     long long before = -1;
     *has_more = 0;
-    if (after) {
-        sqlite3_stmt *st = db__prep(d, "SELECT seq FROM jobs WHERE id = ?");
-        if (!st) return -EIO;
-        db__bind_text(st, 1, after);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) before = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        if (rc != SQLITE_ROW) return rc == SQLITE_DONE ? -ENOENT : -EIO;
-    }
+    int found = after ? db__seq_of(d, "jobs", after, &before) : 0;
+    if (found) return found;
     sqlite3_stmt *st = db__prep(d, "SELECT " JOB_COLS " FROM jobs"
                                    " WHERE (?1 < 0 OR seq < ?1) AND (?3 IS NULL OR owner = ?3)"
                                    " ORDER BY seq DESC LIMIT ?2");
@@ -161,15 +154,7 @@ int db_job_list(db *d, const char *owner, const char *after, int limit, db_job_f
 
 int db_job_ids_by_status(db *d, enum job_status status, int limit, char (*ids)[DB_ID_MAX], int *n)
 {
-    sqlite3_stmt *st = db__prep(d, "SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT ?");
-    if (!st) return -EIO;
-    db__bind_text(st, 1, job_status_name(status));
-    sqlite3_bind_int(st, 2, limit);
-    int rc;
-    *n = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) db__col_copy(st, 0, ids[(*n)++], DB_ID_MAX);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : -EIO;
+    return db__ids_by_status(d, "jobs", status, limit, ids, n);
 }
 
 int db_job_ids_executor_live(db *d, int limit, char (*ids)[DB_ID_MAX], int *n)

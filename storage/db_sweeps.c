@@ -87,15 +87,8 @@ int db_sweep_list(db *d, const char *owner, const char *after, int limit, db_swe
 {
     long long before = -1;
     *has_more = 0;
-    if (after) {
-        sqlite3_stmt *st = db__prep(d, "SELECT seq FROM sweeps WHERE id = ?");
-        if (!st) return -EIO;
-        db__bind_text(st, 1, after);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) before = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        if (rc != SQLITE_ROW) return rc == SQLITE_DONE ? -ENOENT : -EIO;
-    }
+    int found = after ? db__seq_of(d, "sweeps", after, &before) : 0;
+    if (found) return found;
     sqlite3_stmt *st = db__prep(d, "SELECT " SWEEP_COLS " FROM sweeps WHERE (?1 < 0 OR seq < ?1)"
                                    " AND (?2 IS NULL OR coalesce(owner, '') = ?2) ORDER BY seq DESC LIMIT ?3");
     if (!st) return -EIO;
@@ -118,15 +111,7 @@ int db_sweep_list(db *d, const char *owner, const char *after, int limit, db_swe
 
 int db_sweep_ids_by_status(db *d, enum job_status status, int limit, char (*ids)[DB_ID_MAX], int *n)
 {
-    sqlite3_stmt *st = db__prep(d, "SELECT id FROM sweeps WHERE status = ? ORDER BY seq LIMIT ?");
-    if (!st) return -EIO;
-    db__bind_text(st, 1, job_status_name(status));
-    sqlite3_bind_int(st, 2, limit);
-    int rc;
-    *n = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) db__col_copy(st, 0, ids[(*n)++], DB_ID_MAX);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : -EIO;
+    return db__ids_by_status(d, "sweeps", status, limit, ids, n);
 }
 
 int db_sweep_trials(db *d, const char *sweep_id, db_trial_fn fn, void *ud)
