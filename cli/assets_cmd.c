@@ -13,18 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Parses only the common options; returns -1 to go on, else an exit code. */
-static int only_common(cli_global *g, int argc, char **argv, const char *usage, int positional)
-{
-    static const struct option longopts[] = {CLI_COMMON_OPTS, {0, 0, 0, 0}};
-    int c, rc;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
-        if ((rc = cli_common_opt_usage(g, c, usage)) >= 0) return rc;
-    if (argc - optind != positional) return cli_usage_error(usage);
-    return -1;
-}
-
 /* ---------------- models, datasets ---------------- */
 
 /* Fills one table row from one element of a list's "data"; cells may point into buf (8 x 40 bytes). */
@@ -34,8 +22,9 @@ typedef void (*row_fn)(json_t *item, const char **row, char (*buf)[40]);
 static int list_command(cli_global *g, int argc, char **argv, const char *usage, const char *path,
                         const char *what, const char *const *heads, int ncols, row_fn fill)
 {
-    int rc = only_common(g, argc, argv, usage, 0);
+    int rc = cli_common_only(g, argc, argv, usage);
     if (rc >= 0) return rc;
+    if (optind != argc) return cli_usage_error(usage);
     cli_conn *conn;
     if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
     cli_resp r;

@@ -52,6 +52,16 @@ int cli_common_opt_usage(cli_global *g, int c, const char *usage)
     return cli_usage_error(usage);
 }
 
+int cli_common_only(cli_global *g, int argc, char **argv, const char *usage)
+{
+    static const struct option longopts[] = {CLI_COMMON_OPTS, {0, 0, 0, 0}};
+    int c, rc;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
+        if ((rc = cli_common_opt_usage(g, c, usage)) >= 0) return rc;
+    return -1;
+}
+
 int cli_usage_error(const char *usage)
 {
     fprintf(stderr, "usage: coretune %s\n(coretune --help lists every command)\n", usage);
@@ -477,18 +487,5 @@ int cli_escape(char *buf, size_t n, const char *s)
     }
     if (o >= n) return -1;
     buf[o] = 0;
-    return 0;
-}
-
-int cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "coretune: %s wants a whole number from %ld to %ld, not '%s'\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = v;
     return 0;
 }

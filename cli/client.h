@@ -26,6 +26,10 @@ int cli_common_opt(cli_global *g, int c);
  * else the exit code (CLI_OK after printing the usage for --help, CLI_EUSAGE for an unknown option). */
 int cli_common_opt_usage(cli_global *g, int c, const char *usage);
 
+/* Parses argv (from the sub-command's name on) for the common options only: returns -1 to go on, with
+ * the positional arguments from optind, else the exit code (cli_common_opt_usage). */
+int cli_common_only(cli_global *g, int argc, char **argv, const char *usage);
+
 /* Prints "usage: coretune USAGE" (and `coretune --help` hint) to stderr; returns CLI_EUSAGE. */
 int cli_usage_error(const char *usage);
 
@@ -82,9 +86,6 @@ int cli_escape(char *buf, size_t n, const char *s);
 /* Shared by the sub-commands: `logs -f`'s follower (cli/logs_cmd.c), also run by `submit --follow`.
  * Returns CLI_OK if the job succeeded, CLI_EFAIL if it failed or was cancelled, or another exit code. */
 int cli_follow(cli_conn *c, const cli_global *g, const char *job_id);
-
-/* Parses a whole decimal integer in [lo, hi]; returns 0 or -1 (and says which option was wrong). */
-int cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 
 /* Set by SIGINT while a transfer runs (cli_http installs the handler); transfers stop soon after. */
 extern volatile int cli_interrupted;

@@ -5,8 +5,8 @@
  * Single-threaded (the trainer's threads are its own). Exit codes: 0 done, 1 the evaluation failed
  * (unreadable model or data, not a classifier, ...), 2 bad usage. */
 #include "cli/cli.h"
+#include "cli/opt.h"
 #include "trainer/trainer.h"
-#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -14,20 +14,6 @@
 
 #define USAGE "usage: coretune eval MODEL.safetensors DATA [--limit N] [--threads N] [--batch-size N] " \
               "[--image-size N] [--in-channels N]\n"
-
-/* A whole decimal integer in [lo, hi], or -1 with a message. */
-static int parse_int(const char *flag, const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "coretune: %s must be an integer in [%ld, %ld]\n", flag, lo, hi);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
 
 int cli_eval(int argc, char **argv)
 {
@@ -40,15 +26,17 @@ int cli_eval(int argc, char **argv)
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        long v = 0;
         int bad = 0;
         switch (c) {
-        case 'l': bad = parse_int("--limit", optarg, 0, 1000000000, &o.limit); break;
-        case 't': bad = parse_int("--threads", optarg, 0, 1024, &o.threads); break;
-        case 'b': bad = parse_int("--batch-size", optarg, 1, 4096, &o.batch_size); break;
-        case 's': bad = parse_int("--image-size", optarg, 8, 512, &o.image_size); break;
+        case 'l': bad = cli_parse_int("--limit", optarg, 0, 1000000000, &v); o.limit = (int)v; break;
+        case 't': bad = cli_parse_int("--threads", optarg, 0, 1024, &v); o.threads = (int)v; break;
+        case 'b': bad = cli_parse_int("--batch-size", optarg, 1, 4096, &v); o.batch_size = (int)v; break;
+        case 's': bad = cli_parse_int("--image-size", optarg, 8, 512, &v); o.image_size = (int)v; break;
         case 'c':
-            bad = parse_int("--in-channels", optarg, 1, 3, &o.in_channels) || o.in_channels == 2;
-            if (o.in_channels == 2) fprintf(stderr, "coretune: --in-channels must be 1 or 3\n");
+            bad = cli_parse_int("--in-channels", optarg, 1, 3, &v) || v == 2;
+            if (v == 2) fprintf(stderr, "coretune: --in-channels must be 1 or 3\n");
+            o.in_channels = (int)v;
             break;
         case 'h': fputs(USAGE, stdout); return CLI_OK;
         default: return CLI_EUSAGE;

@@ -3,6 +3,8 @@
  * JSON unchanged with --json) and returns an exit code (cli.h). Single-threaded; messages on stderr. */
 #include "cli/client.h"
 #include "cli/fmt.h"
+#include "cli/opt.h"
+#include "cli/resource.h"
 #include <errno.h>
 #include <float.h>
 #include <limits.h>
@@ -11,9 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #define JOBS "/v1/fine_tuning/jobs"
+
+static const cli_resource JOB = {JOBS, "job"};
 
 /* ---------------- submit ---------------- */
 
@@ -94,6 +97,17 @@ static json_t *parse_value(const char *s)
     return v ? v : json_string(s);
 }
 
+/* "ID  STATUS (queue position N)" */
+static void print_submitted(const json_t *job)
+{
+    const char *id = cli_jstr(job, "id"), *status = cli_jstr(job, "status");
+    json_t *qp = json_object_get(job, "queue_position");
+    if (json_is_integer(qp))
+        printf("%s  %s (queue position %lld)\n", id, status ? status : "-", (long long)json_integer_value(qp));
+    else
+        printf("%s  %s\n", id, status ? status : "-");
+}
+
 static const char SUBMIT_USAGE[] =
     "submit [SPEC.json|-] [--model M --training-file F] [--validation-file F]\n"
     "           [--method core_tuning|ce_tuning|simclr] [--epochs N] [--batch-size N] [--lr X] [--seed N]\n"
@@ -136,16 +150,7 @@ int cli_submit(cli_global *g, int argc, char **argv)
 
     json_t *body;
     if (spec) {
-        json_error_t jerr;
-        body = !strcmp(spec, "-") ? json_loadf(stdin, JSON_REJECT_DUPLICATES, &jerr)
-                                  : json_load_file(spec, JSON_REJECT_DUPLICATES, &jerr);
-        if (!body) {
-            if (jerr.line > 0)
-                fprintf(stderr, "coretune: %s:%d:%d: %s\n", spec, jerr.line, jerr.column, jerr.text);
-            else
-                fprintf(stderr, "coretune: %s: %s\n", spec, jerr.text);
-            return CLI_EUSAGE;
-        }
+        if (cli_resource_read_spec(spec, &body) != CLI_OK) return CLI_EUSAGE;
         if (!json_is_object(body)) {
             fprintf(stderr, "coretune: %s: a job spec is a JSON object (docs/api.md)\n", spec);
             json_decref(body);
@@ -247,36 +252,11 @@ int cli_submit(cli_global *g, int argc, char **argv)
         }
         hdrs[0] = idem_hdr;
     }
-    cli_req req = {.json = text, .headers = hdrs};
-    cli_resp r;
-    rc = cli_http(conn, "POST", JOBS, &req, &r, 0);
+    cli_resource_new n = {.json = text, .headers = hdrs, .what = spec ? spec : "submit", .cmd = "submit",
+                          .print = print_submitted, .follow_hint = "coretune logs -f", .follow = follow,
+                          .follow_fn = cli_follow};
+    rc = cli_resource_submit(conn, g, &JOB, &n);
     free(text);
-    if (rc == CLI_OK && (r.status < 200 || r.status >= 300)) {
-        rc = cli_fail_resp(conn, &r, spec ? spec : "submit");
-    } else if (rc == CLI_OK && !cli_jstr(r.json, "id")) {
-        fprintf(stderr, "coretune: submit: the reply has no job id\n");
-        rc = CLI_EFAIL;
-    } else if (rc == CLI_OK) {
-        const char *id = cli_jstr(r.json, "id"), *status = cli_jstr(r.json, "status");
-        if (g->json) {
-            cli_print_raw(r.body, r.len);
-        } else {
-            json_t *qp = json_object_get(r.json, "queue_position");
-            if (json_is_integer(qp))
-                printf("%s  %s (queue position %lld)\n", id, status ? status : "-", (long long)json_integer_value(qp));
-            else
-                printf("%s  %s\n", id, status ? status : "-");
-            fflush(stdout);
-            if (!follow && isatty(STDERR_FILENO)) fprintf(stderr, "follow it with: coretune logs -f %s\n", id);
-        }
-        if (follow) {
-            char *idc = strdup(id);
-            cli_resp_free(&r);
-            rc = idc ? cli_follow(conn, g, idc) : CLI_EFAIL;
-            free(idc);
-        }
-    }
-    cli_resp_free(&r);
     cli_conn_close(conn);
     return rc;
 }
@@ -312,71 +292,13 @@ static void add_job_row(cli_table *t, const json_t *job)
     cli_table_add(t, row);
 }
 
-static const char LIST_USAGE[] = "list [--limit N] [--all] [--json]";
-
 int cli_list(cli_global *g, int argc, char **argv)
 {
-    static const struct option longopts[] = {{"limit", required_argument, 0, 'n'}, {"all", no_argument, 0, 'a'},
-                                             CLI_COMMON_OPTS, {0, 0, 0, 0}};
-    long limit = 20;
-    int all = 0, c, rc;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "n:a", longopts, NULL)) != -1) {
-        if (c == 'n') {
-            if (cli_parse_int("--limit", optarg, 1, 100, &limit)) return CLI_EUSAGE;
-        } else if (c == 'a') {
-            all = 1;
-        } else if ((rc = cli_common_opt_usage(g, c, LIST_USAGE)) >= 0) {
-            return rc;
-        }
-    }
-    if (optind != argc) return cli_usage_error(LIST_USAGE);
-    if (all && limit == 20) limit = 100;
-    cli_conn *conn;
-    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
-
     static const char *const heads[] = {"ID", "STATUS", "MODEL", "METHOD", "PROGRESS", "BEST ACC", "CREATED"};
-    cli_table *t = g->json ? NULL : cli_table_new(7, heads);
-    json_t *merged = NULL; /* --all --json: every page's data in one envelope */
-    char after[200] = "", path[512];
-    for (;;) {
-        char esc[400] = "";
-        if (after[0] && cli_escape(esc, sizeof esc, after) != 0) break;
-        snprintf(path, sizeof path, JOBS "?limit=%ld%s%s", limit, esc[0] ? "&after=" : "", esc);
-        cli_resp r;
-        if ((rc = cli_call(conn, "GET", path, NULL, &r, "list")) != CLI_OK) break;
-        json_t *data = json_object_get(r.json, "data");
-        int more = json_is_true(json_object_get(r.json, "has_more")) && json_array_size(data) > 0;
-        if (g->json && !all) {
-            cli_print_raw(r.body, r.len);
-        } else if (g->json) {
-            if (!merged) merged = json_incref(r.json);
-            else json_array_extend(json_object_get(merged, "data"), data);
-        } else {
-            size_t i;
-            json_t *job;
-            json_array_foreach(data, i, job) add_job_row(t, job);
-        }
-        const char *last = json_array_size(data) ? cli_jstr(json_array_get(data, json_array_size(data) - 1), "id") : NULL;
-        if (last) snprintf(after, sizeof after, "%s", last);
-        cli_resp_free(&r);
-        if (!all) {
-            if (more && t) fprintf(stderr, "(more jobs: --limit N or --all)\n");
-            break;
-        }
-        if (!more || !last) break;
-    }
-    if (rc == CLI_OK && merged) {
-        json_t *d = json_object_get(merged, "data");
-        json_object_set_new(merged, "has_more", json_false());
-        json_object_set(merged, "last_id", json_array_size(d) ? json_object_get(json_array_get(d, json_array_size(d) - 1), "id") : json_null());
-        cli_print_json(merged);
-    }
-    if (rc == CLI_OK && t) cli_table_print(t, stdout);
-    json_decref(merged);
-    cli_table_free(t);
-    cli_conn_close(conn);
-    return rc;
+    static const cli_resource_table list = {.usage = "list [--limit N] [--all] [--json]", .what = "list",
+                                            .more_hint = "(more jobs: --limit N or --all)", .heads = heads,
+                                            .ncols = 7, .row = add_job_row};
+    return cli_resource_list(g, argc, argv, &JOB, &list);
 }
 
 /* ---------------- show ---------------- */
@@ -461,77 +383,18 @@ static void show_job(const json_t *j)
     kv_object("metadata", json_object_get(j, "metadata"));
 }
 
-static const char SHOW_USAGE[] = "show ID [--json]";
-
-/* GET the job ID into OUT r (job ids are escaped; 404 -> CLI_ENOTFOUND). */
-static int get_job(cli_conn *conn, const char *id, cli_resp *r)
-{
-    char esc[400], path[512];
-    if (cli_escape(esc, sizeof esc, id) != 0) {
-        fprintf(stderr, "coretune: job id too long\n");
-        return CLI_EUSAGE;
-    }
-    snprintf(path, sizeof path, JOBS "/%s", esc);
-    return cli_call(conn, "GET", path, NULL, r, id);
-}
-
 int cli_show(cli_global *g, int argc, char **argv)
 {
-    static const struct option longopts[] = {CLI_COMMON_OPTS, {0, 0, 0, 0}};
-    int c, rc;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
-        if ((rc = cli_common_opt_usage(g, c, SHOW_USAGE)) >= 0) return rc;
-    if (optind != argc - 1) return cli_usage_error(SHOW_USAGE);
-    cli_conn *conn;
-    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
-    cli_resp r;
-    if ((rc = get_job(conn, argv[optind], &r)) == CLI_OK) {
-        if (g->json) cli_print_raw(r.body, r.len);
-        else show_job(r.json);
-        cli_resp_free(&r);
-    }
-    cli_conn_close(conn);
-    return rc;
+    return cli_resource_show(g, argc, argv, &JOB, "show ID [--json]", show_job);
 }
 
 /* ---------------- cancel / pause / resume ---------------- */
 
 int cli_action(cli_global *g, int argc, char **argv)
 {
-    static const struct option longopts[] = {CLI_COMMON_OPTS, {0, 0, 0, 0}};
     char usage[64];
     snprintf(usage, sizeof usage, "%s ID... [--json]", argv[0]);
-    int c, rc;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
-        if ((rc = cli_common_opt_usage(g, c, usage)) >= 0) return rc;
-    if (optind >= argc) return cli_usage_error(usage);
-    cli_conn *conn;
-    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
-    int worst = CLI_OK;
-    for (int i = optind; i < argc; i++) {
-        char esc[400], path[512];
-        if (cli_escape(esc, sizeof esc, argv[i]) != 0) {
-            fprintf(stderr, "coretune: job id too long\n");
-            worst = worst ? worst : CLI_EUSAGE;
-            continue;
-        }
-        snprintf(path, sizeof path, JOBS "/%s/%s", esc, argv[0]);
-        cli_resp r;
-        rc = cli_call(conn, "POST", path, "{}", &r, argv[i]);
-        if (rc == CLI_OK) {
-            if (g->json) cli_print_raw(r.body, r.len);
-            else printf("%s  %s\n", argv[i], cli_jstr(r.json, "status") ? cli_jstr(r.json, "status") : "-");
-            fflush(stdout);
-            cli_resp_free(&r);
-        } else if (!worst) {
-            worst = rc;
-        }
-        if (rc == CLI_ECONNECT) break;
-    }
-    cli_conn_close(conn);
-    return worst;
+    return cli_resource_act(g, argc, argv, &JOB, usage, argv[0]);
 }
 
 /* ---------------- metrics ---------------- */

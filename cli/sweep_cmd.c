@@ -2,22 +2,23 @@
  * random search over a job body whose trials are ordinary jobs (POST/GET /v1/fine_tuning/sweeps...).
  * `show` prints the sweep's facts and a leaderboard (trials ranked by the objective, the best one
  * marked '*'); `submit --follow` and `logs -f` read the sweep's event stream (server-sent events,
- * reconnecting with Last-Event-ID like cli/logs_cmd.c) until the sweep ends, then print the
- * leaderboard: exit 0 if it succeeded, 1 otherwise. --json prints the API's JSON unchanged.
- * Single-threaded; messages on stderr; the SSE parser runs inside libcurl's write callback. */
+ * through cli/sse.h like `coretune logs -f`) until the sweep ends, then print the leaderboard: exit 0
+ * if it succeeded, 1 otherwise. --json prints the API's JSON unchanged.
+ * Single-threaded; messages on stderr; the events arrive inside libcurl's write callback. */
 #include "cli/client.h"
 #include "cli/fmt.h"
-#include "common/util.h"
+#include "cli/opt.h"
+#include "cli/pages.h"
+#include "cli/resource.h"
+#include "cli/sse.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #define SWEEPS "/v1/fine_tuning/sweeps"
-#define LINE_MAX_BYTES (1u << 20) /* one SSE line; the daemon's events are far smaller */
-#define RECONNECT_GIVE_UP_S 60.0
+
+static const cli_resource SWEEP = {SWEEPS, "sweep"};
 
 static const char SWEEP_USAGE[] =
     "sweep submit SPEC.json|- [--suffix S] [--max-parallel N] [--follow]\n"
@@ -286,18 +287,6 @@ static void show_sweep(const json_t *s)
     print_leaderboard(s);
 }
 
-/* GET the sweep id into OUT r (ids are escaped; 404 -> CLI_ENOTFOUND). */
-static int get_sweep(cli_conn *conn, const char *id, cli_resp *r)
-{
-    char esc[400], path[512];
-    if (cli_escape(esc, sizeof esc, id) != 0) {
-        fprintf(stderr, "coretune: sweep id too long\n");
-        return CLI_EUSAGE;
-    }
-    snprintf(path, sizeof path, SWEEPS "/%s", esc);
-    return cli_call(conn, "GET", path, NULL, r, id);
-}
-
 /* ---------------- events ---------------- */
 
 /* An event's message, or one made from its data when the daemon sent none. */
@@ -338,52 +327,19 @@ static void print_event_line(const json_t *ev, const json_t *names)
         printf("%s  %-14s  %s\n", t, type ? type : "-", m);
 }
 
-/* The SSE reader: the same wire format and rules as cli/logs_cmd.c's (api/sse.c writes both). */
+/* print_event_line for cli_pages_read: ud is the sweep's parameters (borrowed). */
+static void print_item(void *ud, const json_t *ev) { print_event_line(ev, ud); }
+
+/* What the follower keeps of the stream. */
 typedef struct follower {
     const cli_global *g;
     const json_t *names; /* the sweep's parameters, for short names (borrowed) */
-    char *line;
-    size_t llen, lcap;
-    char *data;
-    size_t dlen, dcap;
-    char event[64], id[128];
-    char last_id[128]; /* the last complete event's id: Last-Event-ID on reconnect */
-    char status[32];   /* from `status` events */
-    int ended, overflow, saw_field;
+    char status[32];     /* from `status` events */
 } follower;
 
-static int append(char **buf, size_t *len, size_t *cap, const char *p, size_t n)
+static void on_event(void *ud, const json_t *ev, const char *raw, size_t rawlen)
 {
-    if (*len + n + 1 > LINE_MAX_BYTES) return -1;
-    if (*len + n + 1 > *cap) {
-        size_t c = *cap ? *cap : 1024;
-        while (c < *len + n + 1) c *= 2;
-        char *b = realloc(*buf, c);
-        if (!b) return -1;
-        *buf = b;
-        *cap = c;
-    }
-    memcpy(*buf + *len, p, n);
-    *len += n;
-    (*buf)[*len] = 0;
-    return 0;
-}
-
-static void reset_event(follower *f)
-{
-    f->dlen = 0;
-    if (f->data) f->data[0] = 0;
-    f->event[0] = f->id[0] = 0;
-    f->saw_field = 0;
-}
-
-static void on_event(follower *f, const char *raw, size_t rawlen)
-{
-    json_t *ev = json_loadb(raw, rawlen, 0, NULL);
-    if (!json_is_object(ev)) {
-        json_decref(ev);
-        return; /* not an event object: a newer daemon's extension, tolerated */
-    }
+    follower *f = ud;
     const char *type = cli_jstr(ev, "type");
     const char *st = cli_jstr(json_object_get(ev, "data"), "status");
     if (type && !strcmp(type, "status") && st) snprintf(f->status, sizeof f->status, "%s", st);
@@ -394,65 +350,6 @@ static void on_event(follower *f, const char *raw, size_t rawlen)
         print_event_line(ev, f->names);
     }
     fflush(stdout);
-    json_decref(ev);
-}
-
-/* One complete line (without its newline). Returns non-zero once the stream's `end` event arrived. */
-static int on_line(follower *f, char *s, size_t n)
-{
-    if (n && s[n - 1] == '\r') s[--n] = 0;
-    if (n == 0) { /* dispatch */
-        int end = !strcmp(f->event, "end");
-        if (f->saw_field && !end && f->dlen) on_event(f, f->data, f->dlen);
-        if (f->saw_field && f->id[0]) snprintf(f->last_id, sizeof f->last_id, "%s", f->id);
-        reset_event(f);
-        if (end) f->ended = 1;
-        return end;
-    }
-    if (s[0] == ':') return 0; /* comment: keep-alive */
-    char *colon = memchr(s, ':', n);
-    const char *val = "";
-    if (colon) {
-        *colon = 0;
-        val = colon + 1;
-        if (*val == ' ') val++;
-    }
-    f->saw_field = 1;
-    if (!strcmp(s, "data")) {
-        if (f->dlen) append(&f->data, &f->dlen, &f->dcap, "\n", 1);
-        if (append(&f->data, &f->dlen, &f->dcap, val, strlen(val)) != 0) f->overflow = 1;
-    } else if (!strcmp(s, "event")) {
-        snprintf(f->event, sizeof f->event, "%s", val);
-    } else if (!strcmp(s, "id")) {
-        snprintf(f->id, sizeof f->id, "%s", val);
-    }
-    return 0;
-}
-
-static int on_bytes(void *ud, const char *p, size_t n)
-{
-    follower *f = ud;
-    while (n) {
-        const char *nl = memchr(p, '\n', n);
-        size_t k = nl ? (size_t)(nl - p) : n;
-        if (append(&f->line, &f->llen, &f->lcap, p, k) != 0) {
-            f->overflow = 1;
-            return 1;
-        }
-        if (!nl) break;
-        int end = on_line(f, f->line, f->llen);
-        f->llen = 0;
-        if (end) return 1;
-        p += k + 1;
-        n -= k + 1;
-    }
-    return 0;
-}
-
-static void sleep_s(double s)
-{
-    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    if (!cli_interrupted) nanosleep(&ts, NULL);
 }
 
 /* Follows sweep id's events until the sweep ends, then prints the leaderboard and one closing line
@@ -466,73 +363,22 @@ static int sweep_follow(cli_conn *c, const cli_global *g, const char *sweep_id)
         return CLI_EUSAGE;
     }
     cli_resp first, r;
-    int rc = get_sweep(c, sweep_id, &first);
+    int rc = cli_resource_get(c, &SWEEP, sweep_id, &first);
     if (rc != CLI_OK) return rc;
     follower f = {.g = g, .names = json_object_get(first.json, "parameters")};
     snprintf(f.status, sizeof f.status, "%s", cli_jstr(first.json, "status") ? cli_jstr(first.json, "status") : "");
 
     snprintf(path, sizeof path, SWEEPS "/%s/events?stream=true", esc);
-    double lost_since = 0, backoff = 0.25;
-    int said_lost = 0;
-    while (!f.ended && !cli_interrupted) {
-        char lei[160];
-        const char *hdrs[3] = {"Accept: text/event-stream", NULL, NULL};
-        if (f.last_id[0]) {
-            snprintf(lei, sizeof lei, "Last-Event-ID: %s", f.last_id);
-            hdrs[1] = lei;
-        }
-        f.llen = 0;
-        reset_event(&f); /* a half-received event is received again after the reconnect */
-        cli_req req = {.headers = hdrs, .sink = on_bytes, .ud = &f, .stream = 1};
-        rc = cli_http(c, "GET", path, &req, &r, 1);
-        if (cli_interrupted) break;
-        if (f.overflow) {
-            fprintf(stderr, "coretune: the event stream sent a line longer than %u bytes\n", LINE_MAX_BYTES);
-            rc = CLI_EFAIL;
-            break;
-        }
-        int retry = rc == CLI_ECONNECT || (rc == CLI_OK && r.status == 503);
-        if (rc == CLI_OK && !retry && (r.status < 200 || r.status >= 300)) {
-            rc = cli_fail_resp(c, &r, sweep_id);
-            cli_resp_free(&r);
-            break;
-        }
-        cli_resp_free(&r);
-        if (f.ended) break;
-        if (retry) { /* the daemon is restarting (or gone): try again for a while */
-            if (lost_since == 0) lost_since = util_mono();
-            if (util_mono() - lost_since > RECONNECT_GIVE_UP_S) {
-                fprintf(stderr, "coretune: lost the connection to %s and could not reconnect for %.0f s\n",
-                        cli_conn_where(c), RECONNECT_GIVE_UP_S);
-                rc = CLI_ECONNECT;
-                break;
-            }
-            if (!said_lost) {
-                fprintf(stderr, "coretune: connection to %s lost; reconnecting...\n", cli_conn_where(c));
-                said_lost = 1;
-            }
-            sleep_s(backoff);
-            backoff = fmin(backoff * 2, 5.0);
-        } else { /* the stream closed without `end`: the daemon is shutting down; pick up where we were */
-            lost_since = 0;
-            backoff = 0.25;
-            said_lost = 0;
-            sleep_s(0.2);
-        }
-        rc = CLI_OK;
-    }
+    rc = cli_sse_follow(c, path, sweep_id, &(cli_sse_handlers){.event = on_event, .ud = &f});
     fflush(stdout);
-    free(f.line);
-    free(f.data);
-    if (cli_interrupted) rc = CLI_EFAIL;
-    if (cli_interrupted || rc != CLI_OK) {
+    if (rc != CLI_OK) {
         cli_resp_free(&first);
         return rc;
     }
 
     /* the stream ended: the sweep is final. Its status decides the exit code. */
     const char *st = f.status;
-    int got = get_sweep(c, sweep_id, &r) == CLI_OK;
+    int got = cli_resource_get(c, &SWEEP, sweep_id, &r) == CLI_OK;
     if (got && cli_jstr(r.json, "status")) st = cli_jstr(r.json, "status");
     rc = !strcmp(st, "succeeded") ? CLI_OK : CLI_EFAIL;
     if (!g->json) {
@@ -558,6 +404,14 @@ static int sweep_follow(cli_conn *c, const cli_global *g, const char *sweep_id)
 
 /* ---------------- submit ---------------- */
 
+/* "ID  STATUS (N trials)" */
+static void print_submitted(const json_t *sweep)
+{
+    const char *status = cli_jstr(sweep, "status");
+    printf("%s  %s (%zu trials)\n", cli_jstr(sweep, "id"), status ? status : "-",
+           json_array_size(json_object_get(sweep, "trials")));
+}
+
 static const char SUBMIT_USAGE[] = "sweep submit SPEC.json|- [--suffix S] [--max-parallel N] [--follow] [--json]";
 
 static int sweep_submit(cli_global *g, int argc, char **argv)
@@ -581,14 +435,8 @@ static int sweep_submit(cli_global *g, int argc, char **argv)
     }
     if (optind != argc - 1) return cli_usage_error(SUBMIT_USAGE);
     const char *spec = argv[optind];
-    json_error_t jerr;
-    json_t *body = !strcmp(spec, "-") ? json_loadf(stdin, JSON_REJECT_DUPLICATES, &jerr)
-                                      : json_load_file(spec, JSON_REJECT_DUPLICATES, &jerr);
-    if (!body) {
-        if (jerr.line > 0) fprintf(stderr, "coretune: %s:%d:%d: %s\n", spec, jerr.line, jerr.column, jerr.text);
-        else fprintf(stderr, "coretune: %s: %s\n", spec, jerr.text);
-        return CLI_EUSAGE;
-    }
+    json_t *body;
+    if (cli_resource_read_spec(spec, &body) != CLI_OK) return CLI_EUSAGE;
     if (!json_is_object(body) || !json_is_object(json_object_get(body, "job")) ||
         !json_is_object(json_object_get(body, "parameters"))) {
         fprintf(stderr, "coretune: %s: a sweep spec is a JSON object with a \"job\" (a job body) and "
@@ -607,241 +455,75 @@ static int sweep_submit(cli_global *g, int argc, char **argv)
         free(text);
         return rc;
     }
-    cli_resp r;
-    cli_req req = {.json = text};
-    rc = cli_http(conn, "POST", SWEEPS, &req, &r, 0);
+    cli_resource_new n = {.json = text, .what = spec, .cmd = "sweep submit", .print = print_submitted,
+                          .follow_hint = "coretune sweep logs -f", .follow = follow, .follow_fn = sweep_follow};
+    rc = cli_resource_submit(conn, g, &SWEEP, &n);
     free(text);
-    if (rc == CLI_OK && (r.status < 200 || r.status >= 300)) {
-        rc = cli_fail_resp(conn, &r, spec);
-    } else if (rc == CLI_OK && !cli_jstr(r.json, "id")) {
-        fprintf(stderr, "coretune: sweep submit: the reply has no sweep id\n");
-        rc = CLI_EFAIL;
-    } else if (rc == CLI_OK) {
-        const char *id = cli_jstr(r.json, "id"), *status = cli_jstr(r.json, "status");
-        if (g->json) {
-            cli_print_raw(r.body, r.len);
-        } else {
-            printf("%s  %s (%zu trials)\n", id, status ? status : "-", json_array_size(json_object_get(r.json, "trials")));
-            fflush(stdout);
-            if (!follow && isatty(STDERR_FILENO)) fprintf(stderr, "follow it with: coretune sweep logs -f %s\n", id);
-        }
-        if (follow) {
-            char *idc = strdup(id);
-            cli_resp_free(&r);
-            rc = idc ? sweep_follow(conn, g, idc) : CLI_EFAIL;
-            free(idc);
-        }
-    }
-    cli_resp_free(&r);
     cli_conn_close(conn);
     return rc;
 }
 
 /* ---------------- list ---------------- */
 
-static const char LIST_USAGE[] = "sweep list [--limit N] [--all] [--json]";
+static void add_sweep_row(cli_table *t, const json_t *s)
+{
+    char obj[128], done[32], best[32] = "-", created[40];
+    snprintf(obj, sizeof obj, "%s %s", maximize(s) ? "max" : "min", objective_metric(s));
+    double b = cli_jnum(json_object_get(s, "best"), "objective", NAN);
+    if (isfinite(b)) snprintf(best, sizeof best, "%.4f", b);
+    cli_fmt_time(created, sizeof created, json_object_get(s, "created_at"));
+    const char *row[] = {cli_jstr(s, "id"), cli_jstr(s, "status"), cli_jstr(json_object_get(s, "job"), "model"),
+                         obj, done_text(done, sizeof done, s), best, created};
+    cli_table_add(t, row);
+}
 
 static int sweep_list(cli_global *g, int argc, char **argv)
 {
-    static const struct option longopts[] = {{"limit", required_argument, 0, 'n'}, {"all", no_argument, 0, 'a'},
-                                             CLI_COMMON_OPTS, {0, 0, 0, 0}};
-    long limit = 20;
-    int all = 0, c, rc;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "n:a", longopts, NULL)) != -1) {
-        if (c == 'n') {
-            if (cli_parse_int("--limit", optarg, 1, 100, &limit)) return CLI_EUSAGE;
-        } else if (c == 'a') {
-            all = 1;
-        } else if ((rc = cli_common_opt_usage(g, c, LIST_USAGE)) >= 0) {
-            return rc;
-        }
-    }
-    if (optind != argc) return cli_usage_error(LIST_USAGE);
-    if (all && limit == 20) limit = 100;
-    cli_conn *conn;
-    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
-
     static const char *const heads[] = {"ID", "STATUS", "MODEL", "OBJECTIVE", "TRIALS", "BEST", "CREATED"};
-    cli_table *t = g->json ? NULL : cli_table_new(7, heads);
-    json_t *merged = NULL; /* --all --json: every page's data in one envelope */
-    char after[200] = "", path[512];
-    for (;;) {
-        char esc[400] = "";
-        if (after[0] && cli_escape(esc, sizeof esc, after) != 0) break;
-        snprintf(path, sizeof path, SWEEPS "?limit=%ld%s%s", limit, esc[0] ? "&after=" : "", esc);
-        cli_resp r;
-        if ((rc = cli_call(conn, "GET", path, NULL, &r, "sweep list")) != CLI_OK) break;
-        json_t *data = json_object_get(r.json, "data");
-        int more = json_is_true(json_object_get(r.json, "has_more")) && json_array_size(data) > 0;
-        if (g->json && !all) {
-            cli_print_raw(r.body, r.len);
-        } else if (g->json) {
-            if (!merged) merged = json_incref(r.json);
-            else json_array_extend(json_object_get(merged, "data"), data);
-        } else {
-            size_t i;
-            json_t *s;
-            json_array_foreach(data, i, s) {
-                char obj[128], done[32], best[32] = "-", created[40];
-                snprintf(obj, sizeof obj, "%s %s", maximize(s) ? "max" : "min", objective_metric(s));
-                double b = cli_jnum(json_object_get(s, "best"), "objective", NAN);
-                if (isfinite(b)) snprintf(best, sizeof best, "%.4f", b);
-                cli_fmt_time(created, sizeof created, json_object_get(s, "created_at"));
-                const char *row[] = {cli_jstr(s, "id"), cli_jstr(s, "status"), cli_jstr(json_object_get(s, "job"), "model"),
-                                     obj, done_text(done, sizeof done, s), best, created};
-                cli_table_add(t, row);
-            }
-        }
-        const char *last = json_array_size(data) ? cli_jstr(json_array_get(data, json_array_size(data) - 1), "id") : NULL;
-        if (last) snprintf(after, sizeof after, "%s", last);
-        cli_resp_free(&r);
-        if (!all) {
-            if (more && t) fprintf(stderr, "(more sweeps: --limit N or --all)\n");
-            break;
-        }
-        if (!more || !last) break;
-    }
-    if (rc == CLI_OK && merged) {
-        json_t *d = json_object_get(merged, "data");
-        json_object_set_new(merged, "has_more", json_false());
-        json_object_set(merged, "last_id", json_array_size(d) ? json_object_get(json_array_get(d, json_array_size(d) - 1), "id") : json_null());
-        cli_print_json(merged);
-    }
-    if (rc == CLI_OK && t) cli_table_print(t, stdout);
-    json_decref(merged);
-    cli_table_free(t);
-    cli_conn_close(conn);
-    return rc;
+    static const cli_resource_table list = {.usage = "sweep list [--limit N] [--all] [--json]",
+                                            .what = "sweep list", .more_hint = "(more sweeps: --limit N or --all)",
+                                            .heads = heads, .ncols = 7, .row = add_sweep_row};
+    return cli_resource_list(g, argc, argv, &SWEEP, &list);
 }
 
 /* ---------------- show ---------------- */
 
-static const char SHOW_USAGE[] = "sweep show ID [--json]";
-
 static int sweep_show(cli_global *g, int argc, char **argv)
 {
-    static const struct option longopts[] = {CLI_COMMON_OPTS, {0, 0, 0, 0}};
-    int c, rc;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
-        if ((rc = cli_common_opt_usage(g, c, SHOW_USAGE)) >= 0) return rc;
-    if (optind != argc - 1) return cli_usage_error(SHOW_USAGE);
-    cli_conn *conn;
-    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
-    cli_resp r;
-    if ((rc = get_sweep(conn, argv[optind], &r)) == CLI_OK) {
-        if (g->json) cli_print_raw(r.body, r.len);
-        else show_sweep(r.json);
-        cli_resp_free(&r);
-    }
-    cli_conn_close(conn);
-    return rc;
+    return cli_resource_show(g, argc, argv, &SWEEP, "sweep show ID [--json]", show_sweep);
 }
 
 /* ---------------- logs ---------------- */
 
 static const char LOGS_USAGE[] = "sweep logs ID [-f|--follow] [--json]";
 
-static int sweep_logs(cli_global *g, int argc, char **argv)
+/* The sweep's events so far (all of them, a hundred a page). */
+static int list_events(cli_conn *c, const cli_global *g, const char *id)
 {
-    static const struct option longopts[] = {{"follow", no_argument, 0, 'f'}, CLI_COMMON_OPTS, {0, 0, 0, 0}};
-    int follow = 0, c, rc;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "f", longopts, NULL)) != -1) {
-        if (c == 'f') follow = 1;
-        else if ((rc = cli_common_opt_usage(g, c, LOGS_USAGE)) >= 0) return rc;
-    }
-    if (optind != argc - 1) return cli_usage_error(LOGS_USAGE);
-    const char *id = argv[optind];
-    char esc[400], path[1024];
+    char esc[400], path[600];
     if (cli_escape(esc, sizeof esc, id) != 0) return cli_usage_error(LOGS_USAGE);
-    cli_conn *conn;
-    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
-    if (follow) {
-        rc = sweep_follow(conn, g, id);
-        cli_conn_close(conn);
-        return rc;
-    }
     cli_resp sw;
-    if ((rc = get_sweep(conn, id, &sw)) != CLI_OK) { /* for the parameters' short names; 404 here */
-        cli_conn_close(conn);
-        return rc;
-    }
-    json_t *merged = NULL; /* --json: every page's data in one envelope */
-    char after[160] = "";
-    for (;;) {
-        char aesc[400] = "";
-        if (after[0]) cli_escape(aesc, sizeof aesc, after);
-        snprintf(path, sizeof path, SWEEPS "/%s/events?limit=100%s%s", esc, aesc[0] ? "&after=" : "", aesc);
-        cli_resp r;
-        if ((rc = cli_call(conn, "GET", path, NULL, &r, id)) != CLI_OK) break;
-        json_t *data = json_object_get(r.json, "data");
-        size_t i, n = json_array_size(data);
-        json_t *ev;
-        if (g->json) {
-            if (!merged) merged = json_incref(r.json);
-            else json_array_extend(json_object_get(merged, "data"), data);
-        } else {
-            json_array_foreach(data, i, ev) print_event_line(ev, json_object_get(sw.json, "parameters"));
-        }
-        const char *last = n ? cli_jstr(json_array_get(data, n - 1), "id") : NULL;
-        int more = json_is_true(json_object_get(r.json, "has_more")) && last;
-        if (last) snprintf(after, sizeof after, "%s", last);
-        cli_resp_free(&r);
-        if (!more) break;
-    }
-    if (rc == CLI_OK && merged) {
-        json_t *d = json_object_get(merged, "data");
-        json_object_set_new(merged, "has_more", json_false());
-        json_object_set(merged, "last_id",
-                        json_array_size(d) ? json_object_get(json_array_get(d, json_array_size(d) - 1), "id") : json_null());
-        cli_print_json(merged);
-    }
-    json_decref(merged);
+    int rc = cli_resource_get(c, &SWEEP, id, &sw); /* for the parameters' short names; 404 here */
+    if (rc != CLI_OK) return rc;
+    snprintf(path, sizeof path, SWEEPS "/%s/events", esc);
+    cli_pages p = {.path = path, .limit = 100, .all = 1, .what = id, .item = print_item,
+                   .ud = json_object_get(sw.json, "parameters")};
+    rc = cli_pages_read(c, g, &p);
     cli_resp_free(&sw);
     fflush(stdout);
-    cli_conn_close(conn);
     return rc;
+}
+
+static int sweep_logs(cli_global *g, int argc, char **argv)
+{
+    return cli_resource_logs(g, argc, argv, LOGS_USAGE, sweep_follow, list_events);
 }
 
 /* ---------------- cancel ---------------- */
 
-static const char CANCEL_USAGE[] = "sweep cancel ID... [--json]";
-
 static int sweep_cancel(cli_global *g, int argc, char **argv)
 {
-    static const struct option longopts[] = {CLI_COMMON_OPTS, {0, 0, 0, 0}};
-    int c, rc;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
-        if ((rc = cli_common_opt_usage(g, c, CANCEL_USAGE)) >= 0) return rc;
-    if (optind >= argc) return cli_usage_error(CANCEL_USAGE);
-    cli_conn *conn;
-    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
-    int worst = CLI_OK;
-    for (int i = optind; i < argc; i++) {
-        char esc[400], path[512];
-        if (cli_escape(esc, sizeof esc, argv[i]) != 0) {
-            fprintf(stderr, "coretune: sweep id too long\n");
-            worst = worst ? worst : CLI_EUSAGE;
-            continue;
-        }
-        snprintf(path, sizeof path, SWEEPS "/%s/cancel", esc);
-        cli_resp r;
-        rc = cli_call(conn, "POST", path, "{}", &r, argv[i]);
-        if (rc == CLI_OK) {
-            if (g->json) cli_print_raw(r.body, r.len);
-            else printf("%s  %s\n", argv[i], cli_jstr(r.json, "status") ? cli_jstr(r.json, "status") : "-");
-            fflush(stdout);
-            cli_resp_free(&r);
-        } else if (!worst) {
-            worst = rc;
-        }
-        if (rc == CLI_ECONNECT) break;
-    }
-    cli_conn_close(conn);
-    return worst;
+    return cli_resource_act(g, argc, argv, &SWEEP, "sweep cancel ID... [--json]", "cancel");
 }
 
 /* ---------------- dispatch ---------------- */

@@ -5,6 +5,7 @@
  * stop after the current step with a resumable checkpoint. Single-threaded (the trainer's threads are
  * its own). Exit codes: 0 done (or stopped cleanly), 1 the job failed, 2 bad usage or spec. */
 #include "cli/cli.h"
+#include "cli/opt.h"
 #include "common/err.h"
 #include "spec/jobspec.h"
 #include "spec/progline.h"
@@ -99,20 +100,6 @@ static int fail_run(out_ctx *o, int rc, int code, const char *msg)
     return code;
 }
 
-/* A whole decimal integer in [lo, hi], or -1 with a message. */
-static int parse_int(const char *flag, const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "coretune: %s must be an integer in [%ld, %ld]\n", flag, lo, hi);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 /* The step the checkpoint in out_dir ends at, for the start line. Reading the whole state file once
  * more costs one pass over it before training starts (the page cache keeps it for tr_run's load). */
 static int checkpoint_step(const char *state_path, int *step, char *err, size_t errlen)
@@ -149,15 +136,18 @@ int cli_train(int argc, char **argv)
     sigaction(SIGUSR1, &sa, NULL);
 
     const char *out = NULL, *progress = NULL;
-    int resume = 0, threads = -1, ckpt_seconds = -1, c;
+    long threads = -1, ckpt_seconds = -1;
+    int resume = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
         case 'r': resume = 1; break;
-        case 't': if (parse_int("--threads", optarg, 0, 1024, &threads)) return CLI_EUSAGE; break;
+        case 't': if (cli_parse_int("--threads", optarg, 0, 1024, &threads)) return CLI_EUSAGE; break;
         case 'p': progress = optarg; break;
-        case 'c': if (parse_int("--checkpoint-seconds", optarg, 0, INT_MAX, &ckpt_seconds)) return CLI_EUSAGE; break;
+        case 'c':
+            if (cli_parse_int("--checkpoint-seconds", optarg, 0, INT_MAX, &ckpt_seconds)) return CLI_EUSAGE;
+            break;
         case 'h': fputs(USAGE, stdout); return CLI_OK;
         default: return CLI_EUSAGE;
         }
@@ -191,8 +181,8 @@ int cli_train(int argc, char **argv)
         code = fail_run(&o, rc, CLI_EUSAGE, msg);
         goto done;
     }
-    if (threads >= 0) spec.threads = threads;
-    if (ckpt_seconds >= 0) spec.checkpoint_seconds = ckpt_seconds;
+    if (threads >= 0) spec.threads = (int)threads;
+    if (ckpt_seconds >= 0) spec.checkpoint_seconds = (int)ckpt_seconds;
 
     /* --resume with no checkpoint yet starts afresh (a batch script passes --resume on every attempt,
      * the first one included); tr_run decides the same way, on the same file. */
