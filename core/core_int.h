@@ -5,6 +5,7 @@
  *   events.c    emit, the batch and its flush timer, status changes, event pages, the stream cursor
  *   jobs.c      create (idempotency, quotas), list/get/cancel/pause/resume, the job view
  *   runs.c      starting a run through the executor, its progress and done records
+ *   sweeps.c    sweeps: trials as jobs, the choice, the test set (sweep_plan.c: the request expanded)
  *   schedule.c  the snapshot for the policy (sched_policy.c), quotas, fair share, preemption, queue places
  *   assets.c    names -> paths for the job spec, models, datasets, uploads
  *   access.c    identities, users, audit          stats.c  metric series, /metrics counters
@@ -155,6 +156,22 @@ typedef struct svc__resolve_ctx {
     int admin;
 } svc__resolve_ctx;
 int svc__owned_by(const char *row_owner, const char *owner, int admin);
+
+/* sweep_plan.c: a sweep request, validated (borrowed from the body) and expanded */
+#define SWEEP_MAX_PARAMS 8
+typedef struct svc__sweep_req {
+    json_t *job, *params, *search, *objective, *seeds;
+    const char *test_file;
+    int max_parallel, random_n, maximize;
+    uint64_t random_seed;
+    const char *keys[SWEEP_MAX_PARAMS];   /* the parameters' paths, sorted */
+    int n_keys;
+} svc__sweep_req;
+int  svc__sweep_parse(const json_t *body, svc__sweep_req *r, svc_error *e);
+/* OUT *out: a JSON array of {path: value}, one per setting (new reference) */
+int  svc__sweep_settings(const svc__sweep_req *r, json_t **out, svc_error *e);
+/* a trial's job body: the sweep's job with the setting, the seed, the sweep's suffix and its id in metadata */
+json_t *svc__trial_body(const json_t *sweep, const json_t *setting, long long seed, const char *sweep_id, int idx);
 
 /* sweeps.c */
 int  svc__sweeps_open(svc *s);                           /* at start */
