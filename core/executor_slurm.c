@@ -16,6 +16,7 @@
  * Loop thread only; Slurm commands run through core/subproc.h and never block the loop. */
 #define _GNU_SOURCE
 #include "core/executor.h"
+#include "core/slurm_queue.h"
 #include "core/subproc.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -271,15 +272,13 @@ static void scancel(slurm *x, sjob *j, const char *signal)
     LOG(LOG_INFO, "msg=\"scancel\" job=%s slurm_job=%s signal=%s", j->id, j->slurm_id, signal ? signal : "-");
 }
 
-static int is_waiting(const char *st);
-
 /* What the core asked, once the Slurm id is known: a cancel (or a pause of a job waiting, which has
  * nothing new to checkpoint; `scancel --signal` on a pending job would wait forever) ends the batch job;
  * a pause signals the trainer (the batch shell exec'd it), again while it keeps running. */
 static void apply_stop(slurm *x, sjob *j)
 {
     if (j->stop == TR_RUN || j->phase != PH_SUBMITTED) return;
-    if (j->stop == TR_STOP_CANCEL || !j->ever_running || is_waiting(j->state)) {
+    if (j->stop == TR_STOP_CANCEL || !j->ever_running || sq_waiting(j->state)) {
         if (!j->stop_applied) {
             j->ours_cancelled = 1;
             scancel(x, j, NULL);
@@ -517,60 +516,7 @@ static void finish(slurm *x, sjob *j, const char *why)
 
 /* ---------------- squeue ---------------- */
 
-static int is_waiting(const char *st)
-{
-    static const char *const w[] = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
-                                    "PREEMPTED", "SPECIAL_EXIT", NULL};
-    for (int i = 0; w[i]; i++)
-        if (!strcmp(st, w[i])) return 1;
-    return 0;
-}
-
-static int is_running(const char *st)
-{
-    static const char *const r[] = {"CONFIGURING", "RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING",
-                                    "SUSPENDED", "STOPPED", "UPDATE_DB", "POWER_UP_NODE", NULL};
-    for (int i = 0; r[i]; i++)
-        if (!strcmp(st, r[i])) return 1;
-    return 0;
-}
-
-/* squeue's %S: "2026-12-02T05:00:00", "N/A", "Unknown" */
-static long long parse_time(const char *s)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!end || *end) return 0;
-    tm.tm_isdst = -1;
-    time_t t = mktime(&tm);
-    return t > 0 ? (long long)t : 0;
-}
-
-typedef struct qrow { char id[32], name[96], state[32], reason[128], node[128], start[32]; } qrow;
-
-static int parse_row(char *line, qrow *q)
-{
-    char *f[6];
-    int n = 0;
-    for (char *p = line; n < 6; n++) {
-        f[n] = p;
-        char *bar = strchr(p, '|');
-        if (!bar) { n++; break; }
-        *bar = 0;
-        p = bar + 1;
-    }
-    if (n != 6) return -1;
-    snprintf(q->id, sizeof q->id, "%s", f[0]);
-    snprintf(q->name, sizeof q->name, "%s", f[1]);
-    snprintf(q->state, sizeof q->state, "%s", f[2]);
-    util_utf8_clean(q->reason, sizeof q->reason, f[3]);
-    util_utf8_clean(q->node, sizeof q->node, f[4]);
-    snprintf(q->start, sizeof q->start, "%s", f[5]);
-    return 0;
-}
-
-static void apply_row(slurm *x, sjob *j, const qrow *q)
+static void apply_row(slurm *x, sjob *j, const sq_row *q)
 {
     j->misses = 0;
     int changed = strcmp(j->state, q->state) || strcmp(j->node, q->node);
@@ -579,13 +525,13 @@ static void apply_row(slurm *x, sjob *j, const qrow *q)
     changed |= strcmp(j->reason, reason) != 0;
     snprintf(j->reason, sizeof j->reason, "%s", reason);
     snprintf(j->node, sizeof j->node, "%s", !strcmp(q->node, "(null)") ? "" : q->node);
-    j->estimated_start = is_waiting(q->state) ? parse_time(q->start) : 0;
-    if (is_waiting(q->state) && j->progress_at > x->squeue_at) {
+    j->estimated_start = sq_waiting(q->state) ? sq_time(q->start) : 0;
+    if (sq_waiting(q->state) && j->progress_at > x->squeue_at) {
         /* squeue ran before the trainer's latest line: stale, not a requeue */
-    } else if (is_waiting(q->state)) {
+    } else if (sq_waiting(q->state)) {
         if (j->reported_running) report(j, 0, 1, 0, NULL); /* preempted or requeued: it waits again */
         else if (changed) report(j, 0, 0, 0, NULL);
-    } else if (is_running(q->state)) {
+    } else if (sq_running(q->state)) {
         if (!j->reported_running || changed) report(j, 1, 0, 0, NULL);
     } else {
         finish(x, j, q->state);
@@ -620,19 +566,19 @@ static void on_squeue(void *ud, int status, const char *out, size_t outlen, cons
     x->backoff = 0;
     /* one row per job; match ours by id (submitted) or name (lookup) */
     int nrows = 0, cap = 0;
-    qrow *rows = NULL;
+    sq_row *rows = NULL;
     char *copy = malloc(outlen + 1);
     if (copy) {
         memcpy(copy, out, outlen + 1);
         for (char *save = NULL, *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
             if (util_grow(&rows, &cap, nrows + 1, sizeof *rows) != 0) break;
-            if (parse_row(line, &rows[nrows]) == 0) nrows++;
+            if (sq_parse_row(line, &rows[nrows]) == 0) nrows++;
         }
         free(copy);
     }
     for (sjob *j = x->jobs, *next; j; j = next) {
         next = j->next;
-        const qrow *hit = NULL;
+        const sq_row *hit = NULL;
         for (int i = 0; i < nrows && !hit; i++)
             if (j->phase == PH_SUBMITTED ? !strcmp(rows[i].id, j->slurm_id) : !strcmp(rows[i].name, j->name)) hit = &rows[i];
         if (j->phase == PH_SUBMITTING) continue;
@@ -678,7 +624,7 @@ static void poll_now(slurm *x)
     if (x->squeue || x->closing) return;
     char user[32];
     snprintf(user, sizeof user, "--user=%u", (unsigned)getuid());
-    char *argv[] = {"squeue", "--noheader", "--states=all", "--format=%i|%j|%T|%r|%N|%S", user, NULL};
+    char *argv[] = {"squeue", "--noheader", "--states=all", "--format=" SQ_FORMAT, user, NULL};
     x->squeue_at = util_mono();
     int rc = subproc_run(x->loop, argv, CMD_TIMEOUT, on_squeue, x, &x->squeue);
     if (rc != 0) {
@@ -813,7 +759,7 @@ static int slurm_reattach(executor *e, const exec_job *ej)
     snprintf(j->node, sizeof j->node, "%s", node ? node : "");
     j->offset = json_integer_value(json_object_get(rec, "offset"));
     j->phase = j->slurm_id[0] ? PH_SUBMITTED : PH_LOOKUP;
-    j->reported_running = j->ever_running = j->slurm_id[0] && is_running(j->state);
+    j->reported_running = j->ever_running = j->slurm_id[0] && sq_running(j->state);
     j->next = x->jobs;
     x->jobs = j;
     LOG(LOG_INFO, "msg=\"following Slurm job again\" job=%s slurm_job=%s name=%s offset=%lld", j->id,
