@@ -50,6 +50,7 @@ typedef struct svc svc; /* opaque */
 #define SVC_MAX_DATASETS 32
 #define SVC_MAX_ROOTS 16
 #define SVC_MAX_USER_QUOTAS 64
+#define SVC_MAX_WEBHOOKS 8
 
 typedef struct svc_quota {    /* per-user limits; 0 = unlimited */
     int running_jobs;         /* jobs running at once */
@@ -90,6 +91,9 @@ typedef struct svc_config {
     char builtin_dir[1024];   /* where fashion-mnist lives ("" = none) */
     int n_datasets;
     svc_dataset datasets[SVC_MAX_DATASETS];
+    int n_webhook_urls;       /* where job (and sweep) ends are announced; only the admin's */
+    char webhook_urls[SVC_MAX_WEBHOOKS][1024];
+    char webhook_secret[512]; /* "whsec_<base64>" */
 } svc_config;
 
 /* ---- life cycle (core/service.c) ---- */

@@ -9,6 +9,7 @@
  *   schedule.c  the snapshot for the policy (sched_policy.c), quotas, fair share, preemption, queue places
  *   assets.c    names -> paths for the job spec, models, datasets, uploads
  *   access.c    identities, users, audit          stats.c  metric series, /metrics counters
+ *   webhooks.c  signed webhooks when jobs and sweeps end: the outbox, a delivery thread
  */
 #ifndef CT_CORE_INT_H
 #define CT_CORE_INT_H
@@ -93,6 +94,7 @@ struct svc {
     char (*seen)[DB_ID_MAX];       /* trial jobs whose end was reported (trial_finished) */
     int n_seen, cap_seen;
     struct sweep_test *tests;      /* test-set evaluations in flight */
+    struct webhooks *hooks;        /* webhooks.c; NULL = no --webhook-url */
     /* /metrics */
     hist db_write;                 /* seconds per committed transaction */
     unsigned long long preemptions, auth_failures;
@@ -181,6 +183,12 @@ int  svc__sweep_visible(svc *s, const svc_caller *who, const char *id, int *fina
 void svc__sweep_test(svc *s, const char *sweep_id, const char *job_id, const char *test_file);
 int  svc__sweep_testing(svc *s, const char *sweep_id);
 void svc__sweeps_free(svc *s);
+
+/* webhooks.c: the outbox is written with the batch; delivery is off the loop */
+void svc__webhook_enqueue(svc *s, const char *type, const char *object_id);
+int  svc__webhooks_open(svc *s, char *err, size_t errlen);
+void svc__webhooks_close(svc *s);                        /* at shutdown, before the loop's last turn */
+void svc__webhooks_free(svc *s);
 
 /* access.c */
 int svc__need_admin(svc *s, const svc_caller *who, const char *what, svc_error *e);

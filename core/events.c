@@ -229,6 +229,11 @@ db_status *svc__status_change(svc *s, const char *job_id, enum job_status status
     snprintf(c->job_id, sizeof c->job_id, "%.47s", job_id);
     c->status = status;
     s->order_valid = 0;
+    if (svc__is_final(status)) { /* announced in the same transaction as the status (webhooks.c) */
+        char type[64];
+        snprintf(type, sizeof type, "fine_tuning.job.%s", job_status_name(status));
+        svc__webhook_enqueue(s, type, job_id);
+    }
     return c;
 }
 

@@ -270,6 +270,7 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
         err_set(err, errlen, -EIO, "cannot read sweeps: %s", db_errmsg(s->db));
         goto fail;
     }
+    if ((rc = svc__webhooks_open(s, err, errlen)) != 0) goto fail; /* last: nothing after it can fail */
     svc__schedule(s);
     svc__sweeps_advance(s);
     *out = s;
@@ -293,6 +294,7 @@ void svc__finish_shutdown(svc *s)
 {
     if (!s->stopping || s->n_runs > 0 || s->tests || s->handles_open != 3) return; /* tests: sweeps.c */
     svc__flush(s);
+    svc__webhooks_close(s);
     svc__events_close(s, on_handle_closed);
     svc__schedule_close(s, on_handle_closed);
     s->exec->ops->close(s->exec, on_exec_closed, s);
@@ -323,6 +325,7 @@ void svc_free(svc *s)
     exec_free(s->exec);
     svc__runs_free(s);
     svc__sweeps_free(s);
+    svc__webhooks_free(s);
     free(s->recent);
     free(s->order);
     free(s);

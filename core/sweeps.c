@@ -147,6 +147,7 @@ static void finish_sweep(svc *s, svc_sweep *w)
         LOG(LOG_ERROR, "msg=\"cannot finish sweep\" sweep=%s err=\"%s\"", w->row.id, db_errmsg(s->db));
     } else {
         s->active_sweeps--;
+        svc__webhook_enqueue(s, best ? "fine_tuning.sweep.succeeded" : "fine_tuning.sweep.failed", w->row.id);
         if (best)
             svc__emit(s, w->row.id, "status", "info", json_pack("{s:s, s:O}", "status", job_status_name(st), "best", best),
                       "Sweep succeeded: best %s (objective %.4f)", best_job, json_number_value(json_object_get(best, "objective")));

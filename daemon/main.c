@@ -340,6 +340,28 @@ static int set_account_map(daemon_opts *o, const char *v)
     return 0;
 }
 
+/* Only http(s) URLs an admin wrote here are ever called (repeatable). */
+static int set_webhook_url(daemon_opts *o, const char *v)
+{
+    if ((strncmp(v, "http://", 7) && strncmp(v, "https://", 8)) || o->svc.n_webhook_urls == SVC_MAX_WEBHOOKS)
+        return -1;
+    return set_path(o->svc.webhook_urls[o->svc.n_webhook_urls++], sizeof o->svc.webhook_urls[0], v);
+}
+
+/* The secret is read now, so a bad file stops the daemon at start, with the file named. */
+static int set_webhook_secret_file(daemon_opts *o, const char *v)
+{
+    FILE *f = fopen(v, "r");
+    if (!f) return -1;
+    char line[sizeof o->svc.webhook_secret];
+    int ok = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    if (!ok) return -1;
+    line[strcspn(line, "\r\n")] = 0;
+    snprintf(o->svc.webhook_secret, sizeof o->svc.webhook_secret, "%s", line);
+    return 0;
+}
+
 static int set_config(daemon_opts *o, const char *v) { (void)o; (void)v; return 0; } /* read before the others */
 
 static const struct optdef {
@@ -369,6 +391,8 @@ static const struct optdef {
     {"slurm-poll-seconds", "S", "5", "one squeue for all jobs every S seconds (progress files are read every second)", set_slurm_poll},
     {"coretune-bin", "PATH", "the coretune next to coretuned", "the trainer CLI the batch script runs (must exist at that path on the compute nodes)", set_coretune_bin},
     {"shared-dir", "DIR", "DATA_DIR", "job directories live in DIR/jobs, which the compute nodes must reach at the same path", set_shared_dir},
+    {"webhook-url", "URL", "", "announce each job's (and sweep's) end to URL, signed (Standard Webhooks; repeatable, at most 8)", set_webhook_url},
+    {"webhook-secret-file", "FILE", "", "the webhooks' signing secret, \"whsec_<base64>\" on the first line (required with webhook-url)", set_webhook_secret_file},
     {"checkpoint-seconds", "S", "300", "checkpoint running jobs every S seconds besides every epoch", set_checkpoint},
     {"max-upload-mb", "MB", "512", "largest POST /v1/files upload", set_upload_mb},
     {"sse-heartbeat", "SECONDS", "15", "comment line on idle event streams; a stream whose client reads nothing for 3 heartbeats (at least 1 s) is cut", set_heartbeat},
@@ -529,6 +553,10 @@ static int validate(daemon_opts *o)
     }
     if (o->svc.quota.threads > 0 && o->svc.quota.threads > cores)
         fprintf(stderr, "coretuned: note: quota threads=%d is more than cores=%d\n", o->svc.quota.threads, cores);
+    if (o->svc.n_webhook_urls > 0 && !o->svc.webhook_secret[0]) {
+        fprintf(stderr, "coretuned: webhook-url needs webhook-secret-file (the signing secret)\n");
+        bad = 1;
+    }
     if (!strcmp(o->svc.executor, "slurm")) {
         if (!o->svc.slurm.coretune_bin[0]) { /* the coretune next to this binary */
             char self[1024];

@@ -132,6 +132,14 @@ typedef struct db_exec {           /* a job's executor record (jobs.executor, jo
     char *record;                  /* (heap) JSON */
     int live;
 } db_exec;
+typedef struct db_webhook {        /* one outbox row: an event for one URL */
+    char id[64];                   /* "evt_...": the same on every attempt (webhook-id) */
+    char *url, *type, *body;       /* (heap, owned by the batch or the reader's copy) */
+    long long created_at;
+    int attempts;
+    long long next_at;             /* unix seconds of the next attempt; 0 = none (delivered or given up) */
+} db_webhook;
+void db_webhook_clear(db_webhook *w);
 typedef struct db_audit {          /* one audit record: who did what to what, and how it went */
     long long id;                  /* filled by db_audit_list */
     long long at;
@@ -152,6 +160,7 @@ typedef struct db_batch {
     db_audit *audit;        int n_audit, cap_audit;
     struct db_model *models; int n_models, cap_models;
     db_exec *execs;         int n_execs, cap_execs;
+    db_webhook *hooks;      int n_hooks, cap_hooks;
 } db_batch;
 
 /* Append a zeroed row and return it (NULL when out of memory); heap fields put in it belong to the batch. */
@@ -162,6 +171,7 @@ db_checkpoint *db_batch_checkpoint(db_batch *b);
 db_status *db_batch_status(db_batch *b);
 db_audit *db_batch_audit(db_batch *b);
 db_exec *db_batch_exec(db_batch *b, const char *job_id); /* the job's entry, made once per batch (last wins) */
+db_webhook *db_batch_webhook(db_batch *b);                /* an outbox row, committed with the batch */
 /* A models row (INSERT OR REPLACE by id), written right after the batch's status changes: the service
  * adds it with the status change that makes the model, in the same transaction. No heap fields. */
 struct db_model *db_batch_model(db_batch *b);
@@ -263,6 +273,15 @@ int db_sweep_trial_job(db *d, const char *sweep_id, int idx, const char *job_id)
 /* Status change; finished_at 0 = keep; best / fine_tuned_model NULL = keep. Durable. */
 int db_sweep_update(db *d, const char *id, enum job_status status, long long finished_at, const char *best,
                     const char *fine_tuned_model);
+
+/* ---- the webhook outbox ---- */
+/* Rows due by now (next_at in 1..now), oldest first, at most limit; the row is the callback's only during
+ * the call. */
+typedef int (*db_webhook_fn)(void *ud, const db_webhook *w);
+int db_webhook_due(db *d, long long now, int limit, db_webhook_fn fn, void *ud);
+/* An attempt: attempts, delivered_at (0 = not delivered), next_at (0 = no more), the error (NULL = none). */
+int db_webhook_attempt(db *d, const char *id, const char *url, int attempts, long long delivered_at,
+                       long long next_at, const char *error);
 
 /* ---- users, API tokens, audit ---- */
 typedef struct db_user {

@@ -1,5 +1,5 @@
 /* storage/db_batch.c — the batch: rows a running job (and the service) produce, collected in memory and
- * committed by db_batch_write in one transaction, in the order status, executor records, models, audit, events,
+ * committed by db_batch_write in one transaction, in the order status, executor records, webhooks, models, audit, events,
  * metrics, progress, checkpoints (each table's writer lives with its table: db_jobs.c, db_assets.c,
  * db_users.c, db_events.c). Loop thread only. A failed write rolls back everything and leaves the
  * batch as it was for a retry (-ENOSPC when the disk is full, else -EIO); a status name job_status.h
@@ -29,6 +29,7 @@ db_audit *db_batch_audit(db_batch *b) { GROW(b->audit, b->n_audit, b->cap_audit)
 db_model *db_batch_model(db_batch *b) { GROW(b->models, b->n_models, b->cap_models); }
 static db_progress *batch_progress_new(db_batch *b) { GROW(b->progress, b->n_progress, b->cap_progress); }
 static db_exec *batch_exec_new(db_batch *b) { GROW(b->execs, b->n_execs, b->cap_execs); }
+db_webhook *db_batch_webhook(db_batch *b) { GROW(b->hooks, b->n_hooks, b->cap_hooks); }
 
 db_exec *db_batch_exec(db_batch *b, const char *job_id)
 {
@@ -53,7 +54,7 @@ db_progress *db_batch_progress(db_batch *b, const char *job_id)
 int db_batch_empty(const db_batch *b)
 {
     return !b->n_events && !b->n_metrics && !b->n_progress && !b->n_ckpts && !b->n_status && !b->n_audit
-           && !b->n_models && !b->n_execs;
+           && !b->n_models && !b->n_execs && !b->n_hooks;
 }
 
 void db_batch_reset(db_batch *b)
@@ -67,6 +68,8 @@ void db_batch_reset(db_batch *b)
         free(s->fine_tuned_model);
     }
     for (int i = 0; i < b->n_execs; i++) free(b->execs[i].record);
+    for (int i = 0; i < b->n_hooks; i++) db_webhook_clear(&b->hooks[i]);
+    b->n_hooks = 0;
     b->n_events = b->n_metrics = b->n_progress = b->n_ckpts = b->n_status = b->n_audit = b->n_models = 0;
     b->n_execs = 0;
 }
@@ -77,6 +80,7 @@ void db_batch_free(db_batch *b)
     free(b->events); free(b->metrics); free(b->progress); free(b->ckpts); free(b->status); free(b->audit);
     free(b->models);
     free(b->execs);
+    free(b->hooks);
     memset(b, 0, sizeof *b);
 }
 
@@ -85,6 +89,7 @@ static int write_rows(db *d, const db_batch *b)
     for (int i = 0; i < b->n_status; i++)
         if (db__job_status_write(d, &b->status[i])) return -EIO;
     if (db__job_executor_write(d, b->execs, b->n_execs)) return -EIO;
+    if (db__webhooks_write(d, b->hooks, b->n_hooks)) return -EIO;
     for (int i = 0; i < b->n_models; i++) {
         const db_model *m = &b->models[i];
         if (db__model_write(d, m->id, m->job_id, m->arch, m->path, m->created_at, m->owner)) return -EIO;

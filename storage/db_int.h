@@ -11,6 +11,7 @@
  *   db_events.c   events, metrics, checkpoints (batch writers and readers)
  *   db_assets.c   models and uploaded files
  *   db_users.c    users, API tokens, the audit trail
+ *   db_sweeps.c   sweeps and their trials          db_webhooks.c  the webhook outbox
  *   job_status.c  the job status names (job_status.h, public) */
 #ifndef CT_DB_INT_H
 #define CT_DB_INT_H
@@ -49,6 +50,7 @@ int db__ids_by_status(db *d, const char *table, enum job_status status, int limi
 int db__job_status_write(db *d, const db_status *s);
 int db__job_progress_write(db *d, const db_progress *p, int n);
 int db__job_executor_write(db *d, const db_exec *x, int n);
+int db__webhooks_write(db *d, const db_webhook *w, int n);          /* db_webhooks.c */
 int db__events_write(db *d, const db_event *e, int n);
 int db__metrics_write(db *d, const db_metric *m, int n);
 int db__checkpoints_write(db *d, const db_checkpoint *c, int n);

@@ -124,5 +124,13 @@ const char *const db__migrations[] = {
     "CREATE TABLE sweep_trials ("
     "  sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, parameters TEXT NOT NULL, seed INTEGER, job_id TEXT,"
     "  PRIMARY KEY (sweep_id, idx)) WITHOUT ROWID;",
+
+    /* 7: the webhook outbox (core/webhooks.c): one row per event and URL, written in the transaction of
+     *    the status it announces; delivered_at set once a 2xx came back; next_at 0 = nothing more to try */
+    "CREATE TABLE webhook_outbox ("
+    "  id TEXT NOT NULL, url TEXT NOT NULL, type TEXT NOT NULL, body TEXT NOT NULL, created_at INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, delivered_at INTEGER, last_error TEXT,"
+    "  PRIMARY KEY (id, url));"
+    "CREATE INDEX webhook_outbox_due ON webhook_outbox(next_at) WHERE next_at > 0;",
 };
 const int db__n_migrations = (int)(sizeof db__migrations / sizeof db__migrations[0]);
