@@ -696,7 +696,7 @@ static void test_upgrade_from_v1(void **state)
     db *d;
     assert_int_equal(db_open(&d, path, err, sizeof err), 0);
     h = raw_open(path);
-    assert_int_equal(db__n_migrations, 6);
+    assert_int_equal(db__n_migrations, 7);
     assert_int_equal(raw_int(h, "PRAGMA user_version"), db__n_migrations); /* every migration applied */
     int users = -1;
     assert_int_equal(db_user_count(d, &users), 0);                         /* migration 2's tables */
@@ -783,7 +783,7 @@ static void test_upgrade_from_v1(void **state)
      * keys, indexes), and nothing else in the schema changed but what migration 4 added (the counters table) */
     make_old_db(ref, 2);
     sqlite3 *r = raw_open(ref);
-    for (int m = 4; m < db__n_migrations; m++) raw_exec(r, db__migrations[m]); /* 5, 6: columns, sweeps */
+    for (int m = 4; m < db__n_migrations; m++) raw_exec(r, db__migrations[m]); /* 5-7: columns, sweeps, webhooks */
     char *want = jobs_shape(r), *have = jobs_shape(h);
     assert_string_equal(have, want);
     free(want); free(have);
