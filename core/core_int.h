@@ -185,7 +185,8 @@ int  svc__sweep_testing(svc *s, const char *sweep_id);
 void svc__sweeps_free(svc *s);
 
 /* webhooks.c: the outbox is written with the batch; delivery is off the loop */
-void svc__webhook_enqueue(svc *s, const char *type, const char *object_id);
+/* event_id NULL = a new one; a fixed one makes a second enqueue of the same event a no-op (the outbox's key) */
+void svc__webhook_enqueue(svc *s, const char *type, const char *object_id, const char *event_id);
 int  svc__webhooks_open(svc *s, char *err, size_t errlen);
 void svc__webhooks_close(svc *s);                        /* at shutdown, before the loop's last turn */
 void svc__webhooks_free(svc *s);

@@ -232,7 +232,7 @@ db_status *svc__status_change(svc *s, const char *job_id, enum job_status status
     if (svc__is_final(status)) { /* announced in the same transaction as the status (webhooks.c) */
         char type[64];
         snprintf(type, sizeof type, "fine_tuning.job.%s", job_status_name(status));
-        svc__webhook_enqueue(s, type, job_id);
+        svc__webhook_enqueue(s, type, job_id, NULL);
     }
     return c;
 }

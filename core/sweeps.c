@@ -143,11 +143,16 @@ static void finish_sweep(svc *s, svc_sweep *w)
         db_job_clear(&j);
     }
     enum job_status st = best ? JOB_SUCCEEDED : JOB_FAILED;
-    if (db_sweep_update(s->db, w->row.id, st, util_now(), best_text, model[0] ? model : NULL) != 0) {
+    /* the webhook is committed first, under an id of this sweep's end: a crash before the status below
+     * finishes the sweep again on restart, and the second enqueue is a no-op (never lost, never twice) */
+    char evt[DB_ID_MAX + 24];
+    snprintf(evt, sizeof evt, "evt_%s_%s", w->row.id + strlen("ftsweep-"), job_status_name(st));
+    svc__webhook_enqueue(s, best ? "fine_tuning.sweep.succeeded" : "fine_tuning.sweep.failed", w->row.id, evt);
+    if (svc__flush(s) != 0 ||
+        db_sweep_update(s->db, w->row.id, st, util_now(), best_text, model[0] ? model : NULL) != 0) {
         LOG(LOG_ERROR, "msg=\"cannot finish sweep\" sweep=%s err=\"%s\"", w->row.id, db_errmsg(s->db));
     } else {
         s->active_sweeps--;
-        svc__webhook_enqueue(s, best ? "fine_tuning.sweep.succeeded" : "fine_tuning.sweep.failed", w->row.id);
         if (best)
             svc__emit(s, w->row.id, "status", "info", json_pack("{s:s, s:O}", "status", job_status_name(st), "best", best),
                       "Sweep succeeded: best %s (objective %.4f)", best_job, json_number_value(json_object_get(best, "objective")));

@@ -237,11 +237,12 @@ static void on_timer(uv_timer_t *t)
 
 /* ---------------- the core's side ---------------- */
 
-void svc__webhook_enqueue(svc *s, const char *type, const char *object_id)
+void svc__webhook_enqueue(svc *s, const char *type, const char *object_id, const char *event_id)
 {
     if (s->cfg.n_webhook_urls == 0) return; /* the outbox is kept even before the thread runs */
     char id[64];
-    if (util_random_id(id, sizeof id, "evt_") != 0) {
+    if (event_id) snprintf(id, sizeof id, "%s", event_id);
+    else if (util_random_id(id, sizeof id, "evt_") != 0) {
         LOG(LOG_ERROR, "msg=\"no randomness for a webhook id\" object=%s", object_id);
         return;
     }

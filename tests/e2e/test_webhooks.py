@@ -125,6 +125,24 @@ class TestWebhooks(unittest.TestCase):
             rx.close()
         self.assertEqual(rc, 0)
 
+    def test_a_sweep_end_is_announced(self):
+        rx = Receiver()
+        d = self.daemon(rx.url())
+        try:
+            st, w, _ = d.request("POST", "/v1/fine_tuning/sweeps", {
+                "job": tiny_job(epochs=1), "parameters": {"method.core_tuning.hyperparameters.learning_rate": [0.01]}})
+            self.assertEqual(st, 200, w)
+            got = rx.wait(2, timeout=60)
+            v = verify(got)
+            self.assertTrue(all(x["ok"] for x in v), v)
+            self.assertEqual([x["type"] for x in v], ["fine_tuning.job.succeeded", "fine_tuning.sweep.succeeded"])
+            self.assertEqual(v[1]["data"], {"id": w["id"]})
+        finally:
+            rc, _ = d.stop()
+            d.cleanup()
+            rx.close()
+        self.assertEqual(rc, 0)
+
     def test_kill9_before_delivery_still_delivers(self):
         port = free_port()
         d = self.daemon(f"http://127.0.0.1:{port}/hook")  # nobody listens yet: every attempt fails
