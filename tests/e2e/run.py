@@ -6,6 +6,7 @@ but are always listed, so one that should not happen on this machine is seen."""
 import argparse
 import os
 import sys
+import time
 import unittest
 
 ap = argparse.ArgumentParser()
@@ -29,6 +30,19 @@ class Result(unittest.TextTestResult):
         super().addSuccess(test)
         self.passed += 1
 
+    # Seconds per module: from the end of the previous test to the end of this one, so a class's
+    # setUpClass counts with its own tests. Printed so the slowest files show in the log: make test has a
+    # budget (~15 minutes on 2 cores).
+    seconds = {}
+    _mark = time.monotonic()
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        now = time.monotonic()
+        mod = type(test).__module__
+        Result.seconds[mod] = Result.seconds.get(mod, 0) + now - Result._mark
+        Result._mark = now
+
 
 suite = unittest.defaultTestLoader.discover(here, pattern=args.pattern)
 res = unittest.TextTestRunner(verbosity=1, resultclass=Result).run(suite)
@@ -36,6 +50,8 @@ bad = len(res.failures) + len(res.errors) + len(res.unexpectedSuccesses)
 if res.testsRun == 0:   # a pattern that matches nothing must not read as a clean run
     print(f"e2e: no test matches {args.pattern!r}")
     bad += 1
+slow = sorted(Result.seconds.items(), key=lambda kv: -kv[1])[:8]
+print("e2e slowest: " + ", ".join(f"{m} {t:.0f}s" for m, t in slow))
 for test, reason in res.skipped:
     print(f"e2e skip: {test}: {' '.join(str(reason).split())}")
 print(f"e2e: {res.passed + len(res.expectedFailures)} passed, {bad} failed, {len(res.skipped)} skipped")
