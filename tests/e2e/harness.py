@@ -325,7 +325,8 @@ def unix_request(path, method, url, body=None, headers=None, timeout=10):
             out = json.loads(raw)
         except ValueError:
             out = raw
-        contract.check(method, url, r.status, out, r.headers)
+        if "contract" in globals():  # test_socket also runs this function's source alone, as another uid
+            contract.check(method, url, r.status, out, r.headers)
         return r.status, out, r.headers
     finally:
         c.close()
