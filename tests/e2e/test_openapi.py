@@ -3,6 +3,7 @@ without credentials, and the document passes the Redocly CLI's lint (tests/opena
 rules in tests/openapi/redocly.yaml; a warning fails too). Every other e2e test checks its answers against
 the document through the harness (tests/e2e/contract.py)."""
 import os
+import re
 import subprocess
 import unittest
 
@@ -44,6 +45,29 @@ class OpenApiLint(unittest.TestCase):
         self.assertEqual(r.returncode, 0, out)
         self.assertIn("Your API description is valid", out)
         self.assertNotIn("warning", out.lower().replace("deprecation warning", ""), out)
+
+
+class EveryRouteDescribed(unittest.TestCase):
+    """Each row of the daemon's route table (api/routes.c) is an operation of the document and back, so a
+    route added without its description fails here (the catch-all rows that answer 404 are the router's)."""
+
+    def test_route_table_and_document_agree(self):
+        with open(os.path.join(ROOT, "api", "routes.c")) as f:
+            rows = re.findall(r'^\s*\{([GHP |]+),\s*"([^"]+)",\s*(api__\w+),', f.read(), re.M)
+        self.assertGreater(len(rows), 20)
+        paths = contract.doc()["paths"]
+        table = set()
+        for methods, path, handler in rows:
+            if handler == "api__no_route":
+                continue
+            path = "/web/{file}" if path == "/web/*" else path
+            for m in methods.replace(" ", "").split("|"):
+                if m == "H":
+                    continue  # HEAD is answered as GET, headers only
+                table.add((path, {"G": "get", "P": "post"}[m]))
+        documented = {(p, m) for p, ops in paths.items() for m in ops if m in ("get", "post", "put", "patch", "delete")}
+        self.assertEqual(sorted(table - documented), [], "routes the document does not describe")
+        self.assertEqual(sorted(documented - table), [], "operations the daemon does not have")
 
 
 class ContractChecker(unittest.TestCase):
