@@ -47,7 +47,7 @@ BENCH_SRC   := $(wildcard bench/*.c)
 
 TRAINER_OBJ := $(TRAINER_SRC:%.c=$(O)/%.o)
 SPEC_OBJ    := $(SPEC_SRC:%.c=$(O)/%.o)
-SERVICE_OBJ := $(SERVICE_SRC:%.c=$(O)/%.o)
+SERVICE_OBJ := $(SERVICE_SRC:%.c=$(O)/%.o) $(O)/gen/api/openapi_doc.o
 CLI_OBJ     := $(CLI_SRC:%.c=$(O)/%.o)
 TEST_BINS   := $(TEST_SRC:tests/unit/%.c=$(BIN)/tests/%)
 BENCH_BINS  := $(BENCH_SRC:bench/%.c=$(BIN)/bench/%)
@@ -66,6 +66,16 @@ $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) $(if $(filter tests/%,$<),$(TEST_CFLAGS)) -c $< -o $@
+
+# docs/openapi.yaml is compiled into the daemon (api/openapi_doc.h): served from wherever it runs
+%/gen/api/openapi_doc.c: docs/openapi.yaml scripts/embed.sh
+	@mkdir -p $(dir $@)
+	$(Q)scripts/embed.sh $< api_openapi_yaml > $@.tmp && mv $@.tmp $@
+
+.SECONDARY: $(O)/gen/api/openapi_doc.c
+$(O)/gen/%.o: $(O)/gen/%.c
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
 $(LIBTRAINER): $(TRAINER_OBJ)
 	@$(if $(Q),echo "  AR      $@")
@@ -201,7 +211,9 @@ $(FUZZ_O)/%.o: %.c
 
 $(FUZZ_O)/libtrainer.a: $(TRAINER_SRC:%.c=$(FUZZ_O)/%.o)
 $(FUZZ_O)/libspec.a: $(SPEC_SRC:%.c=$(FUZZ_O)/%.o)
-$(FUZZ_O)/libservice.a: $(SERVICE_SRC:%.c=$(FUZZ_O)/%.o)
+$(FUZZ_O)/libservice.a: $(SERVICE_SRC:%.c=$(FUZZ_O)/%.o) $(FUZZ_O)/gen/api/openapi_doc.o
+$(FUZZ_O)/gen/%.o: $(FUZZ_O)/gen/%.c
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 $(FUZZ_O)/libfuzzhelp.a: $(FUZZ_HELP:%.c=$(FUZZ_O)/%.o)
 $(FUZZ_LIBS):
 	@$(if $(Q),echo "  AR      $@")
@@ -212,7 +224,7 @@ $(FUZZ_O)/bin/%: $(FUZZ_O)/tests/fuzz/%.o $(FUZZ_LIBS)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -fopenmp -o $@ $^ $(PKG_LIBS) -ldnnl -lm -lpthread
 
-.SECONDARY: $(FUZZ_SRC:%.c=$(FUZZ_O)/%.o)
+.SECONDARY: $(FUZZ_SRC:%.c=$(FUZZ_O)/%.o) $(FUZZ_O)/gen/api/openapi_doc.c
 fuzz-build: $(FUZZ_BINS)
 
 fuzz: deps

@@ -202,5 +202,6 @@ enum MHD_Result api__me(api__call *c);
 enum MHD_Result api__users(api__call *c);
 enum MHD_Result api__audit(api__call *c);
 enum MHD_Result api__static(api__call *c);
+enum MHD_Result api__openapi(api__call *c);
 
 #endif

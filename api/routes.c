@@ -20,6 +20,7 @@ const api__route api__routes[] = {
     {G | H, "/healthz",                                 api__healthz,         API__PUBLIC, API__EXACT, NULL},
     {G | H, "/readyz",                                  api__readyz,          API__USER,   API__EXACT, NULL},
     {G,     "/metrics",                                 api__metrics,         API__ADMIN,  API__EXACT, NULL},
+    {G | H, "/v1/openapi.yaml",                         api__openapi,         API__PUBLIC, 0, NULL},
     {G | H, "/",                                        api__static,          API__PUBLIC, API__EXACT, "static"},
     {G | H, "/index.html",                              api__static,          API__PUBLIC, API__EXACT, "static"},
     {G | H, "/web/*",                                   api__static,          API__PUBLIC, 0, "static"},

@@ -3,8 +3,9 @@
  * Loop thread only; called by the route table (api/routes.c) with the method checked. Admin-only
  * answers (403, with an audit record) come from the service, like every authorization decision.
  * /metrics is the service's text followed by api/'s own families: requests and latency by route label
- * and status, open event streams. */
+ * and status, open event streams. /v1/openapi.yaml (public) is the API's description, built in. */
 #include "api/api_int.h"
+#include "api/openapi_doc.h"
 #include <stdio.h>
 #include <time.h>
 
@@ -82,6 +83,17 @@ enum MHD_Result api__metrics(api__call *c)
     struct MHD_Response *r = MHD_create_response_from_buffer(b.len, b.text, MHD_RESPMEM_MUST_FREE);
     if (!r) { prom_free(&b); return MHD_NO; }
     MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    enum MHD_Result ret = api__queue(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+enum MHD_Result api__openapi(api__call *c)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(api_openapi_yaml_len, (void *)api_openapi_yaml,
+                                                             MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", "application/yaml");
     enum MHD_Result ret = api__queue(c, 200, r);
     MHD_destroy_response(r);
     return ret;

@@ -9,10 +9,11 @@ cd "$(dirname "$0")/.."
 PKGS="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libuv1-dev
 libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev zlib1g-dev libcmocka-dev curl python3
 sqlite3 dataset-fashion-mnist chromium libjs-chart.js libcurl4-openssl-dev nettle-dev
-clang libclang-rt-14-dev libomp-14-dev
+clang libclang-rt-14-dev libomp-14-dev python3-jsonschema python3-yaml
 slurmctld slurmd slurm-client munge"
 # clang + compiler-rt: the libFuzzer targets (make fuzz, and briefly in make test); libomp: the trainer's
-# OpenMP under clang.
+# OpenMP under clang. python3-jsonschema + python3-yaml: the e2e suite checks every answer against
+# docs/openapi.yaml.
 # slurmctld, slurmd, slurm-client, munge: the Slurm executor's tests run a private one-node cluster.
 # PyTorch is needed only to regenerate fixtures and to benchmark (make golden / make bench).
 if [ "${CT_WITH_TORCH:-0}" = 1 ]; then PKGS="$PKGS python3-torch python3-torchvision"; fi
@@ -47,4 +48,9 @@ fi
 if [ ! -d tests/sdk/node_modules/openai ]; then
     echo "coretuned: installing tests/sdk npm packages"
     (cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+# docs/openapi.yaml is linted with the Redocly CLI (tests/e2e/test_openapi.py).
+if [ ! -d tests/openapi/node_modules/@redocly/cli ]; then
+    echo "coretuned: installing tests/openapi npm packages"
+    (cd tests/openapi && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi

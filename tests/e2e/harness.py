@@ -15,6 +15,8 @@ import unittest
 import urllib.error
 import urllib.request
 
+import contract
+
 BIN = os.environ.get("CT_BIN", "bin")
 
 
@@ -85,9 +87,11 @@ class Daemon:
         except urllib.error.HTTPError as e:
             raw, status, rh = e.read(), e.code, e.headers
         try:
-            return status, json.loads(raw), rh
+            out = json.loads(raw)
         except ValueError:
-            return status, raw, rh
+            out = raw
+        contract.check(method, path, status, out, rh)  # against docs/openapi.yaml
+        return status, out, rh
 
     def stop(self, sig=signal.SIGTERM, timeout=10.0):
         """Signal the daemon and return (exit code, seconds it took)."""
@@ -177,6 +181,21 @@ def event_num(e):
     return int(e["id"].split("-")[-1])
 
 
+class _Replay:
+    """An error answer (read already, to check it) standing in for the http.client response."""
+
+    def __init__(self, raw, resp):
+        self.raw, self.status, self.headers, self.getheader = raw, resp.status, resp.headers, resp.getheader
+        self.lines = raw.splitlines(keepends=True)
+
+    def read(self):
+        self.lines = []
+        return self.raw
+
+    def readline(self):
+        return self.lines.pop(0) if self.lines else b""
+
+
 class SSE:
     """A minimal server-sent events client: iterate over (id, event, data) until the server ends."""
 
@@ -190,7 +209,15 @@ class SSE:
             hdrs["Last-Event-ID"] = last_event_id
         self.conn.request("GET", path, headers=hdrs)
         self.resp = self.conn.getresponse()
+        self.path = path
         self.comments = 0
+        if self.resp.status != 200:  # an error is one JSON body, checked like any answer
+            raw = self.resp.read()
+            try:
+                contract.check("GET", path, self.resp.status, json.loads(raw), self.resp.headers)
+            except ValueError:
+                contract.check("GET", path, self.resp.status, raw, self.resp.headers)
+            self.resp = _Replay(raw, self.resp)
 
     def __iter__(self):
         ev = {}
@@ -201,7 +228,9 @@ class SSE:
             line = line.decode().rstrip("\n")
             if line == "":
                 if ev:
-                    yield ev.get("id"), ev.get("event", "message"), json.loads(ev.get("data", "null"))
+                    data = json.loads(ev.get("data", "null"))
+                    contract.check_sse(self.path, ev.get("event", "message"), data)
+                    yield ev.get("id"), ev.get("event", "message"), data
                 ev = {}
             elif line.startswith(":"):
                 self.comments += 1
@@ -293,8 +322,11 @@ def unix_request(path, method, url, body=None, headers=None, timeout=10):
         r = c.getresponse()
         raw = r.read()
         try:
-            return r.status, json.loads(raw), r.headers
+            out = json.loads(raw)
         except ValueError:
-            return r.status, raw, r.headers
+            out = raw
+        if "contract" in globals():  # test_socket also runs this function's source alone, as another uid
+            contract.check(method, url, r.status, out, r.headers)
+        return r.status, out, r.headers
     finally:
         c.close()

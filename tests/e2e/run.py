@@ -54,5 +54,7 @@ slow = sorted(Result.seconds.items(), key=lambda kv: -kv[1])[:8]
 print("e2e slowest: " + ", ".join(f"{m} {t:.0f}s" for m, t in slow))
 for test, reason in res.skipped:
     print(f"e2e skip: {test}: {' '.join(str(reason).split())}")
+import contract  # noqa: E402 (the harness's, counted across every test of this process)
+print(f"e2e: {contract.validated} responses validated against docs/openapi.yaml")
 print(f"e2e: {res.passed + len(res.expectedFailures)} passed, {bad} failed, {len(res.skipped)} skipped")
 sys.exit(1 if bad or not res.wasSuccessful() else 0)

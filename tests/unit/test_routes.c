@@ -282,14 +282,15 @@ static void test_access(void **state)
     expect_access("POST", "/metrics", API__ADMIN);
     expect_access("GET", "/v1/users", API__ADMIN);
     expect_access("GET", "/v1/audit", API__ADMIN);
-    /* exactly those three are admin-only, exactly /healthz and the dashboard public */
+    expect_access("GET", "/v1/openapi.yaml", API__PUBLIC);
+    /* exactly those three are admin-only, exactly /healthz, the API's description and the dashboard public */
     int admin = 0, pub = 0;
     for (size_t i = 0; i < api__n_routes; i++) {
         admin += api__routes[i].access == API__ADMIN;
         pub += api__routes[i].access == API__PUBLIC;
     }
     assert_int_equal(admin, 3);
-    assert_int_equal(pub, 4);
+    assert_int_equal(pub, 5);
 }
 
 static void test_uploads_only_as_written(void **state)
@@ -315,7 +316,7 @@ static void test_labels_are_templates(void **state)
         "/v1/fine_tuning/jobs/{id}/pause", "/v1/fine_tuning/jobs/{id}/resume", "/v1/fine_tuning/jobs/{id}/events",
         "/v1/fine_tuning/jobs/{id}/checkpoints", "/v1/fine_tuning/jobs/{id}/metrics", "/v1/models/{id}",
         "/v1/models/{id}/content", "/v1/files/{id}", "/v1/fine_tuning/sweeps", "/v1/fine_tuning/sweeps/{id}",
-        "/v1/fine_tuning/sweeps/{id}/cancel", "/v1/fine_tuning/sweeps/{id}/events"};
+        "/v1/fine_tuning/sweeps/{id}/cancel", "/v1/fine_tuning/sweeps/{id}/events", "/v1/openapi.yaml"};
     for (size_t i = 0; i < api__n_routes; i++) {
         const char *l = api__routes[i].label ? api__routes[i].label : api__routes[i].path;
         size_t k = 0;
