@@ -183,8 +183,12 @@ static void sse_fill(sse *x)
     if (!f || !f->primed || x->last < f->base) {
         fill_own(x);
     } else {
-        int k = 0; /* the first ring entry after x->last (ids increase along the ring) */
-        while (k < f->n && f->ring[(f->head + k) % FEED_RING]->id <= x->last) k++;
+        int k = 0, hi = f->n; /* the first ring entry after x->last: ids increase along the ring */
+        while (k < hi) {
+            int mid = (k + hi) / 2;
+            if (f->ring[(f->head + mid) % FEED_RING]->id <= x->last) k = mid + 1;
+            else hi = mid;
+        }
         for (int sent = 0; k < f->n && sent < 100; k++, sent++) {
             chunk *c = f->ring[(f->head + k) % FEED_RING];
             sse_append(x, c->text, c->len);
@@ -343,7 +347,8 @@ enum MHD_Result api__sse_start(api__call *c, const char *job_id)
     x->last_read = util_mono();
     snprintf(x->job_id, sizeof x->job_id, "%.63s", job_id);
     x->feed = feed_join(a, x->job_id); /* NULL (out of memory): the stream reads its own pages */
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, x, sse_free);
+    /* 4 KiB blocks (about ten events a read): 16 KiB cost 1,000 streams 11 MiB more for no measured gain */
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4 * 1024, sse_read, x, sse_free);
     if (!r) { feed_leave(a, x->feed); free(x); return MHD_NO; }
     x->next = a->streams;
     if (a->streams) a->streams->prev = x;
