@@ -110,6 +110,12 @@ $(BIN)/bench/%: $(O)/bench/%.o $(LIBTRAINER)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# the long-history loader writes through the storage layer, so it links the service
+$(BIN)/bench/history_load: $(O)/bench/history_load.o $(LIBSERVICE) $(LIBSPEC) $(LIBTRAINER)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 run: deps
 	@$(MAKE) --no-print-directory all
 	@mkdir -p var
@@ -253,6 +259,16 @@ soak-quick: all
 .PHONY: bench-http
 bench-http: all
 	@$(PYTHON) bench/slowclient.py --bin $(BIN)
+
+# 1,000 event streams on one running job: the daemon's extra RSS and the event -> client spread (p50/p99).
+# A job with 1,000,000 metric points and 100,000 events: metrics?max_points=500 and an events page by
+# cursor, medians, with the query plans. Neither is part of test.
+.PHONY: bench-sse bench-history
+bench-sse: all
+	@$(PYTHON) bench/sse_fanout.py --bin $(BIN)
+
+bench-history: all $(BIN)/bench/history_load
+	@$(PYTHON) bench/history.py --bin $(BIN)
 
 # ---- ThreadSanitizer ----
 #   make tsan   daemon, client and unit tests built with -fsanitize=thread in build/tsan, then every unit

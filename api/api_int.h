@@ -83,6 +83,7 @@ void api__methods_text(unsigned allowed, char *buf, size_t len);
 /* ---------------- context and request state ---------------- */
 
 typedef struct sse sse;
+typedef struct sse_feed sse_feed;
 
 struct route_stat { const char *route; unsigned int status; unsigned long long n; hist h; };
 
@@ -98,6 +99,7 @@ struct api_ctx {
     uv_timer_t kick_timer, hb_timer;
     int kick_armed, shutting_down, handles_open;
     sse *streams;
+    sse_feed *feeds;      /* per job with streams: its newest events, serialised once (sse.c) */
     int n_streams;
     struct route_stat *stats;
     int n_stats, cap_stats;

@@ -8,7 +8,13 @@
  * every connection; and a stream whose client stopped reading is cut: MHD asks for more (sse_read) only once
  * what it wrote has gone into the socket, so a stream not suspended that has not been asked for
  * 3 heartbeats is stuck behind a client that reads nothing. Its socket's send buffer is kept small, so such
- * a client holds little kernel memory and is found out after little data. */
+ * a client holds little kernel memory and is found out after little data.
+ * Fan-out: the streams of one job share a feed, a ring of that job's newest events serialised once. The
+ * listener only marks the feed stale; the first stream to fill afterwards polls the service once for all
+ * of them (so one read and one json_dumps per event, not per stream), and every stream copies the text
+ * from the ring. A stream behind the ring's oldest event (replay from Last-Event-ID/after, or one that
+ * lagged past FEED_RING events) reads its own pages from the service until it catches up. Visibility
+ * (admin or the job's owner) cannot change for an open stream, so the feed polls as any of its streams. */
 #include "api/api_int.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -17,8 +23,24 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#define FEED_RING 512     /* events kept serialised per job: ~0.2 MiB for a job's metrics events */
+
+typedef struct chunk { long long id; size_t len; char text[]; } chunk; /* one event, as a stream sends it */
+
+struct sse_feed {
+    char job_id[64];
+    int refs;                    /* streams on this job */
+    int primed, stale, ended;    /* ended: the service said the job's stream is over, after ring's last */
+    long long base;              /* the ring holds every event of the job with an id > base */
+    long long last;              /* the newest event in the ring (base when empty) */
+    chunk *ring[FEED_RING];
+    int head, n;                 /* oldest at ring[head] */
+    sse_feed *prev, *next;
+};
+
 struct sse {
     api_ctx *a;
+    sse_feed *feed;
     struct MHD_Connection *conn;
     svc_caller who;
     char job_id[64];
@@ -58,9 +80,78 @@ static void sse_append(sse *x, const char *text, size_t n)
     x->len += n;
 }
 
-static void sse_fill(sse *x)
+/* "id: ...\nevent: ...\ndata: {...}\n\n" for one event, or NULL (out of memory, unrenderable). */
+static chunk *serialise(const svc_event *v)
 {
-    if (x->a->shutting_down) { x->ended = 1; return; }
+    json_t *ev = render_event(v);
+    const char *id = json_string_value(json_object_get(ev, "id"));
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    char *data = json_dumps(ev, JSON_COMPACT);
+    chunk *c = NULL;
+    if (data && id) {
+        char head[160];
+        int n = snprintf(head, sizeof head, "id: %s\nevent: %s\ndata: ", id, type ? type : "message");
+        size_t dn = strlen(data);
+        c = malloc(sizeof *c + (size_t)n + dn + 2);
+        if (c) {
+            c->id = v->id;
+            c->len = (size_t)n + dn + 2;
+            memcpy(c->text, head, (size_t)n);
+            memcpy(c->text + n, data, dn);
+            memcpy(c->text + n + dn, "\n\n", 2);
+        }
+    }
+    free(data);
+    json_decref(ev);
+    return c;
+}
+
+static void feed_push(sse_feed *f, chunk *c)
+{
+    if (f->n == FEED_RING) { /* the oldest goes: streams still behind it read their own pages */
+        f->base = f->ring[f->head]->id;
+        free(f->ring[f->head]);
+        f->head = (f->head + 1) % FEED_RING;
+        f->n--;
+    }
+    f->ring[(f->head + f->n) % FEED_RING] = c;
+    f->n++;
+    f->last = c->id;
+}
+
+/* Bring the feed up to date with one poll of the service (as stream x), if it is stale. A failed poll leaves
+ * it stale for the next stream to retry. */
+static int feed_refresh(sse_feed *f, sse *x)
+{
+    if (!f->stale) return 0;
+    svc_event_page p;
+    int ended = 0;
+    svc_error e;
+    if (svc_stream_poll(x->a->svc, &x->who, f->job_id, f->last, 100, &p, &ended, &e) != 0) return -1;
+    for (int i = 0; i < p.n; i++) {
+        chunk *c = serialise(&p.v[i]);
+        if (c) feed_push(f, c);
+        else f->last = p.v[i].id; /* skipped, as a stream of its own would skip it */
+    }
+    /* stale until a poll brings nothing: the one after a job's last events is the one that says it ended */
+    f->stale = p.n > 0 || p.has_more;
+    f->ended = ended;
+    svc_event_page_free(&p);
+    return 0;
+}
+
+static void sse_end(sse *x)
+{
+    char end[160];
+    int n = snprintf(end, sizeof end, "event: end\ndata: {\"job_id\":\"%s\"}\n\n", x->job_id);
+    sse_append(x, end, (size_t)n);
+    x->ended = 1;
+}
+
+/* A stream behind the feed: its own page from the service, serialised for it alone. Once the page is not
+ * full the stream has caught up; the feed starts from there if it has not started yet. */
+static void fill_own(sse *x)
+{
     svc_event_page p;
     int ended = 0;
     svc_error e;
@@ -69,26 +160,42 @@ static void sse_fill(sse *x)
         return;
     }
     for (int i = 0; i < p.n; i++) {
-        json_t *ev = render_event(&p.v[i]);
-        const char *id = json_string_value(json_object_get(ev, "id"));
-        const char *type = json_string_value(json_object_get(ev, "type"));
-        char *data = json_dumps(ev, JSON_COMPACT);
-        if (!data || !id) { free(data); json_decref(ev); continue; }
-        char head[160];
-        int n = snprintf(head, sizeof head, "id: %s\nevent: %s\ndata: ", id, type ? type : "message");
-        sse_append(x, head, (size_t)n);
-        sse_append(x, data, strlen(data));
-        sse_append(x, "\n\n", 2);
-        free(data);
-        api__event_id(id, &x->last);
-        json_decref(ev);
+        chunk *c = serialise(&p.v[i]);
+        if (c) sse_append(x, c->text, c->len);
+        x->last = p.v[i].id;
+        free(c);
+    }
+    sse_feed *f = x->feed;
+    if (!p.has_more && f && !f->primed) {
+        f->primed = 1;
+        f->base = f->last = x->last;
+        f->ended = ended;
     }
     svc_event_page_free(&p);
-    if (x->len == 0 && ended) {
-        char end[160];
-        int n = snprintf(end, sizeof end, "event: end\ndata: {\"job_id\":\"%s\"}\n\n", x->job_id);
-        sse_append(x, end, (size_t)n);
-        x->ended = 1;
+    if (x->len == 0 && ended) sse_end(x);
+}
+
+static void sse_fill(sse *x)
+{
+    if (x->a->shutting_down) { x->ended = 1; return; }
+    sse_feed *f = x->feed;
+    if (f && f->primed && feed_refresh(f, x) != 0) { x->ended = 1; return; }
+    if (!f || !f->primed || x->last < f->base) {
+        fill_own(x);
+    } else {
+        int k = 0, hi = f->n; /* the first ring entry after x->last: ids increase along the ring */
+        while (k < hi) {
+            int mid = (k + hi) / 2;
+            if (f->ring[(f->head + mid) % FEED_RING]->id <= x->last) k = mid + 1;
+            else hi = mid;
+        }
+        for (int sent = 0; k < f->n && sent < 100; k++, sent++) {
+            chunk *c = f->ring[(f->head + k) % FEED_RING];
+            sse_append(x, c->text, c->len);
+            x->last = c->id;
+        }
+        if (k == f->n && x->last < f->last) x->last = f->last; /* past events that could not be serialised */
+        if (x->len == 0 && f->ended && !f->stale) sse_end(x);
     }
     if (x->len == 0 && x->heartbeat) sse_append(x, ": keep-alive\n\n", 14);
     x->heartbeat = 0;
@@ -115,9 +222,34 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
     return 0;
 }
 
+static sse_feed *feed_join(api_ctx *a, const char *job_id)
+{
+    for (sse_feed *f = a->feeds; f; f = f->next)
+        if (!strcmp(f->job_id, job_id)) { f->refs++; return f; }
+    sse_feed *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    snprintf(f->job_id, sizeof f->job_id, "%s", job_id);
+    f->refs = 1;
+    f->next = a->feeds;
+    if (a->feeds) a->feeds->prev = f;
+    a->feeds = f;
+    return f;
+}
+
+static void feed_leave(api_ctx *a, sse_feed *f)
+{
+    if (!f || --f->refs > 0) return;
+    if (f->prev) f->prev->next = f->next;
+    else a->feeds = f->next;
+    if (f->next) f->next->prev = f->prev;
+    for (int k = 0; k < f->n; k++) free(f->ring[(f->head + k) % FEED_RING]);
+    free(f);
+}
+
 static void sse_free(void *cls)
 {
     sse *x = cls;
+    feed_leave(x->a, x->feed);
     if (x->prev) x->prev->next = x->next;
     else x->a->streams = x->next;
     if (x->next) x->next->prev = x->prev;
@@ -137,6 +269,8 @@ void api__sse_on_job_event(void *ud, const char *job_id)
 {
     api_ctx *a = ud;
     int any = 0;
+    for (sse_feed *f = a->feeds; f; f = f->next)
+        if (!strcmp(f->job_id, job_id)) f->stale = 1;
     for (sse *x = a->streams; x; x = x->next)
         if (x->suspended && !strcmp(x->job_id, job_id)) { resume(x); any = 1; }
     if (any) arm_kick(a);
@@ -166,6 +300,7 @@ void api__sse_on_heartbeat(uv_timer_t *t)
     api_ctx *a = t->data;
     double now = util_mono(), stall = 3 * a->lim.sse_heartbeat_s;
     if (stall < 1) stall = 1;
+    for (sse_feed *f = a->feeds; f; f = f->next) f->stale = 1; /* a run's end without a new event */
     for (sse *x = a->streams; x; x = x->next) {
         if (!x->suspended && !x->cut && now - x->last_read > stall) cut(x);
         x->heartbeat = 1;
@@ -211,8 +346,10 @@ enum MHD_Result api__sse_start(api__call *c, const char *job_id)
     x->last = last;
     x->last_read = util_mono();
     snprintf(x->job_id, sizeof x->job_id, "%.63s", job_id);
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, x, sse_free);
-    if (!r) { free(x); return MHD_NO; }
+    x->feed = feed_join(a, x->job_id); /* NULL (out of memory): the stream reads its own pages */
+    /* 4 KiB blocks (about ten events a read): 16 KiB cost 1,000 streams 11 MiB more for no measured gain */
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4 * 1024, sse_read, x, sse_free);
+    if (!r) { feed_leave(a, x->feed); free(x); return MHD_NO; }
     x->next = a->streams;
     if (a->streams) a->streams->prev = x;
     a->streams = x;

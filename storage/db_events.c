@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- written by db_batch_write, inside its transaction ---- */
@@ -147,14 +148,24 @@ int db_metric_series(db *d, const char *job_id, const char *name, int after_step
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+/* One seek per name (a loose index scan on the primary key): DISTINCT would visit every point of the job,
+ * ~50 ms for a million. */
 int db_metric_names(db *d, const char *job_id, db_name_fn fn, void *ud)
 {
-    sqlite3_stmt *st = db__prep(d, "SELECT DISTINCT name FROM metrics WHERE job_id = ? ORDER BY name");
+    sqlite3_stmt *st = db__prep(d, "SELECT name FROM metrics WHERE job_id = ?1 AND name > ?2 ORDER BY name LIMIT 1");
     if (!st) return -EIO;
     db__bind_text(st, 1, job_id);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        if (fn(ud, (const char *)sqlite3_column_text(st, 0))) break;
+    char *name = strdup("");
+    int rc = name ? SQLITE_ROW : SQLITE_NOMEM;
+    while (rc == SQLITE_ROW) {
+        sqlite3_reset(st);
+        db__bind_text(st, 2, name);
+        if ((rc = sqlite3_step(st)) != SQLITE_ROW) break;
+        free(name);
+        if (!(name = strdup((const char *)sqlite3_column_text(st, 0)))) { rc = SQLITE_NOMEM; break; }
+        if (fn(ud, name)) break;
+    }
+    free(name);
     sqlite3_finalize(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
 }
