@@ -47,6 +47,8 @@ void tr_spec_defaults(tr_spec *s)
                          .mixup_alpha = 1.0, .temperature = 0.07, .contrast_dim = 256};
     s->seed = 0;
     s->threads = 0;
+    s->device = -1;
+    s->tf32 = 0;
     s->checkpoint_seconds = 300;
 }
 
@@ -96,6 +98,8 @@ int tr_spec_validate(const tr_spec *s, char *param, size_t paramlen, char *err, 
     CHECK_RANGE(h->es_patience > 0 || h->es_min_delta == 0, "es_min_delta",
                 "early_stopping.min_delta needs early_stopping.patience");
     CHECK_RANGE(s->threads >= 0 && s->threads <= 1024, "threads", "threads must be in [0, 1024]");
+    CHECK_RANGE(s->device >= -1 && s->device < 64, "device", "device must be \"cpu\", \"cuda\" or \"cuda:N\" (N < 64)");
+    CHECK_RANGE(!s->tf32 || s->device >= 0, "tf32", "precision \"tf32\" needs a CUDA device");
     CHECK_RANGE(s->checkpoint_seconds >= 0, "checkpoint_seconds", "checkpoint_seconds must be >= 0");
     return 0;
 }
@@ -518,6 +522,12 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
     int rc = tr_spec_validate(spec, param, sizeof param, err, errlen);
     if (rc) return rc;
     memset(res, 0, sizeof *res);
+    /* trainer/gpu/ has every layer and SGD on the device, checked against the CPU path; the step
+     * (model.c's forward/backward over device buffers) is not wired to it yet: say so, never fall back */
+    if (spec->device >= 0)
+        return err_set(err, errlen, -ENOTSUP, "device cuda:%d: training on CUDA is not wired into the trainer's "
+                                              "step yet (trainer/gpu/ holds the layers); run with device \"cpu\"",
+                       spec->device);
     char state_path[TR_PATH_MAX + 32], best_path[TR_PATH_MAX + 32], final_path[TR_PATH_MAX + 32];
     if (path_join(state_path, sizeof state_path, out_dir, "state.safetensors") ||
         path_join(best_path, sizeof best_path, out_dir, "best.safetensors") ||
