@@ -57,7 +57,7 @@ endif
 
 # trainer/gpu/: the CUDA backend (gpu_*.cu) or its stand-in (gpu_none.c: no devices); the fuzz build
 # always takes the stand-in
-TRAINER_SRC := $(wildcard common/*.c trainer/*.c) trainer/gpu/gpu_none.c
+TRAINER_SRC := $(wildcard common/*.c trainer/*.c trainer/gpu/*.c)
 GPU_CU_SRC  := $(wildcard trainer/gpu/*.cu)
 SPEC_SRC    := $(wildcard spec/*.c)
 SERVICE_SRC := $(wildcard storage/*.c core/*.c api/*.c) $(filter-out daemon/main.c,$(wildcard daemon/*.c))

@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "trainer/gpu/gpu.h"
+#include "trainer/gpu/gpu_model.h"
+#include "trainer/model.h"
 #include "trainer/nn.h"
 #include "trainer/rng.h"
 #include "trainer/sgd.h"
@@ -30,7 +32,7 @@ static int setup(void **state)
     (void)state;
     if (gpu_device_count(reason, sizeof reason) == 0) return 0;
     char err[256];
-    if (gpu_ctx_new(&G, 0, 0, (size_t)512 << 20, err, sizeof err) != 0) {
+    if (gpu_ctx_new(&G, 0, 0, err, sizeof err) != 0 || gpu_ctx_reserve(G, (size_t)512 << 20, err, sizeof err) != 0) {
         snprintf(reason, sizeof reason, "gpu_ctx_new: %s", err);
         return -1; /* a device is there but unusable: that is a failure, not a skip */
     }
@@ -108,13 +110,18 @@ static void conv_case(int cin, int cout, int k, int stride, int pad, int h, int 
     int ns[1] = {max_n};
     assert_int_equal(nn_conv_plan_new(&p, &c, h, w, ns, 1), 0);
     float *ws = hzero(nn_conv_plan_workspace(p));
+    /* a context of its own: plans come before the context's one allocation, which sizes the workspace */
+    gpu_ctx *outer = G;
+    char err[256];
+    if (gpu_ctx_new(&G, 0, 0, err, sizeof err)) fail_msg("gpu_ctx_new: %s", err);
+    gpu_conv *gp = NULL;
+    if (gpu_conv_new(&gp, G, &c, h, w, max_n, err, sizeof err)) fail_msg("gpu_conv_new: %s", err);
+    if (gpu_ctx_reserve(G, sizeof(float) * (2 * in_len + 2 * out_len + 2 * w_len) + ((size_t)1 << 20), err, sizeof err))
+        fail_msg("gpu_ctx_reserve: %s", err);
     float *d_in = dcopy(in, in_len), *d_wt = dcopy(wt, w_len), *d_dout = dcopy(dout, out_len), *d_dw = dcopy(dw, w_len);
     float *d_out = gpu_alloc(G, out_len), *d_din = gpu_alloc(G, in_len);
     assert_non_null(d_out);
     assert_non_null(d_din);
-    gpu_conv *gp = NULL;
-    char err[256];
-    if (gpu_conv_new(&gp, G, &c, h, w, max_n, err, sizeof err)) fail_msg("gpu_conv_new: %s", err);
 
     nn_conv_forward(out, ws, in, wt, p, n);
     nn_conv_backward(din, dw, ws, dout, in, wt, p, n);
@@ -128,6 +135,8 @@ static void conv_case(int cin, int cout, int k, int stride, int pad, int h, int 
     snprintf(what, sizeof what, "conv %dx%d s%d p%d %d->%d n=%d dweight (accumulated)", k, k, stride, pad, cin, cout, n);
     check_close(what, d_dw, dw, w_len);
     nn_conv_plan_free(p);
+    gpu_ctx_free(G);
+    G = outer;
     free(in); free(wt); free(dout); free(dw); free(out); free(din); free(ws);
 }
 
@@ -302,12 +311,101 @@ static void test_sgd(void **state)
     }
 }
 
+/* ---- whole backbones: gpu_model against model.c on the same weights and images ---- */
+
+static void model_case(const char *arch, int size, int small_stem, int n)
+{
+    model_config cfg = {.in_channels = 3, .image_size = size, .small_stem = small_stem, .num_classes = 10,
+                        .max_batch = n};
+    snprintf(cfg.arch, sizeof cfg.arch, "%s", arch);
+    model *m = NULL;
+    char err[256];
+    if (model_new(&m, &cfg, err, sizeof err)) fail_msg("model_new: %s", err);
+    rng_t r;
+    rng_seed(&r, 5);
+    model_init(m, &r);
+    size_t img_len = (size_t)n * 3 * size * size, d = (size_t)model_feature_dim(m), np = model_num_params(m);
+    float *img = hrand(img_len, 1), *dfeat = hrand(n * d, 0.1f), *feat = hzero(n * d), *ev = hzero(n * d);
+    gpu_ctx *g = NULL;
+    gpu_model *gm = NULL;
+    if (gpu_ctx_new(&g, 0, 0, err, sizeof err) || gpu_model_new(&gm, g, m, err, sizeof err))
+        fail_msg("%s: CUDA set-up: %s", arch, err);
+    /* the device first (it starts from the host's weights and stats), then the host on the same state */
+    if (gpu_model_zero_grad(gm) || gpu_model_forward(gm, img, n, 1, feat) || gpu_model_backward(gm, dfeat, n))
+        fail_msg("%s: %s", arch, gpu_error(g));
+    model_zero_grad(m);
+    const float *h = model_forward(m, img, n, 1);
+    assert_non_null(h);
+    assert_int_equal(model_backward(m, dfeat, n), 0);
+    char what[96];
+    snprintf(what, sizeof what, "%s features (train)", arch);
+    check_close(what, gpu_model_features(gm), h, n * d);
+    /* the whole gradient: no heads were touched, so the device's is the host's layout */
+    float *host_grads = hzero(np);
+    memcpy(host_grads, model_grads(m), sizeof(float) * np);
+    if (gpu_model_sync_grads(gm)) fail_msg("%s", gpu_error(g));
+    float *dev_grads = hzero(np);
+    memcpy(dev_grads, model_grads(m), sizeof(float) * np);
+    for (int i = 0; i < model_num_tensors(m); i++) {
+        model_tensor *t = model_tensor_at(m, i);
+        if (t->kind != MODEL_PARAM) continue;
+        size_t off = (size_t)(t->grad - model_grads(m));
+        double diff = 0, mag = 0;
+        for (size_t j = 0; j < t->numel; j++) {
+            double e = fabs((double)dev_grads[off + j] - host_grads[off + j]);
+            if (!(e <= diff)) diff = e;
+            if (fabs(host_grads[off + j]) > mag) mag = fabs(host_grads[off + j]);
+        }
+        if (!(diff <= TOL * (mag > 0 ? mag : 1)))
+            fail_msg("%s grad %s: max diff %.3g, scale %.3g", arch, t->name, diff, mag);
+    }
+    /* running statistics after one train step, then an eval forward on them */
+    float *stats = hzero(1);
+    for (int i = 0; i < model_num_tensors(m); i++) {
+        model_tensor *t = model_tensor_at(m, i);
+        if (t->kind != MODEL_BUFFER) continue;
+        free(stats);
+        stats = hzero(t->numel);
+        memcpy(stats, t->data, sizeof(float) * t->numel);
+    }
+    const float *he = model_forward(m, img, n, 0);
+    assert_non_null(he);
+    memcpy(ev, he, sizeof(float) * n * d);
+    if (gpu_model_forward(gm, img, n, 0, NULL)) fail_msg("%s", gpu_error(g));
+    snprintf(what, sizeof what, "%s features (eval, running stats)", arch);
+    check_close(what, gpu_model_features(gm), ev, n * d);
+    /* the pull brings the device's running stats to the host: the last one must not move */
+    if (gpu_model_pull(gm)) fail_msg("%s", gpu_error(g));
+    for (int i = model_num_tensors(m) - 1; i >= 0; i--) {
+        model_tensor *t = model_tensor_at(m, i);
+        if (t->kind != MODEL_BUFFER) continue;
+        double diff = 0;
+        for (size_t j = 0; j < t->numel; j++) diff = fmax(diff, fabs((double)t->data[j] - stats[j]));
+        if (!(diff <= 1e-4)) fail_msg("%s %s: device running stats off by %.3g", arch, t->name, diff);
+        break;
+    }
+    gpu_model_free(gm);
+    gpu_ctx_free(g);
+    model_free(m);
+    free(img); free(dfeat); free(feat); free(ev); free(host_grads); free(dev_grads); free(stats);
+}
+
+static void test_models(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    model_case("resnet20", 16, 1, 4);  /* CIFAR net */
+    model_case("resnet18", 32, 0, 3);  /* torchvision stem: 7x7/2 conv and the max pool */
+    model_case("resnet50", 32, 1, 2);  /* bottlenecks */
+}
+
 int main(void)
 {
     rng_seed(&R, 16);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv),   cmocka_unit_test(test_bn),   cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_pool),   cmocka_unit_test(test_linear), cmocka_unit_test(test_sgd),
+        cmocka_unit_test(test_models),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

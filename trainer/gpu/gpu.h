@@ -23,10 +23,15 @@ int  gpu_device_count(char *reason, size_t reasonlen);
 int  gpu_device_info(int dev, char *name, size_t namelen, size_t *total_bytes);
 
 typedef struct gpu_ctx gpu_ctx; /* opaque */
-/* Context on visible device dev with an arena of arena_bytes (the one device allocation).
+/* Context on visible device dev (stream, cuDNN and cuBLAS handles; no device memory yet).
  * tf32 = 1 lets cuDNN and cuBLAS use TF32 tensor cores; 0 keeps every product in fp32. */
-int  gpu_ctx_new(gpu_ctx **out, int dev, int tf32, size_t arena_bytes, char *err, size_t errlen);
+int  gpu_ctx_new(gpu_ctx **out, int dev, int tf32, char *err, size_t errlen);
 void gpu_ctx_free(gpu_ctx *g); /* NULL-safe */
+/* The one device allocation: bytes for gpu_alloc plus the conv workspace every plan made so far needs
+ * (shared: one conv runs at a time). Once per context (-EBUSY after); -ENOMEM with the reason in err. */
+int  gpu_ctx_reserve(gpu_ctx *g, size_t bytes, char *err, size_t errlen);
+size_t gpu_ctx_workspace_bytes(const gpu_ctx *g); /* the largest conv workspace planned so far */
+size_t gpu_ctx_peak_bytes(const gpu_ctx *g);      /* device memory the context holds (arena + workspace) */
 /* nfloats from the arena, 256-byte aligned; NULL when the arena is exhausted (set-up only). */
 float *gpu_alloc(gpu_ctx *g, size_t nfloats);
 size_t gpu_arena_used(const gpu_ctx *g);
@@ -39,7 +44,8 @@ int  gpu_sync(gpu_ctx *g); /* waits for the stream; 0 or -EIO */
 
 /* ---- conv2d, no bias: a plan per conv and input size, made at set-up for batches 1..max_n ----
  * Algorithms are fixed at set-up: cuDNN's heuristic ranking, first one that is deterministic (and, with
- * tf32 off, runs in plain fp32); the workspace is the largest of the three for max_n, from the arena. */
+ * tf32 off, runs in plain fp32); plans need no device memory, and are made before gpu_ctx_reserve,
+ * which sizes the shared workspace for the largest of them (a plan made after needing more: -ENOSPC). */
 typedef struct gpu_conv gpu_conv; /* opaque, owned by the context (freed with it) */
 int  gpu_conv_new(gpu_conv **out, gpu_ctx *g, const nn_conv *c, int h, int w, int max_n, char *err, size_t errlen);
 int  gpu_conv_forward(gpu_conv *p, float *out, const float *in, const float *weight, int n);
@@ -63,6 +69,8 @@ int  gpu_bn_backward(gpu_ctx *g, float *din, float *dgamma, float *dbeta, float 
 int  gpu_relu_forward(gpu_ctx *g, float *out, const float *in, size_t len);
 int  gpu_relu_backward(gpu_ctx *g, float *din, const float *dout, const float *out, size_t len);
 int  gpu_add_forward(gpu_ctx *g, float *out, const float *a, const float *b, size_t len);
+/* images NCHW [n][c][hw] -> CNHW [c][n][hw] (the layout every layer takes) */
+int  gpu_nchw_to_cnhw(gpu_ctx *g, float *out, const float *in, int n, int c, int hw);
 int  gpu_maxpool_forward(gpu_ctx *g, float *out, int32_t *argmax, const float *in, int c, int n, int h, int w,
                          int k, int stride, int pad);
 int  gpu_maxpool_backward(gpu_ctx *g, float *din, const float *dout, const int32_t *argmax, int c, int n,

@@ -59,7 +59,7 @@ int gpu_device_info(int dev, char *name, size_t namelen, size_t *total_bytes)
     return 0;
 }
 
-int gpu_ctx_new(gpu_ctx **out, int dev, int tf32, size_t arena_bytes, char *err, size_t errlen)
+int gpu_ctx_new(gpu_ctx **out, int dev, int tf32, char *err, size_t errlen)
 {
     *out = NULL;
     char why[128];
@@ -82,16 +82,34 @@ int gpu_ctx_new(gpu_ctx **out, int dev, int tf32, size_t arena_bytes, char *err,
     if (!rc) rc = gpu__dnn(g, cudnnSetStream(g->dnn, g->stream), "cudnnSetStream");
     if (!rc) rc = gpu__dnn(g, cudnnCreateTensorDescriptor(&g->t1), "cudnnCreateTensorDescriptor");
     if (!rc) rc = gpu__dnn(g, cudnnCreateTensorDescriptor(&g->t2), "cudnnCreateTensorDescriptor");
-    if (!rc) rc = gpu__cuda(g, cudaMalloc((void **)&g->arena, arena_bytes), "cudaMalloc(arena)");
     if (rc) {
         snprintf(err, errlen, "%s", g->err);
         gpu_ctx_free(g);
         return rc;
     }
-    g->arena_bytes = arena_bytes;
     *out = g;
     return 0;
 }
+
+int gpu_ctx_reserve(gpu_ctx *g, size_t bytes, char *err, size_t errlen)
+{
+    if (g->arena) { snprintf(err, errlen, "device memory already reserved"); return -EBUSY; }
+    size_t a = (bytes + 255) & ~(size_t)255, total = a + g->ws_need;
+    cudaError_t e = cudaMalloc((void **)&g->arena, total ? total : 256);
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* clear it: an allocation failure is not sticky */
+        snprintf(err, errlen, "cannot allocate %zu MiB on cuda:%d: %s", total >> 20, g->dev, cudaGetErrorString(e));
+        g->arena = NULL;
+        return -ENOMEM;
+    }
+    g->arena_bytes = a;
+    g->ws = (float *)(g->arena + a);
+    g->ws_bytes = g->ws_need;
+    return 0;
+}
+
+size_t gpu_ctx_workspace_bytes(const gpu_ctx *g) { return g->ws_need; }
+size_t gpu_ctx_peak_bytes(const gpu_ctx *g) { return g->arena ? g->arena_bytes + g->ws_bytes : 0; }
 
 void gpu_ctx_free(gpu_ctx *g)
 {
@@ -165,6 +183,14 @@ static __global__ void k_add(float *out, const float *a, const float *b, size_t 
 {
     GRID_LOOP(i, len) out[i] = a[i] + b[i];
 }
+static __global__ void k_nchw_to_cnhw(float *out, const float *in, int n, int c, int hw)
+{
+    GRID_LOOP(t, (size_t)n * c * hw) {
+        size_t i = t % hw, plane = t / hw; /* plane = img * c + ch in the input */
+        int ch = (int)(plane % c), img = (int)(plane / c);
+        out[((size_t)ch * n + img) * hw + i] = in[t];
+    }
+}
 static __global__ void k_sgd(float *p, float *buf, const float *grad, size_t n, float lr, float mom, float wd,
                              int nesterov)
 {
@@ -196,6 +222,11 @@ int gpu_add_forward(gpu_ctx *g, float *out, const float *a, const float *b, size
 {
     k_add<<<gpu__blocks(len), 256, 0, g->stream>>>(out, a, b, len);
     return launched(g, "add_forward");
+}
+int gpu_nchw_to_cnhw(gpu_ctx *g, float *out, const float *in, int n, int c, int hw)
+{
+    k_nchw_to_cnhw<<<gpu__blocks((size_t)n * c * hw), 256, 0, g->stream>>>(out, in, n, c, hw);
+    return launched(g, "nchw_to_cnhw");
 }
 int gpu_sgd_step(gpu_ctx *g, float *params, float *momentum_buf, const float *grads, size_t n, float lr,
                  float momentum, float weight_decay, int nesterov)

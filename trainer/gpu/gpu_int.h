@@ -18,8 +18,7 @@ struct gpu_conv {
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
-    float *ws;
-    size_t ws_bytes;
+    size_t ws_bytes;                 /* of the context's shared workspace, this plan's need */
 };
 
 struct gpu_ctx {
@@ -30,6 +29,8 @@ struct gpu_ctx {
     cudnnTensorDescriptor_t t1, t2;  /* scratch descriptors the BN calls set per call (no allocation) */
     char *arena;
     size_t arena_bytes, used;
+    float *ws;                       /* the shared conv workspace, after the arena */
+    size_t ws_bytes, ws_need;
     struct gpu_conv convs[GPU_MAX_CONVS];
     int nconvs;
     char err[256];

@@ -82,10 +82,11 @@ int gpu_conv_new(gpu_conv **out, gpu_ctx *g, const nn_conv *c, int h, int w, int
     p->bwd_filter = (cudnnConvolutionBwdFilterAlgo_t)a2;
     p->ws_bytes = w0 > w1 ? w0 : w1;
     if (w2 > p->ws_bytes) p->ws_bytes = w2;
-    if (p->ws_bytes && !(p->ws = gpu_alloc(g, (p->ws_bytes + 3) / 4))) {
-        snprintf(err, errlen, "%s", gpu_error(g));
-        return -ENOMEM;
+    if (g->arena && p->ws_bytes > g->ws_bytes) {
+        snprintf(err, errlen, "conv planned after gpu_ctx_reserve needs a larger workspace");
+        return -ENOSPC;
     }
+    if (p->ws_bytes > g->ws_need) g->ws_need = p->ws_bytes;
     *out = p;
     return 0;
 }
@@ -95,7 +96,7 @@ int gpu_conv_forward(gpu_conv *p, float *out, const float *in, const float *weig
     const float one = 1.0f, zero = 0.0f;
     int rc = set_batch(p, n);
     return rc ? rc : gpu__dnn(p->g, cudnnConvolutionForward(p->g->dnn, &one, p->xd, in, p->wd, weight, p->cd, p->fwd,
-                                                            p->ws, p->ws_bytes, &zero, p->yd, out),
+                                                            p->g->ws, p->ws_bytes, &zero, p->yd, out),
                               "cudnnConvolutionForward");
 }
 
@@ -106,11 +107,11 @@ int gpu_conv_backward(gpu_conv *p, float *din, float *dweight, const float *dout
     int rc = set_batch(p, n);
     /* beta 1: the filter gradient accumulates, as nn_conv_backward's */
     if (!rc) rc = gpu__dnn(p->g, cudnnConvolutionBackwardFilter(p->g->dnn, &one, p->xd, in, p->yd, dout, p->cd,
-                                                                p->bwd_filter, p->ws, p->ws_bytes, &one, p->wd, dweight),
+                                                                p->bwd_filter, p->g->ws, p->ws_bytes, &one, p->wd, dweight),
                            "cudnnConvolutionBackwardFilter");
     if (!rc && din)
         rc = gpu__dnn(p->g, cudnnConvolutionBackwardData(p->g->dnn, &one, p->wd, weight, p->yd, dout, p->cd,
-                                                         p->bwd_data, p->ws, p->ws_bytes, &zero, p->xd, din),
+                                                         p->bwd_data, p->g->ws, p->ws_bytes, &zero, p->xd, din),
                       "cudnnConvolutionBackwardData");
     return rc;
 }

@@ -15,14 +15,22 @@ int gpu_device_info(int dev, char *name, size_t namelen, size_t *total_bytes)
     (void)dev; (void)name; (void)namelen; (void)total_bytes;
     return -ENODEV;
 }
-int gpu_ctx_new(gpu_ctx **out, int dev, int tf32, size_t arena_bytes, char *err, size_t errlen)
+int gpu_ctx_new(gpu_ctx **out, int dev, int tf32, char *err, size_t errlen)
 {
-    (void)dev; (void)tf32; (void)arena_bytes;
+    (void)dev; (void)tf32;
     *out = NULL;
     snprintf(err, errlen, "this build has no CUDA backend");
     return -ENODEV;
 }
 void gpu_ctx_free(gpu_ctx *g) { (void)g; }
+int gpu_ctx_reserve(gpu_ctx *g, size_t bytes, char *err, size_t errlen)
+{
+    (void)g; (void)bytes;
+    snprintf(err, errlen, "this build has no CUDA backend");
+    return -ENODEV;
+}
+size_t gpu_ctx_workspace_bytes(const gpu_ctx *g) { (void)g; return 0; }
+size_t gpu_ctx_peak_bytes(const gpu_ctx *g) { (void)g; return 0; }
 float *gpu_alloc(gpu_ctx *g, size_t n) { (void)g; (void)n; return NULL; }
 size_t gpu_arena_used(const gpu_ctx *g) { (void)g; return 0; }
 const char *gpu_error(const gpu_ctx *g) { (void)g; return "this build has no CUDA backend"; }
@@ -61,6 +69,8 @@ int gpu_relu_backward(gpu_ctx *g, float *di, const float *d, const float *o, siz
 { (void)g; (void)di; (void)d; (void)o; (void)l; NOGPU; }
 int gpu_add_forward(gpu_ctx *g, float *o, const float *a, const float *b, size_t l)
 { (void)g; (void)o; (void)a; (void)b; (void)l; NOGPU; }
+int gpu_nchw_to_cnhw(gpu_ctx *g, float *o, const float *i, int n, int c, int hw)
+{ (void)g; (void)o; (void)i; (void)n; (void)c; (void)hw; NOGPU; }
 int gpu_maxpool_forward(gpu_ctx *g, float *o, int32_t *a, const float *i, int c, int n, int h, int w, int k, int s,
                         int p)
 { (void)g; (void)o; (void)a; (void)i; (void)c; (void)n; (void)h; (void)w; (void)k; (void)s; (void)p; NOGPU; }
