@@ -32,6 +32,9 @@ void gpu_ctx_free(gpu_ctx *g); /* NULL-safe */
 int  gpu_ctx_reserve(gpu_ctx *g, size_t bytes, char *err, size_t errlen);
 size_t gpu_ctx_workspace_bytes(const gpu_ctx *g); /* the largest conv workspace planned so far */
 size_t gpu_ctx_peak_bytes(const gpu_ctx *g);      /* device memory the context holds (arena + workspace) */
+/* Device memory in use on g's device by everyone (cudaMemGetInfo: total - free), cuDNN/cuBLAS's own
+ * allocations and the CUDA context included; -EIO on failure. */
+int  gpu_ctx_device_used(gpu_ctx *g, size_t *bytes);
 /* nfloats from the arena, 256-byte aligned; NULL when the arena is exhausted (set-up only). */
 float *gpu_alloc(gpu_ctx *g, size_t nfloats);
 size_t gpu_arena_used(const gpu_ctx *g);

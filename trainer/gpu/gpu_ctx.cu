@@ -108,6 +108,14 @@ int gpu_ctx_reserve(gpu_ctx *g, size_t bytes, char *err, size_t errlen)
     return 0;
 }
 
+int gpu_ctx_device_used(gpu_ctx *g, size_t *bytes)
+{
+    size_t fr = 0, total = 0;
+    int rc = gpu__cuda(g, cudaMemGetInfo(&fr, &total), "cudaMemGetInfo");
+    if (!rc) *bytes = total - fr;
+    return rc;
+}
+
 size_t gpu_ctx_workspace_bytes(const gpu_ctx *g) { return g->ws_need; }
 size_t gpu_ctx_peak_bytes(const gpu_ctx *g) { return g->arena ? g->arena_bytes + g->ws_bytes : 0; }
 

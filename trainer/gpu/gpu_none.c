@@ -31,6 +31,7 @@ int gpu_ctx_reserve(gpu_ctx *g, size_t bytes, char *err, size_t errlen)
 }
 size_t gpu_ctx_workspace_bytes(const gpu_ctx *g) { (void)g; return 0; }
 size_t gpu_ctx_peak_bytes(const gpu_ctx *g) { (void)g; return 0; }
+int gpu_ctx_device_used(gpu_ctx *g, size_t *bytes) { (void)g; (void)bytes; return -ENODEV; }
 float *gpu_alloc(gpu_ctx *g, size_t n) { (void)g; (void)n; return NULL; }
 size_t gpu_arena_used(const gpu_ctx *g) { (void)g; return 0; }
 const char *gpu_error(const gpu_ctx *g) { (void)g; return "this build has no CUDA backend"; }
