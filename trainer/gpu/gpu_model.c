@@ -155,6 +155,28 @@ int gpu_model_sync_grads(gpu_model *gm)
     return rc ? rc : gpu_download(gm->g, m->grads, gm->grads, h);
 }
 int gpu_model_zero_grad(gpu_model *gm) { return gpu_memset0(gm->g, gm->grads, gm->m->nparams); }
+int gpu_model_push_head_grads(gpu_model *gm)
+{
+    size_t h = gm->head_off, n = gm->m->nparams;
+    return h < n ? gpu_upload(gm->g, gm->grads + h, gm->m->grads + h, n - h) : 0;
+}
+
+int gpu_model_pull_heads(gpu_model *gm)
+{
+    size_t h = gm->head_off, n = gm->m->nparams;
+    return h < n ? gpu_download(gm->g, gm->m->params + h, gm->params + h, n - h) : 0;
+}
+
+int gpu_model_push_momentum(gpu_model *gm, const float *host)
+{
+    return gpu_upload(gm->g, gm->mom, host, gm->m->nparams);
+}
+
+int gpu_model_pull_momentum(gpu_model *gm, float *host)
+{
+    return gpu_download(gm->g, host, gm->mom, gm->m->nparams);
+}
+
 float *gpu_model_features(gpu_model *gm) { return gm->feat; }
 float *gpu_model_dfeat(gpu_model *gm) { return gm->dfeat; }
 

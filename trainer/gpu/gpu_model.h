@@ -21,6 +21,11 @@ int  gpu_model_pull(gpu_model *gm);  /* device params + running stats -> host (w
 /* After a step whose loss ran on the host: the host's head gradients (fc, contrastor) go to the device
  * and the device's backbone gradients come to the host, so both hold the whole gradient (waits). */
 int  gpu_model_sync_grads(gpu_model *gm);
+int  gpu_model_push_head_grads(gpu_model *gm); /* only the host's head gradients to the device */
+int  gpu_model_pull_heads(gpu_model *gm);      /* only the heads' parameters to the host (waits) */
+/* SGD's momentum buffer (num_params floats, host) to / from the device, for checkpoints */
+int  gpu_model_push_momentum(gpu_model *gm, const float *host);
+int  gpu_model_pull_momentum(gpu_model *gm, float *host);
 int  gpu_model_zero_grad(gpu_model *gm);
 /* images host NCHW [n][in_ch][S][S]; the features stay on the device (gpu_model_features), feat_host, when
  * not NULL, gets a copy [n x feat_dim]. Same rules as model_forward (n, train). */
