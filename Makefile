@@ -33,8 +33,9 @@ CFLAGS  += -std=gnu11 -g $(OPT) -march=x86-64-v2 -Wall -Wextra -fopenmp -MMD -MP
 LDFLAGS += $(OPT) -fopenmp
 LDLIBS  += $(PKG_LIBS) -ldnnl -lm -lpthread
 
-# CUDA=1: the GPU backend (cuDNN, cuBLAS, cudart from CUDA_HOME, found at run time through the rpath;
-# cudart loads the driver lazily, so the binaries start, and see no devices, where there is none).
+# CUDA=1: the GPU backend, linked with cuDNN and cudart from CUDA_HOME (found at run time through the rpath;
+# not cuBLAS, see trainer/gpu/gpu_layers.cu). cudart loads the driver lazily, so the binaries start, and
+# see no devices, where there is none.
 # Default: on when nvcc is there, except in sanitizer builds (ASan/TSan and CUDA's runtime do not mix).
 CUDA_HOME ?= /usr/local/cuda
 NVCC      ?= $(CUDA_HOME)/bin/nvcc
@@ -46,7 +47,7 @@ CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=s
              -gencode arch=compute_90,code=compute_90
 NVCCFLAGS ?= -std=c++17 -O2 -g -Xcompiler -Wall,-Wextra -MMD -MP -I. $(CUDA_ARCH)
 ifeq ($(CUDA),1)
-LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart -lstdc++
+LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcudart -lstdc++
 endif
 
 ifeq ($(V),1)

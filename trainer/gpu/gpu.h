@@ -1,8 +1,8 @@
-/* trainer/gpu/gpu.h — the CUDA backend: nn.h's layers on device memory (cuDNN, cuBLAS, small kernels).
+/* trainer/gpu/gpu.h — the CUDA backend: nn.h's layers on device memory (cuDNN and small kernels of our own).
  * Same layout and conventions as nn.h: activations CNHW, features row-major [n x d], PyTorch weight
  * layouts, outputs first, backward WRITES input gradients and ACCUMULATES parameter gradients. Every
  * pointer a layer takes is device memory carved from the context's one arena (gpu_alloc, at set-up).
- * A context belongs to one thread (the job's): it owns a stream, a cuDNN and a cuBLAS handle.
+ * A context belongs to one thread (the job's): it owns a stream and a cuDNN handle.
  * Errors: set-up returns 0 / negative errno with a reason in err; a layer returns 0 or -EIO and the
  * context keeps the first failure's text (gpu_error), since a CUDA error is sticky for the step anyway.
  * Built without CUDA (make CUDA=0) every function is there and reports zero devices / -ENODEV. */
@@ -23,8 +23,8 @@ int  gpu_device_count(char *reason, size_t reasonlen);
 int  gpu_device_info(int dev, char *name, size_t namelen, size_t *total_bytes);
 
 typedef struct gpu_ctx gpu_ctx; /* opaque */
-/* Context on visible device dev (stream, cuDNN and cuBLAS handles; no device memory yet).
- * tf32 = 1 lets cuDNN and cuBLAS use TF32 tensor cores; 0 keeps every product in fp32. */
+/* Context on visible device dev (stream, cuDNN handle; no device memory yet).
+ * tf32 = 1 lets cuDNN use TF32 tensor cores; 0 keeps every product in fp32. */
 int  gpu_ctx_new(gpu_ctx **out, int dev, int tf32, char *err, size_t errlen);
 void gpu_ctx_free(gpu_ctx *g); /* NULL-safe */
 /* The one device allocation: bytes for gpu_alloc plus the conv workspace every plan made so far needs
@@ -32,7 +32,7 @@ void gpu_ctx_free(gpu_ctx *g); /* NULL-safe */
 int  gpu_ctx_reserve(gpu_ctx *g, size_t bytes, char *err, size_t errlen);
 size_t gpu_ctx_workspace_bytes(const gpu_ctx *g); /* the largest conv workspace planned so far */
 size_t gpu_ctx_peak_bytes(const gpu_ctx *g);      /* device memory the context holds (arena + workspace) */
-/* Device memory in use on g's device by everyone (cudaMemGetInfo: total - free), cuDNN/cuBLAS's own
+/* Device memory in use on g's device by everyone (cudaMemGetInfo: total - free), cuDNN's own
  * allocations and the CUDA context included; -EIO on failure. */
 int  gpu_ctx_device_used(gpu_ctx *g, size_t *bytes);
 /* nfloats from the arena, 256-byte aligned; NULL when the arena is exhausted (set-up only). */

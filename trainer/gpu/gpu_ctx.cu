@@ -1,4 +1,4 @@
-/* trainer/gpu/gpu_ctx.cu — the CUDA context (stream, cuDNN and cuBLAS handles, the one arena),
+/* trainer/gpu/gpu_ctx.cu — the CUDA context (stream, cuDNN handle, the one arena),
  * copies, the elementwise kernels and SGD. See gpu.h. Called from the job's thread only; errors are
  * kept in the context (gpu__fail), never printed. */
 #include "trainer/gpu/gpu_int.h"
@@ -19,10 +19,6 @@ int gpu__cuda(gpu_ctx *g, cudaError_t e, const char *what)
 int gpu__dnn(gpu_ctx *g, cudnnStatus_t s, const char *what)
 {
     return s == CUDNN_STATUS_SUCCESS ? 0 : gpu__fail(g, what, cudnnGetErrorString(s));
-}
-int gpu__blas(gpu_ctx *g, cublasStatus_t s, const char *what)
-{
-    return s == CUBLAS_STATUS_SUCCESS ? 0 : gpu__fail(g, what, cublasGetStatusString(s));
 }
 
 cudnnStatus_t gpu__cnhw_desc(cudnnTensorDescriptor_t d, int n, int c, int h, int w)
@@ -73,11 +69,6 @@ int gpu_ctx_new(gpu_ctx **out, int dev, int tf32, char *err, size_t errlen)
     g->tf32 = tf32;
     int rc = gpu__cuda(g, cudaSetDevice(dev), "cudaSetDevice");
     if (!rc) rc = gpu__cuda(g, cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking), "cudaStreamCreate");
-    if (!rc) rc = gpu__blas(g, cublasCreate(&g->blas), "cublasCreate");
-    if (!rc) rc = gpu__blas(g, cublasSetStream(g->blas, g->stream), "cublasSetStream");
-    /* fp32 unless asked: cuBLAS may otherwise pick TF32 when NVIDIA_TF32_OVERRIDE or defaults change */
-    if (!rc) rc = gpu__blas(g, cublasSetMathMode(g->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH),
-                            "cublasSetMathMode");
     if (!rc) rc = gpu__dnn(g, cudnnCreate(&g->dnn), "cudnnCreate");
     if (!rc) rc = gpu__dnn(g, cudnnSetStream(g->dnn, g->stream), "cudnnSetStream");
     if (!rc) rc = gpu__dnn(g, cudnnCreateTensorDescriptor(&g->t1), "cudnnCreateTensorDescriptor");
@@ -133,7 +124,6 @@ void gpu_ctx_free(gpu_ctx *g)
     if (g->t1) cudnnDestroyTensorDescriptor(g->t1);
     if (g->t2) cudnnDestroyTensorDescriptor(g->t2);
     if (g->dnn) cudnnDestroy(g->dnn);
-    if (g->blas) cublasDestroy(g->blas);
     if (g->arena) cudaFree(g->arena);
     if (g->stream) cudaStreamDestroy(g->stream);
     free(g);

@@ -3,7 +3,6 @@
 #define CT_GPU_INT_H
 #include "trainer/gpu/gpu.h"
 #include <cuda_runtime.h>
-#include <cublas_v2.h>
 #include <cudnn.h>
 
 #define GPU_MAX_CONVS 256 /* plans a context holds: resnet152 has 155 convs */
@@ -24,7 +23,6 @@ struct gpu_conv {
 struct gpu_ctx {
     int dev, tf32;
     cudaStream_t stream;
-    cublasHandle_t blas;
     cudnnHandle_t dnn;
     cudnnTensorDescriptor_t t1, t2;  /* scratch descriptors the BN calls set per call (no allocation) */
     char *arena;
@@ -40,7 +38,6 @@ struct gpu_ctx {
 int gpu__fail(gpu_ctx *g, const char *what, const char *why);
 int gpu__cuda(gpu_ctx *g, cudaError_t e, const char *what);       /* 0 or gpu__fail */
 int gpu__dnn(gpu_ctx *g, cudnnStatus_t s, const char *what);
-int gpu__blas(gpu_ctx *g, cublasStatus_t s, const char *what);
 /* A CNHW activation as cuDNN's NCHW descriptor with CNHW strides. */
 cudnnStatus_t gpu__cnhw_desc(cudnnTensorDescriptor_t d, int n, int c, int h, int w);
 int gpu__blocks(size_t len); /* grid size for a 256-thread 1-D launch */

@@ -1,4 +1,4 @@
-/* trainer/gpu/gpu_layers.cu — conv (cuDNN), batch norm (cuDNN), pooling and dense (own kernels, cuBLAS)
+/* trainer/gpu/gpu_layers.cu — conv (cuDNN), batch norm (cuDNN), pooling and dense (own kernels)
  * on device memory. See gpu.h for the contract; kernels mirror trainer/nn_conv.c and nn_dense.c so the
  * CPU path is the reference (tests/unit/test_gpu.c). Job thread only; failures go to gpu__fail. */
 #include "trainer/gpu/gpu_int.h"
@@ -269,7 +269,7 @@ int gpu_avgpool_backward(gpu_ctx *g, float *din, const float *dout, int c, int n
     return launched(g, "avgpool_backward");
 }
 
-/* ---- dense: row-major [n x d] matrices are cuBLAS's column-major transposes ---- */
+/* ---- dense ---- */
 
 static __global__ void k_bias(float *out, const float *bias, int n, int d)
 {
@@ -285,13 +285,44 @@ static __global__ void k_colsum(float *dbias, const float *dout, int n, int d)
     }
 }
 
+/* Row-major C[m x n] = A' B' + beta C (A' = A or A^T as ta, likewise B): a 16 x 16 shared-memory tile
+ * kernel in plain fp32, each output summed in k order by one thread (deterministic). Own kernel, not
+ * cuBLAS: the dense layers here are the small heads, and linking libcublas costs every process that
+ * links the trainer ~200 MB of resident memory and 70 ms at start-up, GPU or not. */
+#define TILE 16
+static __global__ void k_gemm(int ta, int tb, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                              float beta, float *c, int ldc)
+{
+    __shared__ float as[TILE][TILE], bs[TILE][TILE + 1];
+    int row = blockIdx.y * TILE + threadIdx.y, col = blockIdx.x * TILE + threadIdx.x;
+    float s = 0.0f;
+    for (int k0 = 0; k0 < k; k0 += TILE) {
+        int ka = k0 + threadIdx.x, kb = k0 + threadIdx.y;
+        as[threadIdx.y][threadIdx.x] = row < m && ka < k ? (ta ? a[(size_t)ka * lda + row] : a[(size_t)row * lda + ka]) : 0.0f;
+        bs[threadIdx.y][threadIdx.x] = col < n && kb < k ? (tb ? b[(size_t)col * ldb + kb] : b[(size_t)kb * ldb + col]) : 0.0f;
+        __syncthreads();
+        for (int i = 0; i < TILE; i++) s = __fmaf_rn(as[threadIdx.y][i], bs[i][threadIdx.x], s);
+        __syncthreads();
+    }
+    if (row < m && col < n) {
+        float *o = &c[(size_t)row * ldc + col];
+        *o = beta != 0.0f ? *o * beta + s : s;
+    }
+}
+
+static int gemm(gpu_ctx *g, int ta, int tb, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                float beta, float *c, int ldc, const char *what)
+{
+    dim3 block(TILE, TILE), grid((n + TILE - 1) / TILE, (m + TILE - 1) / TILE);
+    k_gemm<<<grid, block, 0, g->stream>>>(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
+    return launched(g, what);
+}
+
 int gpu_linear_forward(gpu_ctx *g, float *out, const float *in, const float *weight, const float *bias, int n,
                        int in_dim, int out_dim)
 {
-    const float one = 1.0f, zero = 0.0f;
-    /* out^T (out_dim x n) = W (out_dim x in_dim, stored as its transpose) * in^T */
-    int rc = gpu__blas(g, cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, out_dim, n, in_dim, &one, weight, in_dim, in,
-                                      in_dim, &zero, out, out_dim), "cublasSgemm(linear)");
+    /* out[n x out] = in[n x in] W^T */
+    int rc = gemm(g, 0, 1, n, out_dim, in_dim, in, in_dim, weight, in_dim, 0.0f, out, out_dim, "linear");
     if (!rc && bias) {
         k_bias<<<gpu__blocks((size_t)n * out_dim), 256, 0, g->stream>>>(out, bias, n, out_dim);
         rc = launched(g, "linear bias");
@@ -302,17 +333,12 @@ int gpu_linear_forward(gpu_ctx *g, float *out, const float *in, const float *wei
 int gpu_linear_backward(gpu_ctx *g, float *din, float *dweight, float *dbias, const float *dout, const float *in,
                         const float *weight, int n, int in_dim, int out_dim)
 {
-    const float one = 1.0f, zero = 0.0f;
-    /* dW^T (in_dim x out_dim) += in^T (in_dim x n) * dout (n x out_dim) */
-    int rc = gpu__blas(g, cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, in_dim, out_dim, n, &one, in, in_dim, dout,
-                                      out_dim, &one, dweight, in_dim), "cublasSgemm(linear dW)");
+    /* dW[out x in] += dout^T in;  din[n x in] = dout W */
+    int rc = gemm(g, 1, 0, out_dim, in_dim, n, dout, out_dim, in, in_dim, 1.0f, dweight, in_dim, "linear dW");
     if (!rc && dbias) {
         k_colsum<<<gpu__blocks((size_t)out_dim), 256, 0, g->stream>>>(dbias, dout, n, out_dim);
         rc = launched(g, "linear dbias");
     }
-    /* din^T (in_dim x n) = W^T (in_dim x out_dim) * dout^T (out_dim x n) */
-    if (!rc && din)
-        rc = gpu__blas(g, cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, in_dim, n, out_dim, &one, weight, in_dim, dout,
-                                      out_dim, &zero, din, in_dim), "cublasSgemm(linear din)");
+    if (!rc && din) rc = gemm(g, 0, 0, n, in_dim, out_dim, dout, out_dim, weight, in_dim, 0.0f, din, in_dim, "linear din");
     return rc;
 }
