@@ -26,7 +26,10 @@ static int launched(gpu_ctx *g, const char *what) { return gpu__cuda(g, cudaGetL
         for (int i = 0; i < got; i++) {                                                             \
             if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].determinism != CUDNN_DETERMINISTIC) \
                 continue;                                                                           \
-            if (!p->g->tf32 && perf[i].mathType != CUDNN_FMA_MATH) continue;                        \
+            /* fp32: FMA or default math (the descriptor's CUDNN_FMA_MATH rules out TF32 either way), \
+             * never a tensor-op variant */                                                         \
+            if (!p->g->tf32 && perf[i].mathType != CUDNN_FMA_MATH && perf[i].mathType != CUDNN_DEFAULT_MATH) \
+                continue;                                                                           \
             *algo = (int)perf[i].algo;                                                              \
             *ws = perf[i].memory;                                                                   \
             return 0;                                                                               \
@@ -116,12 +119,15 @@ int gpu_conv_backward(gpu_conv *p, float *din, float *dweight, const float *dout
     return rc;
 }
 
-/* ---- batch norm: cuDNN's spatial mode over the CNHW view (its running variance is unbiased, as
- * PyTorch's; its saved inverse variance is nn.h's rstd) ---- */
+/* ---- batch norm: cuDNN's spatial mode (its running variance is unbiased, as PyTorch's; its saved
+ * inverse variance is nn.h's rstd) ---- */
 
+/* CNHW [c][n][hw] is a fully packed NCHW tensor of one image with c channels of n*hw x 1 "pixels": spatial
+ * BN's per-channel statistics over it are the batch's, and no strided layout is asked of cuDNN. */
 static int bn_descs(gpu_ctx *g, int c, int n, int hw)
 {
-    int rc = gpu__dnn(g, gpu__cnhw_desc(g->t1, n, c, hw, 1), "bn x descriptor");
+    int rc = gpu__dnn(g, cudnnSetTensor4dDescriptor(g->t1, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, c, n * hw, 1),
+                      "bn x descriptor");
     return rc ? rc : gpu__dnn(g, cudnnDeriveBNTensorDescriptor(g->t2, g->t1, CUDNN_BATCHNORM_SPATIAL), "bn descriptor");
 }
 
