@@ -184,8 +184,8 @@ static int local_reattach(executor *e, const exec_job *j)
 }
 
 /* This machine's cores (as many as the daemon gives a job), memory and visible CUDA devices (a job names
- * one with "device"; resources.gpus is Slurm's), no partitions; a time
- * limit it would have to enforce is refused rather than ignored. */
+ * one with "device"; resources.gpus is Slurm's); no partitions; a time limit it would have to enforce is
+ * refused rather than ignored. */
 static int local_check(executor *e, const jobspec_resources *res, int device, char *param, size_t paramlen,
                        char *err, size_t errlen)
 {
