@@ -6,6 +6,7 @@
 #   make bench      trainer throughput against PyTorch (long; not part of test)
 #   make install    binaries, systemd unit, example config, man pages (DESTDIR=, PREFIX=/usr/local)
 #   V=1             show the commands
+#   CUDA=1 / CUDA=0 the GPU backend on / off (default: on when /usr/local/cuda/bin/nvcc exists)
 # Sources are found by wildcard: a new .c file in a module folder is built without touching this file.
 
 O       ?= build/rel
@@ -32,20 +33,44 @@ CFLAGS  += -std=gnu11 -g $(OPT) -march=x86-64-v2 -Wall -Wextra -fopenmp -MMD -MP
 LDFLAGS += $(OPT) -fopenmp
 LDLIBS  += $(PKG_LIBS) -ldnnl -lm -lpthread
 
+# CUDA=1: the GPU backend, linked with cuDNN and cudart from CUDA_HOME (found at run time through the rpath;
+# not cuBLAS, see trainer/gpu/gpu_layers.cu). cudart loads the driver lazily, so the binaries start, and
+# see no devices, where there is none.
+# Default: on when nvcc is there, except in sanitizer builds (ASan/TSan and CUDA's runtime do not mix).
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+ifeq ($(origin CUDA),undefined)
+CUDA := $(if $(SAN)$(TSAN),0,$(if $(wildcard $(NVCC)),1,0))
+endif
+# SASS for Ampere (sm_80) and Hopper (sm_90), PTX of sm_90 for anything newer (the driver JITs it)
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+NVCCFLAGS ?= -std=c++17 -O2 -g -Xcompiler -Wall,-Wextra -MMD -MP -I. $(CUDA_ARCH)
+ifeq ($(CUDA),1)
+LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcudart -lstdc++
+endif
+
 ifeq ($(V),1)
 Q :=
 else
 Q := @
 endif
 
-TRAINER_SRC := $(wildcard common/*.c trainer/*.c)
+# trainer/gpu/: the CUDA backend (gpu_*.cu) or its stand-in (gpu_none.c: no devices); the fuzz build
+# always takes the stand-in
+TRAINER_SRC := $(wildcard common/*.c trainer/*.c trainer/gpu/*.c)
+GPU_CU_SRC  := $(wildcard trainer/gpu/*.cu)
 SPEC_SRC    := $(wildcard spec/*.c)
 SERVICE_SRC := $(wildcard storage/*.c core/*.c api/*.c) $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 CLI_SRC     := $(wildcard cli/*.c)
 TEST_SRC    := $(wildcard tests/unit/test_*.c)
 BENCH_SRC   := $(wildcard bench/*.c)
 
+ifeq ($(CUDA),1)
+TRAINER_OBJ := $(filter-out %/gpu_none.o,$(TRAINER_SRC:%.c=$(O)/%.o)) $(GPU_CU_SRC:%.cu=$(O)/%.o)
+else
 TRAINER_OBJ := $(TRAINER_SRC:%.c=$(O)/%.o)
+endif
 SPEC_OBJ    := $(SPEC_SRC:%.c=$(O)/%.o)
 SERVICE_OBJ := $(SERVICE_SRC:%.c=$(O)/%.o) $(O)/gen/api/openapi_doc.o
 CLI_OBJ     := $(CLI_SRC:%.c=$(O)/%.o)
@@ -77,9 +102,19 @@ $(O)/gen/%.o: $(O)/gen/%.c
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
-$(LIBTRAINER): $(TRAINER_OBJ)
+
+$(O)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  NVCC    $<")
+	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+# the setting in a file rewritten only when it changes, so CUDA=0 after CUDA=1 (or back) rebuilds the library
+CUDA_STAMP := $(O)/cuda.stamp
+$(shell mkdir -p $(O) && [ "$$(cat $(CUDA_STAMP) 2>/dev/null)" = "$(CUDA)" ] || echo $(CUDA) > $(CUDA_STAMP))
+
+$(LIBTRAINER): $(TRAINER_OBJ) $(CUDA_STAMP)
 	@$(if $(Q),echo "  AR      $@")
-	$(Q)rm -f $@ && ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $(filter %.o,$^)
 
 $(LIBSPEC): $(SPEC_OBJ)
 	@$(if $(Q),echo "  AR      $@")

@@ -81,6 +81,9 @@ json_t *render_job(const svc_job *v)
     json_object_set_new(o, "user_provided_suffix", jstr(j->suffix));
     json_object_set_new(o, "architecture", json_incref(json_object_get(ext, "architecture")));
     json_object_set_new(o, "data", json_incref(json_object_get(ext, "data")));
+    /* rows from before "device" ran on the CPU */
+    json_t *dev = json_object_get(ext, "device");
+    json_object_set_new(o, "device", json_is_string(dev) ? json_incref(dev) : json_string("cpu"));
     json_decref(ext);
     json_object_set_new(o, "progress", json_pack("{s:i, s:i, s:i, s:i}", "epoch", j->epoch, "epochs", j->epochs,
                                                  "step", j->step, "total_steps", j->total_steps));

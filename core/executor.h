@@ -61,8 +61,10 @@ typedef struct exec_ops {
     const char *name;
     int queues;                    /* started jobs wait in the executor's own queue (order is its business) */
     int outlives_daemon;           /* runs keep going when the daemon stops or crashes */
-    /* Refuse what this executor cannot give (400 with param and reason); 0 = fine. Before the job is made. */
-    int  (*check)(executor *x, const jobspec_resources *res, char *param, size_t paramlen, char *err, size_t errlen);
+    /* Refuse what this executor cannot give (400 with param and reason); 0 = fine. Before the job is made.
+     * device: the spec's (-1 = cpu, N = cuda:N). */
+    int  (*check)(executor *x, const jobspec_resources *res, int device, char *param, size_t paramlen, char *err,
+                  size_t errlen);
     /* Start a run of job j (copied). */
     int  (*start)(executor *x, const exec_job *j, char *err, size_t errlen);
     /* Ask a run to stop at its next step boundary: TR_STOP_CHECKPOINT (pause, preemption, shutdown) or

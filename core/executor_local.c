@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "core/executor.h"
 #include "common/util.h"
+#include "trainer/gpu/gpu.h"
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -182,15 +183,22 @@ static int local_reattach(executor *e, const exec_job *j)
     return -ENOENT;
 }
 
-/* This machine's cores (as many as the daemon gives a job) and memory; no GPUs yet, no partitions; a time
- * limit it would have to enforce is refused rather than ignored. */
-static int local_check(executor *e, const jobspec_resources *res, char *param, size_t paramlen, char *err,
-                       size_t errlen)
+/* This machine's cores (as many as the daemon gives a job), memory and visible CUDA devices (a job names
+ * one with "device"; resources.gpus is Slurm's); no partitions; a time limit it would have to enforce is
+ * refused rather than ignored. */
+static int local_check(executor *e, const jobspec_resources *res, int device, char *param, size_t paramlen,
+                       char *err, size_t errlen)
 {
     local *x = (local *)e;
+    char why[160];
+    int ngpu = device >= 0 ? gpu_device_count(why, sizeof why) : 0;
     long long mem_mb = (long long)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / (1024 * 1024);
     const char *p = NULL;
-    if (res->cpus > x->cores) {
+    if (device >= ngpu) {
+        p = "device";
+        snprintf(err, errlen, "device cuda:%d: this daemon has %d CUDA device%s (%s)", device, ngpu, ngpu == 1 ? "" : "s",
+                 why);
+    } else if (res->cpus > x->cores) {
         p = "resources.cpus";
         snprintf(err, errlen, "this daemon gives a job at most %d cpus (--threads-per-job)", x->cores);
     } else if (res->memory_mb > 0 && mem_mb > 0 && res->memory_mb > mem_mb) {

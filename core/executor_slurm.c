@@ -776,11 +776,18 @@ static const char *slurm_trouble(executor *e)
     return x->trouble;
 }
 
-static int slurm_check(executor *e, const jobspec_resources *res, char *param, size_t paramlen, char *err,
-                       size_t errlen)
+/* Slurm itself refuses what the cluster cannot give, with its reason, at submission. A CUDA job must ask
+ * for the GPU it names: --gres=gpu:N gives the run N devices, numbered 0..N-1 through CUDA_VISIBLE_DEVICES,
+ * which is what cuda:N indexes. */
+static int slurm_check(executor *e, const jobspec_resources *res, int device, char *param, size_t paramlen,
+                       char *err, size_t errlen)
 {
-    (void)e; (void)res; (void)param; (void)paramlen; (void)err; (void)errlen;
-    return 0; /* Slurm itself refuses what the cluster cannot give, with its reason, at submission */
+    (void)e;
+    if (device < 0 || res->gpus > device) return 0;
+    snprintf(param, paramlen, "device");
+    snprintf(err, errlen, "device cuda:%d needs resources.gpus >= %d on Slurm (the run sees only the GPUs --gres "
+                          "gives it)", device, device + 1);
+    return -EINVAL;
 }
 
 static void on_timer_closed(uv_handle_t *h)

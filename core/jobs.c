@@ -125,7 +125,7 @@ static int check_spec(svc *s, const svc_caller *who, json_t *body, tr_spec *spec
                         "%s", err);
     jobspec_resources res;
     if (jobspec_resources_parse(body, &res, param, sizeof param, err, sizeof err) != 0 ||
-        s->exec->ops->check(s->exec, &res, param, sizeof param, err, sizeof err) != 0)
+        s->exec->ops->check(s->exec, &res, spec->device, param, sizeof param, err, sizeof err) != 0)
         return svc_fail(e, SVC_EINVAL, "invalid_value", param, "%s", err);
     /* threads beyond --threads-per-job: only resources.cpus asks for them (and the executor gave them) */
     if (spec->threads > s->cfg.threads_per_job && res.cpus <= 0) {

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum kind { K_INT, K_REAL, K_BOOL, K_SCHEDULE, K_VARIANT, K_EARLY_STOP };
+enum kind { K_INT, K_REAL, K_BOOL, K_SCHEDULE, K_VARIANT, K_EARLY_STOP, K_PRECISION };
 
 typedef struct field {
     const char *json;     /* name in the body */
@@ -44,6 +44,7 @@ static const field hp_fields[] = {
     F("contrast_dim", K_INT, hp.contrast_dim, CONTRAST),
     F("variant", K_VARIANT, variant, CORE),
     F("threads", K_INT, threads, ALL),
+    F("precision", K_PRECISION, tf32, ALL),
 };
 static const field arch_fields[] = {
     F("in_channels", K_INT, in_channels, ALL),
@@ -65,7 +66,7 @@ static const field data_fields[] = {
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 static const char *const top_fields[] = {"model", "training_file", "validation_file", "method", "seed",
-                                         "suffix", "metadata", "architecture", "data", "resources", NULL};
+                                         "suffix", "metadata", "architecture", "data", "resources", "device", NULL};
 
 static const char *const method_names[] = {[TR_CE_TUNING] = "ce_tuning", [TR_CORE_TUNING] = "core_tuning",
                                             [TR_SIMCLR] = "simclr"};
@@ -175,6 +176,13 @@ static int set_field(tr_spec *s, const field *f, const json_t *v, const char *pa
         if (x && strcmp(x, "paper") == 0) *(enum tr_variant *)dst = TR_VARIANT_PAPER;
         else if (x && strcmp(x, "reference") == 0) *(enum tr_variant *)dst = TR_VARIANT_REFERENCE;
         else return fail(param, paramlen, p, err, errlen, "%s must be \"paper\" or \"reference\"", p);
+        return 0;
+    }
+    case K_PRECISION: {
+        const char *x = json_string_value(v);
+        if (x && strcmp(x, "fp32") == 0) *(int *)dst = 0;
+        else if (x && strcmp(x, "tf32") == 0) *(int *)dst = 1;
+        else return fail(param, paramlen, p, err, errlen, "%s must be \"fp32\" or \"tf32\"", p);
         return 0;
     }
     case K_EARLY_STOP: /* null (off) never gets here */
@@ -294,7 +302,7 @@ static void map_param(const tr_spec *s, const char *tr, char *param, size_t para
     const char *leaf = strrchr(tr, '.') ? strrchr(tr, '.') + 1 : tr;
     static const struct { const char *tr, *json; } top[] = {
         {"arch", "model"}, {"init_weights", "model"}, {"train_data", "training_file"},
-        {"valid_data", "validation_file"}, {"seed", "seed"}, {"method", "method.type"}};
+        {"valid_data", "validation_file"}, {"seed", "seed"}, {"method", "method.type"}, {"device", "device"}};
     for (size_t i = 0; i < NELEM(top); i++)
         if (strcmp(leaf, top[i].tr) == 0) { snprintf(param, paramlen, "%s", top[i].json); return; }
     static const struct { const char *tr, *json; } hp_sub[] = { /* spec fields inside a JSON object */
@@ -352,6 +360,10 @@ int jobspec_parse(const json_t *body, jobspec_resolve_fn fn, void *ud, tr_spec *
             return fail(param, paramlen, "seed", err, errlen, "seed must be a non-negative integer");
         s.seed = (uint64_t)json_integer_value(v);
     }
+    if ((v = json_object_get(body, "device")) && !json_is_null(v)) {
+        if ((rc = jobspec_device_parse(json_string_value(v), &s.device)))
+            return fail(param, paramlen, "device", err, errlen, "device must be \"cpu\", \"cuda\" or \"cuda:N\" (0 <= N < 64)");
+    }
     if ((v = json_object_get(body, "suffix")) && !json_is_null(v)) {
         if (!json_is_string(v) || !valid_suffix(json_string_value(v)))
             return fail(param, paramlen, "suffix", err, errlen,
@@ -396,6 +408,7 @@ static json_t *field_json(const tr_spec *s, const field *f)
     case K_BOOL: return json_boolean(*(const int *)src);
     case K_SCHEDULE: return json_string(*(const int *)src ? "cosine" : "constant");
     case K_VARIANT: return json_string(*(const enum tr_variant *)src == TR_VARIANT_REFERENCE ? "reference" : "paper");
+    case K_PRECISION: return json_string(*(const int *)src ? "tf32" : "fp32");
     case K_EARLY_STOP:
         return s->hp.es_patience ? json_pack("{s:i, s:f}", "patience", s->hp.es_patience, "min_delta", s->hp.es_min_delta)
                                  : json_null();
@@ -426,8 +439,10 @@ json_t *jobspec_effective_json(const tr_spec *s)
 
 json_t *jobspec_extensions_json(const tr_spec *s)
 {
-    return json_pack("{s:o, s:o}", "architecture", fields_json(s, arch_fields, NELEM(arch_fields)), "data",
-                     fields_json(s, data_fields, NELEM(data_fields)));
+    char dev[16];
+    jobspec_device_name(s->device, dev, sizeof dev);
+    return json_pack("{s:o, s:o, s:s}", "architecture", fields_json(s, arch_fields, NELEM(arch_fields)), "data",
+                     fields_json(s, data_fields, NELEM(data_fields)), "device", dev);
 }
 
 int jobspec_json_depth(const char *text, size_t len)
@@ -495,6 +510,33 @@ int jobspec_resources_parse(const json_t *body, jobspec_resources *out, char *pa
     return 0;
 }
 
+/* ---- device names ---- */
+
+int jobspec_device_parse(const char *name, int *out)
+{
+    if (!name) return -EINVAL;
+    if (strcmp(name, "cpu") == 0) { *out = -1; return 0; }
+    if (strcmp(name, "cuda") == 0) { *out = 0; return 0; }
+    if (strncmp(name, "cuda:", 5) != 0) return -EINVAL;
+    const char *d = name + 5;
+    int n = 0;
+    /* one or two digits, no sign, no leading zero but "0" itself */
+    if (!d[0] || strlen(d) > 2 || (d[0] == '0' && d[1])) return -EINVAL;
+    for (; *d; d++) {
+        if (*d < '0' || *d > '9') return -EINVAL;
+        n = n * 10 + (*d - '0');
+    }
+    if (n >= 64) return -EINVAL;
+    *out = n;
+    return 0;
+}
+
+void jobspec_device_name(int device, char *buf, size_t len)
+{
+    if (device < 0) snprintf(buf, len, "cpu");
+    else snprintf(buf, len, "cuda:%d", device);
+}
+
 /* ---- the body of a resolved spec ---- */
 
 json_t *jobspec_body_json(const tr_spec *s)
@@ -506,6 +548,9 @@ json_t *jobspec_body_json(const tr_spec *s)
     bad = bad || json_object_set_new(b, "training_file", json_string(s->train_data));
     if (s->valid_data[0]) bad = bad || json_object_set_new(b, "validation_file", json_string(s->valid_data));
     bad = bad || json_object_set_new(b, "seed", json_integer((json_int_t)s->seed));
+    char dev[16];
+    jobspec_device_name(s->device, dev, sizeof dev);
+    bad = bad || json_object_set_new(b, "device", json_string(dev));
     bad = bad || json_object_set_new(b, "method", jobspec_effective_json(s));
     bad = bad || json_object_set(b, "architecture", json_object_get(ext, "architecture"));
     bad = bad || json_object_set(b, "data", json_object_get(ext, "data"));

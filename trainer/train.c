@@ -16,6 +16,7 @@
 #include "trainer/safetensors.h"
 #include "trainer/sgd.h"
 #include "trainer/simclr.h"
+#include "trainer/gpu/gpu_model.h"
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
@@ -47,6 +48,8 @@ void tr_spec_defaults(tr_spec *s)
                          .mixup_alpha = 1.0, .temperature = 0.07, .contrast_dim = 256};
     s->seed = 0;
     s->threads = 0;
+    s->device = -1;
+    s->tf32 = 0;
     s->checkpoint_seconds = 300;
 }
 
@@ -96,6 +99,8 @@ int tr_spec_validate(const tr_spec *s, char *param, size_t paramlen, char *err, 
     CHECK_RANGE(h->es_patience > 0 || h->es_min_delta == 0, "es_min_delta",
                 "early_stopping.min_delta needs early_stopping.patience");
     CHECK_RANGE(s->threads >= 0 && s->threads <= 1024, "threads", "threads must be in [0, 1024]");
+    CHECK_RANGE(s->device >= -1 && s->device < 64, "device", "device must be \"cpu\", \"cuda\" or \"cuda:N\" (N < 64)");
+    CHECK_RANGE(!s->tf32 || s->device >= 0, "tf32", "precision \"tf32\" needs a CUDA device");
     CHECK_RANGE(s->checkpoint_seconds >= 0, "checkpoint_seconds", "checkpoint_seconds must be >= 0");
     return 0;
 }
@@ -116,7 +121,12 @@ typedef struct job {
     simclr_grads sg;
     float *views;                      /* SimCLR: both views stacked, [2 x batch][c][h][w] */
     float *dh;                         /* [rows x feat_dim], rows = batch (2 x batch for SimCLR) */
-    float *momentum;                   /* [num_params] */
+    float *momentum;                   /* [num_params] (on the device: the host copy at checkpoints) */
+    /* device "cuda:N": the backbone, its activations, every gradient and SGD on the GPU; the loss on the
+     * host over the [rows x d] features (h), so its heads are copied over each step (small) */
+    gpu_ctx *gc;
+    gpu_model *gm;
+    float *h;                          /* [rows x feat_dim] features copied from the device */
     int steps_per_epoch, total_steps;
     size_t bytes;
 } job;
@@ -129,6 +139,9 @@ static void job_teardown(job *j)
     data_free(j->train_ds);
     free(j->train_idx);
     free(j->valid_idx);
+    gpu_model_free(j->gm);
+    gpu_ctx_free(j->gc);
+    free(j->h);
     model_free(j->m);
     coreloss_free(j->loss);
     simclr_free(j->ssl);
@@ -283,6 +296,12 @@ static int setup_model(job *j, char *err, size_t errlen)
     j->dh = malloc(sizeof(float) * dh_len);
     j->momentum = calloc(model_num_params(j->m), sizeof(float));
     if (!j->dh || !j->momentum) return err_set(err, errlen, -ENOMEM, "out of memory");
+    if (s->device >= 0) { /* after init/load: gpu_model_new copies the weights over */
+        if (!(j->h = malloc(sizeof(float) * dh_len))) return err_set(err, errlen, -ENOMEM, "out of memory");
+        if ((rc = gpu_ctx_new(&j->gc, s->device, s->tf32, err, errlen)) ||
+            (rc = gpu_model_new(&j->gm, j->gc, j->m, err, errlen)))
+            return rc;
+    }
     j->bytes = model_memory_bytes(j->m) + (j->loss ? coreloss_memory_bytes(j->loss) : 0) +
                (j->ssl ? simclr_memory_bytes(j->ssl) + sizeof(float) * (size_t)rows * s->in_channels *
                                                            s->image_size * s->image_size : 0) +
@@ -298,8 +317,25 @@ static int setup_model(job *j, char *err, size_t errlen)
  * number of validations in a row without improvement, best_loss the best model's validation loss. */
 typedef struct position { int epoch, batch, step, best_epoch, es_wait; double best_acc, best_loss; } position;
 
+/* The device's weights, running statistics and momentum to the host model (checkpoints are the host's
+ * files, the same whatever the device: a job paused on a GPU resumes on the CPU and back). */
+static int host_sync(job *j, char *err, size_t errlen)
+{
+    if (!j->gm) return 0;
+    if (gpu_model_pull(j->gm) || gpu_model_pull_momentum(j->gm, j->momentum))
+        return err_set(err, errlen, -EIO, "%s", gpu_error(j->gc));
+    return 0;
+}
+
+static int gpu_failed(job *j, const char *what, int step, char *err, size_t errlen)
+{
+    return err_set(err, errlen, -EIO, "%s failed at step %d: %s", what, step + 1, gpu_error(j->gc));
+}
+
 static int save_state(job *j, const char *path, const position *p, char *err, size_t errlen)
 {
+    int src = host_sync(j, err, errlen);
+    if (src) return src;
     int nt = model_num_tensors(j->m);
     st_tensor *ts = calloc((size_t)nt + 1, sizeof *ts);
     if (!ts) return err_set(err, errlen, -ENOMEM, "out of memory");
@@ -422,9 +458,16 @@ static int micro_step(job *j, const data_batch *b, int step, int micro, double l
     const tr_spec *s = j->spec;
     const int accum = s->hp.grad_accum, ssl = s->method == TR_SIMCLR;
     const int rows = ssl ? 2 * b->n : b->n;
-    const float *h = model_forward(j->m, ssl ? stack_views(j, b) : b->x, rows, 1);
-    if (!h) return err_set(err, errlen, -EINVAL, "batch of %d rejected by the model", b->n);
+    const float *x = ssl ? stack_views(j, b) : b->x, *h = j->h;
     int rc;
+    if (j->gm) {
+        if ((rc = gpu_model_forward(j->gm, x, rows, 1, j->h)))
+            return rc == -EINVAL ? err_set(err, errlen, rc, "batch of %d rejected by the model", b->n)
+                                 : gpu_failed(j, "forward pass", step, err, errlen);
+    } else {
+        h = model_forward(j->m, x, rows, 1);
+    }
+    if (!h) return err_set(err, errlen, -EINVAL, "batch of %d rejected by the model", b->n);
     if (ssl) {
         double loss, acc;
         rc = simclr_forward_backward(j->ssl, j->dh, &j->sg, &loss, &acc, h, b->n, &j->sw, 1.0f / accum);
@@ -444,8 +487,11 @@ static int micro_step(job *j, const data_batch *b, int step, int micro, double l
         out->ce += t.ce / accum;
         out->contrastive += t.contrastive / accum;
     }
-    if ((rc = model_backward(j->m, j->dh, rows)))
+    if (j->gm) {
+        if (gpu_model_backward(j->gm, j->dh, rows)) return gpu_failed(j, "backward pass", step, err, errlen);
+    } else if ((rc = model_backward(j->m, j->dh, rows))) {
         return err_set(err, errlen, rc, "backward pass failed at step %d", step + 1);
+    }
     return 0;
 }
 
@@ -455,6 +501,7 @@ static int train_step(job *j, int step, double lr, step_terms *out, char *err, s
     const tr_spec *s = j->spec;
     *out = (step_terms){0};
     model_zero_grad(j->m);
+    if (j->gm && gpu_model_zero_grad(j->gm)) return gpu_failed(j, "zeroing gradients", step, err, errlen);
     for (int micro = 0; micro < s->hp.grad_accum; micro++) {
         data_batch b;
         int rc = data_loader_next(j->train_loader, &b);
@@ -462,6 +509,13 @@ static int train_step(job *j, int step, double lr, step_terms *out, char *err, s
         if ((rc = micro_step(j, &b, step, micro, lr, out, err, errlen))) return rc;
     }
     sgd_config sc = {.momentum = s->hp.momentum, .weight_decay = s->hp.weight_decay, .nesterov = s->hp.nesterov};
+    if (j->gm) { /* the heads' gradients were made on the host; their new weights are needed there */
+        if (gpu_model_push_head_grads(j->gm) ||
+            gpu_model_sgd(j->gm, (float)lr, (float)sc.momentum, (float)sc.weight_decay, sc.nesterov) ||
+            gpu_model_pull_heads(j->gm))
+            return gpu_failed(j, "SGD", step, err, errlen);
+        return 0;
+    }
     sgd_step(model_params(j->m), j->momentum, model_grads(j->m), model_num_params(j->m), lr, &sc);
     return 0;
 }
@@ -479,7 +533,12 @@ static int evaluate(job *j, double *loss, double *acc, char *err, size_t errlen)
     for (int i = 0; !rc && i < nb; i++) {
         data_batch b;
         if ((rc = data_loader_next(j->valid_loader, &b))) break;
-        const float *h = model_forward(j->m, ssl ? stack_views(j, &b) : b.x, ssl ? 2 * b.n : b.n, 0);
+        const float *x = ssl ? stack_views(j, &b) : b.x, *h = j->h;
+        if (j->gm) {
+            if (gpu_model_forward(j->gm, x, ssl ? 2 * b.n : b.n, 0, j->h)) { rc = -EIO; break; }
+        } else {
+            h = model_forward(j->m, x, ssl ? 2 * b.n : b.n, 0);
+        }
         if (!h) { rc = -EINVAL; break; }
         if (ssl) {
             double l, a;
@@ -542,6 +601,10 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
     pos.best_loss = NAN;
     if (resume && access(state_path, F_OK) == 0) {
         if ((rc = load_state(&j, state_path, &pos, err, errlen))) goto out;
+        if (j.gm && (gpu_model_push(j.gm) || gpu_model_push_momentum(j.gm, j.momentum))) {
+            rc = err_set(err, errlen, -EIO, "resuming on cuda:%d: %s", spec->device, gpu_error(j.gc));
+            goto out;
+        }
     }
     if ((rc = data_loader_seek(j.train_loader, pos.epoch, (int64_t)pos.batch))) {
         err_set(err, errlen, rc, "cannot position the data loader");
@@ -606,7 +669,7 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
                 pos.best_acc = vacc;
                 pos.best_loss = vloss;
                 pos.best_epoch = pos.epoch;
-                if ((rc = model_save(j.m, best_path, 0, err, errlen))) goto out;
+                if ((rc = host_sync(&j, err, errlen)) || (rc = model_save(j.m, best_path, 0, err, errlen))) goto out;
             }
         }
         if ((rc = save_state(&j, state_path, &pos, err, errlen))) goto out;

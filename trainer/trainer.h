@@ -59,6 +59,8 @@ typedef struct tr_spec {
     tr_hparams hp;
     uint64_t seed;
     int threads;             /* 0 = all cores */
+    int device;              /* -1 = the CPU; N >= 0 = CUDA device N among the visible ones ("cuda:N") */
+    int tf32;                /* precision "tf32": cuDNN/cuBLAS may use TF32 (CUDA only; default fp32) */
     int checkpoint_seconds;  /* also checkpoint every this many seconds (0 = only per epoch) */
 } tr_spec;
 

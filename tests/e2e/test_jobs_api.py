@@ -69,6 +69,32 @@ class JobsApiTest(DaemonTest):
         self.assertEqual(events[0]["type"], "status")
         self.assertEqual(events[0]["data"]["status"], "queued")
 
+    def test_device(self):
+        status, job, _ = self.submit()
+        self.assertEqual((status, job["device"]), (200, "cpu"))   # the default
+        status, job, _ = self.submit(tiny_job(device="cpu"))
+        self.assertEqual((status, job["device"]), (200, "cpu"))
+        hp = "method.core_tuning.hyperparameters."
+        for body, param, words in [
+                (tiny_job(device="cuda:64"), "device", "cuda:N"),
+                (tiny_job(device="gpu"), "device", "cuda:N"),
+                (tiny_job(method={"type": "core_tuning", "core_tuning": {"hyperparameters": {"precision": "tf32"}}}),
+                 hp + "precision", "CUDA"),
+                (tiny_job(device="cuda", method={"type": "core_tuning",
+                                                 "core_tuning": {"hyperparameters": {"precision": "fp16"}}}),
+                 hp + "precision", "tf32")]:
+            status, err, _ = self.submit(body)
+            self.assertEqual((status, err["error"]["param"]), (400, param), err)
+            self.assertIn(words, err["error"]["message"])
+        # this daemon's machine: a cuda job is refused when it sees no CUDA device (a GPU machine takes it)
+        status, body, _ = self.submit(tiny_job(device="cuda"))
+        if os.path.exists("/dev/nvidia0"):
+            self.assertEqual((status, body.get("device")), (200, "cuda:0"), body)
+        else:
+            self.assertEqual((status, body["error"]["param"], body["error"]["code"]), (400, "device", "invalid_value"),
+                             body)
+            self.assertIn("0 CUDA devices", body["error"]["message"])
+
     def test_seed_is_chosen_when_absent(self):
         body = tiny_job()
         del body["seed"]

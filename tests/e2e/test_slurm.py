@@ -220,6 +220,14 @@ class TestSlurmJobs(SlurmTest):
         st, err, _ = self.d.request("POST", "/v1/fine_tuning/jobs", bad)
         self.assertEqual(st, 400, err)
         self.assertEqual(err["error"]["param"], "resources.gpus")
+        # a CUDA job must ask Slurm for the GPU it names (the run sees only what --gres gives it)
+        for device, gpus in (("cuda", None), ("cuda:1", 1)):
+            bad = tiny_job(device=device)
+            if gpus:
+                bad["resources"] = {"gpus": gpus}
+            st, err, _ = self.d.request("POST", "/v1/fine_tuning/jobs", bad)
+            self.assertEqual((st, err["error"]["param"]), (400, "device"), err)
+            self.assertIn("resources.gpus", err["error"]["message"])
 
 
     def test_sbatch_refusal_fails_the_job_with_its_reason(self):

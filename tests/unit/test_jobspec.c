@@ -329,7 +329,7 @@ static int same_real(double a, double b) { return memcmp(&a, &b, sizeof a) == 0;
  * string's NUL are not the spec). The size check catches a field added to tr_spec and not here. */
 static void assert_spec_equal(const tr_spec *a, const tr_spec *b)
 {
-    assert_int_equal(sizeof(tr_spec), 3248); /* a new field? compare it here and put it in jobspec_body_json */
+    assert_int_equal(sizeof(tr_spec), 3256); /* a new field? compare it here and put it in jobspec_body_json */
     assert_string_equal(a->arch, b->arch);
     assert_int_equal(a->in_channels, b->in_channels);
     assert_int_equal(a->image_size, b->image_size);
@@ -362,6 +362,8 @@ static void assert_spec_equal(const tr_spec *a, const tr_spec *b)
     assert_true(same_real(a->hp.es_min_delta, b->hp.es_min_delta));
     assert_true(a->seed == b->seed);
     assert_int_equal(a->threads, b->threads);
+    assert_int_equal(a->device, b->device);
+    assert_int_equal(a->tf32, b->tf32);
 }
 
 /* s -> body -> text -> body -> spec, with the CLI's resolver: s again (checkpoint_seconds aside). */
@@ -435,6 +437,47 @@ static void write_weights(const char *path, const char *arch, int in_ch, int siz
     model_free(m);
 }
 
+/* "device" and "precision": the accepted spellings, and every bad one a 400 naming its field. */
+static void test_device_and_precision(void **state)
+{
+    (void)state;
+    tr_spec s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"x\"}");
+    assert_int_equal(s.device, -1);
+    assert_int_equal(s.tf32, 0);
+    s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"x\",\"device\":\"cuda\"}");
+    assert_int_equal(s.device, 0);
+    s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"x\",\"device\":\"cuda:63\"}");
+    assert_int_equal(s.device, 63);
+    s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"x\",\"device\":\"cpu\",\"method\":{\"type\":"
+                "\"core_tuning\",\"core_tuning\":{\"hyperparameters\":{\"precision\":\"fp32\"}}}}");
+    assert_int_equal(s.device, -1);
+    const char *bad_device[] = {"\"gpu\"", "\"cuda:\"", "\"cuda:64\"", "\"cuda:-1\"", "\"cuda:01\"", "\"cuda:1x\"",
+                                "\"CUDA\"", "0", "true", "\"cuda:999\""};
+    char text[512], param[128], err[512];
+    for (size_t i = 0; i < sizeof bad_device / sizeof *bad_device; i++) {
+        snprintf(text, sizeof text, "{\"model\":\"resnet20\",\"training_file\":\"x\",\"device\":%s}", bad_device[i]);
+        json_t *b = json_loads(text, 0, NULL);
+        assert_non_null(b);
+        tr_spec t;
+        assert_int_equal(jobspec_parse(b, jobspec_resolve_local, NULL, &t, param, sizeof param, err, sizeof err), -EINVAL);
+        assert_string_equal(param, "device");
+        json_decref(b);
+    }
+    /* fp16 is no precision of ours; tf32 without a CUDA device means nothing */
+    const char *bad_precision[][2] = {{"\"cuda\"", "\"fp16\""}, {"\"cuda\"", "32"}, {"\"cpu\"", "\"tf32\""}};
+    for (size_t i = 0; i < sizeof bad_precision / sizeof *bad_precision; i++) {
+        snprintf(text, sizeof text, "{\"model\":\"resnet20\",\"training_file\":\"x\",\"device\":%s,\"method\":"
+                 "{\"type\":\"core_tuning\",\"core_tuning\":{\"hyperparameters\":{\"precision\":%s}}}}",
+                 bad_precision[i][0], bad_precision[i][1]);
+        json_t *b = json_loads(text, 0, NULL);
+        assert_non_null(b);
+        tr_spec t;
+        assert_int_equal(jobspec_parse(b, jobspec_resolve_local, NULL, &t, param, sizeof param, err, sizeof err), -EINVAL);
+        assert_string_equal(param, "method.core_tuning.hyperparameters.precision");
+        json_decref(b);
+    }
+}
+
 static void test_body_json_round_trips(void **state)
 {
     (void)state;
@@ -448,11 +491,13 @@ static void test_body_json_round_trips(void **state)
                 "\"n_epochs\":3,\"batch_size\":32,\"gradient_accumulation_steps\":2,\"learning_rate\":0.1,"
                 "\"momentum\":0.85,\"nesterov\":false,\"weight_decay\":0.0005,\"lr_schedule\":\"constant\","
                 "\"warmup_steps\":5,\"eta\":0.3,\"mixup_alpha\":0.7,\"temperature\":0.1,\"contrast_dim\":64,"
-                "\"variant\":\"reference\",\"threads\":3}}},"
+                "\"variant\":\"reference\",\"threads\":3,\"precision\":\"tf32\"}}},\"device\":\"cuda:7\","
                 "\"architecture\":{\"in_channels\":3,\"image_size\":32,\"small_stem\":true},"
                 "\"data\":{\"train_per_class\":10,\"train_limit\":256,\"valid_limit\":128,"
                 "\"valid_fraction\":0.3,\"valid_every\":2,\"augment\":false}}");
     assert_int_equal(s.variant, TR_VARIANT_REFERENCE);
+    assert_int_equal(s.device, 7);
+    assert_int_equal(s.tf32, 1);
     check_body_round_trip(&s);
     s.variant = TR_VARIANT_PAPER;
     check_body_round_trip(&s);
@@ -639,6 +684,7 @@ int main(void)
         cmocka_unit_test(test_depth),
         cmocka_unit_test_setup_teardown(test_body_json_round_trips, setup_tmp, teardown_tmp),
         cmocka_unit_test(test_resources),
+        cmocka_unit_test(test_device_and_precision),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,10 @@
  * Tolerances against the float64 reference: features and terms 1e-4 relative; gradients 2e-4 of the
  * tensor's scale; weights after three steps 1e-4; plus F32DEV_FACTOR times the error of PyTorch's own
  * float32 run on the same quantity (this net's gradients become ill-conditioned after a step or two,
- * see tests/golden/gen_train.py), so "as close as PyTorch's float32" is the bar. */
+ * see tests/golden/gen_train.py), so "as close as PyTorch's float32" is the bar.
+ * The same three steps again with the backbone and SGD on a CUDA device (trainer/gpu/gpu_model.h, fp32,
+ * TF32 off; the loss on the host, as its [B x d] features are small), skipped with the reason when
+ * this build or machine has no CUDA device. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -16,6 +19,7 @@
 #include "tests/unit/golden.h"
 #include "trainer/coreloss.h"
 #include "trainer/sgd.h"
+#include "trainer/gpu/gpu_model.h"
 
 enum { N = 16, C = 10, CD = 32, D = 64, STEPS = 3, SAMPLES = 48 };
 
@@ -49,9 +53,8 @@ static size_t check_summary(const st_file *f, const char *prefix, const char *na
     return bad + check(f, key, samples, k, rtol, atol);
 }
 
-static void test_three_steps_match_pytorch(void **state)
+static void three_steps(int on_gpu)
 {
-    (void)state;
     char err[256];
     st_file *f = NULL;
     assert_int_equal(st_open(&f, FIXTURE_DIR "/train_golden.safetensors", err, sizeof err), 0);
@@ -94,6 +97,14 @@ static void test_three_steps_match_pytorch(void **state)
     float *dh = calloc(N * D, sizeof(float)), *mom = calloc(model_num_params(m), sizeof(float));
     sgd_config sc = {.momentum = 0.9, .weight_decay = 1e-4, .nesterov = 1};
     size_t bad = 0;
+    gpu_ctx *gc = NULL;
+    gpu_model *gm = NULL;
+    float *hbuf = calloc(N * D, sizeof(float));
+    assert_non_null(hbuf);
+    if (on_gpu) { /* after the weights are set: gpu_model_new copies them over */
+        if (gpu_ctx_new(&gc, 0, 0, err, sizeof err) || gpu_model_new(&gm, gc, m, err, sizeof err))
+            fail_msg("CUDA set-up: %s", err);
+    }
 
     for (int s = 0; s < STEPS; s++) {
         char key[64];
@@ -101,7 +112,12 @@ static void test_three_steps_match_pytorch(void **state)
         const float *images = golden_f32(f, key, N * 28 * 28);
         assert_non_null(images);
         model_zero_grad(m);
-        const float *h = model_forward(m, images, N, 1);
+        const float *h = hbuf;
+        if (gm) {
+            if (gpu_model_zero_grad(gm) || gpu_model_forward(gm, images, N, 1, hbuf)) fail_msg("%s", gpu_error(gc));
+        } else {
+            h = model_forward(m, images, N, 1);
+        }
         assert_non_null(h);
         coreloss_draws *dr = coreloss_draws_ref(loss);
         const float *partner, *lam_neg, *lam_pos;
@@ -118,7 +134,11 @@ static void test_three_steps_match_pytorch(void **state)
         }
         coreloss_terms t;
         assert_int_equal(coreloss_forward_backward(loss, dh, &g, &t, h, labels, N, &w, 1.0f), 0);
-        assert_int_equal(model_backward(m, dh, N), 0);
+        if (gm) {
+            if (gpu_model_backward(gm, dh, N) || gpu_model_sync_grads(gm)) fail_msg("%s", gpu_error(gc));
+        } else {
+            assert_int_equal(model_backward(m, dh, N), 0);
+        }
         snprintf(key, sizeof key, "step%d.terms", s);
         float got_terms[3] = {(float)t.total, (float)t.ce, (float)t.contrastive};
         bad += check(f, key, got_terms, 3, 1e-4, 1e-5);
@@ -131,7 +151,12 @@ static void test_three_steps_match_pytorch(void **state)
             model_tensor *mt = model_tensor_at(m, i);
             if (mt->kind == MODEL_PARAM) bad += check_summary(f, key, mt->name, mt->grad, mt->numel, 2e-4, 2e-4);
         }
-        sgd_step(model_params(m), mom, model_grads(m), model_num_params(m), lrs[s], &sc);
+        if (gm) {
+            if (gpu_model_sgd(gm, lrs[s], (float)sc.momentum, (float)sc.weight_decay, sc.nesterov) || gpu_model_pull(gm))
+                fail_msg("%s", gpu_error(gc));
+        } else {
+            sgd_step(model_params(m), mom, model_grads(m), model_num_params(m), lrs[s], &sc);
+        }
     }
     for (int i = 0; i < model_num_tensors(m); i++) {
         model_tensor *mt = model_tensor_at(m, i);
@@ -144,6 +169,9 @@ static void test_three_steps_match_pytorch(void **state)
         }
     }
     assert_int_equal(bad, 0);
+    gpu_model_free(gm);
+    gpu_ctx_free(gc);
+    free(hbuf);
     free(dh);
     free(mom);
     coreloss_free(loss);
@@ -152,6 +180,23 @@ static void test_three_steps_match_pytorch(void **state)
 }
 
 /* PyTorch's SGD on a hand-checked case, and the learning-rate schedule. */
+static void test_three_steps_match_pytorch(void **state)
+{
+    (void)state;
+    three_steps(0);
+}
+
+static void test_three_steps_on_cuda_match_pytorch(void **state)
+{
+    (void)state;
+    char why[256];
+    if (gpu_device_count(why, sizeof why) == 0) {
+        print_message("[  SKIP    ] %s\n", why);
+        skip();
+    }
+    three_steps(1);
+}
+
 static void test_sgd_semantics(void **state)
 {
     (void)state;
@@ -184,6 +229,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_three_steps_match_pytorch),
+        cmocka_unit_test(test_three_steps_on_cuda_match_pytorch),
         cmocka_unit_test(test_sgd_semantics),
     };
     return cmocka_run_group_tests_name("train_golden", tests, NULL, NULL);
