@@ -2,7 +2,8 @@
 # HELP and # TYPE, label syntax, values are numbers, histogram buckets cumulative with +Inf == _count);
 jobs by state and user, queue depth, per-job steps/s and images/s while a job runs, HTTP requests and the
 latency histogram by route template and status (ids never become labels), database write latency, SSE
-clients; the per-job label is job_id, never Prometheus's own `job`; admins only (403 for users, 401 anonymous)."""
+clients; the per-job label is job_id, never Prometheus's own `job`; admins only (403 for users, 401
+anonymous)."""
 import re
 import time
 import unittest
