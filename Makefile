@@ -4,7 +4,11 @@
 #   make test       install, build, run every test (unit + end-to-end), then the same under ASan/UBSan
 #   make asan       unit + end-to-end tests built with -fsanitize=address,undefined
 #   make bench      trainer throughput against PyTorch (long; not part of test)
-#   make install    binaries, systemd unit, example config, man pages (DESTDIR=, PREFIX=/usr/local)
+#   make install    coretuned (sbindir), coretune (bindir), the dashboard ($(datadir)/coretuned/web), the
+#                   systemd unit (its paths rewritten to these), the config (never overwritten), man pages
+#                   and docs; GNU variables: DESTDIR, PREFIX (/usr/local), exec_prefix, bindir, sbindir,
+#                   sysconfdir (/etc), datadir, mandir, docdir, UNITDIR (from pkg-config systemd)
+#   make uninstall  removes exactly what install wrote (the config only while it is the untouched example)
 #   V=1             show the commands
 #   CUDA=1 / CUDA=0 the GPU backend on / off (default: on when /usr/local/cuda/bin/nvcc exists)
 # Sources are found by wildcard: a new .c file in a module folder is built without touching this file.
@@ -14,9 +18,21 @@ BIN     ?= bin
 SAN     ?=
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
-PREFIX  ?= /usr/local
 DESTDIR ?=
-UNITDIR ?= /lib/systemd/system
+# GNU installation directories; each can be set on the command line (make install bindir=/opt/ct/bin)
+PREFIX      ?= /usr/local
+prefix      ?= $(PREFIX)
+exec_prefix ?= $(prefix)
+bindir      ?= $(exec_prefix)/bin
+sbindir     ?= $(exec_prefix)/sbin
+# /etc whatever the prefix: the daemon's built-in config path and the unit's ConfigurationDirectory= are there
+sysconfdir  ?= /etc
+datarootdir ?= $(prefix)/share
+datadir     ?= $(datarootdir)
+mandir      ?= $(datarootdir)/man
+docdir      ?= $(datarootdir)/doc/coretuned
+UNITDIR     ?= $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/lib/systemd/system)
+VERSION     := $(shell sed -n 's/^\#define CORETUNED_VERSION "\(.*\)"/\1/p' common/version.h)
 
 PKGS    := libmicrohttpd jansson sqlite3 libuv openblas libpng libjpeg zlib libcurl nettle
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -81,7 +97,8 @@ LIBTRAINER  := $(O)/libtrainer.a
 LIBSPEC     := $(O)/libspec.a
 LIBSERVICE  := $(O)/libservice.a
 
-.PHONY: all deps run test unit e2e asan bench clean golden reproduce reproduce-quick reproduce-sweeps
+.PHONY: all deps run test unit e2e asan bench clean golden reproduce reproduce-quick reproduce-sweeps install \
+	uninstall
 all: $(BIN)/coretuned $(BIN)/coretune $(TEST_BINS)
 
 deps:
@@ -207,20 +224,46 @@ reproduce-quick:
 	$(PYTHON) reproduce/run.py --quick && $(PYTHON) reproduce/torch_protocol.py --quick && \
 		$(PYTHON) reproduce/report.py --quick
 
-# The unit's paths follow PREFIX; an existing /etc/coretuned/coretuned.conf is never overwritten.
+# ---- install / uninstall ----
+# The unit's ExecStart, --config, --web-root and Documentation= are rewritten to the directories above
+# (the grep fails the install if systemd/coretuned.service stops matching the sed). The config is installed
+# only where none exists, and uninstall removes it only while it is still byte-identical to the example,
+# so an admin's edits survive both. Man pages get the version from common/version.h.
+INST_WEB   := $(notdir $(wildcard web/*))
+INST_DOCS  := README.md docs/operations.md docs/api.md docs/cli.md docs/dashboard.md
+INST_MAN   := man1/coretune.1 man5/coretuned.conf.5 man8/coretuned.8
+INST_CONF  := $(DESTDIR)$(sysconfdir)/coretuned/coretuned.conf
+INST_UNIT  := $(DESTDIR)$(UNITDIR)/coretuned.service
+WEB_DIR    := $(datadir)/coretuned/web
+
 install: $(BIN)/coretuned $(BIN)/coretune
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/coretuned \
-		$(DESTDIR)$(PREFIX)/share/doc/coretuned $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
-	install -m 0755 $(BIN)/coretuned $(BIN)/coretune $(DESTDIR)$(PREFIX)/bin/
-	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/usr/local/share/|$(PREFIX)/share/|g' \
-		systemd/coretuned.service > $(DESTDIR)$(UNITDIR)/coretuned.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/coretuned.service
-	CORETUNED_CONFIG= $(BIN)/coretuned --example-config > $(DESTDIR)$(PREFIX)/share/doc/coretuned/coretuned.conf.example
-	[ -e $(DESTDIR)/etc/coretuned/coretuned.conf ] || install -m 0644 \
-		$(DESTDIR)$(PREFIX)/share/doc/coretuned/coretuned.conf.example $(DESTDIR)/etc/coretuned/coretuned.conf
-	install -m 0644 docs/man/coretuned.8 $(DESTDIR)$(PREFIX)/share/man/man8/
-	install -m 0644 docs/man/coretuned.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
-	install -m 0644 docs/operations.md docs/api.md $(DESTDIR)$(PREFIX)/share/doc/coretuned/
+	install -d $(DESTDIR)$(bindir) $(DESTDIR)$(sbindir) $(DESTDIR)$(WEB_DIR) $(DESTDIR)$(docdir) \
+		$(DESTDIR)$(sysconfdir)/coretuned $(DESTDIR)$(UNITDIR) $(addprefix $(DESTDIR)$(mandir)/,man1 man5 man8)
+	install -m 0755 $(BIN)/coretuned $(DESTDIR)$(sbindir)/coretuned
+	install -m 0755 $(BIN)/coretune $(DESTDIR)$(bindir)/coretune
+	install -m 0644 $(addprefix web/,$(INST_WEB)) $(DESTDIR)$(WEB_DIR)/
+	install -m 0644 $(INST_DOCS) $(DESTDIR)$(docdir)/
+	for m in $(INST_MAN); do \
+		sed -e '1,3s/"coretuned [0-9][0-9.]*"/"coretuned $(VERSION)"/' docs/man/$${m#*/} \
+			> $(DESTDIR)$(mandir)/$$m && chmod 0644 $(DESTDIR)$(mandir)/$$m || exit 1; done
+	sed -e 's|^ExecStart=/usr/local/sbin/coretuned |ExecStart=$(sbindir)/coretuned |' \
+		-e 's| --config /etc/coretuned/coretuned.conf | --config $(sysconfdir)/coretuned/coretuned.conf |' \
+		-e 's| --web-root /usr/local/share/coretuned/web| --web-root $(WEB_DIR)|' \
+		-e 's|^Documentation=file:/usr/local/share/doc/coretuned/|Documentation=file:$(docdir)/|' \
+		systemd/coretuned.service > $(INST_UNIT)
+	chmod 0644 $(INST_UNIT)
+	grep -q '^ExecStart=$(sbindir)/coretuned --config $(sysconfdir)/coretuned/coretuned.conf .* --web-root $(WEB_DIR)' \
+		$(INST_UNIT) || { echo "install: cannot rewrite the paths in systemd/coretuned.service" >&2; exit 1; }
+	CORETUNED_CONFIG= $(BIN)/coretuned --example-config > $(DESTDIR)$(docdir)/coretuned.conf.example
+	[ -e $(INST_CONF) ] || install -m 0644 $(DESTDIR)$(docdir)/coretuned.conf.example $(INST_CONF)
+
+uninstall:
+	[ ! -e $(INST_CONF) ] || ! cmp -s $(INST_CONF) $(DESTDIR)$(docdir)/coretuned.conf.example || rm -f $(INST_CONF)
+	rm -f $(DESTDIR)$(sbindir)/coretuned $(DESTDIR)$(bindir)/coretune $(INST_UNIT) \
+		$(addprefix $(DESTDIR)$(WEB_DIR)/,$(INST_WEB)) $(addprefix $(DESTDIR)$(docdir)/,$(notdir $(INST_DOCS))) \
+		$(DESTDIR)$(docdir)/coretuned.conf.example $(addprefix $(DESTDIR)$(mandir)/,$(INST_MAN))
+	-rmdir $(DESTDIR)$(WEB_DIR) $(DESTDIR)$(datadir)/coretuned $(DESTDIR)$(docdir) \
+		$(DESTDIR)$(sysconfdir)/coretuned 2>/dev/null
 
 clean:
 	rm -rf build bin
@@ -315,7 +358,7 @@ bench-history: all $(BIN)/bench/history_load
 # prefetch thread are still seen. e2e jobs set threads=1 themselves. Exit status 66 on any report makes
 # the daemon's clean-exit check, the cmocka runner and coretune's exit codes fail; the report is in the
 # daemon's log that the failing test prints. tests/tsan.supp lists the proven false positives.
-# test_systemd's install test runs `make install` with the O= and TSAN=1/SAN=1 of the BIN it tests, so
+# test_install runs `make install` with the O= and TSAN=1/SAN=1 of the BIN it tests, so
 # it finds these binaries up to date and relinks nothing.
 TSAN ?=
 ifneq ($(TSAN),)

@@ -331,7 +331,7 @@ void render_stats(prom_buf *b, const svc_stats *st)
     for (int k = 0; k < 2; k++) {
         prom_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", names[k], helps[k], names[k]);
         for (int i = 0; i < st->n_runs; i++) {
-            prom_printf(b, "%s{job=\"%s\",user=\"", names[k], st->runs[i].job_id);
+            prom_printf(b, "%s{job_id=\"%s\",user=\"", names[k], st->runs[i].job_id); /* "job" is Prometheus's own label */
             prom_escaped(b, st->runs[i].owner);
             prom_printf(b, "\"} %.6g\n", k == 0 ? st->runs[i].steps_per_s : st->runs[i].images_per_s);
         }

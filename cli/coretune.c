@@ -4,6 +4,7 @@
  * in cli/cli.h; 130 after Ctrl-C. */
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "common/version.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -11,6 +12,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: coretune [--url URL] [--token TOKEN] [--json] COMMAND [ARGS]\n"
+            "       coretune --version | --help\n"
             "\n"
             "jobs:\n"
             "  submit SPEC.json|-  [--suffix S] [--idempotency-key K] [--follow]   create a job from a spec\n"
@@ -64,6 +66,9 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
+            return CLI_OK;
+        } else if (!strcmp(a, "--version")) {
+            printf("coretune %s\n", CORETUNED_VERSION);
             return CLI_OK;
         } else if (!strcmp(a, "--json")) {
             g.json = 1;

@@ -7,6 +7,7 @@
 #include "api/api.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/version.h"
 #include "core/auth.h"
 #include "daemon/httpd.h"
 #include "daemon/sdnotify.h"
@@ -25,7 +26,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define CORETUNED_VERSION "0.2.0"
 #define DEFAULT_CONFIG "/etc/coretuned/coretuned.conf"
 
 typedef struct daemon_opts {
@@ -389,7 +389,7 @@ static const struct optdef {
     {"slurm-account-map", "USER=ACCOUNT,...", "", "charge each user's jobs to their Slurm account", set_account_map},
     {"slurm-args", "\"ARGS\"", "", "extra sbatch arguments an admin trusts, split on spaces (e.g. \"--qos=normal --exclusive\")", set_slurm_args},
     {"slurm-poll-seconds", "S", "5", "one squeue for all jobs every S seconds (progress files are read every second)", set_slurm_poll},
-    {"coretune-bin", "PATH", "the coretune next to coretuned", "the trainer CLI the batch script runs (must exist at that path on the compute nodes)", set_coretune_bin},
+    {"coretune-bin", "PATH", "the coretune next to coretuned (or in ../bin from sbin)", "the trainer CLI the batch script runs (must exist at that path on the compute nodes)", set_coretune_bin},
     {"shared-dir", "DIR", "DATA_DIR", "job directories live in DIR/jobs, which the compute nodes must reach at the same path", set_shared_dir},
     {"webhook-url", "URL", "", "announce each job's (and sweep's) end to URL, signed (Standard Webhooks; repeatable, at most 8)", set_webhook_url},
     {"webhook-secret-file", "FILE", "", "the webhooks' signing secret, \"whsec_<base64>\" on the first line (required with webhook-url)", set_webhook_secret_file},
@@ -566,6 +566,10 @@ static int validate(daemon_opts *o)
                 char *slash = strrchr(self, '/');
                 if (slash) *slash = 0;
                 snprintf(o->svc.slurm.coretune_bin, sizeof o->svc.slurm.coretune_bin, "%.1000s/coretune", self);
+                size_t len = strlen(self); /* make install: coretuned in sbin, coretune in bin beside it */
+                if (access(o->svc.slurm.coretune_bin, X_OK) != 0 && len >= 5 && !strcmp(self + len - 5, "/sbin"))
+                    snprintf(o->svc.slurm.coretune_bin, sizeof o->svc.slurm.coretune_bin, "%.*s/bin/coretune",
+                             (int)(len - 5), self);
             }
         }
         if (o->svc.slurm.poll_seconds <= 0) o->svc.slurm.poll_seconds = 5;

@@ -319,6 +319,21 @@ function signOut(message) {
 
 // ---- sign in
 
+let signInError = '';   // shown by the next sign-in form (a rejected ?token= link)
+
+// Keeps the token only once the daemon accepts it; returns '' (signed in, view mounted) or the error.
+async function signIn(token) {
+  sessionStorage.setItem(TOKEN_KEY, token);
+  try {
+    await api('GET', `${JOBS}?limit=1`);
+    mount();
+    return '';
+  } catch (e) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    return e.status === 401 || e.status === 403 ? 'This token was not accepted.' : `Cannot reach the daemon: ${e.message}`;
+  }
+}
+
 function signInView(view) {
   const input = h('input', { id: 'token', name: 'token', type: 'password', autocomplete: 'off', required: true,
     'aria-describedby': 'token-help', spellcheck: 'false' });
@@ -335,16 +350,9 @@ function signInView(view) {
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const token = input.value.trim();
-    if (!token) return;
-    sessionStorage.setItem(TOKEN_KEY, token);
-    try {
-      await api('GET', `${JOBS}?limit=1`);
-      mount();
-    } catch (e) {
-      sessionStorage.removeItem(TOKEN_KEY);
-      err.textContent = e.status === 401 || e.status === 403 ? 'This token was not accepted.' : `Cannot reach the daemon: ${e.message}`;
-    }
+    if (token) err.textContent = await signIn(token);
   });
+  err.textContent = signInError;
   view.append(form);
   input.focus();
   return { cleanup() {} };
@@ -1285,4 +1293,13 @@ $('#signout').addEventListener('click', () => signOut('Signed out.'));
 window.addEventListener('hashchange', mount);
 // Chart.js is a deferred classic script: it has run before this module (modules are deferred too, and
 // run in document order).
-mount();
+// The daemon's sign-in line links /?token=ct_...: take it, then drop it from the address bar and history.
+const linkToken = new URLSearchParams(location.search).get('token');
+if (linkToken) {
+  const q = new URLSearchParams(location.search);
+  q.delete('token');
+  history.replaceState(null, '', location.pathname + (q.toString() ? `?${q}` : '') + location.hash);
+  signIn(linkToken).then((e) => { if (e) { signInError = e; mount(); signInError = ''; } });
+} else {
+  mount();
+}

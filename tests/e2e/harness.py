@@ -27,7 +27,9 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, *extra_args, data_dir=None):
+    def __init__(self, *extra_args, data_dir=None, binary=None, cwd=None):
+        """binary: another coretuned than BIN's (an installed one); cwd: the daemon's working directory."""
+        self.binary, self.cwd = binary or os.path.join(BIN, "coretuned"), cwd
         self.own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="coretuned-e2e-")
         self.extra = list(extra_args)
@@ -41,9 +43,9 @@ class Daemon:
         self.log = open(os.path.join(self.data_dir, "daemon.log"), "ab")
         env = dict(os.environ, CORETUNED_CONFIG=os.environ.get("CT_TEST_CONFIG", ""))
         self.proc = subprocess.Popen(
-            [os.path.join(BIN, "coretuned"), "--listen", f"127.0.0.1:{self.port}",
-             "--data-dir", self.data_dir, *self.extra],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            [os.path.abspath(self.binary), "--listen", f"127.0.0.1:{self.port}",
+             "--data-dir", os.path.abspath(self.data_dir), *self.extra],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -105,6 +105,10 @@ class DashboardTest(DaemonTest):
     def test_browser(self):
         self.assertIn("dashboard: all checks passed", self.run_browser("dashboard.test.mjs"))
 
+    def test_signin_link(self):
+        """The daemon's sign-in link /?token=... signs the tab in and leaves no token in the URL."""
+        self.assertIn("signin: all checks passed", self.run_browser("signin.test.mjs"))
+
     def test_sweep_page_stub(self):
         """The sweep pages with the sweep API stubbed in the browser: runs without the daemon's sweep API."""
         self.assertIn("sweep dashboard (stub): all checks passed", self.run_browser("sweep.test.mjs", "--stub"))

@@ -138,12 +138,13 @@ class OptionsTest(unittest.TestCase):
                                 f"BIN={os.path.abspath(BIN)}", *san], cwd=ROOT, capture_output=True, text=True,
                                timeout=600)
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-            for rel in ("usr/bin/coretuned", "usr/bin/coretune", "lib/systemd/system/coretuned.service",
+            for rel in ("usr/sbin/coretuned", "usr/bin/coretune", "usr/share/coretuned/web/index.html",
+                        "usr/share/man/man1/coretune.1", "lib/systemd/system/coretuned.service",
                         "etc/coretuned/coretuned.conf", "usr/share/doc/coretuned/coretuned.conf.example",
                         "usr/share/man/man8/coretuned.8", "usr/share/man/man5/coretuned.conf.5"):
                 self.assertTrue(os.path.exists(os.path.join(tmp, rel)), rel)
             with open(os.path.join(tmp, "lib/systemd/system/coretuned.service")) as f:
-                self.assertIn("ExecStart=/usr/bin/coretuned", f.read())
+                self.assertRegex(f.read(), r"(?m)^ExecStart=/usr/sbin/coretuned .*--web-root /usr/share/coretuned/web")
             if shutil.which("man"):
                 p = subprocess.run(["man", "-l", "-Tutf8", os.path.join(tmp, "usr/share/man/man8/coretuned.8")],
                                    capture_output=True, text=True, timeout=60)
