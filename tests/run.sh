@@ -1,7 +1,7 @@
 #!/bin/sh
 # tests/run.sh BIN [unit|e2e|all] — the one test runner. Runs every unit-test binary in BIN/tests
 # (each in its own process, as libuv does) and the end-to-end tests against the real daemon in BIN,
-# then lists every skipped test ("skip BINARY: NAME" for cmocka, which gives no reason; "skip e2e TEST: REASON") and
+# then lists every skipped test ("skip BINARY: NAME: REASON" for cmocka, the reason being the test's own "[  SKIP    ]" line; "skip e2e TEST: REASON") and
 # prints one closing line "N passed, N failed, N skipped" that counts both halves; exits non-zero if anything
 # failed (a crash, a sanitizer report or an e2e runner that did not finish counts as a failure).
 set -u
@@ -31,8 +31,12 @@ if [ "$WHAT" = all ] || [ "$WHAT" = unit ]; then
         p=$1 f=$2 s=$3
         if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi   # crashed or sanitizer report
         passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
-        # cmocka names each skipped test twice (as it runs and in the summary): once is enough
-        sed -n 's/^\[  SKIPPED \] //p' "$log" | grep -v '^[0-9]* test(s)' | sort -u | sed "s/^/skip $name: /" >>"$skips"
+        # cmocka prints a skip's reason ("[  SKIP    ] why") just before "[  SKIPPED ] name", and names the
+        # test again in its summary: each name once, with the reason that came before it
+        awk -v bin="$name" '/^\[  SKIP    \] /{ r = substr($0, 14); next }
+            /^\[  SKIPPED \] [0-9]+ test/ { next }
+            /^\[  SKIPPED \] / { t = substr($0, 14); if (!(t in seen)) print "skip " bin ": " t ": " (r != "" ? r : "no reason given"); seen[t] = 1; r = "" }' \
+            "$log" >>"$skips"
         if [ "$f" -ne 0 ]; then
             echo "FAIL $name (exit $rc):"; sed 's/^/    /' "$log" | tail -n 40
         elif [ "$s" -ne 0 ]; then
