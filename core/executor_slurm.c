@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include "core/executor.h"
 #include "core/slurm_queue.h"
+#include "core/slurm_script.h"
 #include "core/subproc.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -142,53 +143,6 @@ static int report(sjob *j, int running, int requeued, int durable, const char *m
     j->reported_running = running;
     if (running) j->ever_running = 1;
     return rc;
-}
-
-/* 'text' for a POSIX shell */
-static int shell_quote(char *out, size_t n, const char *s)
-{
-    size_t k = 0;
-    if (n < 3) return -ENAMETOOLONG;
-    out[k++] = '\'';
-    for (; *s; s++) {
-        const char *piece = *s == '\'' ? "'\\''" : NULL;
-        size_t len = piece ? 4 : 1;
-        if (k + len + 2 > n) return -ENAMETOOLONG;
-        if (piece) memcpy(out + k, piece, len);
-        else out[k] = *s;
-        k += len;
-    }
-    out[k++] = '\'';
-    out[k] = 0;
-    return 0;
-}
-
-/* Write path atomically (tmp + rename) with mode. */
-static int write_file(const char *path, const char *text, mode_t mode, char *err, size_t errlen)
-{
-    char tmp[TR_PATH_MAX + 16];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) return err_set_path(err, errlen, -errno, tmp, "%s", strerror(errno));
-    size_t len = strlen(text), off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w < 0) {
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(e));
-            return -e;
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(e));
-        return -e;
-    }
-    return 0;
 }
 
 static long long file_size(const char *path)
@@ -670,35 +624,6 @@ static sjob *job_new(slurm *x, const exec_job *e)
     return j;
 }
 
-static int write_job_files(slurm *x, sjob *j, char *err, size_t errlen)
-{
-    char path[TR_PATH_MAX + 32], q[4][2 * TR_PATH_MAX + 64];
-    json_t *body = jobspec_body_json(&j->spec);
-    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(body);
-    if (!text) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
-    snprintf(path, sizeof path, "%s/spec.json", j->dir);
-    int rc = write_file(path, text, 0600, err, errlen);
-    free(text);
-    if (rc) return rc;
-    char spec[TR_PATH_MAX + 32], prog[TR_PATH_MAX + 32];
-    snprintf(spec, sizeof spec, "%s/spec.json", j->dir);
-    snprintf(prog, sizeof prog, "%s/progress.jsonl", j->dir);
-    if (shell_quote(q[0], sizeof q[0], x->cfg.coretune_bin) || shell_quote(q[1], sizeof q[1], spec) ||
-        shell_quote(q[2], sizeof q[2], j->dir) || shell_quote(q[3], sizeof q[3], prog)) {
-        snprintf(err, errlen, "a path is too long for the batch script");
-        return -ENAMETOOLONG;
-    }
-    char script[10 * TR_PATH_MAX];
-    snprintf(script, sizeof script,
-             "#!/bin/sh\n"
-             "# coretuned job %s: the trainer continues from the job directory's checkpoint when there is one.\n"
-             "# exec, so that Slurm's USR1 (a pause, or 60 s before the time limit) reaches it and it checkpoints.\n"
-             "exec %s train %s --out %s --resume --progress %s --threads %d --checkpoint-seconds %d\n",
-             j->id, q[0], q[1], q[2], q[3], j->spec.threads > 0 ? j->spec.threads : 1, x->cfg.checkpoint_seconds);
-    snprintf(path, sizeof path, "%s/slurm.sh", j->dir);
-    return write_file(path, script, 0700, err, errlen);
-}
 
 static int slurm_start(executor *e, const exec_job *ej, char *err, size_t errlen)
 {
@@ -708,7 +633,9 @@ static int slurm_start(executor *e, const exec_job *ej, char *err, size_t errlen
     if (!j) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
     char suffix[8];
     int rc = util_random_base62(suffix, 6); /* writes 6 characters and a NUL */
-    if (rc == 0) rc = write_job_files(x, j, err, errlen);
+    if (rc == 0)
+        rc = slurm_write_job_files(j->dir, j->id, &j->spec, x->cfg.coretune_bin, x->cfg.checkpoint_seconds, err,
+                                   errlen);
     else snprintf(err, errlen, "no randomness for a job name: %s", strerror(-rc));
     if (rc) { free(j); return rc; }
     snprintf(j->name, sizeof j->name, "ct-%.47s-%s", j->id, suffix);
