@@ -71,14 +71,42 @@ static int eligible(const user *u, const sched_job *jobs)
     return 1;
 }
 
+static int gpu_busy(int g, const sched_run *runs, int nr)
+{
+    for (int k = 0; k < nr; k++)
+        if (runs[k].gpu == g) return 1;
+    return 0;
+}
+
+int sched_gpu_for(const sched_cfg *c, int device, const sched_run *runs, int nr)
+{
+    if (!c->manage_gpus || device == SCHED_CPU) return SCHED_CPU;
+    int known = 0;
+    for (int i = 0; i < c->ngpus; i++) {
+        int g = c->gpus[i];
+        if (device != SCHED_GPU_ANY && device != g) continue;
+        known = 1;
+        if (!gpu_busy(g, runs, nr)) return g;
+    }
+    return known ? SCHED_GPU_BUSY : SCHED_GPU_NONE;
+}
+
 void sched_pick(const sched_cfg *c, const sched_job *jobs, int nj, const sched_run *runs, int nr, double now,
                 sched_decision *out)
 {
     out->start = out->preempt = out->waiting = -1;
+    out->gpu = -1;
     if (nj == 0) return;
     user *u = calloc((size_t)(nj + nr), sizeof *u);
-    if (!u) return;
-    int n = users_of(c, jobs, nj, runs, nr, u, NULL);
+    char *skip = calloc((size_t)nj, 1);
+    int *gpu = calloc((size_t)nj, sizeof *gpu);
+    if (!u || !skip || !gpu) goto done;
+    /* a job that cannot start whatever else happens now (a worker still stopping, its GPU taken) is no head */
+    for (int j = 0; j < nj; j++) {
+        gpu[j] = sched_gpu_for(c, jobs[j].device, runs, nr);
+        skip[j] = jobs[j].blocked || gpu[j] < SCHED_CPU;
+    }
+    int n = users_of(c, jobs, nj, runs, nr, u, skip);
     int used = 0, preempting = 0;
     for (int k = 0; k < nr; k++) { used += runs[k].threads; preempting |= runs[k].preempting; }
     int top = -1;
@@ -86,7 +114,11 @@ void sched_pick(const sched_cfg *c, const sched_job *jobs, int nj, const sched_r
         if (eligible(&u[i], jobs) && (top < 0 || ahead(&u[i], &u[top], jobs))) top = i;
     if (top < 0) goto done;
     const sched_job *J = &jobs[u[top].head];
-    if (J->threads <= c->cores - used && nr < c->workers) { out->start = u[top].head; goto done; }
+    if (J->threads <= c->cores - used && nr < c->workers) {
+        out->start = u[top].head;
+        out->gpu = gpu[out->start];
+        goto done;
+    }
     out->waiting = u[top].head;
     if (!c->preemption || preempting || J->threads > c->cores) goto done;
     int active = 0;
@@ -109,6 +141,8 @@ void sched_pick(const sched_cfg *c, const sched_job *jobs, int nj, const sched_r
     out->preempt = best;
 done:
     free(u);
+    free(skip);
+    free(gpu);
 }
 
 void sched_order(const sched_cfg *c, const sched_job *jobs, int nj, const sched_run *runs, int nr,

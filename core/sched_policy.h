@@ -16,6 +16,11 @@
  *    fair share (cores / active users) while the waiting user is at or under it (or runs nothing). It
  *    is checkpointed and requeued at the front of its user's queue. Two users who both want every core
  *    therefore alternate every `grace` seconds instead of one waiting for the other's whole queue.
+ *  - GPUs (when the config manages them: the local executor): a GPU job gets exactly one GPU of the
+ *    daemon's set (`gpus`), "cuda" any free one (the lowest index), "cuda:N" that one; a GPU is free when
+ *    no run (stopping ones included: they still hold it) has it. A job whose GPU is busy is passed over
+ *    for this decision like a blocked one, so the user's next job and other users' jobs (CPU jobs too)
+ *    may start beside it; it is never a reason to preempt. A GPU job still takes its threads.
  * Errors: none (a decision of -1 means "nothing to do"). */
 #ifndef CT_SCHED_H
 #define CT_SCHED_H
@@ -25,7 +30,13 @@ typedef struct sched_job {          /* a queued job */
     int priority, threads, preempted;
     long long seq;
     int blocked;                    /* its previous worker is still stopping: cannot start yet */
+    int device;                     /* SCHED_CPU, SCHED_GPU_ANY ("cuda") or N >= 0 ("cuda:N") */
 } sched_job;
+
+#define SCHED_CPU      (-1)
+#define SCHED_GPU_ANY  (-2)
+#define SCHED_GPU_BUSY (-3)         /* sched_gpu_for: its GPU (or every GPU of the set) is taken */
+#define SCHED_GPU_NONE (-4)         /* sched_gpu_for: not in the daemon's set (check() refuses such jobs) */
 
 typedef struct sched_run {          /* a running job */
     const char *id, *owner;         /* borrowed */
@@ -33,6 +44,7 @@ typedef struct sched_run {          /* a running job */
     double started_at;              /* seconds, same clock as now */
     int stopping;                   /* asked to stop (pause, cancel, preemption): still holds its threads */
     int preempting;                 /* stopping because of a preemption */
+    int gpu;                        /* the GPU it holds, -1 = none */
 } sched_run;
 
 typedef struct sched_quota {        /* per user; 0 = unlimited */
@@ -42,6 +54,9 @@ typedef struct sched_quota {        /* per user; 0 = unlimited */
 typedef struct sched_cfg {
     int cores, workers;
     int preemption;                 /* 0 = never preempt */
+    int manage_gpus;                /* 0 = GPUs are not ours to hand out (Slurm's --gres): ignore devices */
+    const int *gpus;                /* the daemon's GPUs (CUDA indices), borrowed */
+    int ngpus;
     double grace;                   /* seconds a job runs before it may be preempted */
     /* per-user quota and recent-start score; ud is passed back */
     void (*quota)(void *ud, const char *owner, sched_quota *out);
@@ -53,7 +68,12 @@ typedef struct sched_decision {
     int start;                      /* index into jobs to start now, or -1 */
     int preempt;                    /* index into runs to checkpoint and requeue, or -1 */
     int waiting;                    /* index of the job chosen next when nothing can start (-1: none) */
+    int gpu;                        /* with start: the GPU it gets (-1 = none: a CPU job, or unmanaged) */
 } sched_decision;
+
+/* The GPU a job asking for device would get now: -1 (SCHED_CPU) for a CPU job or when GPUs are not
+ * managed, the GPU's index, SCHED_GPU_BUSY or SCHED_GPU_NONE. */
+int sched_gpu_for(const sched_cfg *c, int device, const sched_run *runs, int nr);
 
 /* One decision. Call again after applying a start (the snapshot changed). */
 void sched_pick(const sched_cfg *c, const sched_job *jobs, int nj, const sched_run *runs, int nr, double now,

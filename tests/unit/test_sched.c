@@ -2,7 +2,8 @@
  * (threads never above cores, workers), priority within a user, fair share across users (50 queued jobs
  * of one user do not starve another's first), quotas, no backfill past a waiting head, preemption only
  * after the grace period, one at a time, of an over-share user or a lower-priority job of the same user,
- * and the queue order/estimated starts. Single-threaded cmocka binary. */
+ * the queue order/estimated starts, and GPU assignment over a fake GPU set (any free GPU, a pinned one, a
+ * GPU job waiting for its busy GPU while CPU jobs start beside it). Single-threaded cmocka binary. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -25,12 +26,14 @@ static sched_cfg cfg(int cores, int workers)
 
 static sched_job job(const char *id, const char *owner, int prio, int threads, long long seq)
 {
-    return (sched_job){.id = id, .owner = owner, .priority = prio, .threads = threads, .seq = seq};
+    return (sched_job){.id = id, .owner = owner, .priority = prio, .threads = threads, .seq = seq,
+                       .device = SCHED_CPU};
 }
 
 static sched_run run(const char *id, const char *owner, int prio, int threads, double started)
 {
-    return (sched_run){.id = id, .owner = owner, .priority = prio, .threads = threads, .started_at = started};
+    return (sched_run){.id = id, .owner = owner, .priority = prio, .threads = threads, .started_at = started,
+                       .gpu = -1};
 }
 
 static void test_capacity(void **st)
@@ -162,12 +165,120 @@ static void test_preemption(void **st)
     assert_int_equal(d.preempt, -1);
 }
 
+/* the daemon's GPUs are 2 and 5 (as --gpus 2,5 would give): indices are CUDA's, not positions */
+static const int fake_gpus[] = {2, 5};
+
+static sched_cfg gcfg(int cores, int workers)
+{
+    sched_cfg c = cfg(cores, workers);
+    c.manage_gpus = 1;
+    c.gpus = fake_gpus;
+    c.ngpus = 2;
+    return c;
+}
+
+static void test_gpu_for(void **st)
+{
+    (void)st;
+    sched_cfg c = gcfg(8, 8);
+    sched_run r[] = {run("a1", "a", 5, 1, 0), run("a2", "a", 5, 1, 0)};
+    assert_int_equal(sched_gpu_for(&c, SCHED_CPU, r, 0), SCHED_CPU);
+    assert_int_equal(sched_gpu_for(&c, SCHED_GPU_ANY, r, 0), 2);      /* the lowest free one */
+    assert_int_equal(sched_gpu_for(&c, 5, r, 0), 5);                  /* pinned */
+    assert_int_equal(sched_gpu_for(&c, 0, r, 0), SCHED_GPU_NONE);     /* not in the set */
+    r[0].gpu = 2;
+    assert_int_equal(sched_gpu_for(&c, SCHED_GPU_ANY, r, 1), 5);
+    assert_int_equal(sched_gpu_for(&c, 2, r, 1), SCHED_GPU_BUSY);
+    r[1].gpu = 5;
+    r[1].stopping = 1; /* still holds it until its worker ends */
+    assert_int_equal(sched_gpu_for(&c, SCHED_GPU_ANY, r, 2), SCHED_GPU_BUSY);
+    assert_int_equal(sched_gpu_for(&c, SCHED_CPU, r, 2), SCHED_CPU);
+    c.ngpus = 0; /* --gpus none */
+    assert_int_equal(sched_gpu_for(&c, SCHED_GPU_ANY, r, 0), SCHED_GPU_NONE);
+    c.manage_gpus = 0; /* Slurm hands GPUs out itself */
+    assert_int_equal(sched_gpu_for(&c, 5, r, 2), SCHED_CPU);
+}
+
+static void test_gpu_assignment(void **st)
+{
+    (void)st;
+    sched_cfg c = gcfg(8, 8);
+    c.preemption = 0;
+    sched_job j[] = {job("a1", "a", 5, 2, 1), job("a2", "a", 5, 2, 2), job("a3", "a", 5, 2, 3),
+                     job("a4", "a", 5, 1, 4)};
+    j[0].device = SCHED_GPU_ANY;
+    j[1].device = SCHED_GPU_ANY;
+    j[2].device = 2;
+    sched_run r[4];
+    int nr = 0;
+    sched_decision d;
+    /* the two "cuda" jobs get one GPU each, in the set's order */
+    sched_pick(&c, j, 4, r, nr, 100, &d);
+    assert_int_equal(d.start, 0);
+    assert_int_equal(d.gpu, 2);
+    r[nr] = run("a1", "a", 5, 2, 100); r[nr++].gpu = d.gpu;
+    sched_pick(&c, j + 1, 3, r, nr, 100, &d);
+    assert_int_equal(d.start, 0);
+    assert_int_equal(d.gpu, 5);
+    r[nr] = run("a2", "a", 5, 2, 100); r[nr++].gpu = d.gpu;
+    /* a3 is pinned to the busy GPU 2: it waits, and the CPU job behind it starts (no GPU, its threads) */
+    sched_pick(&c, j + 2, 2, r, nr, 100, &d);
+    assert_int_equal(d.start, 1);
+    assert_int_equal(d.gpu, -1);
+    r[nr] = run("a4", "a", 5, 1, 100); r[nr++].gpu = -1;
+    sched_pick(&c, j + 2, 1, r, nr, 100, &d);
+    assert_int_equal(d.start, -1);
+    assert_int_equal(d.waiting, -1); /* nothing that cores could unblock: no preemption either */
+    assert_int_equal(d.preempt, -1);
+    /* GPU 5 frees: a3 still waits for GPU 2 */
+    r[1] = r[--nr];
+    sched_pick(&c, j + 2, 1, r, nr, 100, &d);
+    assert_int_equal(d.start, -1);
+    /* GPU 2 frees: a3 gets it */
+    r[0] = r[--nr];
+    sched_pick(&c, j + 2, 1, r, nr, 100, &d);
+    assert_int_equal(d.start, 0);
+    assert_int_equal(d.gpu, 2);
+    /* a GPU job still needs its threads: with the cores taken it waits like any job */
+    sched_run full[] = {run("b1", "b", 5, 8, 100)};
+    full[0].gpu = -1;
+    sched_pick(&c, j + 2, 1, full, 1, 100, &d);
+    assert_int_equal(d.start, -1);
+    assert_int_equal(d.waiting, 0);
+    /* unmanaged (Slurm): the device does not matter here */
+    c.manage_gpus = 0;
+    sched_pick(&c, j + 2, 1, r, 2, 100, &d);
+    assert_int_equal(d.start, 0);
+    assert_int_equal(d.gpu, -1);
+}
+
+static void test_gpu_busy_other_user(void **st)
+{
+    (void)st;
+    /* user a's head waits for a GPU; user b's CPU job and a's next job are not held up by it */
+    sched_cfg c = gcfg(8, 8);
+    c.ngpus = 1;
+    sched_job j[] = {job("a2", "a", 9, 1, 2), job("a3", "a", 1, 1, 3), job("b1", "b", 5, 1, 4)};
+    j[0].device = SCHED_GPU_ANY;
+    sched_run r[] = {run("a1", "a", 5, 1, 0)};
+    r[0].gpu = 2;
+    sched_decision d;
+    sched_pick(&c, j, 3, r, 1, 100, &d);
+    assert_int_equal(d.start, 2); /* b runs fewer threads */
+    sched_job k[] = {j[0], j[1]};
+    sched_pick(&c, k, 2, r, 1, 100, &d);
+    assert_int_equal(d.start, 1);
+    assert_int_equal(d.gpu, -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_capacity),       cmocka_unit_test(test_priority_within_user),
         cmocka_unit_test(test_fair_share),     cmocka_unit_test(test_quota_skips_user),
         cmocka_unit_test(test_no_backfill),    cmocka_unit_test(test_preemption),
+        cmocka_unit_test(test_gpu_for),        cmocka_unit_test(test_gpu_assignment),
+        cmocka_unit_test(test_gpu_busy_other_user),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
