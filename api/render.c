@@ -84,6 +84,7 @@ json_t *render_job(const svc_job *v)
     /* rows from before "device" ran on the CPU */
     json_t *dev = json_object_get(ext, "device");
     json_object_set_new(o, "device", json_is_string(dev) ? json_incref(dev) : json_string("cpu"));
+    json_object_set_new(o, "assigned_device", jstr(v->assigned_device[0] ? v->assigned_device : NULL));
     json_decref(ext);
     json_object_set_new(o, "progress", json_pack("{s:i, s:i, s:i, s:i}", "epoch", j->epoch, "epochs", j->epochs,
                                                  "step", j->step, "total_steps", j->total_steps));

@@ -51,6 +51,7 @@ typedef struct svc svc; /* opaque */
 #define SVC_MAX_ROOTS 16
 #define SVC_MAX_USER_QUOTAS 64
 #define SVC_MAX_WEBHOOKS 8
+#define SVC_MAX_GPUS EXEC_MAX_GPUS
 
 typedef struct svc_quota {    /* per-user limits; 0 = unlimited */
     int running_jobs;         /* jobs running at once */
@@ -78,6 +79,9 @@ typedef struct svc_config {
     int threads_per_job;      /* trainer threads per job (the job's own "threads" may ask for fewer) */
     int cores;                /* the threads of running jobs together never exceed this */
     int preemption;           /* 1 = checkpoint and requeue a job to make room (fair share, priority) */
+    int n_gpus;               /* the local executor's GPUs (CUDA indices among the visible devices): each */
+    int gpus[SVC_MAX_GPUS];   /* GPU job gets one of them; 0 = none (a cuda job is a 400 naming "device") */
+    char gpus_why[160];       /* with n_gpus 0: why ("--gpus none", "CUDA reports 0 devices: ...") */
     double preempt_grace;     /* seconds a job runs before it may be preempted */
     long long self_uid;       /* the daemon's uid: maps to the bootstrap admin on the Unix socket */
     svc_quota quota;          /* every user's, unless overridden */
@@ -154,6 +158,8 @@ typedef struct svc_job {
     long long estimated_start;     /* unix seconds; 0 = unknown */
     long long estimated_finish;    /* unix seconds; 0 = unknown or not running */
     const char *executor_type;     /* (static) row.executor is NULL: the executor it runs on ("local") */
+    char assigned_device[16];      /* running under the local executor: "cpu" or "cuda:N", the device the
+                                    * scheduler gave it (a "cuda" job's GPU); "" = none */
 } svc_job;
 void svc_job_clear(svc_job *j);
 

@@ -39,6 +39,8 @@ struct run {                       /* the core's side of a run (the executor has
     char out_dir[TR_PATH_MAX];
     char owner[64];
     int priority, threads;
+    int gpu;                       /* the GPU the scheduler gave it (CUDA index), -1 = none */
+    int assigned;                  /* the scheduler chose its device (the local executor): gpu is the truth */
     enum tr_stop stop;             /* what the core asked of it (only upwards) */
     double started_at;             /* monotonic seconds */
     int preempting;                /* stopping to make room: requeued when it leaves */
@@ -132,7 +134,7 @@ json_t *svc__split_priority(const json_t *body, int *prio, svc_error *e); /* the
 int  svc__job_check(svc *s, const svc_caller *who, const json_t *body, svc_error *e);
 
 /* runs.c */
-void svc__start_job(svc *s, const char *id);
+void svc__start_job(svc *s, const char *id, int gpu); /* gpu: the scheduler's (-1 = none) */
 int  svc__adopt_run(svc *s, const char *id);             /* re-attach a `running` job after a restart */
 void svc__runs_free(svc *s);
 void svc__stop_run(svc *s, run *r, enum tr_stop mode);

@@ -86,7 +86,10 @@ struct executor { const exec_ops *ops; };
 
 /* Today's executor: one worker thread per run (at most as many as the scheduler starts). cores: what it
  * may give a job (resources.cpus above it is refused). */
-int exec_local_new(executor **out, uv_loop_t *loop, const exec_sink *sink, int cores, char *err, size_t errlen);
+/* gpus: the daemon's GPUs (CUDA indices; copied), gpus_why: why there are none (the 400's reason). */
+#define EXEC_MAX_GPUS 64
+int exec_local_new(executor **out, uv_loop_t *loop, const exec_sink *sink, int cores, const int *gpus, int ngpus,
+                   const char *gpus_why, char *err, size_t errlen);
 
 /* Slurm: each run is a batch job running `coretune train` (executor_slurm.c). */
 #define EXEC_SLURM_MAX_ARGS 32

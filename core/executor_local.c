@@ -10,7 +10,6 @@
 #define _GNU_SOURCE
 #include "core/executor.h"
 #include "common/util.h"
-#include "trainer/gpu/gpu.h"
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -53,6 +52,8 @@ typedef struct local {
     int spare_cap;
     lrun *runs;                    /* loop-owned */
     int cores;                     /* the most threads a job may ask for */
+    int gpus[EXEC_MAX_GPUS], ngpus; /* the daemon's GPUs (the scheduler hands them out) */
+    char gpus_why[160];            /* why there are none */
     void (*closed)(void *);
     void *closed_ud;
 } local;
@@ -183,21 +184,32 @@ static int local_reattach(executor *e, const exec_job *j)
     return -ENOENT;
 }
 
-/* This machine's cores (as many as the daemon gives a job), memory and visible CUDA devices (a job names
- * one with "device"; resources.gpus is Slurm's); no partitions; a time limit it would have to enforce is
- * refused rather than ignored. */
+static int has_gpu(const local *x, int device)
+{
+    for (int i = 0; i < x->ngpus; i++)
+        if (device == TR_DEVICE_ANY || x->gpus[i] == device) return 1;
+    return 0;
+}
+
+/* This machine's cores (as many as the daemon gives a job), memory and the daemon's GPUs (--gpus: a job
+ * names "cuda" for any of them or "cuda:N" for one; resources.gpus is Slurm's); no partitions; a time
+ * limit it would have to enforce is refused rather than ignored. */
 static int local_check(executor *e, const jobspec_resources *res, int device, char *param, size_t paramlen,
                        char *err, size_t errlen)
 {
     local *x = (local *)e;
-    char why[160];
-    int ngpu = device >= 0 ? gpu_device_count(why, sizeof why) : 0;
     long long mem_mb = (long long)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / (1024 * 1024);
     const char *p = NULL;
-    if (device >= ngpu) {
+    if (device != TR_DEVICE_CPU && !has_gpu(x, device)) {
+        char name[16], set[3 * EXEC_MAX_GPUS + 1] = "";
+        jobspec_device_name(device, name, sizeof name);
+        for (int i = 0; i < x->ngpus; i++)
+            snprintf(set + strlen(set), sizeof set - strlen(set), "%s%d", i ? "," : "", x->gpus[i]);
         p = "device";
-        snprintf(err, errlen, "device cuda:%d: this daemon has %d CUDA device%s (%s)", device, ngpu, ngpu == 1 ? "" : "s",
-                 why);
+        if (x->ngpus == 0)
+            snprintf(err, errlen, "device %s: this daemon has no GPUs to give (%s)", name, x->gpus_why);
+        else
+            snprintf(err, errlen, "device %s is not one of this daemon's GPUs (--gpus %s)", name, set);
     } else if (res->cpus > x->cores) {
         p = "resources.cpus";
         snprintf(err, errlen, "this daemon gives a job at most %d cpus (--threads-per-job)", x->cores);
@@ -249,12 +261,16 @@ static const exec_ops local_ops = {.name = "local", .queues = 0, .outlives_daemo
                                    .start = local_start, .stop = local_stop, .reattach = local_reattach,
                                    .trouble = local_trouble, .close = local_close, .free = local_free};
 
-int exec_local_new(executor **out, uv_loop_t *loop, const exec_sink *sink, int cores, char *err, size_t errlen)
+int exec_local_new(executor **out, uv_loop_t *loop, const exec_sink *sink, int cores, const int *gpus, int ngpus,
+                   const char *gpus_why, char *err, size_t errlen)
 {
     local *x = calloc(1, sizeof *x);
     if (!x) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
     x->base.ops = &local_ops;
     x->cores = cores;
+    x->ngpus = ngpus < 0 ? 0 : ngpus > EXEC_MAX_GPUS ? EXEC_MAX_GPUS : ngpus;
+    if (x->ngpus) memcpy(x->gpus, gpus, sizeof *gpus * (size_t)x->ngpus);
+    snprintf(x->gpus_why, sizeof x->gpus_why, "%s", gpus_why && gpus_why[0] ? gpus_why : "--gpus none");
     x->sink = *sink;
     pthread_mutex_init(&x->qlock, NULL);
     int rc = uv_async_init(loop, &x->async, on_async);

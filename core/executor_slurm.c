@@ -710,10 +710,13 @@ static int slurm_check(executor *e, const jobspec_resources *res, int device, ch
                        char *err, size_t errlen)
 {
     (void)e;
-    if (device < 0 || res->gpus > device) return 0;
+    int need = device == TR_DEVICE_ANY ? 1 : device + 1; /* "cuda": the first of what --gres gives */
+    if (device == TR_DEVICE_CPU || res->gpus >= need) return 0;
+    char name[16];
+    jobspec_device_name(device, name, sizeof name);
     snprintf(param, paramlen, "device");
-    snprintf(err, errlen, "device cuda:%d needs resources.gpus >= %d on Slurm (the run sees only the GPUs --gres "
-                          "gives it)", device, device + 1);
+    snprintf(err, errlen, "device %s needs resources.gpus >= %d on Slurm (the run sees only the GPUs --gres "
+                          "gives it)", name, need);
     return -EINVAL;
 }
 

@@ -52,6 +52,8 @@ static int job_view(svc *s, db_job *row, svc_job *out)
     db_job *j = &out->row;
     long long eta_from = j->progress_at;
     run *r = svc__find_run(s, j->id);
+    if (r && r->assigned && j->status == JOB_RUNNING)
+        jobspec_device_name(r->gpu >= 0 ? r->gpu : TR_DEVICE_CPU, out->assigned_device, sizeof out->assigned_device);
     if (r && r->step > 0) {
         char *live = json_dumps(r->latest, JSON_COMPACT);
         if (!live) return -ENOMEM;

@@ -68,6 +68,7 @@ static run *run_new(svc *s, const db_job *j, tr_spec *spec, jobspec_resources *r
     snprintf(r->owner, sizeof r->owner, "%s", j->owner);
     snprintf(r->arch, sizeof r->arch, "%s", spec->arch);
     r->priority = j->priority;
+    r->gpu = -1;
     spec->seed = (uint64_t)j->seed;
     /* resources.cpus is what the executor gives (jobspec_parse set threads to it; check() vetted it) */
     if (res->cpus <= 0 && (spec->threads <= 0 || spec->threads > s->cfg.threads_per_job))
@@ -117,7 +118,7 @@ static void emit_running(svc *s, run *r, long long started_at)
               r->resumed ? "Job resumed from its last checkpoint" : "Job started");
 }
 
-void svc__start_job(svc *s, const char *id)
+void svc__start_job(svc *s, const char *id, int gpu)
 {
     db_job j;
     svc_error e;
@@ -127,6 +128,19 @@ void svc__start_job(svc *s, const char *id)
     char param[128] = "", err[512];
     int resume, rc;
     run *r = run_new(s, &j, &spec, &res, &resume, param, sizeof param, err, sizeof err);
+    if (r && !s->exec->ops->queues && spec.device != TR_DEVICE_CPU && gpu < 0) {
+        char dev[16];
+        jobspec_device_name(spec.device, dev, sizeof dev);
+        snprintf(param, sizeof param, "device");
+        snprintf(err, sizeof err, "device %s is not one of this daemon's GPUs (--gpus changed since the job was "
+                                  "queued)", dev);
+        run_free(r);
+        r = NULL;
+    } else if (r && !s->exec->ops->queues) { /* the trainer trains on the GPU the scheduler gave */
+        r->assigned = 1;
+        r->gpu = spec.device == TR_DEVICE_CPU ? -1 : gpu;
+        if (r->gpu >= 0) spec.device = r->gpu;
+    }
     exec_job x = {id, j.owner, &spec, &res, r ? r->out_dir : NULL, resume, NULL};
     if (!r) {
         LOG(LOG_WARN, "msg=\"job cannot start\" job=%s err=\"%s\"", id, err);
@@ -141,8 +155,10 @@ void svc__start_job(svc *s, const char *id)
         if (!s->exec->ops->queues) emit_running(s, r, j.started_at); /* else when the executor says so */
         svc__flush(s);
         svc__note_start(s, r->owner);
-        LOG(LOG_INFO, "msg=\"job started\" job=%s user=%s priority=%d resume=%d threads=%d executor=%s", id,
-            r->owner, r->priority, resume, r->threads, s->exec->ops->name);
+        char dev[16];
+        jobspec_device_name(spec.device, dev, sizeof dev);
+        LOG(LOG_INFO, "msg=\"job started\" job=%s user=%s priority=%d resume=%d threads=%d executor=%s device=%s", id,
+            r->owner, r->priority, resume, r->threads, s->exec->ops->name, dev);
         r = NULL; /* owned by the list */
     }
     run_free(r);

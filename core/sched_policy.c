@@ -101,10 +101,11 @@ void sched_pick(const sched_cfg *c, const sched_job *jobs, int nj, const sched_r
     char *skip = calloc((size_t)nj, 1);
     int *gpu = calloc((size_t)nj, sizeof *gpu);
     if (!u || !skip || !gpu) goto done;
-    /* a job that cannot start whatever else happens now (a worker still stopping, its GPU taken) is no head */
+    /* a job that cannot start whatever else happens now (a worker still stopping, its GPU taken) is no
+     * head; one whose GPU is not in the set at all starts, so that the core fails it with the reason */
     for (int j = 0; j < nj; j++) {
         gpu[j] = sched_gpu_for(c, jobs[j].device, runs, nr);
-        skip[j] = jobs[j].blocked || gpu[j] < SCHED_CPU;
+        skip[j] = jobs[j].blocked || gpu[j] == SCHED_GPU_BUSY;
     }
     int n = users_of(c, jobs, nj, runs, nr, u, skip);
     int used = 0, preempting = 0;

@@ -68,7 +68,9 @@ typedef struct sched_decision {
     int start;                      /* index into jobs to start now, or -1 */
     int preempt;                    /* index into runs to checkpoint and requeue, or -1 */
     int waiting;                    /* index of the job chosen next when nothing can start (-1: none) */
-    int gpu;                        /* with start: the GPU it gets (-1 = none: a CPU job, or unmanaged) */
+    int gpu;                        /* with start: the GPU it gets (-1 = none: a CPU job, or unmanaged);
+                                     * SCHED_GPU_NONE: its GPU is not in the set (the daemon restarted with
+                                     * another --gpus): the core fails the job */
 } sched_decision;
 
 /* The GPU a job asking for device would get now: -1 (SCHED_CPU) for a CPU job or when GPUs are not

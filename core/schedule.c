@@ -122,9 +122,12 @@ static int snapshot_take(svc *s, snapshot *sn, sched_cfg *c)
     if (!sn->jobs || !sn->runs || !sn->run_of || !sn->finish) goto fail;
     for (int i = 0; i < sn->nj; i++) {
         db_queued *q = &sn->q[i];
+        int dev = TR_DEVICE_CPU;
+        if (jobspec_device_parse(q->device, &dev) != 0) dev = TR_DEVICE_CPU; /* checked at create: cannot be */
         sn->jobs[i] = (sched_job){.id = q->id, .owner = q->owner, .priority = q->priority,
                                   .threads = q->threads > 0 ? q->threads : 1, .preempted = q->preempted,
-                                  .seq = q->seq, .blocked = svc__find_run(s, q->id) != NULL};
+                                  .seq = q->seq, .blocked = svc__find_run(s, q->id) != NULL,
+                                  .device = dev == TR_DEVICE_ANY ? SCHED_GPU_ANY : dev};
     }
     double now = util_mono();
     for (run *r = s->runs; r; r = r->next) {
@@ -132,10 +135,13 @@ static int snapshot_take(svc *s, snapshot *sn, sched_cfg *c)
         sn->finish[sn->nr] = isfinite(r->eta_seconds) && r->eta_seconds > 0 ? now + r->eta_seconds : 0;
         sn->runs[sn->nr++] = (sched_run){.id = r->job_id, .owner = r->owner, .priority = r->priority,
                                           .threads = r->threads, .started_at = r->started_at,
-                                          .stopping = r->stop != TR_RUN, .preempting = r->preempting};
+                                          .stopping = r->stop != TR_RUN, .preempting = r->preempting,
+                                          .gpu = r->gpu};
     }
+    /* GPUs are ours to hand out only when we run the jobs (Slurm's --gres gives them there) */
     *c = (sched_cfg){.cores = s->cfg.cores, .workers = s->cfg.workers, .preemption = s->cfg.preemption,
-                     .grace = s->cfg.preempt_grace, .quota = sched_quota_cb, .recent = sched_recent_cb, .ud = s};
+                     .grace = s->cfg.preempt_grace, .manage_gpus = !s->exec->ops->queues, .gpus = s->cfg.gpus,
+                     .ngpus = s->cfg.n_gpus, .quota = sched_quota_cb, .recent = sched_recent_cb, .ud = s};
     return 0;
 fail:
     snapshot_free(sn);
@@ -207,7 +213,7 @@ void svc__schedule(svc *s)
             char id[DB_ID_MAX];
             snprintf(id, sizeof id, "%s", sn.jobs[d.start].id);
             snapshot_free(&sn);
-            svc__start_job(s, id);
+            svc__start_job(s, id, d.gpu);
             continue;
         }
         if (d.preempt >= 0 && d.waiting >= 0)

@@ -6,6 +6,7 @@
 #include "common/util.h"
 #include "common/version.h"
 #include "core/auth.h"
+#include "trainer/gpu/gpu.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
@@ -179,6 +180,60 @@ static int set_cores(daemon_opts *o, const char *v)
     return 0;
 }
 
+/* "auto", "none" or CUDA indices "0,1" (each 0..63, once); whether they exist is opts_validate's */
+static int set_gpus(daemon_opts *o, const char *v)
+{
+    if (!strcmp(v, "auto") || !strcmp(v, "none")) {
+        o->gpus_mode = !strcmp(v, "auto") ? OPTS_GPUS_AUTO : OPTS_GPUS_NONE;
+        o->svc.n_gpus = 0;
+        return 0;
+    }
+    char buf[256];
+    if (!*v || strlen(v) >= sizeof buf) return -1;
+    snprintf(buf, sizeof buf, "%s", v);
+    int n = 0, list[SVC_MAX_GPUS];
+    for (char *t = buf, *comma; t; t = comma ? comma + 1 : NULL) {
+        if ((comma = strchr(t, ','))) *comma = 0;
+        long x;
+        if (t[0] == '+' || t[0] == ' ' || opts_parse_int(t, 0, SVC_MAX_GPUS - 1, &x)) return -1;
+        for (int i = 0; i < n; i++)
+            if (list[i] == x) return -1; /* a GPU listed twice would be handed out twice */
+        list[n++] = (int)x;
+    }
+    o->gpus_mode = OPTS_GPUS_LIST;
+    o->svc.n_gpus = n;
+    memcpy(o->svc.gpus, list, sizeof list[0] * (size_t)n);
+    return 0;
+}
+
+/* The GPUs the option names, against what CUDA reports (CUDA_VISIBLE_DEVICES applies): a listed GPU that is
+ * not there stops the daemon; auto takes every visible one. -1 with the message printed. */
+static int resolve_gpus(daemon_opts *o)
+{
+    svc_config *c = &o->svc;
+    if (o->gpus_mode == OPTS_GPUS_NONE) {
+        snprintf(c->gpus_why, sizeof c->gpus_why, "--gpus none");
+        return 0;
+    }
+    char why[128] = "";
+    int have = gpu_device_count(why, sizeof why);
+    if (o->gpus_mode == OPTS_GPUS_AUTO) {
+        c->n_gpus = have < SVC_MAX_GPUS ? have : SVC_MAX_GPUS;
+        for (int i = 0; i < c->n_gpus; i++) c->gpus[i] = i;
+        snprintf(c->gpus_why, sizeof c->gpus_why, "--gpus auto: CUDA reports 0 devices%s%.100s", why[0] ? ": " : "",
+                 why);
+        return 0;
+    }
+    for (int i = 0; i < c->n_gpus; i++) {
+        if (c->gpus[i] < have) continue;
+        fprintf(stderr, "coretuned: gpus: GPU %d does not exist: CUDA reports %d visible device%s%s%s"
+                        " (indices count from 0 among CUDA_VISIBLE_DEVICES)\n",
+                c->gpus[i], have, have == 1 ? "" : "s", why[0] ? ": " : "", why);
+        return -1;
+    }
+    return 0;
+}
+
 static int set_preemption(daemon_opts *o, const char *v)
 {
     if (!strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "true")) o->svc.preemption = 1;
@@ -343,6 +398,7 @@ static const struct optdef {
     {"cores", "N", "the cores this process may use", "the threads of running jobs together never exceed N", set_cores},
     {"workers", "N", "cores / threads-per-job", "jobs trained at once at most (0 = queue only)", set_workers},
     {"threads-per-job", "T", "cores / workers", "most trainer threads one job gets (a job may ask for fewer)", set_threads},
+    {"gpus", "auto|none|N,...", "auto", "CUDA devices jobs train on, as indices among the visible ones (e.g. 0,1; CUDA_VISIBLE_DEVICES applies): each GPU job gets one to itself; auto = every visible device; a listed one that is missing stops the daemon (executor local)", set_gpus},
     {"preemption", "yes|no", "yes", "checkpoint and requeue a running job to make room for a user under the fair share or a higher-priority job of its own user", set_preemption},
     {"preempt-grace", "SECONDS", "600", "how long a job runs before it may be preempted", set_grace},
     {"quota", "K=V,...", "unlimited", "every user's limits: running_jobs, queued_jobs, threads, upload_mb (0 = unlimited)", set_quota},
@@ -511,6 +567,9 @@ int opts_validate(daemon_opts *o)
         bad = 1;
     }
     if (!strcmp(o->svc.executor, "slurm")) {
+        if (o->gpus_mode == OPTS_GPUS_LIST) /* Slurm's --gres hands them out (resources.gpus) */
+            fprintf(stderr, "coretuned: note: gpus applies only with executor local\n");
+        o->svc.n_gpus = 0;
         if (!o->svc.slurm.coretune_bin[0]) { /* the coretune next to this binary */
             char self[1024];
             ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -535,6 +594,7 @@ int opts_validate(daemon_opts *o)
     } else if (o->shared_dir[0] || o->svc.slurm.n_args || o->svc.slurm.partition[0]) {
         fprintf(stderr, "coretuned: note: the slurm-* and shared-dir options apply only with executor slurm\n");
     }
+    if (strcmp(o->svc.executor, "slurm") && resolve_gpus(o)) bad = 1;
     if (!o->socket_path[0]) {
         char p[1200];
         snprintf(p, sizeof p, "%s/coretuned.sock", o->svc.data_dir);

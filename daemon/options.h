@@ -7,6 +7,8 @@
 #include "daemon/httpd.h"
 #include <stdio.h>
 
+enum { OPTS_GPUS_AUTO, OPTS_GPUS_NONE, OPTS_GPUS_LIST };
+
 typedef struct daemon_opts {
     char host[64];
     int port;
@@ -14,6 +16,7 @@ typedef struct daemon_opts {
     api_limits lim;
     httpd_limits http;          /* 0 = httpd's defaults */
     int workers_set, threads_set, cores_set;
+    int gpus_mode;              /* OPTS_GPUS_AUTO (default), _NONE or _LIST (svc.gpus holds the list) */
     char web_root[1024];
     char socket_path[108];      /* "" = DATA_DIR/coretuned.sock; "none" = no socket */
     char tls_cert[1024], tls_key[1024];

@@ -516,7 +516,7 @@ int jobspec_device_parse(const char *name, int *out)
 {
     if (!name) return -EINVAL;
     if (strcmp(name, "cpu") == 0) { *out = -1; return 0; }
-    if (strcmp(name, "cuda") == 0) { *out = 0; return 0; }
+    if (strcmp(name, "cuda") == 0) { *out = TR_DEVICE_ANY; return 0; }
     if (strncmp(name, "cuda:", 5) != 0) return -EINVAL;
     const char *d = name + 5;
     int n = 0;
@@ -533,7 +533,8 @@ int jobspec_device_parse(const char *name, int *out)
 
 void jobspec_device_name(int device, char *buf, size_t len)
 {
-    if (device < 0) snprintf(buf, len, "cpu");
+    if (device == TR_DEVICE_ANY) snprintf(buf, len, "cuda");
+    else if (device < 0) snprintf(buf, len, "cpu");
     else snprintf(buf, len, "cuda:%d", device);
 }
 

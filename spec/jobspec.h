@@ -67,10 +67,10 @@ json_t *jobspec_effective_json(const tr_spec *s);
  * (new reference). */
 json_t *jobspec_extensions_json(const tr_spec *s);
 
-/* The body's "device": "cpu" -> -1, "cuda" -> 0, "cuda:N" -> N (0 <= N < 64, an index among the visible
+/* The body's "device": "cpu" -> TR_DEVICE_CPU, "cuda" -> TR_DEVICE_ANY (any GPU the daemon assigns), "cuda:N" -> N (0 <= N < 64, an index among the visible
  * CUDA devices). -EINVAL for anything else (NULL included). jobspec_device_name writes it back. */
 int  jobspec_device_parse(const char *name, int *out);
-void jobspec_device_name(int device, char *buf, size_t len); /* "cpu" or "cuda:N"; len >= 8 */
+void jobspec_device_name(int device, char *buf, size_t len); /* "cpu", "cuda" or "cuda:N"; len >= 8 */
 
 /* "ce_tuning", "core_tuning" or "simclr": the method's name in bodies and job objects. */
 const char *jobspec_method_name(enum tr_method m);

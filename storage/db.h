@@ -71,6 +71,7 @@ typedef struct db_queued {
     char id[DB_ID_MAX];
     char owner[64];
     int priority, threads, preempted;
+    char device[16];                /* the spec's "device" ("cpu" for rows from before it) */
 } db_queued;
 typedef int (*db_queued_fn)(void *ud, const db_queued *q);
 int db_job_queue(db *d, db_queued_fn fn, void *ud);

@@ -171,7 +171,8 @@ int db_job_ids_executor_live(db *d, int limit, char (*ids)[DB_ID_MAX], int *n)
 
 int db_job_queue(db *d, db_queued_fn fn, void *ud)
 {
-    sqlite3_stmt *st = db__prep(d, "SELECT seq, created_at, id, coalesce(owner, ''), priority, threads, preempted"
+    sqlite3_stmt *st = db__prep(d, "SELECT seq, created_at, id, coalesce(owner, ''), priority, threads, preempted,"
+                                   " coalesce(json_extract(extensions, '$.device'), 'cpu')"
                                    " FROM jobs WHERE status = ? ORDER BY seq");
     if (!st) return -EIO;
     db__bind_text(st, 1, job_status_name(JOB_QUEUED));
@@ -185,6 +186,7 @@ int db_job_queue(db *d, db_queued_fn fn, void *ud)
         q.priority = sqlite3_column_int(st, 4);
         q.threads = sqlite3_column_int(st, 5);
         q.preempted = sqlite3_column_int(st, 6);
+        db__col_copy(st, 7, q.device, sizeof q.device);
         if (fn(ud, &q)) break;
     }
     sqlite3_finalize(st);

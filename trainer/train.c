@@ -99,8 +99,8 @@ int tr_spec_validate(const tr_spec *s, char *param, size_t paramlen, char *err, 
     CHECK_RANGE(h->es_patience > 0 || h->es_min_delta == 0, "es_min_delta",
                 "early_stopping.min_delta needs early_stopping.patience");
     CHECK_RANGE(s->threads >= 0 && s->threads <= 1024, "threads", "threads must be in [0, 1024]");
-    CHECK_RANGE(s->device >= -1 && s->device < 64, "device", "device must be \"cpu\", \"cuda\" or \"cuda:N\" (N < 64)");
-    CHECK_RANGE(!s->tf32 || s->device >= 0, "tf32", "precision \"tf32\" needs a CUDA device");
+    CHECK_RANGE(s->device >= TR_DEVICE_ANY && s->device < 64, "device", "device must be \"cpu\", \"cuda\" or \"cuda:N\" (N < 64)");
+    CHECK_RANGE(!s->tf32 || s->device != TR_DEVICE_CPU, "tf32", "precision \"tf32\" needs a CUDA device");
     CHECK_RANGE(s->checkpoint_seconds >= 0, "checkpoint_seconds", "checkpoint_seconds must be >= 0");
     return 0;
 }
@@ -576,6 +576,12 @@ int tr_run(const tr_spec *spec, const char *out_dir, int resume, const tr_callba
     char param[64];
     int rc = tr_spec_validate(spec, param, sizeof param, err, errlen);
     if (rc) return rc;
+    tr_spec any0;
+    if (spec->device == TR_DEVICE_ANY) { /* nobody assigned one: the first visible device */
+        any0 = *spec;
+        any0.device = 0;
+        spec = &any0;
+    }
     memset(res, 0, sizeof *res);
     char state_path[TR_PATH_MAX + 32], best_path[TR_PATH_MAX + 32], final_path[TR_PATH_MAX + 32];
     if (path_join(state_path, sizeof state_path, out_dir, "state.safetensors") ||

@@ -37,6 +37,9 @@ typedef struct tr_hparams {
     double es_min_delta;     /* [0, 1]; 0 when off */
 } tr_hparams;
 
+#define TR_DEVICE_CPU (-1)
+#define TR_DEVICE_ANY (-2)
+
 typedef struct tr_spec {
     /* model */
     char arch[16];           /* resnet18|resnet34|resnet50|resnet20|resnet32|resnet56 */
@@ -59,7 +62,9 @@ typedef struct tr_spec {
     tr_hparams hp;
     uint64_t seed;
     int threads;             /* 0 = all cores */
-    int device;              /* -1 = the CPU; N >= 0 = CUDA device N among the visible ones ("cuda:N") */
+    int device;              /* TR_DEVICE_CPU; N >= 0 = CUDA device N among the visible ones ("cuda:N");
+                              * TR_DEVICE_ANY ("cuda"): the daemon's scheduler replaces it with the GPU it
+                              * assigns; tr_run itself (the coretune CLI, a Slurm run) takes device 0 */
     int tf32;                /* precision "tf32": cuDNN/cuBLAS may use TF32 (CUDA only; default fp32) */
     int checkpoint_seconds;  /* also checkpoint every this many seconds (0 = only per epoch) */
 } tr_spec;

@@ -89,11 +89,11 @@ class JobsApiTest(DaemonTest):
         # this daemon's machine: a cuda job is refused when it sees no CUDA device (a GPU machine takes it)
         status, body, _ = self.submit(tiny_job(device="cuda"))
         if os.path.exists("/dev/nvidia0"):
-            self.assertEqual((status, body.get("device")), (200, "cuda:0"), body)
+            self.assertEqual((status, body.get("device")), (200, "cuda"), body)
         else:
             self.assertEqual((status, body["error"]["param"], body["error"]["code"]), (400, "device", "invalid_value"),
                              body)
-            self.assertIn("0 CUDA devices", body["error"]["message"])
+            self.assertIn("no GPUs to give (--gpus auto: CUDA reports 0 devices", body["error"]["message"])
 
     def test_seed_is_chosen_when_absent(self):
         body = tiny_job()

@@ -445,6 +445,11 @@ static void test_device_and_precision(void **state)
     assert_int_equal(s.device, -1);
     assert_int_equal(s.tf32, 0);
     s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"x\",\"device\":\"cuda\"}");
+    assert_int_equal(s.device, TR_DEVICE_ANY); /* any GPU: the scheduler picks, and it renders back as "cuda" */
+    char name[16];
+    jobspec_device_name(s.device, name, sizeof name);
+    assert_string_equal(name, "cuda");
+    s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"x\",\"device\":\"cuda:0\"}");
     assert_int_equal(s.device, 0);
     s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"x\",\"device\":\"cuda:63\"}");
     assert_int_equal(s.device, 63);

@@ -271,6 +271,20 @@ static void test_gpu_busy_other_user(void **st)
     assert_int_equal(d.gpu, -1);
 }
 
+static void test_gpu_gone_starts_to_fail(void **st)
+{
+    (void)st;
+    /* a job queued for cuda:0 before a restart with --gpus 2,5: it is handed out (to fail with its reason)
+     * rather than queued forever */
+    sched_cfg c = gcfg(8, 8);
+    sched_job j[] = {job("a1", "a", 5, 1, 1)};
+    j[0].device = 0;
+    sched_decision d;
+    sched_pick(&c, j, 1, NULL, 0, 100, &d);
+    assert_int_equal(d.start, 0);
+    assert_int_equal(d.gpu, SCHED_GPU_NONE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,7 +292,7 @@ int main(void)
         cmocka_unit_test(test_fair_share),     cmocka_unit_test(test_quota_skips_user),
         cmocka_unit_test(test_no_backfill),    cmocka_unit_test(test_preemption),
         cmocka_unit_test(test_gpu_for),        cmocka_unit_test(test_gpu_assignment),
-        cmocka_unit_test(test_gpu_busy_other_user),
+        cmocka_unit_test(test_gpu_busy_other_user), cmocka_unit_test(test_gpu_gone_starts_to_fail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
