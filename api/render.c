@@ -337,6 +337,21 @@ void render_stats(prom_buf *b, const svc_stats *st)
             prom_printf(b, "\"} %.6g\n", k == 0 ? st->runs[i].steps_per_s : st->runs[i].images_per_s);
         }
     }
+    /* NVML's last sample; absent (not 0) without NVML, so a dashboard tells "no data" from "idle" */
+    static const char *const gnames[3] = {"coretuned_gpu_memory_used_bytes", "coretuned_gpu_memory_total_bytes",
+                                          "coretuned_gpu_utilization_ratio"};
+    static const char *const ghelps[3] = {"Device memory in use on a GPU of the daemon (every process's).",
+                                          "Device memory of a GPU of the daemon.",
+                                          "Fraction of NVML's last sample period a kernel ran on the GPU."};
+    for (int k = 0; k < 3 && st->n_gpus > 0; k++) {
+        prom_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", gnames[k], ghelps[k], gnames[k]);
+        for (int i = 0; i < st->n_gpus; i++) {
+            const gpumon_sample *g = &st->gpus[i];
+            if (!g->ok) continue;
+            if (k < 2) prom_printf(b, "%s{gpu=\"%d\"} %llu\n", gnames[k], g->gpu, k == 0 ? g->mem_used : g->mem_total);
+            else prom_printf(b, "%s{gpu=\"%d\"} %.3g\n", gnames[k], g->gpu, g->util);
+        }
+    }
     prom_printf(b, "# HELP coretuned_db_write_seconds Time to commit one database transaction.\n"
                    "# TYPE coretuned_db_write_seconds histogram\n");
     prom_hist_write(b, "coretuned_db_write_seconds", "", &st->db_write);

@@ -11,6 +11,7 @@
 #define CT_CORE_H
 #include "storage/db.h"
 #include "core/executor.h"
+#include "core/gpumon.h"
 #include "common/hist.h"
 #include <jansson.h>
 #include <stddef.h>
@@ -240,6 +241,8 @@ typedef struct svc_stats {
     svc_run_rate *runs; int n_runs;      /* (heap) */
     hist db_write;                       /* seconds per committed transaction */
     unsigned long long preemptions, auth_failures;
+    gpumon_sample gpus[SVC_MAX_GPUS];    /* NVML's last sample (gpumon.h); n_gpus 0 = no NVML or no GPUs */
+    int n_gpus;
 } svc_stats;
 void svc_stats_free(svc_stats *st);
 int  svc_stats_get(svc *s, const svc_caller *who, svc_stats *out, svc_error *e); /* admins */

@@ -58,8 +58,11 @@ struct run {                       /* the core's side of a run (the executor has
     run *next;
 };
 
+#define GPUMON_PERIOD_S 5.0           /* NVML sample interval: gauges are at most this old */
+
 struct svc {
     uv_loop_t *loop;
+    gpumon *gpumon;                /* NULL: no NVML (or no GPUs): no GPU gauges */
     svc_config cfg;
     db *db;
     executor *exec;

@@ -272,6 +272,16 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
         goto fail;
     }
     if ((rc = svc__webhooks_open(s, err, errlen)) != 0) goto fail; /* last: nothing after it can fail */
+    char gwhy[256], gset[3 * SVC_MAX_GPUS + 1] = "";
+    for (int i = 0; i < s->cfg.n_gpus; i++)
+        snprintf(gset + strlen(gset), sizeof gset - strlen(gset), "%s%d", i ? "," : "", s->cfg.gpus[i]);
+    LOG(LOG_INFO, "msg=\"gpus\" gpus=%s%s%s%s", gset[0] ? gset : "none", gset[0] ? "" : " reason=\"",
+        gset[0] ? "" : s->cfg.gpus_why[0] ? s->cfg.gpus_why : "--gpus none", gset[0] ? "" : "\"");
+    /* no NVML is no error: /metrics simply has no GPU gauges, and the log says why once */
+    if (gpumon_start(&s->gpumon, s->cfg.gpus, s->cfg.n_gpus, GPUMON_PERIOD_S, gwhy, sizeof gwhy) == 0)
+        LOG(LOG_INFO, "msg=\"gpu metrics from NVML\" detail=\"%s\"", gwhy);
+    else
+        LOG(LOG_INFO, "msg=\"no GPU metrics\" reason=\"%s\"", gwhy);
     svc__schedule(s);
     svc__sweeps_advance(s);
     *out = s;
@@ -320,6 +330,7 @@ void svc_shutdown(svc *s, void (*done)(void *), void *ud)
 void svc_free(svc *s)
 {
     if (!s) return;
+    gpumon_stop(s->gpumon);
     if (s->db) svc__flush(s);
     db_batch_free(&s->batch);
     db_close(s->db);

@@ -162,5 +162,6 @@ int svc_stats_get(svc *s, const svc_caller *who, svc_stats *out, svc_error *e)
     out->db_write = s->db_write;
     out->preemptions = s->preemptions;
     out->auth_failures = s->auth_failures;
+    out->n_gpus = gpumon_read(s->gpumon, out->gpus, SVC_MAX_GPUS); /* a copy: NVML is not called here */
     return 0;
 }

@@ -220,8 +220,7 @@ static int resolve_gpus(daemon_opts *o)
     if (o->gpus_mode == OPTS_GPUS_AUTO) {
         c->n_gpus = have < SVC_MAX_GPUS ? have : SVC_MAX_GPUS;
         for (int i = 0; i < c->n_gpus; i++) c->gpus[i] = i;
-        snprintf(c->gpus_why, sizeof c->gpus_why, "--gpus auto: CUDA reports 0 devices%s%.100s", why[0] ? ": " : "",
-                 why);
+        snprintf(c->gpus_why, sizeof c->gpus_why, "--gpus auto found none: %.130s", why[0] ? why : "no CUDA device");
         return 0;
     }
     for (int i = 0; i < c->n_gpus; i++) {

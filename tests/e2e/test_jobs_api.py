@@ -93,7 +93,7 @@ class JobsApiTest(DaemonTest):
         else:
             self.assertEqual((status, body["error"]["param"], body["error"]["code"]), (400, "device", "invalid_value"),
                              body)
-            self.assertIn("no GPUs to give (--gpus auto: CUDA reports 0 devices", body["error"]["message"])
+            self.assertIn("no GPUs to give (--gpus auto found none", body["error"]["message"])
 
     def test_seed_is_chosen_when_absent(self):
         body = tiny_job()

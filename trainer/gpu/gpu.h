@@ -22,6 +22,10 @@ int  gpu_device_count(char *reason, size_t reasonlen);
 /* The device's name ("NVIDIA H200") and memory; -ENODEV when dev is not visible. */
 int  gpu_device_info(int dev, char *name, size_t namelen, size_t *total_bytes);
 
+/* The device's PCI bus id ("0000:3B:00.0"), which NVML takes to find the same device (its own indices
+ * ignore CUDA_VISIBLE_DEVICES); -ENODEV when dev is not visible. */
+int  gpu_device_pci_bus_id(int dev, char *buf, size_t len);
+
 typedef struct gpu_ctx gpu_ctx; /* opaque */
 /* Context on visible device dev (stream, cuDNN handle; no device memory yet).
  * tf32 = 1 lets cuDNN use TF32 tensor cores; 0 keeps every product in fp32. */

@@ -55,6 +55,14 @@ int gpu_device_info(int dev, char *name, size_t namelen, size_t *total_bytes)
     return 0;
 }
 
+int gpu_device_pci_bus_id(int dev, char *buf, size_t len)
+{
+    if (dev < 0 || dev >= gpu_device_count(NULL, 0) || len > 0x7fffffff ||
+        cudaDeviceGetPCIBusId(buf, (int)len, dev) != cudaSuccess)
+        return -ENODEV;
+    return 0;
+}
+
 int gpu_ctx_new(gpu_ctx **out, int dev, int tf32, char *err, size_t errlen)
 {
     *out = NULL;

@@ -15,6 +15,11 @@ int gpu_device_info(int dev, char *name, size_t namelen, size_t *total_bytes)
     (void)dev; (void)name; (void)namelen; (void)total_bytes;
     return -ENODEV;
 }
+int gpu_device_pci_bus_id(int dev, char *buf, size_t len)
+{
+    (void)dev; (void)buf; (void)len;
+    return -ENODEV;
+}
 int gpu_ctx_new(gpu_ctx **out, int dev, int tf32, char *err, size_t errlen)
 {
     (void)dev; (void)tf32;
