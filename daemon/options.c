@@ -227,7 +227,7 @@ static int resolve_gpus(daemon_opts *o)
         if (c->gpus[i] < have) continue;
         fprintf(stderr, "coretuned: gpus: GPU %d does not exist: CUDA reports %d visible device%s%s%s"
                         " (indices count from 0 among CUDA_VISIBLE_DEVICES)\n",
-                c->gpus[i], have, have == 1 ? "" : "s", why[0] ? ": " : "", why);
+                c->gpus[i], have, have == 1 ? "" : "s", have == 0 && why[0] ? ": " : "", have == 0 ? why : "");
         return -1;
     }
     return 0;
