@@ -588,6 +588,9 @@ function jobView(view, id, params) {
       ['Best / final accuracy', `${fmtPct(j.best_valid_accuracy)} / ${fmtPct(j.final_valid_accuracy)}`],
       ['Queue position', j.queue_position ? `#${j.queue_position}` : '—'],
       ['Executor', h('span', { id: 'job-executor' }, executorText(j.executor))],
+      // as asked, and the GPU the scheduler gave a "cuda" job while it runs
+      ['Device', h('span', { id: 'job-device', class: 'mono' },
+        j.assigned_device && j.assigned_device !== j.device ? `${j.device} → ${j.assigned_device}` : (j.device || 'cpu'))],
       ['Created / started / finished', `${fmtTime(j.created_at)} / ${fmtTime(j.started_at)} / ${fmtTime(j.finished_at)}`],
     ];
     const sweepId = j.metadata && j.metadata.sweep_id;
