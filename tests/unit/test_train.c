@@ -18,6 +18,7 @@
 #include "trainer/model.h"
 #include "trainer/safetensors.h"
 #include "trainer/trainer.h"
+#include "trainer/gpu/gpu.h"
 
 enum { NIMG = 96, SIDE = 12, CLASSES = 4, MAXREC = 256 };
 
@@ -241,6 +242,28 @@ static void test_cancel_stops_without_final_model(void **state)
     assert_int_equal(res.stopped, TR_STOP_CANCEL);
     assert_int_equal(rec.n, 1);
     assert_false(exists("cancel", "final.safetensors"));
+}
+
+/* "cuda" with nobody to assign a GPU (the CLI, a Slurm run) trains on device 0: where there is none, the
+ * run says so naming cuda:0 (a GPU machine runs it: test_train_golden covers that). */
+static void test_cuda_any_is_device_0(void **state)
+{
+    (void)state;
+    char why[128];
+    if (gpu_device_count(why, sizeof why) > 0) {
+        printf("SKIP: a CUDA device is visible (%s): a cuda run would train; test_train_golden covers it\n", why);
+        skip();
+    }
+    tr_spec s;
+    tiny_spec(&s, TR_CORE_TUNING);
+    s.device = TR_DEVICE_ANY;
+    tr_result res;
+    char err[256] = "";
+    recorder rec = {0};
+    assert_int_equal(run(&s, "cuda-any", 0, &rec, &res, err), -ENODEV);
+    assert_non_null(strstr(err, "device cuda:0 is not visible"));
+    s.device = -3; /* below TR_DEVICE_ANY: no such device */
+    assert_int_equal(run(&s, "cuda-bad", 0, &rec, &res, err), -EINVAL);
 }
 
 static void test_non_finite_loss_fails_the_job(void **state)
@@ -572,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_early_stopping_follows_the_rule),
         cmocka_unit_test(test_early_stopping_survives_resume),
         cmocka_unit_test(test_evaluate_matches_validation),
+        cmocka_unit_test(test_cuda_any_is_device_0),
     };
     return cmocka_run_group_tests_name("train", tests, write_idx, remove_tmp);
 }

@@ -22,9 +22,9 @@ int gpu_device_pci_bus_id(int dev, char *buf, size_t len)
 }
 int gpu_ctx_new(gpu_ctx **out, int dev, int tf32, char *err, size_t errlen)
 {
-    (void)dev; (void)tf32;
+    (void)tf32;
     *out = NULL;
-    snprintf(err, errlen, "this build has no CUDA backend");
+    snprintf(err, errlen, "device cuda:%d is not visible (this build has no CUDA backend)", dev);
     return -ENODEV;
 }
 void gpu_ctx_free(gpu_ctx *g) { (void)g; }
