@@ -3,7 +3,7 @@
  * copied back (a fixed random one: the Core-tuning loss runs on the host and is not timed here),
  * backward, SGD on the device. Prints one table row per case: images/s (median step), ms/step, the
  * context's device memory (arena + conv workspace) and the device's memory in use (cudaMemGetInfo).
- *   bench_gpu ARCH SIZE SMALL_STEM BATCH fp32|tf32 [WARMUP [ITERS]]
+ *   bench_gpu ARCH SIZE SMALL_STEM BATCH fp32|tf32|bf16 [WARMUP [ITERS]]
  *   bench_gpu --header            the table's header, with the GPU's name
  * Exit 0, 1 on an error (stderr), 77 when there is no CUDA device (the reason on stderr).
  */
@@ -39,10 +39,10 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc < 6) {
-        fprintf(stderr, "usage: bench_gpu ARCH SIZE SMALL_STEM BATCH fp32|tf32 [WARMUP [ITERS]] | --header\n");
+        fprintf(stderr, "usage: bench_gpu ARCH SIZE SMALL_STEM BATCH fp32|tf32|bf16 [WARMUP [ITERS]] | --header\n");
         return 1;
     }
-    int size = atoi(argv[2]), small = atoi(argv[3]), batch = atoi(argv[4]), tf32 = !strcmp(argv[5], "tf32");
+    int size = atoi(argv[2]), small = atoi(argv[3]), batch = atoi(argv[4]), prec = !strcmp(argv[5], "tf32") ? GPU_TF32 : !strcmp(argv[5], "bf16") ? GPU_BF16 : GPU_FP32;
     int warmup = argc > 6 ? atoi(argv[6]) : 3, iters = argc > 7 ? atoi(argv[7]) : 10;
     if (iters < 1 || iters > 1000) iters = 10;
     model_config cfg = {.in_channels = 3, .image_size = size, .small_stem = small, .num_classes = 10,
@@ -51,7 +51,7 @@ int main(int argc, char **argv)
     model *m = NULL;
     gpu_ctx *g = NULL;
     gpu_model *gm = NULL;
-    if (model_new(&m, &cfg, err, sizeof err) || gpu_ctx_new(&g, 0, tf32, err, sizeof err) ||
+    if (model_new(&m, &cfg, err, sizeof err) || gpu_ctx_new(&g, 0, prec, err, sizeof err) ||
         gpu_model_new(&gm, g, m, err, sizeof err)) {
         fprintf(stderr, "bench_gpu: %s\n", err);
         return 1;
@@ -83,7 +83,7 @@ int main(int argc, char **argv)
     gpu_ctx_device_used(g, &used);
     char input[32];
     snprintf(input, sizeof input, "3x%dx%d", size, size);
-    printf("%-10s %-9s %5d %-5s %9.0f %9.1f %11.0f %11.0f\n", cfg.arch, input, batch, tf32 ? "tf32" : "fp32",
+    printf("%-10s %-9s %5d %-5s %9.0f %9.1f %11.0f %11.0f\n", cfg.arch, input, batch, prec == GPU_TF32 ? "tf32" : prec == GPU_BF16 ? "bf16" : "fp32",
            batch / med, med * 1e3, gpu_ctx_peak_bytes(g) / 1048576.0, used / 1048576.0);
     gpu_model_free(gm);
     gpu_ctx_free(g);

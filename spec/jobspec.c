@@ -44,7 +44,7 @@ static const field hp_fields[] = {
     F("contrast_dim", K_INT, hp.contrast_dim, CONTRAST),
     F("variant", K_VARIANT, variant, CORE),
     F("threads", K_INT, threads, ALL),
-    F("precision", K_PRECISION, tf32, ALL),
+    F("precision", K_PRECISION, precision, ALL),
 };
 static const field arch_fields[] = {
     F("in_channels", K_INT, in_channels, ALL),
@@ -180,9 +180,10 @@ static int set_field(tr_spec *s, const field *f, const json_t *v, const char *pa
     }
     case K_PRECISION: {
         const char *x = json_string_value(v);
-        if (x && strcmp(x, "fp32") == 0) *(int *)dst = 0;
-        else if (x && strcmp(x, "tf32") == 0) *(int *)dst = 1;
-        else return fail(param, paramlen, p, err, errlen, "%s must be \"fp32\" or \"tf32\"", p);
+        if (x && strcmp(x, "fp32") == 0) *(int *)dst = TR_FP32;
+        else if (x && strcmp(x, "tf32") == 0) *(int *)dst = TR_TF32;
+        else if (x && strcmp(x, "bf16") == 0) *(int *)dst = TR_BF16;
+        else return fail(param, paramlen, p, err, errlen, "%s must be \"fp32\", \"tf32\" or \"bf16\"", p);
         return 0;
     }
     case K_EARLY_STOP: /* null (off) never gets here */
@@ -408,7 +409,10 @@ static json_t *field_json(const tr_spec *s, const field *f)
     case K_BOOL: return json_boolean(*(const int *)src);
     case K_SCHEDULE: return json_string(*(const int *)src ? "cosine" : "constant");
     case K_VARIANT: return json_string(*(const enum tr_variant *)src == TR_VARIANT_REFERENCE ? "reference" : "paper");
-    case K_PRECISION: return json_string(*(const int *)src ? "tf32" : "fp32");
+    case K_PRECISION: {
+        int x = *(const int *)src;
+        return json_string(x == TR_BF16 ? "bf16" : x == TR_TF32 ? "tf32" : "fp32");
+    }
     case K_EARLY_STOP:
         return s->hp.es_patience ? json_pack("{s:i, s:f}", "patience", s->hp.es_patience, "min_delta", s->hp.es_min_delta)
                                  : json_null();

@@ -49,7 +49,7 @@ void tr_spec_defaults(tr_spec *s)
     s->seed = 0;
     s->threads = 0;
     s->device = -1;
-    s->tf32 = 0;
+    s->precision = TR_FP32;
     s->checkpoint_seconds = 300;
 }
 
@@ -100,7 +100,10 @@ int tr_spec_validate(const tr_spec *s, char *param, size_t paramlen, char *err, 
                 "early_stopping.min_delta needs early_stopping.patience");
     CHECK_RANGE(s->threads >= 0 && s->threads <= 1024, "threads", "threads must be in [0, 1024]");
     CHECK_RANGE(s->device >= TR_DEVICE_ANY && s->device < 64, "device", "device must be \"cpu\", \"cuda\" or \"cuda:N\" (N < 64)");
-    CHECK_RANGE(!s->tf32 || s->device != TR_DEVICE_CPU, "tf32", "precision \"tf32\" needs a CUDA device");
+    CHECK_RANGE(s->precision >= TR_FP32 && s->precision <= TR_BF16, "precision",
+                "precision must be \"fp32\", \"tf32\" or \"bf16\"");
+    CHECK_RANGE(s->precision == TR_FP32 || s->device != TR_DEVICE_CPU, "precision",
+                "precision \"tf32\" and \"bf16\" need a CUDA device");
     CHECK_RANGE(s->checkpoint_seconds >= 0, "checkpoint_seconds", "checkpoint_seconds must be >= 0");
     return 0;
 }
@@ -298,7 +301,7 @@ static int setup_model(job *j, char *err, size_t errlen)
     if (!j->dh || !j->momentum) return err_set(err, errlen, -ENOMEM, "out of memory");
     if (s->device >= 0) { /* after init/load: gpu_model_new copies the weights over */
         if (!(j->h = malloc(sizeof(float) * dh_len))) return err_set(err, errlen, -ENOMEM, "out of memory");
-        if ((rc = gpu_ctx_new(&j->gc, s->device, s->tf32, err, errlen)) ||
+        if ((rc = gpu_ctx_new(&j->gc, s->device, s->precision, err, errlen)) ||
             (rc = gpu_model_new(&j->gm, j->gc, j->m, err, errlen)))
             return rc;
     }

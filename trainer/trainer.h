@@ -39,6 +39,8 @@ typedef struct tr_hparams {
 
 #define TR_DEVICE_CPU (-1)
 #define TR_DEVICE_ANY (-2)
+/* "precision": the values of trainer/gpu/gpu.h's GPU_FP32, GPU_TF32, GPU_BF16 */
+enum { TR_FP32 = 0, TR_TF32 = 1, TR_BF16 = 2 };
 
 typedef struct tr_spec {
     /* model */
@@ -65,7 +67,8 @@ typedef struct tr_spec {
     int device;              /* TR_DEVICE_CPU; N >= 0 = CUDA device N among the visible ones ("cuda:N");
                               * TR_DEVICE_ANY ("cuda"): the daemon's scheduler replaces it with the GPU it
                               * assigns; tr_run itself (the coretune CLI, a Slurm run) takes device 0 */
-    int tf32;                /* precision "tf32": cuDNN/cuBLAS may use TF32 (CUDA only; default fp32) */
+    int precision;           /* TR_FP32 (default), TR_TF32 (cuDNN may use TF32) or TR_BF16 (convs on bf16
+                              * tensor cores, fp32 master weights); the last two need a CUDA device */
     int checkpoint_seconds;  /* also checkpoint every this many seconds (0 = only per epoch) */
 } tr_spec;
 

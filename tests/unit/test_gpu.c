@@ -23,6 +23,9 @@
 #include "trainer/sgd.h"
 
 #define TOL 1e-4
+#define TOL_BF16 2e-2   /* bf16 keeps 8 bits of mantissa: ~4e-3 per operand, accumulated in fp32 */
+
+static double tol = TOL; /* check_close's, relative to the reference's largest magnitude */
 
 static gpu_ctx *G;            /* NULL: no device (reason says why) */
 static char reason[320];
@@ -91,15 +94,16 @@ static void check_close(const char *what, const float *d, const float *ref, size
         if (!(e <= diff)) diff = e; /* NaN on either side fails */
         if (fabs(ref[i]) > mag) mag = fabs(ref[i]);
     }
-    if (!(diff <= TOL * (mag > 0 ? mag : 1)))
-        fail_msg("%s: max |gpu - cpu| %.3g, max |cpu| %.3g (relative %.3g > %g)", what, diff, mag, diff / mag, TOL);
+    if (!(diff <= tol * (mag > 0 ? mag : 1)))
+        fail_msg("%s: max |gpu - cpu| %.3g, max |cpu| %.3g (relative %.3g > %g)", what, diff, mag, diff / mag, tol);
     free(h);
 }
 
 
 /* ---- conv ---- */
 
-static void conv_case(int cin, int cout, int k, int stride, int pad, int h, int w, int max_n, int n)
+/* precision: GPU_FP32 or GPU_BF16 (the CPU stays the fp32 reference; bf16 within TOL_BF16) */
+static void conv_case_p(int precision, int cin, int cout, int k, int stride, int pad, int h, int w, int max_n, int n)
 {
     nn_conv c = {cin, cout, k, stride, pad};
     int oh = nn_conv_out(h, k, stride, pad), ow = nn_conv_out(w, k, stride, pad);
@@ -113,7 +117,7 @@ static void conv_case(int cin, int cout, int k, int stride, int pad, int h, int 
     /* a context of its own: plans come before the context's one allocation, which sizes the workspace */
     gpu_ctx *outer = G;
     char err[256];
-    if (gpu_ctx_new(&G, 0, 0, err, sizeof err)) fail_msg("gpu_ctx_new: %s", err);
+    if (gpu_ctx_new(&G, 0, precision, err, sizeof err)) fail_msg("gpu_ctx_new: %s", err);
     gpu_conv *gp = NULL;
     if (gpu_conv_new(&gp, G, &c, h, w, max_n, err, sizeof err)) fail_msg("gpu_conv_new: %s", err);
     if (gpu_ctx_reserve(G, sizeof(float) * (2 * in_len + 2 * out_len + 2 * w_len) + ((size_t)1 << 20), err, sizeof err))
@@ -128,16 +132,34 @@ static void conv_case(int cin, int cout, int k, int stride, int pad, int h, int 
     assert_int_equal(gpu_conv_forward(gp, d_out, d_in, d_wt, n), 0);
     assert_int_equal(gpu_conv_backward(gp, d_din, d_dw, d_dout, d_in, d_wt, n), 0);
     char what[96];
+    tol = precision == GPU_BF16 ? TOL_BF16 : TOL;
     snprintf(what, sizeof what, "conv %dx%d s%d p%d %d->%d n=%d forward", k, k, stride, pad, cin, cout, n);
     check_close(what, d_out, out, out_len);
     snprintf(what, sizeof what, "conv %dx%d s%d p%d %d->%d n=%d dinput", k, k, stride, pad, cin, cout, n);
     check_close(what, d_din, din, in_len);
     snprintf(what, sizeof what, "conv %dx%d s%d p%d %d->%d n=%d dweight (accumulated)", k, k, stride, pad, cin, cout, n);
     check_close(what, d_dw, dw, w_len);
+    tol = TOL;
     nn_conv_plan_free(p);
     gpu_ctx_free(G);
     G = outer;
     free(in); free(wt); free(dout); free(dw); free(out); free(din); free(ws);
+}
+
+static void conv_case(int cin, int cout, int k, int stride, int pad, int h, int w, int max_n, int n)
+{
+    conv_case_p(GPU_FP32, cin, cout, k, stride, pad, h, w, max_n, n);
+}
+
+/* "precision": "bf16": the same convs through the bf16 staging (casts, bf16 tensor cores, fp32 master
+ * weights and gradients), against the fp32 CPU reference within bf16's rounding. */
+static void test_conv_bf16(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    conv_case_p(GPU_BF16, 3, 16, 3, 1, 1, 12, 12, 4, 4);
+    conv_case_p(GPU_BF16, 16, 32, 1, 2, 0, 9, 9, 5, 5);
+    conv_case_p(GPU_BF16, 16, 16, 3, 2, 1, 9, 9, 6, 2);   /* a batch below the plan's: staging sized by max_n */
 }
 
 static void test_conv(void **state)
@@ -403,7 +425,7 @@ int main(void)
 {
     rng_seed(&R, 16);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conv),   cmocka_unit_test(test_bn),   cmocka_unit_test(test_elementwise),
+        cmocka_unit_test(test_conv),   cmocka_unit_test(test_conv_bf16), cmocka_unit_test(test_bn),   cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_pool),   cmocka_unit_test(test_linear), cmocka_unit_test(test_sgd),
         cmocka_unit_test(test_models),
     };

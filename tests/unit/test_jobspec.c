@@ -363,7 +363,7 @@ static void assert_spec_equal(const tr_spec *a, const tr_spec *b)
     assert_true(a->seed == b->seed);
     assert_int_equal(a->threads, b->threads);
     assert_int_equal(a->device, b->device);
-    assert_int_equal(a->tf32, b->tf32);
+    assert_int_equal(a->precision, b->precision);
 }
 
 /* s -> body -> text -> body -> spec, with the CLI's resolver: s again (checkpoint_seconds aside). */
@@ -443,7 +443,7 @@ static void test_device_and_precision(void **state)
     (void)state;
     tr_spec s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"x\"}");
     assert_int_equal(s.device, -1);
-    assert_int_equal(s.tf32, 0);
+    assert_int_equal(s.precision, TR_FP32);
     s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"x\",\"device\":\"cuda\"}");
     assert_int_equal(s.device, TR_DEVICE_ANY); /* any GPU: the scheduler picks, and it renders back as "cuda" */
     char name[16];
@@ -456,6 +456,9 @@ static void test_device_and_precision(void **state)
     s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"x\",\"device\":\"cpu\",\"method\":{\"type\":"
                 "\"core_tuning\",\"core_tuning\":{\"hyperparameters\":{\"precision\":\"fp32\"}}}}");
     assert_int_equal(s.device, -1);
+    s = spec_of("{\"model\":\"resnet20\",\"training_file\":\"x\",\"device\":\"cuda\",\"method\":{\"type\":"
+                "\"ce_tuning\",\"ce_tuning\":{\"hyperparameters\":{\"precision\":\"bf16\"}}}}");
+    assert_int_equal(s.precision, TR_BF16);
     const char *bad_device[] = {"\"gpu\"", "\"cuda:\"", "\"cuda:64\"", "\"cuda:-1\"", "\"cuda:01\"", "\"cuda:1x\"",
                                 "\"CUDA\"", "0", "true", "\"cuda:999\""};
     char text[512], param[128], err[512];
@@ -468,8 +471,9 @@ static void test_device_and_precision(void **state)
         assert_string_equal(param, "device");
         json_decref(b);
     }
-    /* fp16 is no precision of ours; tf32 without a CUDA device means nothing */
-    const char *bad_precision[][2] = {{"\"cuda\"", "\"fp16\""}, {"\"cuda\"", "32"}, {"\"cpu\"", "\"tf32\""}};
+    /* fp16 is no precision of ours; tf32 and bf16 without a CUDA device mean nothing */
+    const char *bad_precision[][2] = {{"\"cuda\"", "\"fp16\""}, {"\"cuda\"", "32"}, {"\"cpu\"", "\"tf32\""},
+                                      {"\"cpu\"", "\"bf16\""}, {"\"cuda\"", "\"BF16\""}};
     for (size_t i = 0; i < sizeof bad_precision / sizeof *bad_precision; i++) {
         snprintf(text, sizeof text, "{\"model\":\"resnet20\",\"training_file\":\"x\",\"device\":%s,\"method\":"
                  "{\"type\":\"core_tuning\",\"core_tuning\":{\"hyperparameters\":{\"precision\":%s}}}}",
@@ -502,7 +506,9 @@ static void test_body_json_round_trips(void **state)
                 "\"valid_fraction\":0.3,\"valid_every\":2,\"augment\":false}}");
     assert_int_equal(s.variant, TR_VARIANT_REFERENCE);
     assert_int_equal(s.device, 7);
-    assert_int_equal(s.tf32, 1);
+    assert_int_equal(s.precision, TR_TF32);
+    check_body_round_trip(&s);
+    s.precision = TR_BF16; /* mixed precision: renders as "bf16" and parses back */
     check_body_round_trip(&s);
     s.variant = TR_VARIANT_PAPER;
     check_body_round_trip(&s);

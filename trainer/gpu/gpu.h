@@ -27,14 +27,19 @@ int  gpu_device_info(int dev, char *name, size_t namelen, size_t *total_bytes);
 int  gpu_device_pci_bus_id(int dev, char *buf, size_t len);
 
 typedef struct gpu_ctx gpu_ctx; /* opaque */
-/* Context on visible device dev (stream, cuDNN handle; no device memory yet).
- * tf32 = 1 lets cuDNN use TF32 tensor cores; 0 keeps every product in fp32. */
-int  gpu_ctx_new(gpu_ctx **out, int dev, int tf32, char *err, size_t errlen);
+/* Precision of the convolutions (every tensor a layer takes or returns stays fp32 either way). */
+enum { GPU_FP32 = 0,   /* every product in fp32 */
+       GPU_TF32 = 1,   /* cuDNN may use TF32 tensor cores */
+       GPU_BF16 = 2 }; /* mixed: each conv casts its fp32 input, weights and output gradient to bf16 staging
+                        * buffers, runs on bf16 tensor cores with fp32 accumulation, and casts back (the
+                        * weight gradient is added to the fp32 one): master weights, BN, SGD stay fp32 */
+/* Context on visible device dev (stream, cuDNN handle; no device memory yet); precision: GPU_*. */
+int  gpu_ctx_new(gpu_ctx **out, int dev, int precision, char *err, size_t errlen);
 void gpu_ctx_free(gpu_ctx *g); /* NULL-safe */
 /* The one device allocation: bytes for gpu_alloc plus the conv workspace every plan made so far needs
  * (shared: one conv runs at a time). Once per context (-EBUSY after); -ENOMEM with the reason in err. */
 int  gpu_ctx_reserve(gpu_ctx *g, size_t bytes, char *err, size_t errlen);
-size_t gpu_ctx_workspace_bytes(const gpu_ctx *g); /* the largest conv workspace planned so far */
+size_t gpu_ctx_workspace_bytes(const gpu_ctx *g); /* the largest conv workspace planned so far (+ bf16 staging) */
 size_t gpu_ctx_peak_bytes(const gpu_ctx *g);      /* device memory the context holds (arena + workspace) */
 /* Device memory in use on g's device by everyone (cudaMemGetInfo: total - free), cuDNN's own
  * allocations and the CUDA context included; -EIO on failure. */

@@ -21,10 +21,24 @@ int gpu__dnn(gpu_ctx *g, cudnnStatus_t s, const char *what)
     return s == CUDNN_STATUS_SUCCESS ? 0 : gpu__fail(g, what, cudnnGetErrorString(s));
 }
 
-cudnnStatus_t gpu__cnhw_desc(cudnnTensorDescriptor_t d, int n, int c, int h, int w)
+cudnnStatus_t gpu__cnhw_desc_t(cudnnTensorDescriptor_t d, cudnnDataType_t t, int n, int c, int h, int w)
 {
     int dims[4] = {n, c, h, w}, strides[4] = {h * w, n * h * w, w, 1};
-    return cudnnSetTensorNdDescriptor(d, CUDNN_DATA_FLOAT, 4, dims, strides);
+    return cudnnSetTensorNdDescriptor(d, t, 4, dims, strides);
+}
+
+cudnnStatus_t gpu__cnhw_desc(cudnnTensorDescriptor_t d, int n, int c, int h, int w)
+{
+    return gpu__cnhw_desc_t(d, CUDNN_DATA_FLOAT, n, c, h, w);
+}
+
+static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+size_t gpu__bf16_bytes(const gpu_ctx *g)
+{
+    if (!g->bf16) return 0;
+    size_t e = sizeof(__nv_bfloat16);
+    return align256(g->bx_n * e) + 2 * align256(g->bw_n * e) + align256(g->by_n * e);
 }
 
 int gpu__blocks(size_t len)
@@ -63,7 +77,7 @@ int gpu_device_pci_bus_id(int dev, char *buf, size_t len)
     return 0;
 }
 
-int gpu_ctx_new(gpu_ctx **out, int dev, int tf32, char *err, size_t errlen)
+int gpu_ctx_new(gpu_ctx **out, int dev, int precision, char *err, size_t errlen)
 {
     *out = NULL;
     char why[128];
@@ -73,8 +87,14 @@ int gpu_ctx_new(gpu_ctx **out, int dev, int tf32, char *err, size_t errlen)
     }
     gpu_ctx *g = (gpu_ctx *)calloc(1, sizeof *g);
     if (!g) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
+    if (precision < GPU_FP32 || precision > GPU_BF16) {
+        free(g);
+        snprintf(err, errlen, "unknown precision %d", precision);
+        return -EINVAL;
+    }
     g->dev = dev;
-    g->tf32 = tf32;
+    g->tf32 = precision == GPU_TF32;
+    g->bf16 = precision == GPU_BF16;
     int rc = gpu__cuda(g, cudaSetDevice(dev), "cudaSetDevice");
     if (!rc) rc = gpu__cuda(g, cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking), "cudaStreamCreate");
     if (!rc) rc = gpu__dnn(g, cudnnCreate(&g->dnn), "cudnnCreate");
@@ -93,7 +113,7 @@ int gpu_ctx_new(gpu_ctx **out, int dev, int tf32, char *err, size_t errlen)
 int gpu_ctx_reserve(gpu_ctx *g, size_t bytes, char *err, size_t errlen)
 {
     if (g->arena) { snprintf(err, errlen, "device memory already reserved"); return -EBUSY; }
-    size_t a = (bytes + 255) & ~(size_t)255, total = a + g->ws_need;
+    size_t a = align256(bytes), ws = align256(g->ws_need), total = a + ws + gpu__bf16_bytes(g);
     cudaError_t e = cudaMalloc((void **)&g->arena, total ? total : 256);
     if (e != cudaSuccess) {
         cudaGetLastError(); /* clear it: an allocation failure is not sticky */
@@ -104,6 +124,14 @@ int gpu_ctx_reserve(gpu_ctx *g, size_t bytes, char *err, size_t errlen)
     g->arena_bytes = a;
     g->ws = (float *)(g->arena + a);
     g->ws_bytes = g->ws_need;
+    if (g->bf16) {
+        char *p = g->arena + a + ws;
+        size_t e = sizeof(__nv_bfloat16);
+        g->bx = (__nv_bfloat16 *)p;  p += align256(g->bx_n * e);
+        g->bw = (__nv_bfloat16 *)p;  p += align256(g->bw_n * e);
+        g->bdw = (__nv_bfloat16 *)p; p += align256(g->bw_n * e);
+        g->by = (__nv_bfloat16 *)p;
+    }
     return 0;
 }
 
@@ -115,8 +143,11 @@ int gpu_ctx_device_used(gpu_ctx *g, size_t *bytes)
     return rc;
 }
 
-size_t gpu_ctx_workspace_bytes(const gpu_ctx *g) { return g->ws_need; }
-size_t gpu_ctx_peak_bytes(const gpu_ctx *g) { return g->arena ? g->arena_bytes + g->ws_bytes : 0; }
+size_t gpu_ctx_workspace_bytes(const gpu_ctx *g) { return g->ws_need + gpu__bf16_bytes(g); }
+size_t gpu_ctx_peak_bytes(const gpu_ctx *g)
+{
+    return g->arena ? g->arena_bytes + align256(g->ws_bytes) + gpu__bf16_bytes(g) : 0;
+}
 
 void gpu_ctx_free(gpu_ctx *g)
 {

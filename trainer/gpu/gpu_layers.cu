@@ -28,13 +28,15 @@ static int launched(gpu_ctx *g, const char *what) { return gpu__cuda(g, cudaGetL
                 continue;                                                                           \
             /* fp32: FMA or default math (the descriptor's CUDNN_FMA_MATH rules out TF32 either way), \
              * never a tensor-op variant */                                                         \
-            if (!p->g->tf32 && perf[i].mathType != CUDNN_FMA_MATH && perf[i].mathType != CUDNN_DEFAULT_MATH) \
+            if (!p->g->tf32 && !p->g->bf16 && perf[i].mathType != CUDNN_FMA_MATH &&                 \
+                perf[i].mathType != CUDNN_DEFAULT_MATH)                                             \
                 continue;                                                                           \
             *algo = (int)perf[i].algo;                                                              \
             *ws = perf[i].memory;                                                                   \
             return 0;                                                                               \
         }                                                                                           \
-        return gpu__fail(p->g, #getter, "no deterministic fp32 algorithm for this shape");          \
+        return gpu__fail(p->g, #getter, p->g->bf16 ? "no deterministic bf16 algorithm for this shape (bf16 " \
+                         "convolutions need an Ampere or newer GPU)" : "no deterministic fp32 algorithm for this shape"); \
     }
 PICK(fwd, cudnnConvolutionFwdAlgoPerf_t, cudnnGetConvolutionForwardAlgorithm_v7, p->xd, p->wd, p->cd, p->yd)
 PICK(bwd_data, cudnnConvolutionBwdDataAlgoPerf_t, cudnnGetConvolutionBackwardDataAlgorithm_v7, p->wd, p->yd, p->cd,
@@ -43,10 +45,42 @@ PICK(bwd_filter, cudnnConvolutionBwdFilterAlgoPerf_t, cudnnGetConvolutionBackwar
      p->cd, p->wd)
 #undef PICK
 
+/* bf16 staging tensors are CNHW too (the casts are elementwise) */
+static cudnnDataType_t conv_type(const gpu_ctx *g) { return g->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT; }
+
 static int set_batch(gpu_conv *p, int n)
 {
-    int rc = gpu__dnn(p->g, gpu__cnhw_desc(p->xd, n, p->c.cin, p->h, p->w), "conv x descriptor");
-    return rc ? rc : gpu__dnn(p->g, gpu__cnhw_desc(p->yd, n, p->c.cout, p->oh, p->ow), "conv y descriptor");
+    cudnnDataType_t t = conv_type(p->g);
+    int rc = gpu__dnn(p->g, gpu__cnhw_desc_t(p->xd, t, n, p->c.cin, p->h, p->w), "conv x descriptor");
+    return rc ? rc : gpu__dnn(p->g, gpu__cnhw_desc_t(p->yd, t, n, p->c.cout, p->oh, p->ow), "conv y descriptor");
+}
+
+__global__ static void k_to_bf16(__nv_bfloat16 *out, const float *in, size_t len)
+{
+    GRID_LOOP(i, len) out[i] = __float2bfloat16_rn(in[i]);
+}
+
+__global__ static void k_from_bf16(float *out, const __nv_bfloat16 *in, size_t len)
+{
+    GRID_LOOP(i, len) out[i] = __bfloat162float(in[i]);
+}
+
+__global__ static void k_add_bf16(float *out, const __nv_bfloat16 *in, size_t len)
+{
+    GRID_LOOP(i, len) out[i] += __bfloat162float(in[i]);
+}
+
+static int to_bf16(gpu_ctx *g, __nv_bfloat16 *out, const float *in, size_t len)
+{
+    k_to_bf16<<<gpu__blocks(len), 256, 0, g->stream>>>(out, in, len);
+    return launched(g, "to_bf16");
+}
+
+static int from_bf16(gpu_ctx *g, float *out, const __nv_bfloat16 *in, size_t len, int add)
+{
+    if (add) k_add_bf16<<<gpu__blocks(len), 256, 0, g->stream>>>(out, in, len);
+    else k_from_bf16<<<gpu__blocks(len), 256, 0, g->stream>>>(out, in, len);
+    return launched(g, "from_bf16");
 }
 
 int gpu_conv_new(gpu_conv **out, gpu_ctx *g, const nn_conv *c, int h, int w, int max_n, char *err, size_t errlen)
@@ -65,14 +99,15 @@ int gpu_conv_new(gpu_conv **out, gpu_ctx *g, const nn_conv *c, int h, int w, int
     if (!rc) rc = gpu__dnn(g, cudnnCreateTensorDescriptor(&p->yd), "descriptor");
     if (!rc) rc = gpu__dnn(g, cudnnCreateFilterDescriptor(&p->wd), "descriptor");
     if (!rc) rc = gpu__dnn(g, cudnnCreateConvolutionDescriptor(&p->cd), "descriptor");
-    if (!rc) rc = gpu__dnn(g, cudnnSetFilter4dDescriptor(p->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, c->cout, c->cin,
+    if (!rc) rc = gpu__dnn(g, cudnnSetFilter4dDescriptor(p->wd, conv_type(g), CUDNN_TENSOR_NCHW, c->cout, c->cin,
                                                          c->k, c->k), "cudnnSetFilter4dDescriptor");
-    /* CROSS_CORRELATION is what PyTorch calls convolution */
+    /* CROSS_CORRELATION is what PyTorch calls convolution; the compute type is fp32 in every precision (bf16:
+     * cuDNN's "pseudo" bf16 configuration, bf16 tensors accumulated in fp32) */
     if (!rc) rc = gpu__dnn(g, cudnnSetConvolution2dDescriptor(p->cd, c->pad, c->pad, c->stride, c->stride, 1, 1,
                                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
                            "cudnnSetConvolution2dDescriptor");
-    if (!rc) rc = gpu__dnn(g, cudnnSetConvolutionMathType(p->cd, g->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
-                           "cudnnSetConvolutionMathType");
+    cudnnMathType_t math = g->bf16 ? CUDNN_TENSOR_OP_MATH : g->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+    if (!rc) rc = gpu__dnn(g, cudnnSetConvolutionMathType(p->cd, math), "cudnnSetConvolutionMathType");
     if (!rc) rc = set_batch(p, max_n);
     int a0 = 0, a1 = 0, a2 = 0;
     size_t w0 = 0, w1 = 0, w2 = 0;
@@ -89,18 +124,63 @@ int gpu_conv_new(gpu_conv **out, gpu_ctx *g, const nn_conv *c, int h, int w, int
         snprintf(err, errlen, "conv planned after gpu_ctx_reserve needs a larger workspace");
         return -ENOSPC;
     }
+    p->nx = (size_t)max_n * c->cin * h * w;
+    p->nw = (size_t)c->cout * c->cin * c->k * c->k;
+    p->ny = (size_t)max_n * c->cout * p->oh * p->ow;
+    if (g->bf16 && g->arena && (p->nx > g->bx_n || p->nw > g->bw_n || p->ny > g->by_n)) {
+        snprintf(err, errlen, "conv planned after gpu_ctx_reserve needs larger bf16 staging");
+        return -ENOSPC;
+    }
     if (p->ws_bytes > g->ws_need) g->ws_need = p->ws_bytes;
+    if (p->nx > g->bx_n) g->bx_n = p->nx;
+    if (p->nw > g->bw_n) g->bw_n = p->nw;
+    if (p->ny > g->by_n) g->by_n = p->ny;
     *out = p;
     return 0;
 }
 
+/* element counts of one call's input and output (batch n <= max_n) */
+static size_t conv_nx(const gpu_conv *p, int n) { return (size_t)n * p->c.cin * p->h * p->w; }
+static size_t conv_ny(const gpu_conv *p, int n) { return (size_t)n * p->c.cout * p->oh * p->ow; }
+
 int gpu_conv_forward(gpu_conv *p, float *out, const float *in, const float *weight, int n)
 {
     const float one = 1.0f, zero = 0.0f;
+    gpu_ctx *g = p->g;
     int rc = set_batch(p, n);
-    return rc ? rc : gpu__dnn(p->g, cudnnConvolutionForward(p->g->dnn, &one, p->xd, in, p->wd, weight, p->cd, p->fwd,
-                                                            p->g->ws, p->ws_bytes, &zero, p->yd, out),
-                              "cudnnConvolutionForward");
+    if (rc || !g->bf16)
+        return rc ? rc : gpu__dnn(g, cudnnConvolutionForward(g->dnn, &one, p->xd, in, p->wd, weight, p->cd, p->fwd,
+                                                             g->ws, p->ws_bytes, &zero, p->yd, out),
+                                  "cudnnConvolutionForward");
+    /* bf16: cast in and weights, convolve in bf16 (fp32 accumulation), cast the output back */
+    rc = to_bf16(g, g->bx, in, conv_nx(p, n));
+    if (!rc) rc = to_bf16(g, g->bw, weight, p->nw);
+    if (!rc) rc = gpu__dnn(g, cudnnConvolutionForward(g->dnn, &one, p->xd, g->bx, p->wd, g->bw, p->cd, p->fwd, g->ws,
+                                                      p->ws_bytes, &zero, p->yd, g->by),
+                           "cudnnConvolutionForward");
+    return rc ? rc : from_bf16(g, out, g->by, conv_ny(p, n), 0);
+}
+
+/* bf16: dout, in and weights cast; the weight gradient computed in bf16 then added to the fp32 one (master
+ * gradients stay fp32); the input gradient written over the input's staging (the filter gradient, which
+ * reads it, has run before on the same stream) and cast back. */
+static int conv_backward_bf16(gpu_conv *p, float *din, float *dweight, const float *dout, const float *in,
+                              const float *weight, int n)
+{
+    const float one = 1.0f, zero = 0.0f;
+    gpu_ctx *g = p->g;
+    int rc = to_bf16(g, g->by, dout, conv_ny(p, n));
+    if (!rc) rc = to_bf16(g, g->bx, in, conv_nx(p, n));
+    if (!rc) rc = gpu__dnn(g, cudnnConvolutionBackwardFilter(g->dnn, &one, p->xd, g->bx, p->yd, g->by, p->cd,
+                                                             p->bwd_filter, g->ws, p->ws_bytes, &zero, p->wd, g->bdw),
+                           "cudnnConvolutionBackwardFilter");
+    if (!rc) rc = from_bf16(g, dweight, g->bdw, p->nw, 1);
+    if (rc || !din) return rc;
+    rc = to_bf16(g, g->bw, weight, p->nw);
+    if (!rc) rc = gpu__dnn(g, cudnnConvolutionBackwardData(g->dnn, &one, p->wd, g->bw, p->yd, g->by, p->cd,
+                                                           p->bwd_data, g->ws, p->ws_bytes, &zero, p->xd, g->bx),
+                           "cudnnConvolutionBackwardData");
+    return rc ? rc : from_bf16(g, din, g->bx, conv_nx(p, n), 0);
 }
 
 int gpu_conv_backward(gpu_conv *p, float *din, float *dweight, const float *dout, const float *in,
@@ -108,6 +188,7 @@ int gpu_conv_backward(gpu_conv *p, float *din, float *dweight, const float *dout
 {
     const float one = 1.0f, zero = 0.0f;
     int rc = set_batch(p, n);
+    if (!rc && p->g->bf16) return conv_backward_bf16(p, din, dweight, dout, in, weight, n);
     /* beta 1: the filter gradient accumulates, as nn_conv_backward's */
     if (!rc) rc = gpu__dnn(p->g, cudnnConvolutionBackwardFilter(p->g->dnn, &one, p->xd, in, p->yd, dout, p->cd,
                                                                 p->bwd_filter, p->g->ws, p->ws_bytes, &one, p->wd, dweight),
