@@ -123,7 +123,8 @@ static int snapshot_take(svc *s, snapshot *sn, sched_cfg *c)
     for (int i = 0; i < sn->nj; i++) {
         db_queued *q = &sn->q[i];
         int dev = TR_DEVICE_CPU;
-        if (jobspec_device_parse(q->device, &dev) != 0) dev = TR_DEVICE_CPU; /* checked at create: cannot be */
+        /* checked at create; were it bad, the start re-parses the body and fails the job with the reason */
+        if (jobspec_device_parse(q->device, &dev) != 0) dev = TR_DEVICE_CPU;
         sn->jobs[i] = (sched_job){.id = q->id, .owner = q->owner, .priority = q->priority,
                                   .threads = q->threads > 0 ? q->threads : 1, .preempted = q->preempted,
                                   .seq = q->seq, .blocked = svc__find_run(s, q->id) != NULL,

@@ -84,6 +84,7 @@ class GpuNoneTest(DaemonTest):
         self.assertEqual((job["device"], job["assigned_device"]), ("cpu", "cpu" if job["status"] == "running" else None))
         job = wait_for(self.d, job["id"], {"running"}, timeout=60)
         self.assertEqual((job["device"], job["assigned_device"]), ("cpu", "cpu"), job)
+        self.assertRegex(self.d.read_log(), rf'msg="job started" job={job["id"]} .* device=cpu')
         st, job, _ = self.d.request("POST", f"{JOBS}/{job['id']}/cancel")
         self.assertEqual(st, 200, job)
         job = wait_for(self.d, job["id"], {"cancelled"}, timeout=60)
