@@ -339,7 +339,8 @@ void api_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum 
     }
     if (q->pp) MHD_destroy_post_processor(q->pp);
     if (q->fd >= 0) close(q->fd);
-    if (q->tmp[0]) unlink(q->tmp);
+    for (int i = 0; i < SVC_UPLOAD_MAX_PARTS; i++)
+        if (q->tmp[i][0]) unlink(q->tmp[i]);
     free(q->body);
     free(q);
     *con_cls = NULL;

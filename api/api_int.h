@@ -123,13 +123,15 @@ typedef struct req {
     size_t len, cap, received;
     int too_large;
     int answered;         /* a response was queued with the headers: the rest of the request is dropped */
-    /* uploads */
+    /* uploads: up to SVC_UPLOAD_MAX_PARTS 'file' parts, each streamed into its own temp file */
     struct MHD_PostProcessor *pp;
-    int fd;
-    char tmp[1200];
-    char filename[256], purpose[32];
-    long long bytes;
-    int have_file, bad_form, not_form;
+    int fd;               /* the part being written (-1 = none) */
+    int n_parts;          /* 'file' parts begun */
+    char tmp[SVC_UPLOAD_MAX_PARTS][1200];          /* "" = none (or handed to the core) */
+    char filename[SVC_UPLOAD_MAX_PARTS][256], purpose[32];
+    long long part_bytes[SVC_UPLOAD_MAX_PARTS];
+    long long bytes;      /* of all parts */
+    int have_file, bad_form, not_form, too_many_parts;
 } req;
 
 /* One dispatch: what a handler needs. status is set by whatever queues the response (0 = none yet). */

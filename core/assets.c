@@ -4,6 +4,7 @@
  * Loop thread only. A user's request for another user's upload or model answers "not found" (audited). */
 #define _GNU_SOURCE
 #include "core/core_int.h"
+#include "core/unpack.h"
 #include "common/log.h"
 #include "common/util.h"
 #include <dirent.h>
@@ -318,18 +319,57 @@ int svc_datasets(svc *s, const svc_caller *who, svc_dataset_list *out, svc_error
     return 0;
 }
 
+void svc_file_free(svc_file *f)
+{
+    if (!f || !f->classes) return;
+    for (int i = 0; i < f->n_classes; i++) free(f->classes[i].name);
+    free(f->classes);
+    f->classes = NULL;
+    f->n_classes = 0;
+}
+
+typedef struct class_ctx { svc_file *f; int cap, oom; } class_ctx;
+static int add_class(void *ud, const char *name, long long images)
+{
+    class_ctx *c = ud;
+    char *dup = strdup(name ? name : "");
+    if (!dup || util_grow(&c->f->classes, &c->cap, c->f->n_classes + 1, sizeof *c->f->classes)) {
+        free(dup);
+        c->oom = 1;
+        return 1;
+    }
+    c->f->classes[c->f->n_classes++] = (svc_file_class){dup, images};
+    return 0;
+}
+
+/* f->classes from the database (none for an upload from before they were kept). */
+static int load_classes(svc *s, svc_file *f, svc_error *e)
+{
+    class_ctx c = {f, 0, 0};
+    if (db_file_classes(s->db, f->f.id, add_class, &c) != 0) {
+        svc_file_free(f);
+        return svc__storage_error(s, e);
+    }
+    if (c.oom) {
+        svc_file_free(f);
+        return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+    }
+    return 0;
+}
+
 typedef struct file_ctx { svc_file_list *l; int cap; } file_ctx;
 static int add_file(void *ud, const db_file *f)
 {
     file_ctx *c = ud;
     if (util_grow(&c->l->v, &c->cap, c->l->n + 1, sizeof *c->l->v)) return 1;
-    c->l->v[c->l->n++] = (svc_file){.f = *f, .images = -1, .classes = -1};
+    c->l->v[c->l->n++] = (svc_file){.f = *f};
     return 0;
 }
 
 void svc_file_list_free(svc_file_list *l)
 {
     if (!l) return;
+    for (int i = 0; i < l->n; i++) svc_file_free(&l->v[i]);
     free(l->v);
     memset(l, 0, sizeof *l);
 }
@@ -342,12 +382,18 @@ int svc_files(svc *s, const svc_caller *who, svc_file_list *out, svc_error *e)
         svc_file_list_free(out);
         return svc__storage_error(s, e);
     }
+    for (int i = 0; i < out->n; i++)
+        if (load_classes(s, &out->v[i], e)) {
+            svc_file_list_free(out);
+            return e->kind;
+        }
     return 0;
 }
 
 int svc_file_get(svc *s, const svc_caller *who, const char *id, svc_file *out, svc_error *e)
 {
     char q[201];                   /* a client's string, quoted in a message */
+    memset(out, 0, sizeof *out);
     int rc = db_file_get(s->db, id, &out->f);
     if (rc == 0 && !svc__owned_by(out->f.owner, who->name, who->admin)) {
         svc_audit(s, who, NULL, "authz_denied", id, "denied", "a file of another user");
@@ -355,8 +401,7 @@ int svc_file_get(svc *s, const svc_caller *who, const char *id, svc_file *out, s
     }
     if (rc == -ENOENT) return svc_fail(e, SVC_ENOTFOUND, "file_not_found", "id", "no file '%s'", util_quote(q, sizeof q, id));
     if (rc) return svc__storage_error(s, e);
-    out->images = out->classes = -1;
-    return 0;
+    return load_classes(s, out, e);
 }
 
 const char *svc_upload_dir(svc *s) { return s->upload_dir; }
@@ -372,55 +417,118 @@ static void upload_name(const char *filename, char *out, size_t n)
     else snprintf(out, n, "upload.bin");
 }
 
-int svc_file_add(svc *s, const svc_caller *who, const char *tmp_path, const char *filename, const char *purpose,
-                 long long bytes, svc_file *out, svc_error *e)
+static unpack_limits extract_limits(const svc *s)
+{
+    return (unpack_limits){.max_entries = s->cfg.extract_entries > 0 ? s->cfg.extract_entries : SVC_EXTRACT_ENTRIES,
+                           .max_bytes = s->cfg.extract_limit > 0 ? s->cfg.extract_limit : SVC_EXTRACT_BYTES,
+                           .max_ratio = s->cfg.extract_ratio > 0 ? s->cfg.extract_ratio : SVC_EXTRACT_RATIO};
+}
+
+static int over_upload_quota(svc *s, const svc_caller *who, long long bytes, svc_error *e)
 {
     svc_quota q = svc__quota_of(s, who->name);
     long long have = 0;
-    int rc;
-    if (q.upload_bytes > 0) {
-        if (db_file_bytes(s->db, who->name, &have) != 0) {
-            unlink(tmp_path);
-            return svc__storage_error(s, e);
-        }
-        if (have + bytes > q.upload_bytes) {
-            unlink(tmp_path);
-            return svc__over_quota(e, "upload_bytes", q.upload_bytes,
-                                   "%s has %lld bytes of uploads stored and this one has %lld", who->name, have, bytes);
-        }
-    }
-    db_file f = {.bytes = bytes, .created_at = util_now()};
-    snprintf(f.owner, sizeof f.owner, "%s", who->name);
-    char dir[1100], name[200], err[512];
-    if ((rc = util_random_id(f.id, sizeof f.id, "file-")) != 0) {
-        unlink(tmp_path);
-        return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "no randomness for an id: %s", strerror(-rc));
-    }
-    upload_name(filename, name, sizeof name);
-    snprintf(f.filename, sizeof f.filename, "%s", filename && *filename ? filename : name);
-    snprintf(f.purpose, sizeof f.purpose, "%s", purpose && *purpose ? purpose : "fine-tune");
-    snprintf(dir, sizeof dir, "%.700s/files/%.47s", s->cfg.data_dir, f.id);
-    snprintf(f.path, sizeof f.path, "%.700s/files/%.47s/%.150s", s->cfg.data_dir, f.id, name);
-    if (mkdir(dir, 0700) != 0 || rename(tmp_path, f.path) != 0) {
-        int errnum = errno;
-        unlink(tmp_path);
-        rmdir(dir);
-        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errnum));
-    }
-    data_info info;
-    if (data_probe(&info, f.path, err, sizeof err) != 0) {
-        unlink(f.path);
-        rmdir(dir);
-        return svc_fail(e, SVC_EINVAL, "invalid_file_format", "file", "not a data set the trainer can read: %s", err);
-    }
-    snprintf(f.format, sizeof f.format, "%s", data_format_name(info.format));
-    if (db_file_insert(s->db, &f) != 0) {
-        unlink(f.path);
-        rmdir(dir);
-        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot record the upload: %s", db_errmsg(s->db));
-    }
-    LOG(LOG_INFO, "msg=\"file uploaded\" id=%s bytes=%lld format=%s images=%d classes=%d", f.id, bytes, f.format,
-        info.count, info.num_classes);
-    *out = (svc_file){.f = f, .images = info.count, .classes = info.num_classes};
+    if (q.upload_bytes <= 0) return 0;
+    if (db_file_bytes(s->db, who->name, &have) != 0) return svc__storage_error(s, e);
+    if (have + bytes > q.upload_bytes)
+        return svc__over_quota(e, "upload_bytes", q.upload_bytes, "%s has %lld bytes of uploads stored and this one has %lld",
+                               who->name, have, bytes);
     return 0;
+}
+
+/* One upload, three shapes (core/dataset_upload.c stages the first two):
+ *   an archive  -> extracted into files/tmp/stage-XXXXXX, its root renamed to files/<id>   (path: the folder)
+ *   two parts   -> an IDX pair renamed into a staging folder, renamed to files/<id>        (path: the folder)
+ *   else        -> the file renamed to files/<id>/<name>, as the trainer names formats     (path: the file)
+ * Each is checked by data_inspect before anything is recorded; any failure removes all of it. */
+int svc_file_add(svc *s, const svc_caller *who, const svc_upload_part *parts, int n_parts, const char *purpose,
+                 svc_file *out, svc_error *e)
+{
+    memset(out, 0, sizeof *out);
+    long long upload_bytes = 0;
+    for (int i = 0; i < n_parts; i++) upload_bytes += parts[i].bytes;
+    db_file f = {.bytes = upload_bytes, .created_at = util_now()};
+    char dir[1100], name[200], stage[1200] = "", root[1400] = "";
+    const char *filename = parts[0].filename;
+    unpack_limits lim = extract_limits(s);
+    data_report rep = {0};
+    db_file_class *classes = NULL;
+    int rc;
+    if ((rc = over_upload_quota(s, who, upload_bytes, e)) != 0) goto fail;
+    snprintf(f.owner, sizeof f.owner, "%s", who->name);
+    if ((rc = util_random_id(f.id, sizeof f.id, "file-")) != 0) {
+        rc = svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "no randomness for an id: %s", strerror(-rc));
+        goto fail;
+    }
+    snprintf(dir, sizeof dir, "%.700s/files/%.47s", s->cfg.data_dir, f.id);
+    int staged = n_parts == 2 || unpack_is_archive(parts[0].tmp_path);
+    if (staged) {
+        snprintf(stage, sizeof stage, "%.1100s/stage-XXXXXX", s->upload_dir);
+        if (!mkdtemp(stage)) {
+            stage[0] = 0;
+            rc = svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot stage the upload: %s", strerror(errno));
+            goto fail;
+        }
+        if (n_parts == 2) {
+            rc = svc__stage_idx(parts, stage, &f.bytes, &filename, e);
+            snprintf(root, sizeof root, "%s", stage);
+        } else {
+            rc = svc__stage_archive(parts[0].tmp_path, stage, &lim, root, sizeof root, &f.bytes, e);
+        }
+        if (rc) goto fail;
+        if ((rc = svc__inspect(root, root, upload_bytes, &lim, &rep, e)) != 0) goto fail;
+        if (rename(root, dir) != 0) {
+            rc = svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errno));
+            goto fail;
+        }
+        snprintf(f.path, sizeof f.path, "%.1000s", dir);
+        if (strcmp(root, stage)) util_rmtree(stage); /* what was around the root: nothing, or hidden files */
+        stage[0] = 0;
+    } else {
+        upload_name(filename, name, sizeof name);
+        snprintf(f.path, sizeof f.path, "%.700s/files/%.47s/%.150s", s->cfg.data_dir, f.id, name);
+        if (mkdir(dir, 0700) != 0 || rename(parts[0].tmp_path, f.path) != 0) {
+            int errnum = errno;
+            rmdir(dir);
+            rc = svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errnum));
+            goto fail;
+        }
+        if ((rc = svc__inspect(f.path, dir, upload_bytes, &lim, &rep, e)) != 0) goto fail_stored;
+    }
+    snprintf(f.filename, sizeof f.filename, "%s", filename && *filename ? filename : "upload");
+    snprintf(f.purpose, sizeof f.purpose, "%s", purpose && *purpose ? purpose : "fine-tune");
+    snprintf(f.format, sizeof f.format, "%s", data_format_name(rep.info.format));
+    f.images = rep.info.count;
+    f.min_width = rep.min_w;
+    f.min_height = rep.min_h;
+    f.max_width = rep.max_w;
+    f.max_height = rep.max_h;
+    if (staged && (rc = over_upload_quota(s, who, f.bytes, e)) != 0) goto fail_stored; /* what it expanded to */
+    classes = calloc((size_t)rep.info.num_classes, sizeof *classes);
+    if (!classes) {
+        rc = svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+        goto fail_stored;
+    }
+    for (int i = 0; i < rep.info.num_classes; i++) classes[i] = (db_file_class){rep.class_names[i], rep.class_counts[i]};
+    if (db_file_insert_classes(s->db, &f, classes, rep.info.num_classes) != 0) {
+        rc = svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot record the upload: %s", db_errmsg(s->db));
+        goto fail_stored;
+    }
+    LOG(LOG_INFO, "msg=\"file uploaded\" id=%s bytes=%lld on_disk=%lld format=%s images=%d classes=%d", f.id,
+        upload_bytes, f.bytes, f.format, rep.info.count, rep.info.num_classes);
+    out->f = f;
+    class_ctx c = {out, 0, 0};
+    for (int i = 0; i < rep.info.num_classes && !c.oom; i++) add_class(&c, rep.class_names[i], rep.class_counts[i]);
+    if (c.oom) svc_file_free(out); /* recorded: the reply only lacks its classes */
+    free(classes);
+    data_report_free(&rep);
+    return 0;
+fail_stored:
+    util_rmtree(dir);
+fail:
+    for (int i = 0; i < n_parts; i++) unlink(parts[i].tmp_path); /* those not renamed yet */
+    if (stage[0]) util_rmtree(stage);
+    free(classes);
+    data_report_free(&rep);
+    return rc;
 }
