@@ -145,9 +145,55 @@ static void drop_tmp(req *q)
         if (q->tmp[i][0]) { unlink(q->tmp[i]); q->tmp[i][0] = 0; }
 }
 
+static void checking_unlink(req *q)
+{
+    if (q->prev_up) q->prev_up->next_up = q->next_up;
+    else if (q->a->checking == q) q->a->checking = q->next_up;
+    if (q->next_up) q->next_up->prev_up = q->prev_up;
+    q->prev_up = q->next_up = NULL;
+}
+
+/* The core's done: the check is over, the suspended connection is resumed and MHD calls the handler
+ * again (api__file_upload, which finishes it). */
+static void on_checked(void *ud)
+{
+    req *q = ud;
+    checking_unlink(q);
+    q->checked = 1;
+    MHD_resume_connection(q->conn);
+    api__kick(q->a);
+}
+
+void api__upload_drop(req *q)
+{
+    if (!q->checking) return;
+    checking_unlink(q);
+    svc_upload_abandon(q->checking);
+    q->checking = NULL;
+}
+
+void api__uploads_resume_all(api_ctx *a)
+{
+    while (a->checking) {
+        req *q = a->checking;
+        api__upload_drop(q);         /* the handler, called again, answers 503 (shutting down) */
+        MHD_resume_connection(q->conn);
+    }
+}
+
 enum MHD_Result api__file_upload(api__call *c)
 {
     req *q = c->q;
+    if (q->checking && q->checked) { /* second call, after on_checked */
+        svc_file f;
+        svc_error e;
+        int rc = svc_upload_finish(q->checking, &f, &e);
+        q->checking = NULL;
+        if (rc) return api__reply_error(c, &e);
+        json_t *out = render_file(&f);
+        svc_file_free(&f);
+        return api__reply_rendered(c, out);
+    }
     if (q->fd >= 0) { close(q->fd); q->fd = -1; }
     if (q->too_large) {
         drop_tmp(q);
@@ -169,12 +215,15 @@ enum MHD_Result api__file_upload(api__call *c)
     svc_upload_part parts[SVC_UPLOAD_MAX_PARTS];
     for (int i = 0; i < q->n_parts; i++)
         parts[i] = (svc_upload_part){q->tmp[i], q->filename[i], q->part_bytes[i]};
-    svc_file f;
     svc_error e;
-    int rc = svc_file_add(c->a->svc, &q->who, parts, q->n_parts, q->purpose, &f, &e);
-    for (int i = 0; i < q->n_parts; i++) q->tmp[i][0] = 0; /* svc_file_add took the files */
+    int rc = svc_file_add_start(c->a->svc, &q->who, parts, q->n_parts, q->purpose, on_checked, q, &q->checking, &e);
+    for (int i = 0; i < q->n_parts; i++) q->tmp[i][0] = 0; /* the core took the files */
     if (rc) return api__reply_error(c, &e);
-    json_t *out = render_file(&f);
-    svc_file_free(&f);
-    return api__reply_rendered(c, out);
+    /* the check runs off the loop: the connection waits suspended, the loop serves the others */
+    q->conn = c->conn;
+    q->next_up = c->a->checking;
+    if (q->next_up) q->next_up->prev_up = q;
+    c->a->checking = q;
+    MHD_suspend_connection(c->conn);
+    return MHD_YES;
 }

@@ -436,99 +436,200 @@ static int over_upload_quota(svc *s, const svc_caller *who, long long bytes, svc
     return 0;
 }
 
+struct svc_upload {
+    svc *s;                        /* the loop's; the work thread reads none of it */
+    uv_work_t work;
+    void (*done)(void *ud);
+    void *ud;
+    int ready, abandoned;
+    int n_parts;
+    char tmp[SVC_UPLOAD_MAX_PARTS][1200], name[SVC_UPLOAD_MAX_PARTS][256];
+    long long part_bytes[SVC_UPLOAD_MAX_PARTS], upload_bytes;
+    const char *filename;          /* into name[] */
+    char upload_dir[1100], dir[1100], stage[1200], root[1400];
+    int staged, stored;            /* stored: dir exists */
+    unpack_limits lim;
+    db_file f;
+    int rc;                        /* the check's result, with e */
+    svc_error e;
+    data_report rep;
+};
+
+/* Everything an upload left on disk, and u itself. */
+static void upload_free(svc_upload *u)
+{
+    if (u->stored) util_rmtree(u->dir);
+    for (int i = 0; i < u->n_parts; i++) unlink(u->tmp[i]); /* those not renamed */
+    if (u->stage[0]) util_rmtree(u->stage);
+    data_report_free(&u->rep);
+    free(u);
+}
+
 /* One upload, three shapes (core/dataset_upload.c stages the first two):
  *   an archive  -> extracted into files/tmp/stage-XXXXXX, its root renamed to files/<id>   (path: the folder)
  *   two parts   -> an IDX pair renamed into a staging folder, renamed to files/<id>        (path: the folder)
  *   else        -> the file renamed to files/<id>/<name>, as the trainer names formats     (path: the file)
- * Each is checked by data_inspect before anything is recorded; any failure removes all of it. */
-int svc_file_add(svc *s, const svc_caller *who, const svc_upload_part *parts, int n_parts, const char *purpose,
-                 svc_file *out, svc_error *e)
+ * Each is checked by data_inspect before it is recorded; any failure removes all of it. A thread-pool
+ * thread: files and the trainer's readers only, u's own fields, nothing of the svc. */
+static int check_upload(svc_upload *u)
+{
+    svc_error *e = &u->e;
+    db_file *f = &u->f;
+    int rc;
+    u->staged = u->n_parts == 2 || unpack_is_archive(u->tmp[0]);
+    if (u->staged) {
+        snprintf(u->stage, sizeof u->stage, "%.1100s/stage-XXXXXX", u->upload_dir);
+        if (!mkdtemp(u->stage)) {
+            u->stage[0] = 0;
+            return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot stage the upload: %s", strerror(errno));
+        }
+        if (u->n_parts == 2) {
+            svc_upload_part parts[2] = {{u->tmp[0], u->name[0], u->part_bytes[0]}, {u->tmp[1], u->name[1], u->part_bytes[1]}};
+            rc = svc__stage_idx(parts, u->stage, &f->bytes, &u->filename, e);
+            snprintf(u->root, sizeof u->root, "%s", u->stage);
+        } else {
+            rc = svc__stage_archive(u->tmp[0], u->stage, &u->lim, u->root, sizeof u->root, &f->bytes, e);
+        }
+        if (rc) return rc;
+        if ((rc = svc__inspect(u->root, u->root, u->upload_bytes, &u->lim, &u->rep, e)) != 0) return rc;
+        if (rename(u->root, u->dir) != 0)
+            return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errno));
+        u->stored = 1;
+        snprintf(f->path, sizeof f->path, "%.1000s", u->dir);
+        if (strcmp(u->root, u->stage)) util_rmtree(u->stage); /* what was around the root: nothing, or hidden files */
+        u->stage[0] = 0;
+    } else {
+        char name[200];
+        upload_name(u->filename, name, sizeof name);
+        snprintf(f->path, sizeof f->path, "%.700s/%.150s", u->dir, name);
+        if (mkdir(u->dir, 0700) != 0)
+            return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errno));
+        u->stored = 1;
+        if (rename(u->tmp[0], f->path) != 0)
+            return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errno));
+        if ((rc = svc__inspect(f->path, u->dir, u->upload_bytes, &u->lim, &u->rep, e)) != 0) return rc;
+    }
+    snprintf(f->filename, sizeof f->filename, "%s", u->filename && *u->filename ? u->filename : "upload");
+    snprintf(f->format, sizeof f->format, "%s", data_format_name(u->rep.info.format));
+    f->images = u->rep.info.count;
+    f->min_width = u->rep.min_w;
+    f->min_height = u->rep.min_h;
+    f->max_width = u->rep.max_w;
+    f->max_height = u->rep.max_h;
+    return 0;
+}
+
+static void upload_work(uv_work_t *w)
+{
+    svc_upload *u = w->data;
+    u->rc = check_upload(u);
+}
+
+static void upload_checked(uv_work_t *w, int status)
+{
+    svc_upload *u = w->data;
+    svc *s = u->s;
+    s->uploads--;
+    if (status == UV_ECANCELED && !u->rc)
+        u->rc = svc_fail(&u->e, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
+    if (u->abandoned) upload_free(u);
+    else {
+        u->ready = 1;
+        u->done(u->ud);
+    }
+    svc__finish_shutdown(s);
+}
+
+int svc_file_add_start(svc *s, const svc_caller *who, const svc_upload_part *parts, int n_parts, const char *purpose,
+                       void (*done)(void *ud), void *ud, svc_upload **out, svc_error *e)
+{
+    *out = NULL;
+    svc_upload *u = calloc(1, sizeof *u);
+    int rc;
+    if (!u) {
+        for (int i = 0; i < n_parts; i++) unlink(parts[i].tmp_path);
+        return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+    }
+    u->s = s;
+    u->n_parts = n_parts < SVC_UPLOAD_MAX_PARTS ? n_parts : SVC_UPLOAD_MAX_PARTS;
+    for (int i = 0; i < u->n_parts; i++) {
+        snprintf(u->tmp[i], sizeof u->tmp[i], "%s", parts[i].tmp_path);
+        snprintf(u->name[i], sizeof u->name[i], "%s", parts[i].filename ? parts[i].filename : "");
+        u->part_bytes[i] = parts[i].bytes;
+        u->upload_bytes += parts[i].bytes;
+    }
+    u->filename = u->name[0];
+    u->done = done;
+    u->ud = ud;
+    u->lim = extract_limits(s);
+    snprintf(u->upload_dir, sizeof u->upload_dir, "%s", s->upload_dir);
+    db_file *f = &u->f;
+    *f = (db_file){.bytes = u->upload_bytes, .created_at = util_now()};
+    snprintf(f->owner, sizeof f->owner, "%s", who->name);
+    snprintf(f->purpose, sizeof f->purpose, "%s", purpose && *purpose ? purpose : "fine-tune");
+    if (s->stopping) rc = svc_fail(e, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
+    else if ((rc = over_upload_quota(s, who, u->upload_bytes, e)) != 0) {
+    } else if ((rc = util_random_id(f->id, sizeof f->id, "file-")) != 0) {
+        rc = svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "no randomness for an id: %s", strerror(-rc));
+    } else {
+        snprintf(u->dir, sizeof u->dir, "%.700s/files/%.47s", s->cfg.data_dir, f->id);
+        u->work.data = u;
+        if ((rc = uv_queue_work(s->loop, &u->work, upload_work, upload_checked)) != 0)
+            rc = svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "cannot start the upload check: %s", uv_strerror(rc));
+    }
+    if (rc) {
+        upload_free(u);
+        return rc;
+    }
+    s->uploads++;
+    *out = u;
+    return 0;
+}
+
+void svc_upload_abandon(svc_upload *u)
+{
+    if (!u) return;
+    if (u->ready) upload_free(u);
+    else u->abandoned = 1; /* upload_checked frees it */
+}
+
+int svc_upload_finish(svc_upload *u, svc_file *out, svc_error *e)
 {
     memset(out, 0, sizeof *out);
-    long long upload_bytes = 0;
-    for (int i = 0; i < n_parts; i++) upload_bytes += parts[i].bytes;
-    db_file f = {.bytes = upload_bytes, .created_at = util_now()};
-    char dir[1100], name[200], stage[1200] = "", root[1400] = "";
-    const char *filename = parts[0].filename;
-    unpack_limits lim = extract_limits(s);
-    data_report rep = {0};
+    svc *s = u->s;
+    db_file *f = &u->f;
+    data_report *rep = &u->rep;
     db_file_class *classes = NULL;
-    int rc;
-    if ((rc = over_upload_quota(s, who, upload_bytes, e)) != 0) goto fail;
-    snprintf(f.owner, sizeof f.owner, "%s", who->name);
-    if ((rc = util_random_id(f.id, sizeof f.id, "file-")) != 0) {
-        rc = svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "no randomness for an id: %s", strerror(-rc));
+    svc_caller who = {.admin = 0};
+    snprintf(who.name, sizeof who.name, "%s", f->owner);
+    int rc = u->rc;
+    if (rc) {
+        *e = u->e;
         goto fail;
     }
-    snprintf(dir, sizeof dir, "%.700s/files/%.47s", s->cfg.data_dir, f.id);
-    int staged = n_parts == 2 || unpack_is_archive(parts[0].tmp_path);
-    if (staged) {
-        snprintf(stage, sizeof stage, "%.1100s/stage-XXXXXX", s->upload_dir);
-        if (!mkdtemp(stage)) {
-            stage[0] = 0;
-            rc = svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot stage the upload: %s", strerror(errno));
-            goto fail;
-        }
-        if (n_parts == 2) {
-            rc = svc__stage_idx(parts, stage, &f.bytes, &filename, e);
-            snprintf(root, sizeof root, "%s", stage);
-        } else {
-            rc = svc__stage_archive(parts[0].tmp_path, stage, &lim, root, sizeof root, &f.bytes, e);
-        }
-        if (rc) goto fail;
-        if ((rc = svc__inspect(root, root, upload_bytes, &lim, &rep, e)) != 0) goto fail;
-        if (rename(root, dir) != 0) {
-            rc = svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errno));
-            goto fail;
-        }
-        snprintf(f.path, sizeof f.path, "%.1000s", dir);
-        if (strcmp(root, stage)) util_rmtree(stage); /* what was around the root: nothing, or hidden files */
-        stage[0] = 0;
-    } else {
-        upload_name(filename, name, sizeof name);
-        snprintf(f.path, sizeof f.path, "%.700s/files/%.47s/%.150s", s->cfg.data_dir, f.id, name);
-        if (mkdir(dir, 0700) != 0 || rename(parts[0].tmp_path, f.path) != 0) {
-            int errnum = errno;
-            rmdir(dir);
-            rc = svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errnum));
-            goto fail;
-        }
-        if ((rc = svc__inspect(f.path, dir, upload_bytes, &lim, &rep, e)) != 0) goto fail_stored;
-    }
-    snprintf(f.filename, sizeof f.filename, "%s", filename && *filename ? filename : "upload");
-    snprintf(f.purpose, sizeof f.purpose, "%s", purpose && *purpose ? purpose : "fine-tune");
-    snprintf(f.format, sizeof f.format, "%s", data_format_name(rep.info.format));
-    f.images = rep.info.count;
-    f.min_width = rep.min_w;
-    f.min_height = rep.min_h;
-    f.max_width = rep.max_w;
-    f.max_height = rep.max_h;
-    if (staged && (rc = over_upload_quota(s, who, f.bytes, e)) != 0) goto fail_stored; /* what it expanded to */
-    classes = calloc((size_t)rep.info.num_classes, sizeof *classes);
+    if (u->staged && (rc = over_upload_quota(s, &who, f->bytes, e)) != 0) goto fail; /* what it expanded to */
+    classes = calloc((size_t)rep->info.num_classes, sizeof *classes);
     if (!classes) {
         rc = svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
-        goto fail_stored;
+        goto fail;
     }
-    for (int i = 0; i < rep.info.num_classes; i++) classes[i] = (db_file_class){rep.class_names[i], rep.class_counts[i]};
-    if (db_file_insert_classes(s->db, &f, classes, rep.info.num_classes) != 0) {
+    for (int i = 0; i < rep->info.num_classes; i++) classes[i] = (db_file_class){rep->class_names[i], rep->class_counts[i]};
+    if (db_file_insert_classes(s->db, f, classes, rep->info.num_classes) != 0) {
         rc = svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot record the upload: %s", db_errmsg(s->db));
-        goto fail_stored;
+        goto fail;
     }
-    LOG(LOG_INFO, "msg=\"file uploaded\" id=%s bytes=%lld on_disk=%lld format=%s images=%d classes=%d", f.id,
-        upload_bytes, f.bytes, f.format, rep.info.count, rep.info.num_classes);
-    out->f = f;
+    LOG(LOG_INFO, "msg=\"file uploaded\" id=%s bytes=%lld on_disk=%lld format=%s images=%d classes=%d", f->id,
+        u->upload_bytes, f->bytes, f->format, rep->info.count, rep->info.num_classes);
+    out->f = *f;
     class_ctx c = {out, 0, 0};
-    for (int i = 0; i < rep.info.num_classes && !c.oom; i++) add_class(&c, rep.class_names[i], rep.class_counts[i]);
+    for (int i = 0; i < rep->info.num_classes && !c.oom; i++) add_class(&c, rep->class_names[i], rep->class_counts[i]);
     if (c.oom) svc_file_free(out); /* recorded: the reply only lacks its classes */
+    u->stored = 0;                 /* it is the file's now */
     free(classes);
-    data_report_free(&rep);
+    upload_free(u);
     return 0;
-fail_stored:
-    util_rmtree(dir);
 fail:
-    for (int i = 0; i < n_parts; i++) unlink(parts[i].tmp_path); /* those not renamed yet */
-    if (stage[0]) util_rmtree(stage);
     free(classes);
-    data_report_free(&rep);
+    upload_free(u);
     return rc;
 }

@@ -278,15 +278,22 @@ void svc_file_list_free(svc_file_list *l);
 int svc_files(svc *s, const svc_caller *who, svc_file_list *out, svc_error *e);
 int svc_file_get(svc *s, const svc_caller *who, const char *id, svc_file *out, svc_error *e);
 /* Uploads: api/ streams each file part of the body into a temporary file in svc_upload_dir(), then
- * hands them over: svc_file_add checks what they hold (one part: an archive of class folders, which it
- * extracts, or a file the trainer reads; two parts: an IDX images + labels pair), moves it into place
- * and records it. It takes ownership of every part's file (renamed or removed). OUT *out (svc_file_free). */
+ * hands them over. svc_file_add_start takes ownership of every part's file (renamed or removed) and
+ * checks them off the loop, on libuv's thread pool (one part: an archive of class folders, which it
+ * extracts, or a file the trainer reads; two parts: an IDX images + labels pair; then every image
+ * decoded), so the loop serves other requests meanwhile. done(ud) comes on the loop when the check is
+ * over; the caller then calls svc_upload_finish, which records the file (OUT *out, svc_file_free) and
+ * frees u. A caller that goes away first calls svc_upload_abandon instead: whatever was stored is
+ * removed and done is never called. Shutdown waits for checks in flight. */
 #define SVC_UPLOAD_MAX_PARTS 2
 typedef struct svc_upload_part { const char *tmp_path, *filename; long long bytes; } svc_upload_part;
+typedef struct svc_upload svc_upload; /* one upload being checked (opaque) */
 const char *svc_upload_dir(svc *s);
 long long svc_upload_limit(svc *s);
-int svc_file_add(svc *s, const svc_caller *who, const svc_upload_part *parts, int n_parts, const char *purpose,
-                 svc_file *out, svc_error *e);
+int  svc_file_add_start(svc *s, const svc_caller *who, const svc_upload_part *parts, int n_parts, const char *purpose,
+                        void (*done)(void *ud), void *ud, svc_upload **out, svc_error *e);
+int  svc_upload_finish(svc_upload *u, svc_file *out, svc_error *e);
+void svc_upload_abandon(svc_upload *u);
 
 /* ---- health ---- */
 typedef struct svc_readiness { int workers, running, threads_per_job; const char *executor; } svc_readiness;

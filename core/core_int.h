@@ -80,6 +80,7 @@ struct svc {
     void (*listener)(void *, const char *);
     void *listener_ud;
     char upload_dir[1100];
+    int uploads;                   /* upload checks in flight on the thread pool (shutdown waits for them) */
     data_info ds_info[SVC_MAX_DATASETS]; /* probed at start */
     int ds_ok[SVC_MAX_DATASETS];
     /* fair share: recent starts per user (exponentially decayed) */

@@ -292,7 +292,7 @@ fail:
 /* Once every run has ended: commit the last progress and close the handles. */
 void svc__finish_shutdown(svc *s)
 {
-    if (!s->stopping || s->n_runs > 0 || s->tests || s->handles_open != 3) return; /* tests: sweeps.c */
+    if (!s->stopping || s->n_runs > 0 || s->uploads > 0 || s->tests || s->handles_open != 3) return; /* tests: sweeps.c */
     svc__flush(s);
     svc__webhooks_close(s);
     svc__events_close(s, on_handle_closed);
