@@ -3,9 +3,12 @@ as an archive (tar.gz, zip with a top folder) reports its classes, counts and im
 reaches exactly the validation accuracy of the same folder named by path in a dataset root; a table of
 hostile archives (traversal, absolute path, links, devices, bombs, too many entries, not an archive,
 no images, images that do not decode) is refused with its status and message and leaves nothing on
-disk; an IDX images + labels pair (one gzipped, one not) as two file parts; `coretune upload DIR`.
+disk; the check runs off the loop (other requests are answered meanwhile; a shutdown mid-check answers
+503 and stores nothing); an IDX images + labels pair (one gzipped, one not) as two file parts;
+`coretune upload DIR`.
 The images are Fashion-MNIST test images written as PNGs here (3 classes x 24, deterministic)."""
 import gzip
+import http.client
 import io
 import json
 import os
@@ -14,6 +17,7 @@ import struct
 import subprocess
 import tarfile
 import tempfile
+import time
 import unittest
 import uuid
 import zipfile
@@ -141,6 +145,7 @@ class ImageFolderUploadTest(DaemonTest):
         got = self.d.request("GET", f"/v1/files/{f['id']}")[1]
         self.assertEqual(got, f)
         self.assertEqual(on_disk(self.d.data_dir)[0], f["id"])
+        self.assertEqual(os.listdir(os.path.join(self.d.data_dir, "files", "tmp")), [])  # the archive is gone
         self.assertFalse(os.path.exists(os.path.join(self.d.data_dir, "files", f["id"], "README.txt")))
 
         zbuf = io.BytesIO()  # the same folder as a zip with its top folder ("train/<class>/..."): stripped
@@ -217,6 +222,66 @@ class HostileUploadTest(DaemonTest):
                 self.assertNotIn(self.d.data_dir, err["error"]["message"], name)  # no server path leaks
                 self.assertEqual(on_disk(self.d.data_dir), before, name)
                 self.assertEqual(os.listdir(os.path.join(self.d.data_dir, "files", "tmp")), [], name)
+        self.assertEqual(self.d.request("GET", "/v1/files")[1]["data"], [])
+
+
+def big_archive(n):
+    """n Fashion-MNIST PNGs in 10 class folders: an upload whose check takes a while (~0.3 s per 1000)."""
+    pix, labels = fashion(n)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for i in range(n):
+            data = png(28, 28, pix[i * 784:(i + 1) * 784])
+            ti = tarfile.TarInfo(f"c{labels[i]}/{i:05d}.png")
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def send_upload(d, payload):
+    """POST the upload and return the connection once the whole body is sent (the reply still to come)."""
+    import http.client
+    body, headers = multipart({"purpose": "fine-tune"}, [("big.tar.gz", payload)])
+    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=120)
+    conn.request("POST", "/v1/files", body, headers=dict(headers, Authorization=f"Bearer {d.token}"))
+    return conn
+
+
+@unittest.skipUnless(os.path.isdir(FMNIST), "needs Debian's dataset-fashion-mnist")
+class CheckOffTheLoopTest(DaemonTest):
+    args = ("--workers", "0")
+
+    def test_other_requests_are_served_during_a_check(self):
+        import threading
+        conn = send_upload(self.d, big_archive(6000))
+        reply = {}
+
+        def wait():
+            r = conn.getresponse()
+            reply["status"], reply["body"] = r.status, json.loads(r.read())
+
+        t = threading.Thread(target=wait)
+        t.start()
+        served_meanwhile = 0
+        while t.is_alive():  # the loop answers while the check runs (on the loop, none would come back before it)
+            if self.d.request("GET", "/healthz", token=None)[0] == 200 and t.is_alive():
+                served_meanwhile += 1
+        t.join()
+        self.assertEqual(reply["status"], 200, reply)
+        self.assertEqual(reply["body"]["images"], 6000)
+        self.assertGreater(served_meanwhile, 0)
+
+    def test_shutdown_during_a_check_stores_nothing(self):
+        conn = send_upload(self.d, big_archive(6000))
+        time.sleep(0.3)  # the body is in; the check is under way
+        rc, _ = self.d.stop()
+        self.assertEqual(rc, 0, self.d.read_log())
+        r = conn.getresponse()  # resumed and answered before the listener closed
+        self.assertEqual(r.status, 503)
+        self.assertEqual(json.loads(r.read())["error"]["code"], "shutting_down")
+        self.assertEqual(on_disk(self.d.data_dir), [])
+        self.assertEqual(os.listdir(os.path.join(self.d.data_dir, "files", "tmp")), [])
+        self.d.start()  # for tearDown's clean stop and integrity check
         self.assertEqual(self.d.request("GET", "/v1/files")[1]["data"], [])
 
 
