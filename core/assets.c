@@ -278,6 +278,14 @@ static int add_file_dataset(void *ud, const db_file *f)
     if (!d) return 1;
     snprintf(d->format, sizeof d->format, "%s", f->format);
     d->bytes = f->bytes;
+    d->images = f->images; /* -1 for an upload from before they were recorded */
+    return 0;
+}
+
+static int count_class(void *ud, const char *name, long long images)
+{
+    (void)name; (void)images;
+    (*(long long *)ud)++;
     return 0;
 }
 
@@ -312,9 +320,19 @@ int svc_datasets(svc *s, const svc_caller *who, svc_dataset_list *out, svc_error
         }
     }
     if (oom) { svc_dataset_list_free(out); return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory"); }
+    int first_upload = out->n;
     if (db_file_list(s->db, who->admin ? NULL : who->name, add_file_dataset, &c)) {
         svc_dataset_list_free(out);
         return svc__storage_error(s, e);
+    }
+    for (int i = first_upload; i < out->n; i++) {
+        long long n = 0;
+        if (out->v[i].images < 0) continue;
+        if (db_file_classes(s->db, out->v[i].id, count_class, &n)) {
+            svc_dataset_list_free(out);
+            return svc__storage_error(s, e);
+        }
+        out->v[i].classes = n;
     }
     return 0;
 }

@@ -43,8 +43,9 @@ int data_probe(data_info *out, const char *name, char *err, size_t errlen);
 
 /* Everything data_probe says and what only reading every byte tells (an upload's check): every
  * image decoded as data_open decodes it, labels checked, per-class counts, the range of native image
- * sizes (IDX/CIFAR: one size). IDX and CIFAR sets are loaded whole at their native size, so max_bytes
- * caps the pixels (0 = data_open's default). OUT: *out, freed with data_report_free (also on failure). */
+ * sizes (IDX/CIFAR: one size). IDX and CIFAR sets are read through data_open with every image kept at
+ * 1x1, so max_bytes caps one byte per image (0 = data_open's default). OUT: *out, freed with
+ * data_report_free (also on failure). */
 typedef struct data_report {
     data_info info;              /* height, width: of the first image */
     int min_h, min_w, max_h, max_w;

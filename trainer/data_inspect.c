@@ -1,7 +1,7 @@
 /* trainer/data_inspect.c — data_inspect: what an uploaded set holds, read the way training will read
  * it. An ImageFolder is scanned as data_open scans it and every image is decoded with its decoders
- * (one scratch buffer, no pixel set kept); IDX and CIFAR sets are opened with data_open at their native
- * size under the caller's memory cap. Per-class counts and the range of native image sizes come back.
+ * (one scratch buffer, no pixel set kept); IDX and CIFAR sets are read through by data_open, every
+ * image stored at 1x1 (one byte each), under the caller's memory cap. Per-class counts and the range of native image sizes come back.
  * Caller's thread (the daemon's loop, for an upload). Errors as in data.h ("<file>: <problem>"). */
 #define _GNU_SOURCE
 #include "trainer/data_int.h"
@@ -70,9 +70,10 @@ int data_inspect(data_report *out, const char *name, size_t max_bytes, char *err
         rc = inspect_folder(out, s->root, err, errlen);
         goto done;
     }
-    /* IDX and CIFAR: every byte read and every label checked by data_open itself */
+    /* IDX and CIFAR: every byte read and every label checked by data_open itself, each image stored
+     * at 1x1 gray so that the set holds one byte per image however large it is */
     data_set *ds;
-    data_open_opts o = { .max_bytes = max_bytes };
+    data_open_opts o = { .channels = 1, .height = 1, .width = 1, .max_bytes = max_bytes };
     if ((rc = data_open(&ds, name, &o, err, errlen)) < 0) goto done;
     out->info.count = ds->n;
     out->info.channels = ds->native_c;

@@ -144,6 +144,10 @@ class ImageFolderUploadTest(DaemonTest):
         self.check_report(f)
         got = self.d.request("GET", f"/v1/files/{f['id']}")[1]
         self.assertEqual(got, f)
+        self.assertEqual(self.d.request("GET", "/v1/files")[1]["data"], [f])
+        ds = [x for x in self.d.request("GET", "/v1/datasets")[1]["data"] if x["id"] == f["id"]]
+        self.assertEqual([(x["source"], x["format"], x["images"], x["classes"], x["bytes"]) for x in ds],
+                         [("upload", "imagefolder", 3 * PER_CLASS, 3, self.png_bytes)])
         self.assertEqual(on_disk(self.d.data_dir)[0], f["id"])
         self.assertEqual(os.listdir(os.path.join(self.d.data_dir, "files", "tmp")), [])  # the archive is gone
         self.assertFalse(os.path.exists(os.path.join(self.d.data_dir, "files", f["id"], "README.txt")))

@@ -495,7 +495,12 @@ static void test_inspect(void **state)
     assert_string_equal(r.class_names[2], "2");
     assert_true(r.min_w == 4 && r.max_h == 5);
     data_report_free(&r);
-    assert_int_equal(data_inspect(&r, p, 100, err, sizeof err), -EFBIG); /* 600 pixel bytes over a 100-byte cap */
+    assert_int_equal(data_inspect(&r, p, 29, err, sizeof err), -EFBIG); /* one byte per image: 30 over 29 */
+    assert_int_equal(data_inspect(&r, p, 30, err, sizeof err), 0);
+    data_report_free(&r);
+    write_idx("insp_idx", "train", 30, 5, 4, true, 31); /* the header claims one more image than there is */
+    assert_true(data_inspect(&r, p, 0, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "truncated"));
 }
 
 /* ---- subsets, splits ---- */
