@@ -625,7 +625,8 @@ int svc_upload_finish(svc_upload *u, svc_file *out, svc_error *e)
         *e = u->e;
         goto fail;
     }
-    if (u->staged && (rc = over_upload_quota(s, &who, f->bytes, e)) != 0) goto fail; /* what it expanded to */
+    /* again, now: what it expanded to, and what other uploads recorded while this one was checked */
+    if ((rc = over_upload_quota(s, &who, f->bytes, e)) != 0) goto fail;
     classes = calloc((size_t)rep->info.num_classes, sizeof *classes);
     if (!classes) {
         rc = svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
