@@ -289,6 +289,21 @@ class CheckOffTheLoopTest(DaemonTest):
         self.assertEqual(self.d.request("GET", "/v1/files")[1]["data"], [])
 
 
+class ExpandedQuotaTest(DaemonTest):
+    args = ("--workers", "0", "--quota", "upload_mb=1", "--max-extract-ratio", "1000")
+
+    def test_the_quota_counts_what_an_archive_expands_to(self):
+        img = png(64, 64, os.urandom(64 * 64))  # ~4 KiB that gzip finds again in every copy
+        payload = tar_bytes([({"name": f"a/{i}.png"}, img) for i in range(300)])
+        self.assertLess(len(payload), 1 << 20)
+        body, headers = multipart({}, [("x.tar.gz", payload)])
+        status, err, _ = self.d.request("POST", "/v1/files", body, headers=headers)
+        self.assertEqual(status, 429, err)
+        self.assertIn("upload_bytes", err["error"]["message"])
+        self.assertEqual(on_disk(self.d.data_dir), [])
+        self.assertEqual(os.listdir(os.path.join(self.d.data_dir, "files", "tmp")), [])
+
+
 @unittest.skipUnless(os.path.isdir(FMNIST), "needs Debian's dataset-fashion-mnist")
 class IdxPairUploadTest(DaemonTest):
     args = ("--workers", "1", "--threads-per-job", "1")
