@@ -183,6 +183,12 @@ class HostileUploadTest(DaemonTest):
         with zipfile.ZipFile(zbomb, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr("a/ok.png", ok)
             z.writestr("a/bomb.png", zeros)
+        zlink = io.BytesIO()
+        with zipfile.ZipFile(zlink, "w") as z:
+            z.writestr("a/ok.png", ok)
+            info = zipfile.ZipInfo("a/l.png")
+            info.create_system, info.external_attr = 3, (0o120777 << 16)  # a Unix symlink
+            z.writestr(info, "/etc/passwd")
         many = [({"name": f"a/{i}.png"}, ok) for i in range(41)]
         cases = [
             ("traversal", tar_bytes([({"name": "a/ok.png"}, ok), ({"name": "../x.png"}, ok)]), 400, '"..\" is refused'),
@@ -191,6 +197,7 @@ class HostileUploadTest(DaemonTest):
             ("symlink", tar_bytes([({"name": "a/ok.png"}, ok),
                                    ({"name": "a/l.png", "type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}, None)]),
              400, "symbolic links are refused"),
+            ("zip symlink", zlink.getvalue(), 400, "symbolic links are refused"),
             ("hard link", tar_bytes([({"name": "a/ok.png"}, ok),
                                      ({"name": "a/h.png", "type": tarfile.LNKTYPE, "linkname": "a/ok.png"}, None)]),
              400, "hard links are refused"),
