@@ -34,7 +34,7 @@ docdir      ?= $(datarootdir)/doc/coretuned
 UNITDIR     ?= $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/lib/systemd/system)
 VERSION     := $(shell sed -n 's/^\#define CORETUNED_VERSION "\(.*\)"/\1/p' common/version.h)
 
-PKGS    := libmicrohttpd jansson sqlite3 libuv openblas libpng libjpeg zlib libcurl nettle
+PKGS    := libmicrohttpd jansson sqlite3 libuv openblas libpng libjpeg zlib libcurl nettle libarchive
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 TEST_CFLAGS := $(shell pkg-config --cflags cmocka 2>/dev/null)

@@ -337,9 +337,11 @@ void api_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum 
         LOG(LOG_DEBUG, "msg=request method=%s route=%s status=%u ms=%.1f user=\"%s\"", q->method, q->route, q->status,
             (util_mono() - q->t0) * 1000, q->authed ? q->who.name : "");
     }
+    api__upload_drop(q);
     if (q->pp) MHD_destroy_post_processor(q->pp);
     if (q->fd >= 0) close(q->fd);
-    if (q->tmp[0]) unlink(q->tmp);
+    for (int i = 0; i < SVC_UPLOAD_MAX_PARTS; i++)
+        if (q->tmp[i][0]) unlink(q->tmp[i]);
     free(q->body);
     free(q);
     *con_cls = NULL;
@@ -385,6 +387,7 @@ void api_shutdown(api_ctx *a)
     a->shutting_down = 1;
     svc_set_listener(a->svc, NULL, NULL);
     api__sse_resume_all(a); /* MHD must not be stopped with suspended connections */
+    api__uploads_resume_all(a);
     uv_close((uv_handle_t *)&a->kick_timer, on_closed);
     uv_close((uv_handle_t *)&a->hb_timer, on_closed);
 }

@@ -103,11 +103,13 @@ struct api_ctx {
     int n_streams;
     struct route_stat *stats;
     int n_stats, cap_stats;
+    struct req *checking; /* uploads whose check is in flight: their connections are suspended */
 };
 
 enum req_kind { REQ_PLAIN, REQ_JSON, REQ_UPLOAD };
 
-typedef struct req {
+typedef struct req req;
+struct req {
     enum req_kind kind;
     api_ctx *a;           /* borrowed */
     api__match m;         /* the route, matched once in the headers phase */
@@ -123,14 +125,20 @@ typedef struct req {
     size_t len, cap, received;
     int too_large;
     int answered;         /* a response was queued with the headers: the rest of the request is dropped */
-    /* uploads */
+    /* uploads: up to SVC_UPLOAD_MAX_PARTS 'file' parts, each streamed into its own temp file */
     struct MHD_PostProcessor *pp;
-    int fd;
-    char tmp[1200];
-    char filename[256], purpose[32];
-    long long bytes;
-    int have_file, bad_form, not_form;
-} req;
+    int fd;               /* the part being written (-1 = none) */
+    int n_parts;          /* 'file' parts begun */
+    char tmp[SVC_UPLOAD_MAX_PARTS][1200];          /* "" = none (or handed to the core) */
+    char filename[SVC_UPLOAD_MAX_PARTS][256], purpose[32];
+    long long part_bytes[SVC_UPLOAD_MAX_PARTS];
+    long long bytes;      /* of all parts */
+    int have_file, bad_form, not_form, too_many_parts;
+    svc_upload *checking; /* handed to the core, being checked off the loop (the connection is suspended) */
+    int checked;          /* its check is over: svc_upload_finish answers */
+    struct MHD_Connection *conn;
+    struct req *prev_up, *next_up; /* api_ctx.checking */
+};
 
 /* One dispatch: what a handler needs. status is set by whatever queues the response (0 = none yet). */
 struct api__call {
@@ -170,6 +178,10 @@ int  api__sse_is(const api_ctx *a, struct MHD_Connection *conn); /* conn's respo
 
 /* Headers phase of POST /v1/files: set up the multipart parser (q->not_form when it is not multipart). */
 void api__upload_begin(req *q, struct MHD_Connection *conn);
+/* The request went away, or the daemon is stopping: its upload check's result is dropped. */
+void api__upload_drop(req *q);
+void api__uploads_resume_all(api_ctx *a); /* shutdown: every suspended upload answers 503 */
+void api__kick(api_ctx *a);               /* sse.c: run MHD soon (after a resume) */
 
 /* ---------------- handlers (named by the table) ---------------- */
 

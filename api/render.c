@@ -2,6 +2,7 @@
  * by name, people read them in this order). */
 #include "api/render.h"
 #include "common/log.h"
+#include "common/util.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -251,8 +252,20 @@ json_t *render_file(const svc_file *x)
     json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:s}", "id", f->id, "object", "file", "bytes",
                           (json_int_t)f->bytes, "created_at", (json_int_t)f->created_at, "filename", f->filename,
                           "purpose", f->purpose, "format", f->format, "status", "processed");
-    if (o && x->images >= 0) json_object_set_new(o, "images", json_integer(x->images));
-    if (o && x->classes >= 0) json_object_set_new(o, "classes", json_integer(x->classes));
+    if (o && f->images >= 0) json_object_set_new(o, "images", json_integer(f->images));
+    if (o && x->classes) {
+        json_t *cls = json_array();
+        char name[400];
+        for (int i = 0; i < x->n_classes; i++) {
+            util_utf8_clean(name, sizeof name, x->classes[i].name); /* a folder's name from an archive */
+            json_array_append_new(cls, json_pack("{s:s, s:I}", "name", name, "images", (json_int_t)x->classes[i].images));
+        }
+        json_object_set_new(o, "classes", cls);
+    }
+    if (o && f->max_width > 0)
+        json_object_set_new(o, "image_size", json_pack("{s:i, s:i, s:i, s:i}", "min_width", f->min_width, "min_height",
+                                                       f->min_height, "max_width", f->max_width, "max_height",
+                                                       f->max_height));
     return o;
 }
 

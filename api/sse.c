@@ -66,6 +66,8 @@ static void arm_kick(api_ctx *a)
     uv_timer_start(&a->kick_timer, on_kick, 0, 0);
 }
 
+void api__kick(api_ctx *a) { arm_kick(a); }
+
 static void sse_append(sse *x, const char *text, size_t n)
 {
     if (x->len + n > x->cap) {

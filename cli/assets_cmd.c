@@ -1,9 +1,12 @@
-/* cli/assets_cmd.c — what jobs use and produce: `models`, `datasets`, `upload FILE` (multipart
- * POST /v1/files) and `download ID|MODEL` (GET /v1/models/{id}/content, checked to be safetensors and
+/* cli/assets_cmd.c — what jobs use and produce: `models`, `datasets`, `upload FILE|DIR [LABELS]`
+ * (multipart POST /v1/files; a folder is sent as a tar.gz made on the fly, an IDX pair as two parts) and `download ID|MODEL` (GET /v1/models/{id}/content, checked to be safetensors and
  * written atomically: a temporary file in the target's folder, fsync, rename). Single-threaded;
  * messages on stderr; returns exit codes (cli.h). */
 #include "cli/client.h"
 #include "cli/fmt.h"
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -88,9 +91,80 @@ int cli_datasets(cli_global *g, int argc, char **argv)
 
 /* ---------------- upload ---------------- */
 
+/* `upload DIR`: the folder as a tar.gz written by libarchive into an unnamed temporary file (tmpfile:
+ * nothing is left behind, whatever happens), entries relative to DIR in sorted order. Regular files
+ * and folders only: a link or special file is skipped with a warning (the daemon refuses them). */
+static int tar_dir(struct archive *a, const char *root, const char *rel, int depth)
+{
+    char path[8200];
+    snprintf(path, sizeof path, "%s%s%s", root, *rel ? "/" : "", rel);
+    struct dirent **names;
+    int n = scandir(path, &names, NULL, alphasort);
+    if (n < 0) { fprintf(stderr, "coretune: %s: %s\n", path, strerror(errno)); return -1; }
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        const char *nm = names[i]->d_name;
+        char sub[4096], full[8200];
+        if (rc || !strcmp(nm, ".") || !strcmp(nm, "..")) continue;
+        snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", nm);
+        snprintf(full, sizeof full, "%s/%s", root, sub);
+        struct stat st;
+        if (lstat(full, &st) != 0) { fprintf(stderr, "coretune: %s: %s\n", full, strerror(errno)); rc = -1; continue; }
+        if (S_ISDIR(st.st_mode) && depth < 16) {
+            rc = tar_dir(a, root, sub, depth + 1);
+            continue;
+        }
+        if (!S_ISREG(st.st_mode)) { fprintf(stderr, "coretune: %s: skipped (not a regular file or folder)\n", full); continue; }
+        FILE *in = fopen(full, "rb");
+        if (!in) { fprintf(stderr, "coretune: %s: %s\n", full, strerror(errno)); rc = -1; continue; }
+        struct archive_entry *e = archive_entry_new();
+        archive_entry_set_pathname(e, sub);
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, 0644);
+        archive_entry_set_size(e, st.st_size);
+        archive_entry_set_mtime(e, st.st_mtime, 0);
+        if (archive_write_header(a, e) != ARCHIVE_OK) rc = -1;
+        char buf[65536];
+        size_t k;
+        long long left = st.st_size; /* exactly the size in the header, even if the file changes meanwhile */
+        while (rc == 0 && left > 0 && (k = fread(buf, 1, sizeof buf < (size_t)left ? sizeof buf : (size_t)left, in)) > 0) {
+            if (archive_write_data(a, buf, k) != (la_ssize_t)k) rc = -1;
+            left -= (long long)k;
+        }
+        if (rc == 0 && left > 0) { fprintf(stderr, "coretune: %s: changed while being read\n", full); rc = -1; }
+        if (rc && archive_error_string(a)) fprintf(stderr, "coretune: %s: %s\n", full, archive_error_string(a));
+        archive_entry_free(e);
+        fclose(in);
+    }
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    return rc;
+}
+
+static FILE *archive_folder(const char *dir, long long *size)
+{
+    FILE *f = tmpfile();
+    struct archive *a = f ? archive_write_new() : NULL;
+    if (!a) { fprintf(stderr, "coretune: cannot create a temporary file: %s\n", strerror(errno)); if (f) fclose(f); return NULL; }
+    int rc = archive_write_set_format_pax_restricted(a) == ARCHIVE_OK && archive_write_add_filter_gzip(a) == ARCHIVE_OK &&
+                     archive_write_open_FILE(a, f) == ARCHIVE_OK ? tar_dir(a, dir, "", 0) : -1;
+    if (archive_write_close(a) != ARCHIVE_OK) rc = -1;
+    if (rc && archive_error_string(a)) fprintf(stderr, "coretune: %s: %s\n", dir, archive_error_string(a));
+    archive_write_free(a);
+    if (rc == 0 && (fflush(f) != 0 || fseek(f, 0, SEEK_END) != 0 || (*size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)) rc = -1;
+    if (rc) { fclose(f); return NULL; }
+    return f;
+}
+
+static size_t read_cb(char *buf, size_t size, size_t n, void *ud) { return fread(buf, size, n, ud) * size; }
+static int seek_cb(void *ud, curl_off_t off, int origin)
+{
+    return fseek(ud, (long)off, origin) == 0 ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_FAIL;
+}
+
 int cli_upload(cli_global *g, int argc, char **argv)
 {
-    static const char usage[] = "upload FILE [--purpose fine-tune] [--json]";
+    static const char usage[] = "upload FILE|DIR [LABELS] [--purpose fine-tune] [--json]";
     static const struct option longopts[] = {{"purpose", required_argument, 0, 'p'}, CLI_COMMON_OPTS, {0, 0, 0, 0}};
     const char *purpose = "fine-tune";
     int c, rc;
@@ -99,48 +173,86 @@ int cli_upload(cli_global *g, int argc, char **argv)
         if (c == 'p') purpose = optarg;
         else if ((rc = cli_common_opt_usage(g, c, usage)) >= 0) return rc;
     }
-    if (argc - optind != 1) return cli_usage_error(usage);
-    const char *file = argv[optind];
-    struct stat st;
-    errno = 0;
-    if (stat(file, &st) != 0 || !S_ISREG(st.st_mode) || access(file, R_OK) != 0) {
-        fprintf(stderr, "coretune: %s: %s\n", file, errno ? strerror(errno) : "not a regular file");
-        return CLI_EUSAGE;
+    int nfiles = argc - optind;
+    if (nfiles != 1 && nfiles != 2) return cli_usage_error(usage);
+    const char *files[2] = {argv[optind], nfiles == 2 ? argv[optind + 1] : NULL};
+    int is_dir = 0;
+    for (int i = 0; i < nfiles; i++) {
+        struct stat st;
+        errno = 0;
+        int ok = stat(files[i], &st) == 0 && access(files[i], R_OK) == 0;
+        if (ok && S_ISDIR(st.st_mode) && nfiles == 1) { is_dir = 1; continue; }
+        if (!ok || !S_ISREG(st.st_mode)) {
+            fprintf(stderr, "coretune: %s: %s\n", files[i], errno ? strerror(errno) : nfiles == 2 ? "not a regular file" : "not a regular file or folder");
+            return CLI_EUSAGE;
+        }
+    }
+    FILE *tar = NULL;
+    long long tar_size = 0;
+    char tar_name[300];
+    if (is_dir) {
+        if (!(tar = archive_folder(files[0], &tar_size))) return CLI_EFAIL;
+        const char *end = files[0] + strlen(files[0]);
+        while (end > files[0] + 1 && end[-1] == '/') end--;
+        const char *base = end;
+        while (base > files[0] && base[-1] != '/') base--;
+        snprintf(tar_name, sizeof tar_name, "%.*s.tar.gz", (int)(end - base) > 200 ? 200 : (int)(end - base), base);
     }
     cli_conn *conn;
-    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) return rc;
+    if ((rc = cli_conn_open(g, &conn)) != CLI_OK) { if (tar) fclose(tar); return rc; }
     curl_mime *mime = curl_mime_init(NULL); /* a handle is only needed for its defaults */
     curl_mimepart *part = mime ? curl_mime_addpart(mime) : NULL;
+    int bad = !part;
     if (part) {
         curl_mime_name(part, "purpose");
         curl_mime_data(part, purpose, CURL_ZERO_TERMINATED);
     }
-    curl_mimepart *fpart = mime ? curl_mime_addpart(mime) : NULL;
-    if (!part || !fpart || curl_mime_name(fpart, "file") != CURLE_OK || curl_mime_filedata(fpart, file) != CURLE_OK ||
-        curl_mime_type(fpart, "application/octet-stream") != CURLE_OK) {
-        fprintf(stderr, "coretune: %s: cannot prepare the upload\n", file);
+    for (int i = 0; i < nfiles && !bad; i++) { /* every file is a part named "file" (two: an IDX pair) */
+        curl_mimepart *fpart = curl_mime_addpart(mime);
+        bad = !fpart || curl_mime_name(fpart, "file") != CURLE_OK ||
+              curl_mime_type(fpart, "application/octet-stream") != CURLE_OK ||
+              (tar ? curl_mime_data_cb(fpart, tar_size, read_cb, seek_cb, NULL, tar) != CURLE_OK ||
+                         curl_mime_filename(fpart, tar_name) != CURLE_OK
+                   : curl_mime_filedata(fpart, files[i]) != CURLE_OK);
+    }
+    if (bad) {
+        fprintf(stderr, "coretune: %s: cannot prepare the upload\n", files[0]);
         curl_mime_free(mime);
         cli_conn_close(conn);
+        if (tar) fclose(tar);
         return CLI_EFAIL;
     }
     cli_req req = {.mime = mime};
     cli_resp r;
     rc = cli_http(conn, "POST", "/v1/files", &req, &r, 0);
     if (rc == CLI_OK && (r.status < 200 || r.status >= 300)) {
-        rc = cli_fail_resp(conn, &r, file);
+        rc = cli_fail_resp(conn, &r, files[0]);
     } else if (rc == CLI_OK && g->json) {
         cli_print_raw(r.body, r.len);
     } else if (rc == CLI_OK) {
         char b[64];
-        const char *keys[] = {"id", "filename", "bytes", "format", "images", "classes", "purpose", "status"};
+        const char *keys[] = {"id", "filename", "bytes", "format", "images", "purpose", "status"};
         for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
             printf("%-10s %s\n", keys[i], cli_fmt_value(b, sizeof b, json_object_get(r.json, keys[i])));
+        json_t *sz = json_object_get(r.json, "image_size");
+        if (sz)
+            printf("%-10s %lldx%lld .. %lldx%lld\n", "size", json_integer_value(json_object_get(sz, "min_width")),
+                   json_integer_value(json_object_get(sz, "min_height")), json_integer_value(json_object_get(sz, "max_width")),
+                   json_integer_value(json_object_get(sz, "max_height")));
+        size_t i;
+        json_t *cl;
+        json_t *classes = json_object_get(r.json, "classes");
+        printf("%-10s %zu\n", "classes", json_array_size(classes));
+        json_array_foreach(classes, i, cl)
+            printf("  %-30s %lld\n", cli_jstr(cl, "name") ? cli_jstr(cl, "name") : "",
+                   json_integer_value(json_object_get(cl, "images")));
         if (cli_jstr(r.json, "id") && isatty(STDERR_FILENO))
             fprintf(stderr, "use it with: coretune submit --training-file %s ...\n", cli_jstr(r.json, "id"));
     }
     cli_resp_free(&r);
     curl_mime_free(mime);
     cli_conn_close(conn);
+    if (tar) fclose(tar);
     return rc;
 }
 

@@ -2,10 +2,12 @@
 #define _GNU_SOURCE
 #include "common/util.h"
 #include <errno.h>
+#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 double util_mono(void)
 {
@@ -133,4 +135,19 @@ int util_grow(void *p, int *cap, int need, size_t elem)
     *(void **)p = a;
     *cap = c;
     return 0;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb; (void)ftw;
+    int rc = flag == FTW_DP ? rmdir(path) : unlink(path);
+    return rc == 0 || errno == ENOENT ? 0 : -errno;
+}
+
+int util_rmtree(const char *path)
+{
+    /* FTW_PHYS: a link is removed, not followed; FTW_DEPTH: a directory after its contents */
+    int rc = nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+    if (rc == -1) return errno == ENOENT ? 0 : -errno;
+    return rc;
 }

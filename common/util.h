@@ -33,4 +33,8 @@ const char *util_quote(char *buf, size_t n, const char *src);
  * from 16). 0, or -ENOMEM with *p and *cap unchanged. */
 int util_grow(void *p, int *cap, int need, size_t elem);
 
+/* rm -r path: a file, or a directory and everything below it (links removed, never followed).
+ * 0 (also when path does not exist) or -errno of the first failure. */
+int util_rmtree(const char *path);
+
 #endif

@@ -4,6 +4,7 @@
  * Loop thread only. A user's request for another user's upload or model answers "not found" (audited). */
 #define _GNU_SOURCE
 #include "core/core_int.h"
+#include "core/unpack.h"
 #include "common/log.h"
 #include "common/util.h"
 #include <dirent.h>
@@ -277,6 +278,14 @@ static int add_file_dataset(void *ud, const db_file *f)
     if (!d) return 1;
     snprintf(d->format, sizeof d->format, "%s", f->format);
     d->bytes = f->bytes;
+    d->images = f->images; /* -1 for an upload from before they were recorded */
+    return 0;
+}
+
+static int count_class(void *ud, const char *name, long long images)
+{
+    (void)name; (void)images;
+    (*(long long *)ud)++;
     return 0;
 }
 
@@ -311,9 +320,57 @@ int svc_datasets(svc *s, const svc_caller *who, svc_dataset_list *out, svc_error
         }
     }
     if (oom) { svc_dataset_list_free(out); return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory"); }
+    int first_upload = out->n;
     if (db_file_list(s->db, who->admin ? NULL : who->name, add_file_dataset, &c)) {
         svc_dataset_list_free(out);
         return svc__storage_error(s, e);
+    }
+    for (int i = first_upload; i < out->n; i++) {
+        long long n = 0;
+        if (out->v[i].images < 0) continue;
+        if (db_file_classes(s->db, out->v[i].id, count_class, &n)) {
+            svc_dataset_list_free(out);
+            return svc__storage_error(s, e);
+        }
+        out->v[i].classes = n;
+    }
+    return 0;
+}
+
+void svc_file_free(svc_file *f)
+{
+    if (!f || !f->classes) return;
+    for (int i = 0; i < f->n_classes; i++) free(f->classes[i].name);
+    free(f->classes);
+    f->classes = NULL;
+    f->n_classes = 0;
+}
+
+typedef struct class_ctx { svc_file *f; int cap, oom; } class_ctx;
+static int add_class(void *ud, const char *name, long long images)
+{
+    class_ctx *c = ud;
+    char *dup = strdup(name ? name : "");
+    if (!dup || util_grow(&c->f->classes, &c->cap, c->f->n_classes + 1, sizeof *c->f->classes)) {
+        free(dup);
+        c->oom = 1;
+        return 1;
+    }
+    c->f->classes[c->f->n_classes++] = (svc_file_class){dup, images};
+    return 0;
+}
+
+/* f->classes from the database (none for an upload from before they were kept). */
+static int load_classes(svc *s, svc_file *f, svc_error *e)
+{
+    class_ctx c = {f, 0, 0};
+    if (db_file_classes(s->db, f->f.id, add_class, &c) != 0) {
+        svc_file_free(f);
+        return svc__storage_error(s, e);
+    }
+    if (c.oom) {
+        svc_file_free(f);
+        return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
     }
     return 0;
 }
@@ -323,13 +380,14 @@ static int add_file(void *ud, const db_file *f)
 {
     file_ctx *c = ud;
     if (util_grow(&c->l->v, &c->cap, c->l->n + 1, sizeof *c->l->v)) return 1;
-    c->l->v[c->l->n++] = (svc_file){.f = *f, .images = -1, .classes = -1};
+    c->l->v[c->l->n++] = (svc_file){.f = *f};
     return 0;
 }
 
 void svc_file_list_free(svc_file_list *l)
 {
     if (!l) return;
+    for (int i = 0; i < l->n; i++) svc_file_free(&l->v[i]);
     free(l->v);
     memset(l, 0, sizeof *l);
 }
@@ -342,12 +400,18 @@ int svc_files(svc *s, const svc_caller *who, svc_file_list *out, svc_error *e)
         svc_file_list_free(out);
         return svc__storage_error(s, e);
     }
+    for (int i = 0; i < out->n; i++)
+        if (load_classes(s, &out->v[i], e)) {
+            svc_file_list_free(out);
+            return e->kind;
+        }
     return 0;
 }
 
 int svc_file_get(svc *s, const svc_caller *who, const char *id, svc_file *out, svc_error *e)
 {
     char q[201];                   /* a client's string, quoted in a message */
+    memset(out, 0, sizeof *out);
     int rc = db_file_get(s->db, id, &out->f);
     if (rc == 0 && !svc__owned_by(out->f.owner, who->name, who->admin)) {
         svc_audit(s, who, NULL, "authz_denied", id, "denied", "a file of another user");
@@ -355,8 +419,7 @@ int svc_file_get(svc *s, const svc_caller *who, const char *id, svc_file *out, s
     }
     if (rc == -ENOENT) return svc_fail(e, SVC_ENOTFOUND, "file_not_found", "id", "no file '%s'", util_quote(q, sizeof q, id));
     if (rc) return svc__storage_error(s, e);
-    out->images = out->classes = -1;
-    return 0;
+    return load_classes(s, out, e);
 }
 
 const char *svc_upload_dir(svc *s) { return s->upload_dir; }
@@ -372,55 +435,220 @@ static void upload_name(const char *filename, char *out, size_t n)
     else snprintf(out, n, "upload.bin");
 }
 
-int svc_file_add(svc *s, const svc_caller *who, const char *tmp_path, const char *filename, const char *purpose,
-                 long long bytes, svc_file *out, svc_error *e)
+static unpack_limits extract_limits(const svc *s)
+{
+    return (unpack_limits){.max_entries = s->cfg.extract_entries > 0 ? s->cfg.extract_entries : SVC_EXTRACT_ENTRIES,
+                           .max_bytes = s->cfg.extract_limit > 0 ? s->cfg.extract_limit : SVC_EXTRACT_BYTES,
+                           .max_ratio = s->cfg.extract_ratio > 0 ? s->cfg.extract_ratio : SVC_EXTRACT_RATIO};
+}
+
+static int over_upload_quota(svc *s, const svc_caller *who, long long bytes, svc_error *e)
 {
     svc_quota q = svc__quota_of(s, who->name);
     long long have = 0;
-    int rc;
-    if (q.upload_bytes > 0) {
-        if (db_file_bytes(s->db, who->name, &have) != 0) {
-            unlink(tmp_path);
-            return svc__storage_error(s, e);
-        }
-        if (have + bytes > q.upload_bytes) {
-            unlink(tmp_path);
-            return svc__over_quota(e, "upload_bytes", q.upload_bytes,
-                                   "%s has %lld bytes of uploads stored and this one has %lld", who->name, have, bytes);
-        }
-    }
-    db_file f = {.bytes = bytes, .created_at = util_now()};
-    snprintf(f.owner, sizeof f.owner, "%s", who->name);
-    char dir[1100], name[200], err[512];
-    if ((rc = util_random_id(f.id, sizeof f.id, "file-")) != 0) {
-        unlink(tmp_path);
-        return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "no randomness for an id: %s", strerror(-rc));
-    }
-    upload_name(filename, name, sizeof name);
-    snprintf(f.filename, sizeof f.filename, "%s", filename && *filename ? filename : name);
-    snprintf(f.purpose, sizeof f.purpose, "%s", purpose && *purpose ? purpose : "fine-tune");
-    snprintf(dir, sizeof dir, "%.700s/files/%.47s", s->cfg.data_dir, f.id);
-    snprintf(f.path, sizeof f.path, "%.700s/files/%.47s/%.150s", s->cfg.data_dir, f.id, name);
-    if (mkdir(dir, 0700) != 0 || rename(tmp_path, f.path) != 0) {
-        int errnum = errno;
-        unlink(tmp_path);
-        rmdir(dir);
-        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errnum));
-    }
-    data_info info;
-    if (data_probe(&info, f.path, err, sizeof err) != 0) {
-        unlink(f.path);
-        rmdir(dir);
-        return svc_fail(e, SVC_EINVAL, "invalid_file_format", "file", "not a data set the trainer can read: %s", err);
-    }
-    snprintf(f.format, sizeof f.format, "%s", data_format_name(info.format));
-    if (db_file_insert(s->db, &f) != 0) {
-        unlink(f.path);
-        rmdir(dir);
-        return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot record the upload: %s", db_errmsg(s->db));
-    }
-    LOG(LOG_INFO, "msg=\"file uploaded\" id=%s bytes=%lld format=%s images=%d classes=%d", f.id, bytes, f.format,
-        info.count, info.num_classes);
-    *out = (svc_file){.f = f, .images = info.count, .classes = info.num_classes};
+    if (q.upload_bytes <= 0) return 0;
+    if (db_file_bytes(s->db, who->name, &have) != 0) return svc__storage_error(s, e);
+    if (have + bytes > q.upload_bytes)
+        return svc__over_quota(e, "upload_bytes", q.upload_bytes, "%s has %lld bytes of uploads stored and this one has %lld",
+                               who->name, have, bytes);
     return 0;
+}
+
+struct svc_upload {
+    svc *s;                        /* the loop's; the work thread reads none of it */
+    uv_work_t work;
+    void (*done)(void *ud);
+    void *ud;
+    int ready, abandoned;
+    int n_parts;
+    char tmp[SVC_UPLOAD_MAX_PARTS][1200], name[SVC_UPLOAD_MAX_PARTS][256];
+    long long part_bytes[SVC_UPLOAD_MAX_PARTS], upload_bytes;
+    const char *filename;          /* into name[] */
+    char upload_dir[1100], dir[1100], stage[1200], root[1400];
+    int staged, stored;            /* stored: dir exists */
+    unpack_limits lim;
+    db_file f;
+    int rc;                        /* the check's result, with e */
+    svc_error e;
+    data_report rep;
+};
+
+/* Everything an upload left on disk, and u itself. */
+static void upload_free(svc_upload *u)
+{
+    if (u->stored) util_rmtree(u->dir);
+    for (int i = 0; i < u->n_parts; i++) unlink(u->tmp[i]); /* those not renamed */
+    if (u->stage[0]) util_rmtree(u->stage);
+    data_report_free(&u->rep);
+    free(u);
+}
+
+/* One upload, three shapes (core/dataset_upload.c stages the first two):
+ *   an archive  -> extracted into files/tmp/stage-XXXXXX, its root renamed to files/<id>   (path: the folder)
+ *   two parts   -> an IDX pair renamed into a staging folder, renamed to files/<id>        (path: the folder)
+ *   else        -> the file renamed to files/<id>/<name>, as the trainer names formats     (path: the file)
+ * Each is checked by data_inspect before it is recorded; any failure removes all of it. A thread-pool
+ * thread: files and the trainer's readers only, u's own fields, nothing of the svc. */
+static int check_upload(svc_upload *u)
+{
+    svc_error *e = &u->e;
+    db_file *f = &u->f;
+    int rc;
+    u->staged = u->n_parts == 2 || unpack_is_archive(u->tmp[0]);
+    if (u->staged) {
+        snprintf(u->stage, sizeof u->stage, "%.1100s/stage-XXXXXX", u->upload_dir);
+        if (!mkdtemp(u->stage)) {
+            u->stage[0] = 0;
+            return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot stage the upload: %s", strerror(errno));
+        }
+        if (u->n_parts == 2) {
+            svc_upload_part parts[2] = {{u->tmp[0], u->name[0], u->part_bytes[0]}, {u->tmp[1], u->name[1], u->part_bytes[1]}};
+            rc = svc__stage_idx(parts, u->stage, &f->bytes, &u->filename, e);
+            snprintf(u->root, sizeof u->root, "%s", u->stage);
+        } else {
+            rc = svc__stage_archive(u->tmp[0], u->stage, &u->lim, u->root, sizeof u->root, &f->bytes, e);
+        }
+        if (rc) return rc;
+        if ((rc = svc__inspect(u->root, u->root, u->upload_bytes, &u->lim, &u->rep, e)) != 0) return rc;
+        if (rename(u->root, u->dir) != 0)
+            return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errno));
+        u->stored = 1;
+        snprintf(f->path, sizeof f->path, "%.1000s", u->dir);
+        if (strcmp(u->root, u->stage)) util_rmtree(u->stage); /* what was around the root: nothing, or hidden files */
+        u->stage[0] = 0;
+    } else {
+        char name[200];
+        upload_name(u->filename, name, sizeof name);
+        snprintf(f->path, sizeof f->path, "%.700s/%.150s", u->dir, name);
+        if (mkdir(u->dir, 0700) != 0)
+            return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errno));
+        u->stored = 1;
+        if (rename(u->tmp[0], f->path) != 0)
+            return svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot store the upload: %s", strerror(errno));
+        if ((rc = svc__inspect(f->path, u->dir, u->upload_bytes, &u->lim, &u->rep, e)) != 0) return rc;
+    }
+    snprintf(f->filename, sizeof f->filename, "%s", u->filename && *u->filename ? u->filename : "upload");
+    snprintf(f->format, sizeof f->format, "%s", data_format_name(u->rep.info.format));
+    f->images = u->rep.info.count;
+    f->min_width = u->rep.min_w;
+    f->min_height = u->rep.min_h;
+    f->max_width = u->rep.max_w;
+    f->max_height = u->rep.max_h;
+    return 0;
+}
+
+static void upload_work(uv_work_t *w)
+{
+    svc_upload *u = w->data;
+    u->rc = check_upload(u);
+}
+
+static void upload_checked(uv_work_t *w, int status)
+{
+    svc_upload *u = w->data;
+    svc *s = u->s;
+    s->uploads--;
+    if (status == UV_ECANCELED && !u->rc)
+        u->rc = svc_fail(&u->e, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
+    if (u->abandoned) upload_free(u);
+    else {
+        u->ready = 1;
+        u->done(u->ud);
+    }
+    svc__finish_shutdown(s);
+}
+
+int svc_file_add_start(svc *s, const svc_caller *who, const svc_upload_part *parts, int n_parts, const char *purpose,
+                       void (*done)(void *ud), void *ud, svc_upload **out, svc_error *e)
+{
+    *out = NULL;
+    svc_upload *u = calloc(1, sizeof *u);
+    int rc;
+    if (!u) {
+        for (int i = 0; i < n_parts; i++) unlink(parts[i].tmp_path);
+        return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+    }
+    u->s = s;
+    u->n_parts = n_parts < SVC_UPLOAD_MAX_PARTS ? n_parts : SVC_UPLOAD_MAX_PARTS;
+    for (int i = 0; i < u->n_parts; i++) {
+        snprintf(u->tmp[i], sizeof u->tmp[i], "%s", parts[i].tmp_path);
+        snprintf(u->name[i], sizeof u->name[i], "%s", parts[i].filename ? parts[i].filename : "");
+        u->part_bytes[i] = parts[i].bytes;
+        u->upload_bytes += parts[i].bytes;
+    }
+    u->filename = u->name[0];
+    u->done = done;
+    u->ud = ud;
+    u->lim = extract_limits(s);
+    snprintf(u->upload_dir, sizeof u->upload_dir, "%s", s->upload_dir);
+    db_file *f = &u->f;
+    *f = (db_file){.bytes = u->upload_bytes, .created_at = util_now()};
+    snprintf(f->owner, sizeof f->owner, "%s", who->name);
+    snprintf(f->purpose, sizeof f->purpose, "%s", purpose && *purpose ? purpose : "fine-tune");
+    if (s->stopping) rc = svc_fail(e, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
+    else if ((rc = over_upload_quota(s, who, u->upload_bytes, e)) != 0) {
+    } else if ((rc = util_random_id(f->id, sizeof f->id, "file-")) != 0) {
+        rc = svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "no randomness for an id: %s", strerror(-rc));
+    } else {
+        snprintf(u->dir, sizeof u->dir, "%.700s/files/%.47s", s->cfg.data_dir, f->id);
+        u->work.data = u;
+        if ((rc = uv_queue_work(s->loop, &u->work, upload_work, upload_checked)) != 0)
+            rc = svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "cannot start the upload check: %s", uv_strerror(rc));
+    }
+    if (rc) {
+        upload_free(u);
+        return rc;
+    }
+    s->uploads++;
+    *out = u;
+    return 0;
+}
+
+void svc_upload_abandon(svc_upload *u)
+{
+    if (!u) return;
+    if (u->ready) upload_free(u);
+    else u->abandoned = 1; /* upload_checked frees it */
+}
+
+int svc_upload_finish(svc_upload *u, svc_file *out, svc_error *e)
+{
+    memset(out, 0, sizeof *out);
+    svc *s = u->s;
+    db_file *f = &u->f;
+    data_report *rep = &u->rep;
+    db_file_class *classes = NULL;
+    svc_caller who = {.admin = 0};
+    snprintf(who.name, sizeof who.name, "%s", f->owner);
+    int rc = u->rc;
+    if (rc) {
+        *e = u->e;
+        goto fail;
+    }
+    /* again, now: what it expanded to, and what other uploads recorded while this one was checked */
+    if ((rc = over_upload_quota(s, &who, f->bytes, e)) != 0) goto fail;
+    classes = calloc((size_t)rep->info.num_classes, sizeof *classes);
+    if (!classes) {
+        rc = svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < rep->info.num_classes; i++) classes[i] = (db_file_class){rep->class_names[i], rep->class_counts[i]};
+    if (db_file_insert_classes(s->db, f, classes, rep->info.num_classes) != 0) {
+        rc = svc_fail(e, SVC_EINTERNAL, "storage_error", NULL, "cannot record the upload: %s", db_errmsg(s->db));
+        goto fail;
+    }
+    LOG(LOG_INFO, "msg=\"file uploaded\" id=%s bytes=%lld on_disk=%lld format=%s images=%d classes=%d", f->id,
+        u->upload_bytes, f->bytes, f->format, rep->info.count, rep->info.num_classes);
+    out->f = *f;
+    class_ctx c = {out, 0, 0};
+    for (int i = 0; i < rep->info.num_classes && !c.oom; i++) add_class(&c, rep->class_names[i], rep->class_counts[i]);
+    if (c.oom) svc_file_free(out); /* recorded: the reply only lacks its classes */
+    u->stored = 0;                 /* it is the file's now */
+    free(classes);
+    upload_free(u);
+    return 0;
+fail:
+    free(classes);
+    upload_free(u);
+    return rc;
 }

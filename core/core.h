@@ -93,6 +93,9 @@ typedef struct svc_config {
     int checkpoint_seconds;   /* time-based checkpoints besides the per-epoch ones */
     double flush_seconds;     /* progress batching interval */
     long long upload_limit;   /* bytes per POST /v1/files */
+    long long extract_limit;  /* bytes an upload may expand to (archive, gzipped IDX); 0 = the default */
+    long long extract_entries; /* entries of an uploaded archive; 0 = the default */
+    double extract_ratio;     /* expanded bytes / uploaded bytes (past 1 MiB); 0 = the default */
     char builtin_dir[1024];   /* where fashion-mnist lives ("" = none) */
     int n_datasets;
     svc_dataset datasets[SVC_MAX_DATASETS];
@@ -274,18 +277,32 @@ typedef struct svc_dataset_list { svc_dataset_info *v; int n; } svc_dataset_list
 void svc_dataset_list_free(svc_dataset_list *l);
 int svc_datasets(svc *s, const svc_caller *who, svc_dataset_list *out, svc_error *e);
 
-typedef struct svc_file { db_file f; long long images, classes; } svc_file; /* -1 = not probed */
+typedef struct svc_file_class { char *name; long long images; } svc_file_class;
+/* f.images, f.min_width...: what the upload holds (-1 / 0 for an upload from before they were kept);
+ * classes in label order, with their images (heap; NULL when not recorded). */
+typedef struct svc_file { db_file f; svc_file_class *classes; int n_classes; } svc_file;
+void svc_file_free(svc_file *f);   /* the classes; NULL-safe */
 typedef struct svc_file_list { svc_file *v; int n; } svc_file_list;
 void svc_file_list_free(svc_file_list *l);
 int svc_files(svc *s, const svc_caller *who, svc_file_list *out, svc_error *e);
 int svc_file_get(svc *s, const svc_caller *who, const char *id, svc_file *out, svc_error *e);
-/* Uploads: api/ streams the body into a temporary file in svc_upload_dir(), then hands it over:
- * svc_file_add probes the format, moves it into place and records it (takes ownership of tmp_path's
- * file: it is renamed or removed). */
+/* Uploads: api/ streams each file part of the body into a temporary file in svc_upload_dir(), then
+ * hands them over. svc_file_add_start takes ownership of every part's file (renamed or removed) and
+ * checks them off the loop, on libuv's thread pool (one part: an archive of class folders, which it
+ * extracts, or a file the trainer reads; two parts: an IDX images + labels pair; then every image
+ * decoded), so the loop serves other requests meanwhile. done(ud) comes on the loop when the check is
+ * over; the caller then calls svc_upload_finish, which records the file (OUT *out, svc_file_free) and
+ * frees u. A caller that goes away first calls svc_upload_abandon instead: whatever was stored is
+ * removed and done is never called. Shutdown waits for checks in flight. */
+#define SVC_UPLOAD_MAX_PARTS 2
+typedef struct svc_upload_part { const char *tmp_path, *filename; long long bytes; } svc_upload_part;
+typedef struct svc_upload svc_upload; /* one upload being checked (opaque) */
 const char *svc_upload_dir(svc *s);
 long long svc_upload_limit(svc *s);
-int svc_file_add(svc *s, const svc_caller *who, const char *tmp_path, const char *filename, const char *purpose,
-                 long long bytes, svc_file *out, svc_error *e);
+int  svc_file_add_start(svc *s, const svc_caller *who, const svc_upload_part *parts, int n_parts, const char *purpose,
+                        void (*done)(void *ud), void *ud, svc_upload **out, svc_error *e);
+int  svc_upload_finish(svc_upload *u, svc_file *out, svc_error *e);
+void svc_upload_abandon(svc_upload *u);
 
 /* ---- health ---- */
 typedef struct svc_readiness { int workers, running, threads_per_job; const char *executor; } svc_readiness;

@@ -8,6 +8,7 @@
  *   sweeps.c    sweeps: trials as jobs, the choice, the test set (sweep_plan.c: the request expanded)
  *   schedule.c  the snapshot for the policy (sched_policy.c), quotas, fair share, preemption, queue places
  *   assets.c    names -> paths for the job spec, models, datasets, uploads
+ *   dataset_upload.c  an upload staged (archive extracted by unpack.c, IDX pair) and checked
  *   access.c    identities, users, audit          stats.c  metric series, /metrics counters
  *   webhooks.c  signed webhooks when jobs and sweeps end: the outbox, a delivery thread
  */
@@ -84,6 +85,7 @@ struct svc {
     void (*listener)(void *, const char *);
     void *listener_ud;
     char upload_dir[1100];
+    int uploads;                   /* upload checks in flight on the thread pool (shutdown waits for them) */
     data_info ds_info[SVC_MAX_DATASETS]; /* probed at start */
     int ds_ok[SVC_MAX_DATASETS];
     /* fair share: recent starts per user (exponentially decayed) */
@@ -163,6 +165,23 @@ typedef struct svc__resolve_ctx {
     int admin;
 } svc__resolve_ctx;
 int svc__owned_by(const char *row_owner, const char *owner, int admin);
+
+/* dataset_upload.c: staging an upload under files/tmp and checking it (the caller renames and records) */
+#define SVC_EXTRACT_ENTRIES 100000          /* defaults of the svc_config caps */
+#define SVC_EXTRACT_BYTES (4096LL << 20)
+#define SVC_EXTRACT_RATIO 100.0
+struct unpack_limits;
+void svc__strip_prefix(char *msg, const char *prefix);
+/* Extract archive into stage (an empty folder); OUT root (the dataset's folder inside stage), *bytes written. */
+int svc__stage_archive(const char *archive, const char *stage, const struct unpack_limits *lim, char *root,
+                       size_t rootlen, long long *bytes, svc_error *e);
+/* parts[0..1]: an IDX images and labels file in either order, renamed into stage under the trainer's
+ * names. OUT *bytes, *images_name (the images part's filename, borrowed from parts). */
+int svc__stage_idx(const svc_upload_part *parts, const char *stage, long long *bytes, const char **images_name,
+                   svc_error *e);
+/* data_inspect(root) after the IDX expansion caps; hide: the prefix cut from messages. OUT *out. */
+int svc__inspect(const char *root, const char *hide, long long upload_bytes, const struct unpack_limits *lim,
+                 data_report *out, svc_error *e);
 
 /* sweep_plan.c: a sweep request, validated (borrowed from the body) and expanded */
 #define SWEEP_MAX_PARAMS 8

@@ -172,7 +172,7 @@ static int make_private(const char *path, mode_t want, char *err, size_t errlen)
     return 0;
 }
 
-/* An upload in flight when the previous daemon died left its partial file in files/tmp. */
+/* An upload in flight when the previous daemon died left its partial files or staging folder in files/tmp. */
 static void clear_upload_tmp(svc *s)
 {
     DIR *d = opendir(s->upload_dir);
@@ -183,7 +183,7 @@ static void clear_upload_tmp(svc *s)
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
         snprintf(path, sizeof path, "%s/%s", s->upload_dir, de->d_name);
-        if (unlink(path) == 0) n++;
+        if (util_rmtree(path) == 0) n++; /* a partial file, or an upload's staging folder */
         else LOG(LOG_WARN, "msg=\"cannot remove a stale upload\" path=%s err=\"%s\"", path, strerror(errno));
     }
     closedir(d);
@@ -303,7 +303,7 @@ fail:
 /* Once every run has ended: commit the last progress and close the handles. */
 void svc__finish_shutdown(svc *s)
 {
-    if (!s->stopping || s->n_runs > 0 || s->tests || s->handles_open != 3) return; /* tests: sweeps.c */
+    if (!s->stopping || s->n_runs > 0 || s->uploads > 0 || s->tests || s->handles_open != 3) return; /* tests: sweeps.c */
     svc__flush(s);
     svc__webhooks_close(s);
     svc__events_close(s, on_handle_closed);

@@ -91,6 +91,31 @@ static int set_upload_mb(daemon_opts *o, const char *v)
     return 0;
 }
 
+static int set_extract_mb(daemon_opts *o, const char *v)
+{
+    long x;
+    if (opts_parse_int(v, 1, 1L << 24, &x)) return -1;
+    o->svc.extract_limit = (long long)x << 20;
+    return 0;
+}
+
+static int set_extract_entries(daemon_opts *o, const char *v)
+{
+    long x;
+    if (opts_parse_int(v, 1, 100000000, &x)) return -1;
+    o->svc.extract_entries = x;
+    return 0;
+}
+
+static int set_extract_ratio(daemon_opts *o, const char *v)
+{
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || !(x >= 1 && x <= 1e6)) return -1;
+    o->svc.extract_ratio = x;
+    return 0;
+}
+
 static int set_heartbeat(daemon_opts *o, const char *v)
 {
     char *end;
@@ -416,6 +441,9 @@ static const struct optdef {
     {"webhook-secret-file", "FILE", "", "the webhooks' signing secret, \"whsec_<base64>\" on the first line (required with webhook-url)", set_webhook_secret_file},
     {"checkpoint-seconds", "S", "300", "checkpoint running jobs every S seconds besides every epoch", set_checkpoint},
     {"max-upload-mb", "MB", "512", "largest POST /v1/files upload", set_upload_mb},
+    {"max-extract-mb", "MB", "4096", "most an uploaded archive (or gzipped IDX pair) may expand to", set_extract_mb},
+    {"max-extract-entries", "N", "100000", "most entries (files and folders) in an uploaded archive", set_extract_entries},
+    {"max-extract-ratio", "R", "100", "most an upload may expand, as a multiple of its size (past 1 MiB): zip bombs answer 413", set_extract_ratio},
     {"sse-heartbeat", "SECONDS", "15", "comment line on idle event streams; a stream whose client reads nothing for 3 heartbeats (at least 1 s) is cut", set_heartbeat},
     {"header-timeout", "SECONDS", "10", "a connection must send its request line and headers within this of connecting or of its previous request's end (so also closes idle keep-alive connections); bodies get it as a grace", set_header_timeout},
     {"body-min-rate", "BYTES", "1024", "after the grace, a request body must average at least BYTES per second or the connection is cut", set_body_min_rate},
@@ -618,6 +646,9 @@ static void defaults(daemon_opts *o)
     o->svc.checkpoint_seconds = 300;
     o->svc.flush_seconds = 1.0;
     o->svc.upload_limit = 512LL << 20;
+    o->svc.extract_limit = 4096LL << 20;
+    o->svc.extract_entries = 100000;
+    o->svc.extract_ratio = 100;
     o->svc.preemption = 1;
     o->svc.preempt_grace = 600;
     o->svc.self_uid = (long long)geteuid();

@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 
 PKGS="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libuv1-dev
 libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev zlib1g-dev libcmocka-dev curl python3
-sqlite3 dataset-fashion-mnist chromium libjs-chart.js libcurl4-openssl-dev nettle-dev
+sqlite3 dataset-fashion-mnist chromium libjs-chart.js libcurl4-openssl-dev nettle-dev libarchive-dev
 clang libclang-rt-14-dev libomp-14-dev python3-jsonschema python3-yaml
 slurmctld slurmd slurm-client munge"
+# libarchive: uploaded dataset archives (tar, tar.gz, zip) and `coretune upload DIR`.
 # clang + compiler-rt: the libFuzzer targets (make fuzz, and briefly in make test); libomp: the trainer's
 # OpenMP under clang. python3-jsonschema + python3-yaml: the e2e suite checks every answer against
 # docs/openapi.yaml.

@@ -227,8 +227,18 @@ typedef struct db_file {
     char path[1024];
     long long created_at;
     char owner[64];
+    long long images;              /* -1 = not recorded (an upload from before migration 8) */
+    int min_width, min_height, max_width, max_height; /* native image sizes; 0 = not recorded */
 } db_file;
 int db_file_insert(db *d, const db_file *f);
+/* One class of an upload, in label order. name borrowed. */
+typedef struct db_file_class { const char *name; long long images; } db_file_class;
+/* The files row and its classes in one transaction. */
+int db_file_insert_classes(db *d, const db_file *f, const db_file_class *classes, int n);
+/* The classes of file id in label order (none for an upload from before migration 8); fn returns
+ * nonzero to stop. */
+typedef int (*db_file_class_fn)(void *ud, const char *name, long long images);
+int db_file_classes(db *d, const char *id, db_file_class_fn fn, void *ud);
 int db_file_get(db *d, const char *id, db_file *out);
 typedef int (*db_file_fn)(void *ud, const db_file *f);
 /* owner: only that user's uploads (NULL = everyone's). */

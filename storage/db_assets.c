@@ -69,8 +69,9 @@ int db_model_list(db *d, const char *owner, db_model_fn fn, void *ud)
 
 int db_file_insert(db *d, const db_file *f)
 {
-    sqlite3_stmt *st = db__prep(d, "INSERT INTO files (id, filename, purpose, bytes, format, path, created_at, owner)"
-                                   " VALUES (?,?,?,?,?,?,?,?)");
+    sqlite3_stmt *st = db__prep(d, "INSERT INTO files (id, filename, purpose, bytes, format, path, created_at, owner,"
+                                   " images, min_width, min_height, max_width, max_height)"
+                                   " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
     if (!st) return -EIO;
     db__bind_text(st, 1, f->id);
     db__bind_text(st, 2, f->filename);
@@ -80,10 +81,46 @@ int db_file_insert(db *d, const db_file *f)
     db__bind_text(st, 6, f->path);
     sqlite3_bind_int64(st, 7, f->created_at);
     db__bind_text(st, 8, f->owner[0] ? f->owner : NULL);
+    if (f->images >= 0) sqlite3_bind_int64(st, 9, f->images);
+    const int dims[4] = {f->min_width, f->min_height, f->max_width, f->max_height};
+    for (int i = 0; i < 4; i++)
+        if (dims[i] > 0) sqlite3_bind_int(st, 10 + i, dims[i]);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc == SQLITE_CONSTRAINT) return -EEXIST;
     return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db_file_insert_classes(db *d, const db_file *f, const db_file_class *classes, int n)
+{
+    if (db__begin(d, NULL, 0)) return -EIO;
+    int rc = db_file_insert(d, f);
+    sqlite3_stmt *st = rc ? NULL : db__prep(d, "INSERT INTO file_classes (file_id, idx, name, images) VALUES (?,?,?,?)");
+    if (rc == 0 && !st) rc = -EIO;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        sqlite3_reset(st);
+        db__bind_text(st, 1, f->id);
+        sqlite3_bind_int(st, 2, i);
+        db__bind_text(st, 3, classes[i].name);
+        sqlite3_bind_int64(st, 4, classes[i].images);
+        if (sqlite3_step(st) != SQLITE_DONE) rc = -EIO;
+    }
+    sqlite3_finalize(st);
+    if (rc == 0 && db__commit(d, NULL, 0)) rc = -EIO;
+    if (rc) db__rollback(d);
+    return rc;
+}
+
+int db_file_classes(db *d, const char *id, db_file_class_fn fn, void *ud)
+{
+    sqlite3_stmt *st = db__prep(d, "SELECT name, images FROM file_classes WHERE file_id = ? ORDER BY idx");
+    if (!st) return -EIO;
+    db__bind_text(st, 1, id);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (fn(ud, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1))) break;
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
 }
 
 static void read_file_row(sqlite3_stmt *st, db_file *f)
@@ -97,12 +134,17 @@ static void read_file_row(sqlite3_stmt *st, db_file *f)
     db__col_copy(st, 5, f->path, sizeof f->path);
     f->created_at = sqlite3_column_int64(st, 6);
     db__col_copy(st, 7, f->owner, sizeof f->owner);
+    f->images = sqlite3_column_type(st, 8) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 8);
+    f->min_width = sqlite3_column_int(st, 9);
+    f->min_height = sqlite3_column_int(st, 10);
+    f->max_width = sqlite3_column_int(st, 11);
+    f->max_height = sqlite3_column_int(st, 12);
 }
 
 int db_file_get(db *d, const char *id, db_file *out)
 {
-    sqlite3_stmt *st = db__prep(d, "SELECT id, filename, purpose, bytes, format, path, created_at, coalesce(owner, '')"
-                                   " FROM files WHERE id = ?");
+    sqlite3_stmt *st = db__prep(d, "SELECT id, filename, purpose, bytes, format, path, created_at, coalesce(owner, ''),"
+                                   " images, min_width, min_height, max_width, max_height FROM files WHERE id = ?");
     if (!st) return -EIO;
     db__bind_text(st, 1, id);
     int rc = sqlite3_step(st);
@@ -113,8 +155,8 @@ int db_file_get(db *d, const char *id, db_file *out)
 
 int db_file_list(db *d, const char *owner, db_file_fn fn, void *ud)
 {
-    sqlite3_stmt *st = db__prep(d, "SELECT id, filename, purpose, bytes, format, path, created_at, coalesce(owner, '')"
-                                   " FROM files WHERE ?1 IS NULL OR owner = ?1 ORDER BY created_at, id");
+    sqlite3_stmt *st = db__prep(d, "SELECT id, filename, purpose, bytes, format, path, created_at, coalesce(owner, ''),"
+                                   " images, min_width, min_height, max_width, max_height FROM files WHERE ?1 IS NULL OR owner = ?1 ORDER BY created_at, id");
     if (!st) return -EIO;
     db__bind_text(st, 1, owner);
     int rc;

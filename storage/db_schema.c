@@ -132,5 +132,18 @@ const char *const db__migrations[] = {
     "  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, delivered_at INTEGER, last_error TEXT,"
     "  PRIMARY KEY (id, url));"
     "CREATE INDEX webhook_outbox_due ON webhook_outbox(next_at) WHERE next_at > 0;",
+
+    /* 8: what an upload holds, found when it was checked (core/assets.c): images, the range of native
+     *    image sizes (NULL for uploads from before), one row per class in label order; a file's classes
+     *    go with it (ON DELETE CASCADE) */
+    "ALTER TABLE files ADD COLUMN images INTEGER;"
+    "ALTER TABLE files ADD COLUMN min_width INTEGER;"
+    "ALTER TABLE files ADD COLUMN min_height INTEGER;"
+    "ALTER TABLE files ADD COLUMN max_width INTEGER;"
+    "ALTER TABLE files ADD COLUMN max_height INTEGER;"
+    "CREATE TABLE file_classes ("
+    "  file_id TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE, idx INTEGER NOT NULL,"
+    "  name TEXT NOT NULL, images INTEGER NOT NULL,"
+    "  PRIMARY KEY (file_id, idx)) WITHOUT ROWID;",
 };
 const int db__n_migrations = (int)(sizeof db__migrations / sizeof db__migrations[0]);

@@ -41,6 +41,20 @@ typedef struct data_info {
  * beyond one image header), for validating a job before queueing it. */
 int data_probe(data_info *out, const char *name, char *err, size_t errlen);
 
+/* Everything data_probe says and what only reading every byte tells (an upload's check): every
+ * image decoded as data_open decodes it, labels checked, per-class counts, the range of native image
+ * sizes (IDX/CIFAR: one size). IDX and CIFAR sets are read through data_open with every image kept at
+ * 1x1, so max_bytes caps one byte per image (0 = data_open's default). OUT: *out, freed with
+ * data_report_free (also on failure). */
+typedef struct data_report {
+    data_info info;              /* height, width: of the first image */
+    int min_h, min_w, max_h, max_w;
+    char **class_names;          /* [info.num_classes] */
+    int *class_counts;           /* [info.num_classes] images of each class */
+} data_report;
+int  data_inspect(data_report *out, const char *name, size_t max_bytes, char *err, size_t errlen);
+void data_report_free(data_report *r); /* NULL-safe */
+
 typedef struct data_open_opts {
     int channels, height, width; /* the model's input; 0 = native */
     int limit;                   /* keep only the first N images; 0 = all */

@@ -1,7 +1,8 @@
 /* tests/fuzz/fuzz_multipart.c — any bytes as the body of POST /v1/files (multipart/form-data with the
  * boundary "fuzzb"), through the real api layer on a real service (tests/fuzz/server.c): MHD's post
- * processor, the upload's temp file and size limit, the "purpose" and "file" parts, then data_probe of
- * what was stored (IDX or CIFAR by the part's filename) and the file's record. The request line and
+ * processor, the upload's temp files and size limit, the "purpose" and "file" parts (two: an IDX pair),
+ * then the check off the loop: an archive extracted by libarchive (core/unpack.c), every image decoded,
+ * or a file the trainer reads, and the file's record. The request line and
  * headers are fixed so that every input is an upload. */
 #include "tests/fuzz/fuzz.h"
 #include <stdio.h>

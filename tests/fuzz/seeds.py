@@ -142,6 +142,30 @@ def form(parts):
 put("multipart", "cifar10", form([("purpose", None, b"fine-tune"), ("file", "data_batch_1.bin", bytes([2]) + bytes(3072))]))
 put("multipart", "cifar_by_size", form([("file", "x.bin", bytes([1, 3]) + bytes(3072))]))
 put("multipart", "idx_images", form([("file", "train-images-idx3-ubyte", idx_images(1, 2, 2))]))
+def tar_of(members):
+    import io, tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mtime = len(data), 0
+            t.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def zip_of(members):
+    import io, zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members:
+            z.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
+    return buf.getvalue()
+
+
+FOLDER = [("cat/1.png", png(2, 2, 0)), ("dog/1.png", png(3, 2, 2)), ("dog/notes.txt", b"x")]
+put("multipart", "tar_folder", form([("file", "f.tar", tar_of(FOLDER))]))
+put("multipart", "zip_folder", form([("file", "f.zip", zip_of([("top/" + n, d) for n, d in FOLDER]))]))
+put("multipart", "idx_pair", form([("file", "l", idx_labels([0, 1])), ("file", "i", idx_images(2, 2, 2))]))
 put("multipart", "junk_then_file", form([("other", None, b"1"), ("file", "a b/../c.bin", b"not a dataset")]))
 
 # progline: one of each line coretune train writes (spec/progline.h)

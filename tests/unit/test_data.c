@@ -455,6 +455,54 @@ static void test_image_folder(void **state)
     expect_fail(p, "unsupported image type", f);
 }
 
+/* data_inspect: per-class counts, the size range, every image decoded (data_probe reads only the
+ * first header, so a broken later image passes it and fails here); IDX under a memory cap. */
+static void test_inspect(void **state)
+{
+    (void)state;
+    mkdirs("insp");
+    mkdirs("insp/a_dog");
+    mkdirs("insp/b_cat");
+    uint8_t gray[6 * 7];
+    for (int i = 0; i < 42; i++) gray[i] = (uint8_t)(i * 6);
+    write_png("insp/a_dog/1.png", 4, 4, PNG_COLOR_TYPE_GRAY, gray, NULL, 0);
+    write_png("insp/a_dog/2.png", 6, 3, PNG_COLOR_TYPE_GRAY, gray, NULL, 0);
+    write_png("insp/b_cat/1.png", 5, 7, PNG_COLOR_TYPE_GRAY, gray, NULL, 0);
+    char p[PATH_MAX], f[PATH_MAX];
+    P(p, "insp");
+    data_report r;
+    assert_int_equal(data_inspect(&r, p, 0, err, sizeof err), 0);
+    assert_true(r.info.format == DATA_FMT_FOLDER && r.info.count == 3 && r.info.num_classes == 2);
+    assert_string_equal(r.class_names[0], "a_dog");
+    assert_string_equal(r.class_names[1], "b_cat");
+    assert_true(r.class_counts[0] == 2 && r.class_counts[1] == 1);
+    assert_true(r.min_w == 4 && r.min_h == 3 && r.max_w == 6 && r.max_h == 7);
+    data_report_free(&r);
+    write_file("insp/b_cat/1.png", "\x89PNG\r\n\x1a\n", 8, false);
+    data_info info;
+    assert_int_equal(data_probe(&info, p, err, sizeof err), 0);
+    assert_true(data_inspect(&r, p, 0, err, sizeof err) < 0);
+    P(f, "insp/b_cat/1.png");
+    assert_non_null(strstr(err, f));
+    assert_null(r.class_names);
+
+    mkdirs("insp_idx");
+    write_idx("insp_idx", "train", 30, 5, 4, true, 0);
+    P(p, "insp_idx");
+    assert_int_equal(data_inspect(&r, p, 0, err, sizeof err), 0);
+    assert_true(r.info.format == DATA_FMT_IDX && r.info.count == 30 && r.info.num_classes == 3);
+    assert_true(r.class_counts[0] == 10 && r.class_counts[1] == 10 && r.class_counts[2] == 10);
+    assert_string_equal(r.class_names[2], "2");
+    assert_true(r.min_w == 4 && r.max_h == 5);
+    data_report_free(&r);
+    assert_int_equal(data_inspect(&r, p, 29, err, sizeof err), -EFBIG); /* one byte per image: 30 over 29 */
+    assert_int_equal(data_inspect(&r, p, 30, err, sizeof err), 0);
+    data_report_free(&r);
+    write_idx("insp_idx", "train", 30, 5, 4, true, 31); /* the header claims one more image than there is */
+    assert_true(data_inspect(&r, p, 0, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "truncated"));
+}
+
 /* ---- subsets, splits ---- */
 
 static data_set *synthetic(int n, int C, int c, int h, int w, uint64_t seed)
@@ -706,6 +754,7 @@ int main(void)
         cmocka_unit_test(test_idx_hostile),
         cmocka_unit_test(test_cifar),
         cmocka_unit_test(test_image_folder),
+        cmocka_unit_test(test_inspect),
         cmocka_unit_test(test_subset_split),
         cmocka_unit_test(test_augment),
         cmocka_unit_test(test_loader),

@@ -408,10 +408,20 @@ static int count_file(void *ud, const db_file *fl)
     return 0;
 }
 
+struct classes_seen { int n; char names[200]; };
+static int note_class(void *ud, const char *name, long long images)
+{
+    struct classes_seen *c = ud;
+    size_t k = strlen(c->names);
+    snprintf(c->names + k, sizeof c->names - k, "%s:%lld,", name, images);
+    c->n++;
+    return 0;
+}
+
 static void test_files_and_integrity(void **state)
 {
     db_fixture *f = *state;
-    db_file fl = {.bytes = 3073, .created_at = 1700000000};
+    db_file fl = {.bytes = 3073, .created_at = 1700000000, .images = -1};
     snprintf(fl.id, sizeof fl.id, "file-1");
     snprintf(fl.filename, sizeof fl.filename, "data_batch_1.bin");
     snprintf(fl.purpose, sizeof fl.purpose, "fine-tune");
@@ -427,6 +437,29 @@ static void test_files_and_integrity(void **state)
     assert_int_equal(db_file_list(f->d, NULL, count_file, &n), 0);
     assert_int_equal(n, 1);
 
+    /* an upload with what it holds: the row and its classes in one transaction, read back in label
+     * order; a second insert of the same id leaves neither half; deleting the row takes its classes */
+    db_file up = fl;
+    snprintf(up.id, sizeof up.id, "file-2");
+    snprintf(up.format, sizeof up.format, "imagefolder");
+    up.images = 5;
+    up.min_width = 20, up.min_height = 21, up.max_width = 30, up.max_height = 31;
+    const db_file_class cls[] = {{"cat", 3}, {"dog", 2}};
+    assert_int_equal(db_file_insert_classes(f->d, &up, cls, 2), 0);
+    assert_int_equal(db_file_insert_classes(f->d, &up, cls, 1), -EEXIST);
+    assert_int_equal(db_file_get(f->d, "file-2", &got), 0);
+    assert_int_equal(got.images, 5);
+    assert_int_equal(got.min_width + got.min_height + got.max_width + got.max_height, 20 + 21 + 30 + 31);
+    struct classes_seen seen = {0};
+    assert_int_equal(db_file_classes(f->d, "file-2", note_class, &seen), 0);
+    assert_int_equal(seen.n, 2);
+    assert_string_equal(seen.names, "cat:3,dog:2,");
+    assert_int_equal(db_file_get(f->d, "file-1", &got), 0);
+    assert_int_equal(got.images, -1); /* inserted without: NULL */
+    seen = (struct classes_seen){0};
+    assert_int_equal(db_file_classes(f->d, "file-1", note_class, &seen), 0);
+    assert_int_equal(seen.n, 0);
+
     sqlite3 *h;
     assert_int_equal(sqlite3_open(f->path, &h), SQLITE_OK);
     sqlite3_stmt *st;
@@ -435,6 +468,10 @@ static void test_files_and_integrity(void **state)
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
     sqlite3_finalize(st);
     sqlite3_close(h);
+    assert_int_equal(db__exec(f->d, "DELETE FROM files WHERE id = 'file-2'", NULL, 0), 0);
+    seen = (struct classes_seen){0};
+    assert_int_equal(db_file_classes(f->d, "file-2", note_class, &seen), 0);
+    assert_int_equal(seen.n, 0);
 }
 
 /* ---- job statuses ---- */
@@ -696,7 +733,7 @@ static void test_upgrade_from_v1(void **state)
     db *d;
     assert_int_equal(db_open(&d, path, err, sizeof err), 0);
     h = raw_open(path);
-    assert_int_equal(db__n_migrations, 7);
+    assert_int_equal(db__n_migrations, 8);
     assert_int_equal(raw_int(h, "PRAGMA user_version"), db__n_migrations); /* every migration applied */
     int users = -1;
     assert_int_equal(db_user_count(d, &users), 0);                         /* migration 2's tables */
@@ -750,6 +787,8 @@ static void test_upgrade_from_v1(void **state)
     assert_int_equal(db_file_get(d, "file-1", &fl), 0);
     assert_int_equal(fl.bytes, 3073);
     assert_string_equal(fl.owner, "");
+    assert_int_equal(fl.images, -1);                                        /* migration 8: not recorded */
+    assert_int_equal(fl.max_width, 0);
     db_model m;
     assert_int_equal(db_model_get(d, "ft:resnet20:exp:ftjob-old1", &m), 0);
     assert_string_equal(m.path, "/x/final.safetensors");

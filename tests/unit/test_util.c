@@ -8,6 +8,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -111,6 +115,35 @@ static void test_utf8_clean(void **state)
     assert_string_equal(out, "");
 }
 
+/* rm -r: files, folders, a link (removed, its target kept), a missing path (0). */
+static void test_rmtree(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/ct-rmtree-XXXXXX", p[256], keep[256];
+    assert_non_null(mkdtemp(root));
+    snprintf(keep, sizeof keep, "%s-keep", root);
+    int fd = open(keep, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(p, sizeof p, "%s/a", root);
+    assert_int_equal(mkdir(p, 0700), 0);
+    snprintf(p, sizeof p, "%s/a/b", root);
+    assert_int_equal(mkdir(p, 0700), 0);
+    snprintf(p, sizeof p, "%s/a/b/f", root);
+    fd = open(p, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(p, sizeof p, "%s/a/link", root);
+    assert_int_equal(symlink(keep, p), 0);
+    assert_int_equal(util_rmtree(root), 0);
+    struct stat st;
+    assert_int_equal(lstat(root, &st), -1);
+    assert_int_equal(stat(keep, &st), 0);
+    assert_int_equal(util_rmtree(root), 0);
+    assert_int_equal(util_rmtree(keep), 0); /* a plain file too */
+    assert_int_equal(lstat(keep, &st), -1);
+}
+
 static void test_clocks(void **state)
 {
     (void)state;
@@ -127,6 +160,7 @@ int main(void)
         cmocka_unit_test(test_base62_uniform),
         cmocka_unit_test(test_grow),
         cmocka_unit_test(test_utf8_clean),
+        cmocka_unit_test(test_rmtree),
         cmocka_unit_test(test_clocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
