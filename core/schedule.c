@@ -26,6 +26,7 @@ svc_quota svc__quota_of(svc *s, const char *owner)
         if (u->q.queued_jobs >= 0) q.queued_jobs = u->q.queued_jobs;
         if (u->q.threads >= 0) q.threads = u->q.threads;
         if (u->q.upload_bytes >= 0) q.upload_bytes = u->q.upload_bytes;
+        if (u->q.disk_bytes >= 0) q.disk_bytes = u->q.disk_bytes;
     }
     return q;
 }
@@ -224,6 +225,7 @@ static void on_sched_timer(uv_timer_t *t)
     svc *s = t->data;
     if (s->sched_waiting && !s->stopping) svc__schedule(s);
     if (s->sweeps_waiting && !s->stopping) svc__sweeps_advance(s); /* a trial waited for quota room */
+    svc__retention(s, 0);
 }
 
 int svc__schedule_init(svc *s)

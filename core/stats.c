@@ -162,5 +162,7 @@ int svc_stats_get(svc *s, const svc_caller *who, svc_stats *out, svc_error *e)
     out->db_write = s->db_write;
     out->preemptions = s->preemptions;
     out->auth_failures = s->auth_failures;
+    out->reclaimed_bytes = s->reclaimed_bytes;
+    out->disk_free_bytes = svc__disk_free(s, NULL);
     return 0;
 }
