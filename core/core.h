@@ -290,10 +290,10 @@ int svc_file_add(svc *s, const svc_caller *who, const char *tmp_path, const char
 /* ---- storage management (core/disk.c) ---- */
 /* Deletes: the database row goes first (durable on return), then the bytes, off the loop (libuv's pool):
  * a crash in between leaves an orphan directory, which svc_open sweeps. Another user's item is "not
- * found" (403 for a non-owner admin-less caller of a model they can see is not possible: models of
- * others are not listed). File: 409 while a queued, running or paused job names it. Model: fine-tuned
- * only (owner or admin). Job: finished only (409 otherwise); its events, metrics and checkpoints go,
- * the audit trail keeps a record; its model (if not deleted) keeps its weights. */
+ * found" (audited), as for reading it. File: 409 while a queued, running or paused job names it. Model:
+ * fine-tuned only (owner or admin; a base architecture or backbone is 403). Job: finished only, and not
+ * a trial of an unfinished sweep (409 otherwise); its events, metrics and checkpoints go, the audit
+ * trail keeps a record; its model (if not deleted) keeps its weights. */
 int svc_file_delete(svc *s, const svc_caller *who, const char *id, svc_error *e);
 int svc_model_delete(svc *s, const svc_caller *who, const char *id, svc_error *e);
 int svc_job_delete(svc *s, const svc_caller *who, const char *id, svc_error *e);

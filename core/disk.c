@@ -330,6 +330,12 @@ int svc_job_delete(svc *s, const svc_caller *who, const char *id, svc_error *e)
     if (svc__find_run(s, id))
         return svc_fail(e, SVC_ECONFLICT, "invalid_state", NULL, "job %s is %s but its run is still stopping; retry"
                         " in a moment", id, job_status_name(st));
+    char sweep[DB_ID_MAX];
+    enum job_status sweep_st;
+    if ((rc = db_sweep_of_job(s->db, id, sweep, &sweep_st)) == 0 && !svc__is_final(sweep_st))
+        return svc_fail(e, SVC_ECONFLICT, "invalid_state", NULL, "job %s is a trial of sweep %s, which is %s; delete"
+                        " it once the sweep has finished", id, sweep, job_status_name(sweep_st));
+    if (rc && rc != -ENOENT) return svc__storage_error(s, e);
     /* what the batch still holds for the job is committed first, so nothing lands after the delete */
     if ((rc = svc__flush(s)) != 0) return deleted_row(s, rc, "job", e);
     if ((rc = db_job_delete(s->db, id)) != 0) return deleted_row(s, rc, "job", e);

@@ -288,6 +288,8 @@ int db_sweep_ids_by_status(db *d, enum job_status status, int limit, char (*ids)
 /* The trials in index order, with their jobs' outcome; the rows are the callback's only during the call. */
 typedef int (*db_trial_fn)(void *ud, const db_trial *t);
 int db_sweep_trials(db *d, const char *sweep_id, db_trial_fn fn, void *ud);
+/* The sweep a job is a trial of (-ENOENT: none) and its status. */
+int db_sweep_of_job(db *d, const char *job_id, char sweep_id[DB_ID_MAX], enum job_status *status);
 /* Record a trial's job (durable; a trial's job_id, once set, never changes: -EEXIST). */
 int db_sweep_trial_job(db *d, const char *sweep_id, int idx, const char *job_id);
 /* Status change; finished_at 0 = keep; best / fine_tuned_model NULL = keep. Durable. */
