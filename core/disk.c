@@ -363,8 +363,6 @@ static int retain_job(void *ud, const db_job_brief *b)
     svc *s = c->s;
     if (!svc__is_final(b->status) || svc__find_run(s, b->id)) return 0;
     int removed = 0;
-    if (s->cfg.keep_checkpoints > 0 && db_checkpoint_prune(s->db, b->id, s->cfg.keep_checkpoints, &removed) == 0)
-        c->pruned_rows += removed;
     if (c->cutoff > 0 && b->finished_at > 0 && b->finished_at < c->cutoff) {
         /* the resumable state of a finished job is only a checkpoint: best and final (the model) stay */
         char p[1100];
@@ -387,7 +385,9 @@ void svc__retention(svc *s, int now)
     if (s->retention_at == 0) svc__flush(s); /* a job just ended: its final status is committed first */
     s->retention_at = t;
     ret_ctx c = {s, s->cfg.retention_days > 0 ? util_now() - (long long)s->cfg.retention_days * 86400 : 0, 0, 0};
-    if (db_job_walk(s->db, NULL, retain_job, &c) != 0) {
+    if (s->cfg.keep_checkpoints > 0 && db_checkpoint_retain(s->db, s->cfg.keep_checkpoints, &c.pruned_rows) != 0)
+        LOG(LOG_WARN, "msg=\"checkpoint retention failed\" err=\"%s\"", db_errmsg(s->db));
+    if (c.cutoff > 0 && db_job_walk(s->db, NULL, retain_job, &c) != 0) {
         LOG(LOG_WARN, "msg=\"retention pass failed\" err=\"%s\"", db_errmsg(s->db));
         return;
     }

@@ -100,6 +100,8 @@ typedef int (*db_job_brief_fn)(void *ud, const db_job_brief *b); /* non-zero sto
 int db_job_walk(db *d, const char *owner, db_job_brief_fn fn, void *ud);
 /* Keep the newest `keep` checkpoints rows of a job; OUT *removed (may be NULL). */
 int db_checkpoint_prune(db *d, const char *job_id, int keep, int *removed);
+/* The same for every finished (succeeded, failed, cancelled) job at once. */
+int db_checkpoint_retain(db *d, int keep, int *removed);
 /* ---- the batch: everything a training job produces, written in one transaction ---- */
 typedef struct db_event {
     char job_id[DB_ID_MAX];

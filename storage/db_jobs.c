@@ -358,3 +358,18 @@ int db_checkpoint_prune(db *d, const char *job_id, int keep, int *removed)
     if (removed) *removed = rc == SQLITE_DONE ? sqlite3_changes(d->h) : 0;
     return rc == SQLITE_DONE ? 0 : (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
 }
+
+int db_checkpoint_retain(db *d, int keep, int *removed)
+{
+    /* one statement for every finished job (a window per job), so a pass is one transaction */
+    sqlite3_stmt *st = db__prep(d, "DELETE FROM checkpoints WHERE id IN (SELECT id FROM (SELECT c.id, row_number()"
+                                   " OVER (PARTITION BY c.job_id ORDER BY c.id DESC) AS rn FROM checkpoints c"
+                                   " JOIN jobs j ON j.id = c.job_id"
+                                   " WHERE j.status IN ('succeeded', 'failed', 'cancelled')) WHERE rn > ?)");
+    if (!st) return -EIO;
+    sqlite3_bind_int(st, 1, keep);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (removed) *removed = rc == SQLITE_DONE ? sqlite3_changes(d->h) : 0;
+    return rc == SQLITE_DONE ? 0 : (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
+}

@@ -482,13 +482,21 @@ static void test_deletes(void **state)
     assert_int_equal(db_checkpoint_prune(f->d, "ftjob-2", 2, &removed), 0);
     assert_int_equal(removed, 0);
 
+    /* every finished job at once: ftjob-2 finished, ftjob-1 still queued keeps its three */
+    raw_exec(h, "UPDATE jobs SET status = 'succeeded' WHERE id = 'ftjob-2'");
+    assert_int_equal(db_checkpoint_retain(f->d, 1, &removed), 0);
+    assert_int_equal(removed, 1);
+    assert_int_equal(raw_int(h, "SELECT count(*) FROM checkpoints WHERE job_id = 'ftjob-2'"), 1);
+    assert_int_equal(raw_int(h, "SELECT max(step) FROM checkpoints WHERE job_id = 'ftjob-2'"), 3);
+    assert_int_equal(raw_int(h, "SELECT count(*) FROM checkpoints WHERE job_id = 'ftjob-1'"), 3);
+
     assert_int_equal(db_job_delete(f->d, "ftjob-1"), 0);
     assert_int_equal(db_job_get(f->d, "ftjob-1", &j), -ENOENT);
     assert_int_equal(raw_int(h, "SELECT count(*) FROM events WHERE job_id = 'ftjob-1'"), 0);
     assert_int_equal(raw_int(h, "SELECT count(*) FROM metrics WHERE job_id = 'ftjob-1'"), 0);
     assert_int_equal(raw_int(h, "SELECT count(*) FROM checkpoints WHERE job_id = 'ftjob-1'"), 0);
     assert_int_equal(raw_int(h, "SELECT count(*) FROM events WHERE job_id = 'ftjob-2'"), 1);
-    assert_int_equal(raw_int(h, "SELECT count(*) FROM checkpoints WHERE job_id = 'ftjob-2'"), 2);
+    assert_int_equal(raw_int(h, "SELECT count(*) FROM checkpoints WHERE job_id = 'ftjob-2'"), 1);
     db_model m;
     assert_int_equal(db_model_of_job(f->d, "ftjob-1", &m), 0); /* the model outlives its job */
     assert_string_equal(m.id, "ft:m1");
