@@ -1,11 +1,12 @@
 """Storage management against the real daemon: DELETE of files, fine-tuned models and finished jobs
 (their 409s, 404s for another user's item, 403 for a base model), the bytes reclaimed off disk and in
 /metrics, orphan directories swept at start, retention keeping exactly --keep-checkpoints checkpoints
-(best and final weights stay), disk usage in /v1/me and GET /v1/storage, the disk_mb quota (429 naming
+(best and final weights stay) and --retention-days removing an old finished job's resumable state, disk usage in /v1/me and GET /v1/storage, the disk_mb quota (429 naming
 it), and the low-disk guard (--min-free-mb) on a small tmpfs this test mounts (root only; skipped with
 the reason otherwise): uploads and new jobs answer 507 and /readyz says so, until space returns."""
 import os
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -168,6 +169,40 @@ class TrainedDeletes(DaemonTest):
         self.assertEqual(d.request("DELETE", f"/v1/models/{model}")[0], 404)
         eventually(lambda: not os.path.exists(jdir), what="the job's directory removed with the model")
         eventually(lambda: reclaimed(d) > before, what="reclaimed bytes grew")
+
+
+class RetentionDays(DaemonTest):
+    args = ("--workers", "1", "--threads-per-job", "1", "--checkpoint-seconds", "0")
+
+    def test_old_finished_job_loses_its_state_not_its_model(self):
+        d = self.d
+        status, j, _ = d.request("POST", JOBS, tiny_job(epochs=2))
+        self.assertEqual(status, 200, j)
+        j = wait_for(d, j["id"], FINAL)
+        self.assertEqual(j["status"], "succeeded", j)
+        jdir = os.path.join(d.data_dir, "jobs", j["id"])
+        state = os.path.join(jdir, "state.safetensors")
+        self.assertTrue(os.path.exists(state))
+        d.stop()
+        # the job ended three days ago (as far as the database knows)
+        con = sqlite3.connect(os.path.join(d.data_dir, "coretuned.db"))
+        with con:
+            con.execute("UPDATE jobs SET finished_at = finished_at - 3 * 86400 WHERE id = ?", (j["id"],))
+        con.close()
+        d.extra += ["--retention-days", "5"]
+        d.start()
+        time.sleep(1.5)  # five days: nothing is due
+        self.assertTrue(os.path.exists(state))
+        d.stop()
+        d.extra[-1] = "2"
+        d.start()
+        eventually(lambda: not os.path.exists(state), what="the resumable state removed")
+        self.assertEqual(d.request("GET", f"{JOBS}/{j['id']}/checkpoints")[1]["data"], [])
+        for name in ("best.safetensors", "final.safetensors"):
+            self.assertTrue(os.path.exists(os.path.join(jdir, name)), name)
+        status, raw, _ = d.request("GET", f"/v1/models/{j['fine_tuned_model']}/content")
+        self.assertEqual(status, 200)
+        eventually(lambda: reclaimed(d) > 0, what="reclaimed bytes counted")
 
 
 class DiskQuota(DaemonTest):
