@@ -101,6 +101,7 @@ struct svc {
     unsigned long long preemptions, auth_failures;
     /* storage management (disk.c) */
     int disk_work;                 /* removals on libuv's pool: shutdown waits for them */
+    int disk_hold;                 /* below --min-free-mb: the scheduler starts nothing (schedule.c) */
     unsigned long long reclaimed_bytes;
     double retention_at;           /* monotonic seconds of the last retention pass */
 };

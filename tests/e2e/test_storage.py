@@ -1,9 +1,10 @@
 """Storage management against the real daemon: DELETE of files, fine-tuned models and finished jobs
 (their 409s, 404s for another user's item, 403 for a base model), the bytes reclaimed off disk and in
 /metrics, orphan directories swept at start, retention keeping exactly --keep-checkpoints checkpoints
-(best and final weights stay) and --retention-days removing an old finished job's resumable state, disk usage in /v1/me and GET /v1/storage, the disk_mb quota (429 naming
-it), and the low-disk guard (--min-free-mb) on a small tmpfs this test mounts (root only; skipped with
-the reason otherwise): uploads and new jobs answer 507 and /readyz says so, until space returns."""
+(best and final weights stay) and --retention-days removing an old finished job's resumable state,
+disk usage in /v1/me and GET /v1/storage, the disk_mb quota (429 naming it), and the low-disk guard
+(--min-free-mb) on a small tmpfs this test mounts (root only; skipped with the reason otherwise):
+uploads and new jobs answer 507, /readyz says so and queued jobs do not start, until space returns."""
 import os
 import shutil
 import sqlite3
@@ -275,6 +276,24 @@ class LowDisk(unittest.TestCase):
         self.assertFalse(r["disk"]["low"], r)
         self.assertEqual(upload(d)[0], 200)
         self.assertEqual(d.request("POST", JOBS, tiny_job(epochs=1))[0], 200)
+
+    def test_queued_jobs_wait_while_the_disk_is_low(self):
+        d = self.d = Daemon("--workers", "0", "--min-free-mb", "6", data_dir=self.data).start()
+        status, j, _ = d.request("POST", JOBS, tiny_job(epochs=1))
+        self.assertEqual(status, 200, j)
+        free = d.request("GET", "/readyz")[1]["disk"]["free_bytes"]
+        d.stop()
+        filler = os.path.join(self.mnt, "filler")
+        with open(filler, "wb") as fh:
+            fh.write(b"\1" * (free - 3 * MIB))
+        d.extra = ["--workers", "1", "--threads-per-job", "1", "--min-free-mb", "6"]
+        d.start()
+        time.sleep(2.5)  # several scheduler ticks
+        self.assertEqual(d.request("GET", f"{JOBS}/{j['id']}")[1]["status"], "queued")
+        self.assertIn("low disk: queued jobs wait", d.read_log())
+        os.unlink(filler)
+        done = wait_for(d, j["id"], FINAL)
+        self.assertEqual(done["status"], "succeeded", done)
 
 
 if __name__ == "__main__":
