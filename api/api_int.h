@@ -208,6 +208,10 @@ enum MHD_Result api__dataset_list(api__call *c);
 enum MHD_Result api__file_list(api__call *c);
 enum MHD_Result api__file_upload(api__call *c);
 enum MHD_Result api__file_get(api__call *c);
+enum MHD_Result api__file_delete(api__call *c);
+enum MHD_Result api__model_delete(api__call *c);
+enum MHD_Result api__job_delete(api__call *c);
+enum MHD_Result api__storage(api__call *c);
 /* routes_access.c */
 enum MHD_Result api__healthz(api__call *c);
 enum MHD_Result api__readyz(api__call *c);

@@ -241,6 +241,8 @@ json_t *render_datasets(const svc_dataset_list *l)
         if (d->images >= 0) json_object_set_new(o, "images", json_integer(d->images));
         if (d->classes >= 0) json_object_set_new(o, "classes", json_integer(d->classes));
         if (d->bytes >= 0) json_object_set_new(o, "bytes", json_integer(d->bytes));
+        if (d->owner[0]) json_object_set_new(o, "owner", json_string(d->owner));
+        if (d->jobs >= 0) json_object_set_new(o, "used_by", json_pack("{s:i, s:i}", "jobs", d->jobs, "active_jobs", d->active_jobs));
         json_array_append_new(data, o);
     }
     return plain_list(data, 0);
@@ -278,8 +280,9 @@ json_t *render_files(const svc_file_list *l)
 
 static json_t *quota_json(const svc_quota *q)
 {
-    return json_pack("{s:i, s:i, s:i, s:I}", "running_jobs", q->running_jobs, "queued_jobs", q->queued_jobs, "threads",
-                     q->threads, "upload_bytes", (json_int_t)q->upload_bytes);
+    return json_pack("{s:i, s:i, s:i, s:I, s:I}", "running_jobs", q->running_jobs, "queued_jobs", q->queued_jobs,
+                     "threads", q->threads, "upload_bytes", (json_int_t)q->upload_bytes, "disk_bytes",
+                     (json_int_t)q->disk_bytes);
 }
 
 static json_t *user_json(const db_user *u)
@@ -291,9 +294,12 @@ static json_t *user_json(const db_user *u)
 json_t *render_me(const svc_me_info *me)
 {
     const db_user *u = &me->user;
-    return json_pack("{s:s, s:s, s:b, s:o, s:s, s:o, s:o}", "object", "user", "name", u->name, "admin", u->admin,
-                     "uid", u->uid >= 0 ? json_integer(u->uid) : json_null(), "via", me->via, "quota",
-                     quota_json(&me->quota), "usage", quota_json(&me->usage));
+    return json_pack("{s:s, s:s, s:b, s:o, s:s, s:o, s:o, s:{s:I, s:I, s:I, s:I}}", "object", "user", "name", u->name,
+                     "admin", u->admin, "uid", u->uid >= 0 ? json_integer(u->uid) : json_null(), "via", me->via,
+                     "quota", quota_json(&me->quota), "usage", quota_json(&me->usage), "storage", "file_bytes",
+                     (json_int_t)me->file_bytes, "model_bytes", (json_int_t)me->model_bytes, "job_bytes",
+                     (json_int_t)me->job_bytes, "total_bytes",
+                     (json_int_t)(me->file_bytes + me->model_bytes + me->job_bytes));
 }
 
 json_t *render_users(const svc_user_list *l)
@@ -319,8 +325,17 @@ json_t *render_audit(const svc_audit_page *p)
 
 json_t *render_ready(const svc_readiness *r)
 {
-    return json_pack("{s:s, s:i, s:i, s:i, s:s}", "status", "ready", "workers", r->workers, "running", r->running,
-                     "threads_per_job", r->threads_per_job, "executor", r->executor ? r->executor : "local");
+    json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:s, s:{s:b, s:I}}", "status", "ready", "workers", r->workers,
+                          "running", r->running, "threads_per_job", r->threads_per_job, "executor",
+                          r->executor ? r->executor : "local", "disk", "low", r->disk_low, "min_free_bytes",
+                          (json_int_t)r->min_free_bytes);
+    if (o && r->disk_free_bytes >= 0)
+        json_object_set_new(json_object_get(o, "disk"), "free_bytes", json_integer(r->disk_free_bytes));
+    if (o && r->disk_low)
+        json_object_set_new(json_object_get(o, "disk"), "message",
+                            json_string("the data directory's disk is below --min-free-mb: new uploads and jobs are"
+                                        " refused (507) until space is freed"));
+    return o;
 }
 
 void render_stats(prom_buf *b, const svc_stats *st)
@@ -373,4 +388,36 @@ void render_stats(prom_buf *b, const svc_stats *st)
     prom_printf(b, "# HELP coretuned_auth_failures_total Requests refused for missing or bad credentials.\n"
                    "# TYPE coretuned_auth_failures_total counter\ncoretuned_auth_failures_total %llu\n",
                 st->auth_failures);
+    prom_printf(b, "# HELP coretuned_storage_reclaimed_bytes_total Bytes freed by deletes, retention and the orphan sweep.\n"
+                   "# TYPE coretuned_storage_reclaimed_bytes_total counter\ncoretuned_storage_reclaimed_bytes_total %llu\n",
+                st->reclaimed_bytes);
+    if (st->disk_free_bytes >= 0)
+        prom_printf(b, "# HELP coretuned_disk_free_bytes Bytes free to the daemon on the data directory's disk.\n"
+                       "# TYPE coretuned_disk_free_bytes gauge\ncoretuned_disk_free_bytes %lld\n", st->disk_free_bytes);
+}
+
+json_t *render_deleted(const char *id, const char *object)
+{
+    return json_pack("{s:s, s:s, s:b}", "id", id, "object", object, "deleted", 1);
+}
+
+json_t *render_storage(const svc_storage *st)
+{
+    json_t *users = json_array(), *items = json_array();
+    for (int i = 0; i < st->n_users; i++) {
+        const svc_usage *u = &st->users[i];
+        json_array_append_new(users, json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", u->name, "file_bytes",
+                                               (json_int_t)u->file_bytes, "model_bytes", (json_int_t)u->model_bytes,
+                                               "job_bytes", (json_int_t)u->job_bytes, "total_bytes",
+                                               (json_int_t)(u->file_bytes + u->model_bytes + u->job_bytes)));
+    }
+    for (int i = 0; i < st->n_items; i++) {
+        const svc_item *it = &st->items[i];
+        json_array_append_new(items, json_pack("{s:s, s:s, s:s, s:I}", "id", it->id, "object", it->object, "owner",
+                                               it->owner, "bytes", (json_int_t)it->bytes));
+    }
+    json_t *disk = json_pack("{s:I, s:I, s:I}", "free_bytes", (json_int_t)st->disk_free_bytes, "total_bytes",
+                             (json_int_t)st->disk_total_bytes, "min_free_bytes", (json_int_t)st->min_free_bytes);
+    return json_pack("{s:s, s:o, s:o, s:o, s:I}", "object", "storage", "users", users, "largest", items, "disk", disk,
+                     "reclaimed_bytes", (json_int_t)st->reclaimed_bytes);
 }

@@ -25,6 +25,8 @@ json_t *render_me(const svc_me_info *me);
 json_t *render_users(const svc_user_list *l);
 json_t *render_audit(const svc_audit_page *p);
 json_t *render_ready(const svc_readiness *r);
+json_t *render_deleted(const char *id, const char *object);  /* {"id", "object", "deleted": true} */
+json_t *render_storage(const svc_storage *st);
 /* The service's part of GET /metrics, appended to b. */
 void render_stats(prom_buf *b, const svc_stats *st);
 

@@ -11,6 +11,7 @@
 #define G API__GET
 #define H API__HEAD
 #define P API__POST
+#define D API__DELETE
 
 /* Order matters only between patterns that match the same URL: the first such pattern wins, so the
  * catch-all rows ({action}, {part}) come after the actions they stand behind. They exist because
@@ -27,6 +28,7 @@ const api__route api__routes[] = {
     {G,     "/v1/fine_tuning/jobs",                     api__job_list,        API__USER,   0, NULL},
     {P,     "/v1/fine_tuning/jobs",                     api__job_create,      API__USER,   0, NULL},
     {G,     "/v1/fine_tuning/jobs/{id}",                api__job_get,         API__USER,   0, NULL},
+    {D,     "/v1/fine_tuning/jobs/{id}",                api__job_delete,      API__USER,   0, NULL},
     {P,     "/v1/fine_tuning/jobs/{id}/cancel",         api__job_cancel,      API__USER,   0, NULL},
     {P,     "/v1/fine_tuning/jobs/{id}/pause",          api__job_pause,       API__USER,   0, NULL},
     {P,     "/v1/fine_tuning/jobs/{id}/resume",         api__job_resume,      API__USER,   0, NULL},
@@ -42,12 +44,15 @@ const api__route api__routes[] = {
     {G,     "/v1/fine_tuning/sweeps/{id}/{action}",     api__no_route,        API__USER,   0, "other"},
     {G,     "/v1/models",                               api__model_list,      API__USER,   0, NULL},
     {G,     "/v1/models/{id}",                          api__model_get,       API__USER,   0, NULL},
+    {D,     "/v1/models/{id}",                          api__model_delete,    API__USER,   0, NULL},
     {G,     "/v1/models/{id}/content",                  api__model_content,   API__USER,   0, NULL},
     {G,     "/v1/models/{id}/{part}",                   api__no_route,        API__USER,   0, "other"},
     {G,     "/v1/datasets",                             api__dataset_list,    API__USER,   0, NULL},
     {G,     "/v1/files",                                api__file_list,       API__USER,   0, NULL},
     {P,     "/v1/files",                                api__file_upload,     API__USER,   API__EXACT | API__UPLOAD, NULL},
     {G,     "/v1/files/{id}",                           api__file_get,        API__USER,   0, NULL},
+    {D,     "/v1/files/{id}",                           api__file_delete,     API__USER,   0, NULL},
+    {G,     "/v1/storage",                              api__storage,         API__USER,   0, NULL},
     {G,     "/v1/me",                                   api__me,              API__USER,   0, NULL},
     {G,     "/v1/users",                                api__users,           API__ADMIN,  0, NULL},
     {G,     "/v1/audit",                                api__audit,           API__ADMIN,  0, NULL},
@@ -57,6 +62,7 @@ const size_t api__n_routes = sizeof api__routes / sizeof api__routes[0];
 #undef G
 #undef H
 #undef P
+#undef D
 
 static const struct { const char *name; unsigned bit; } methods[] = {
     {"GET", API__GET}, {"HEAD", API__HEAD}, {"POST", API__POST}, {"PUT", API__PUT}, {"PATCH", API__PATCH},

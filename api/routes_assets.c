@@ -91,6 +91,34 @@ enum MHD_Result api__file_get(api__call *c)
     return api__reply_rendered(c, out);
 }
 
+/* ---------------- deletes and the storage view ---------------- */
+
+enum MHD_Result api__file_delete(api__call *c)
+{
+    svc_error e;
+    const char *id = api__param(&c->q->m, "id");
+    if (svc_file_delete(c->a->svc, &c->q->who, id, &e)) return api__reply_error(c, &e);
+    return api__reply_rendered(c, render_deleted(id, "file"));
+}
+
+enum MHD_Result api__model_delete(api__call *c)
+{
+    svc_error e;
+    const char *id = api__param(&c->q->m, "id");
+    if (svc_model_delete(c->a->svc, &c->q->who, id, &e)) return api__reply_error(c, &e);
+    return api__reply_rendered(c, render_deleted(id, "model"));
+}
+
+enum MHD_Result api__storage(api__call *c)
+{
+    svc_storage v;
+    svc_error e;
+    if (svc_storage_get(c->a->svc, &c->q->who, &v, &e)) return api__reply_error(c, &e);
+    json_t *out = render_storage(&v);
+    svc_storage_free(&v);
+    return api__reply_rendered(c, out);
+}
+
 /* ---------------- uploads ---------------- */
 
 static enum MHD_Result on_form(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,

@@ -76,6 +76,13 @@ enum MHD_Result api__job_get(api__call *c)
     return job_reply(c, rc, &j, &e);
 }
 
+enum MHD_Result api__job_delete(api__call *c)
+{
+    svc_error e;
+    if (svc_job_delete(c->a->svc, &c->q->who, job_id(c), &e)) return api__reply_error(c, &e);
+    return api__reply_rendered(c, render_deleted(job_id(c), "fine_tuning.job"));
+}
+
 enum MHD_Result api__job_cancel(api__call *c)
 {
     svc_job j;

@@ -74,8 +74,10 @@ int svc_me(svc *s, const svc_caller *who, svc_me_info *out, svc_error *e)
     snprintf(out->via, sizeof out->via, "%s", who->remote);
     out->quota = svc__quota_of(s, who->name);
     if (db_job_count(s->db, who->name, JOB_QUEUED, &out->usage.queued_jobs) != 0 ||
-        db_file_bytes(s->db, who->name, &out->usage.upload_bytes) != 0)
+        db_file_bytes(s->db, who->name, &out->usage.upload_bytes) != 0 ||
+        svc__usage(s, who->name, &out->file_bytes, &out->model_bytes, &out->job_bytes) != 0)
         return svc__storage_error(s, e);
+    out->usage.disk_bytes = out->file_bytes + out->model_bytes + out->job_bytes;
     for (run *r = s->runs; r; r = r->next)
         if (!strcmp(r->owner, who->name)) { out->usage.running_jobs++; out->usage.threads += r->threads; }
     return 0;

@@ -259,7 +259,7 @@ int svc_model_file(svc *s, const svc_caller *who, const char *id, const char *wh
 
 /* ---------------- datasets and files ---------------- */
 
-typedef struct ds_ctx { svc_dataset_list *l; int cap; } ds_ctx;
+typedef struct ds_ctx { svc_dataset_list *l; int cap; svc *s; int failed; } ds_ctx;
 
 static svc_dataset_info *ds_add(ds_ctx *c, const char *id, const char *source)
 {
@@ -269,16 +269,30 @@ static svc_dataset_info *ds_add(ds_ctx *c, const char *id, const char *source)
     snprintf(d->id, sizeof d->id, "%s", id);
     d->source = source;
     d->images = d->classes = d->bytes = -1;
+    d->jobs = d->active_jobs = -1;
     return d;
+}
+
+static int count_use(void *ud, const char *job_id, enum job_status status)
+{
+    (void)job_id;
+    svc_dataset_info *d = ud;
+    d->jobs++;
+    if (!svc__is_final(status)) d->active_jobs++;
+    return 0;
 }
 
 static int add_file_dataset(void *ud, const db_file *f)
 {
-    svc_dataset_info *d = ds_add(ud, f->id, "upload");
+    ds_ctx *c = ud;
+    svc_dataset_info *d = ds_add(c, f->id, "upload");
     if (!d) return 1;
     snprintf(d->format, sizeof d->format, "%s", f->format);
+    snprintf(d->owner, sizeof d->owner, "%s", f->owner);
     d->bytes = f->bytes;
     d->images = f->images; /* -1 for an upload from before they were recorded */
+    d->jobs = d->active_jobs = 0;
+    if (db_file_jobs(c->s->db, f->id, count_use, d) != 0) { c->failed = 1; return 1; }
     return 0;
 }
 
@@ -299,7 +313,7 @@ void svc_dataset_list_free(svc_dataset_list *l)
 int svc_datasets(svc *s, const svc_caller *who, svc_dataset_list *out, svc_error *e)
 {
     memset(out, 0, sizeof *out);
-    ds_ctx c = {out, 0};
+    ds_ctx c = {out, 0, s, 0};
     svc_dataset_info *d;
     int oom = 0;
     if (builtin_available(s)) {
@@ -321,7 +335,7 @@ int svc_datasets(svc *s, const svc_caller *who, svc_dataset_list *out, svc_error
     }
     if (oom) { svc_dataset_list_free(out); return svc_fail(e, SVC_EINTERNAL, "internal_error", NULL, "out of memory"); }
     int first_upload = out->n;
-    if (db_file_list(s->db, who->admin ? NULL : who->name, add_file_dataset, &c)) {
+    if (db_file_list(s->db, who->admin ? NULL : who->name, add_file_dataset, &c) || c.failed) {
         svc_dataset_list_free(out);
         return svc__storage_error(s, e);
     }
@@ -446,6 +460,9 @@ static int over_upload_quota(svc *s, const svc_caller *who, long long bytes, svc
 {
     svc_quota q = svc__quota_of(s, who->name);
     long long have = 0;
+    int rc;
+    if ((rc = svc__disk_guard(s, "the upload", e)) != 0 || (rc = svc__disk_quota(s, who->name, bytes, e)) != 0)
+        return rc;
     if (q.upload_bytes <= 0) return 0;
     if (db_file_bytes(s->db, who->name, &have) != 0) return svc__storage_error(s, e);
     if (have + bytes > q.upload_bytes)

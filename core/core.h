@@ -59,6 +59,7 @@ typedef struct svc_quota {    /* per-user limits; 0 = unlimited */
     int queued_jobs;          /* jobs waiting in the queue (POST and resume answer 429 beyond) */
     int threads;              /* trainer threads of the user's running jobs together */
     long long upload_bytes;   /* bytes of the user's stored uploads */
+    long long disk_bytes;     /* bytes of the user's uploads, models and job directories together */
 } svc_quota;
 
 typedef struct svc_user_quota {
@@ -102,6 +103,9 @@ typedef struct svc_config {
     int n_webhook_urls;       /* where job (and sweep) ends are announced; only the admin's */
     char webhook_urls[SVC_MAX_WEBHOOKS][1024];
     char webhook_secret[512]; /* "whsec_<base64>" */
+    long long min_free_bytes; /* below this free on the data dir's disk: no new uploads or jobs (0 = off) */
+    int keep_checkpoints;     /* checkpoints rows a finished job keeps (0 = all) */
+    int retention_days;       /* a finished job's resumable state goes after this (0 = kept) */
 } svc_config;
 
 /* ---- life cycle (core/service.c) ---- */
@@ -141,7 +145,8 @@ void svc_audit(svc *s, const svc_caller *who, const char *remote, const char *ac
 typedef struct svc_me_info {
     db_user user;
     char via[64];
-    svc_quota quota, usage;
+    svc_quota quota, usage;        /* usage.disk_bytes = files + models + jobs below */
+    long long file_bytes, model_bytes, job_bytes;
 } svc_me_info;
 int svc_me(svc *s, const svc_caller *who, svc_me_info *out, svc_error *e);
 
@@ -246,6 +251,8 @@ typedef struct svc_stats {
     unsigned long long preemptions, auth_failures;
     gpumon_sample gpus[SVC_MAX_GPUS];    /* NVML's last sample (gpumon.h); n_gpus 0 = no NVML or no GPUs */
     int n_gpus;
+    unsigned long long reclaimed_bytes;  /* freed by deletes and retention since start */
+    long long disk_free_bytes;           /* -1 = unknown */
 } svc_stats;
 void svc_stats_free(svc_stats *st);
 int  svc_stats_get(svc *s, const svc_caller *who, svc_stats *out, svc_error *e); /* admins */
@@ -272,6 +279,8 @@ typedef struct svc_dataset_info {
     const char *source;            /* "builtin", "config", "upload" (static) */
     char format[32];               /* "" = unknown (a configured set that cannot be read) */
     long long images, classes, bytes; /* -1 = not reported for this source */
+    char owner[64];                /* uploads: who uploaded it ("" otherwise) */
+    int jobs, active_jobs;         /* uploads: jobs naming it, and those queued, running or paused (-1 = n/a) */
 } svc_dataset_info;
 typedef struct svc_dataset_list { svc_dataset_info *v; int n; } svc_dataset_list;
 void svc_dataset_list_free(svc_dataset_list *l);
@@ -304,9 +313,44 @@ int  svc_file_add_start(svc *s, const svc_caller *who, const svc_upload_part *pa
 int  svc_upload_finish(svc_upload *u, svc_file *out, svc_error *e);
 void svc_upload_abandon(svc_upload *u);
 
+/* ---- storage management (core/disk.c) ---- */
+/* Deletes: the database row goes first (durable on return), then the bytes, off the loop (libuv's pool):
+ * a crash in between leaves an orphan directory, which svc_open sweeps. Another user's item is "not
+ * found" (audited), as for reading it. File: 409 while a queued, running or paused job names it. Model:
+ * fine-tuned only (owner or admin; a base architecture or backbone is 403). Job: finished only, and not
+ * a trial of an unfinished sweep (409 otherwise); its events, metrics and checkpoints go, the audit
+ * trail keeps a record; its model (if not deleted) keeps its weights. */
+int svc_file_delete(svc *s, const svc_caller *who, const char *id, svc_error *e);
+int svc_model_delete(svc *s, const svc_caller *who, const char *id, svc_error *e);
+int svc_job_delete(svc *s, const svc_caller *who, const char *id, svc_error *e);
+
+typedef struct svc_usage {         /* one user's bytes on disk */
+    char name[64];
+    long long file_bytes, model_bytes, job_bytes;
+} svc_usage;
+typedef struct svc_item {          /* one deletable item and its bytes */
+    char id[320];
+    const char *object;            /* "file", "model", "fine_tuning.job" (static) */
+    char owner[64];
+    long long bytes;
+} svc_item;
+typedef struct svc_storage {
+    svc_usage *users; int n_users; /* (heap) the caller only, or every user for an admin */
+    svc_item *items; int n_items;  /* (heap) largest first, at most 50 */
+    long long disk_free_bytes, disk_total_bytes, min_free_bytes;
+    unsigned long long reclaimed_bytes;
+} svc_storage;
+void svc_storage_free(svc_storage *st);
+int  svc_storage_get(svc *s, const svc_caller *who, svc_storage *out, svc_error *e);
+
 /* ---- health ---- */
-typedef struct svc_readiness { int workers, running, threads_per_job; const char *executor; } svc_readiness;
-/* SVC_EUNAVAILABLE when not ready: shutting down, or the executor cannot reach its batch system */
+typedef struct svc_readiness {
+    int workers, running, threads_per_job; const char *executor;
+    long long disk_free_bytes, min_free_bytes; /* -1 = unknown */
+    int disk_low;                  /* 1 = below min_free_bytes: new uploads and jobs are refused (507) */
+} svc_readiness;
+/* SVC_EUNAVAILABLE when not ready: shutting down, or the executor cannot reach its batch system. A low
+ * disk is not "not ready" (reads, cancels and running jobs go on): it is reported in disk_low. */
 int svc_ready(svc *s, const svc_caller *who, svc_readiness *out, svc_error *e);
 
 #endif

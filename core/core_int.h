@@ -11,6 +11,7 @@
  *   dataset_upload.c  an upload staged (archive extracted by unpack.c, IDX pair) and checked
  *   access.c    identities, users, audit          stats.c  metric series, /metrics counters
  *   webhooks.c  signed webhooks when jobs and sweeps end: the outbox, a delivery thread
+ *   disk.c      deletes, disk accounting and quota, the low-disk guard, retention, orphan sweep
  */
 #ifndef CT_CORE_INT_H
 #define CT_CORE_INT_H
@@ -105,6 +106,11 @@ struct svc {
     /* /metrics */
     hist db_write;                 /* seconds per committed transaction */
     unsigned long long preemptions, auth_failures;
+    /* storage management (disk.c) */
+    int disk_work;                 /* removals on libuv's pool: shutdown waits for them */
+    int disk_hold;                 /* below --min-free-mb: the scheduler starts nothing (schedule.c) */
+    unsigned long long reclaimed_bytes;
+    double retention_at;           /* monotonic seconds of the last retention pass */
 };
 
 /* helpers shared by the files */
@@ -154,7 +160,15 @@ void svc__note_start(svc *s, const char *owner);
 void svc__schedule(svc *s);
 void svc__queue_place(svc *s, const char *id, int *pos, long long *est);
 int  svc__schedule_init(svc *s);
-void svc__finish_shutdown(svc *s);                       /* service.c: once no run is left */
+void svc__finish_shutdown(svc *s);
+
+/* disk.c */
+long long svc__disk_free(svc *s, long long *total);     /* bytes free to the daemon on the data dir; -1 unknown */
+int  svc__usage(svc *s, const char *owner, long long *files, long long *models, long long *jobs);
+int  svc__disk_guard(svc *s, const char *what, svc_error *e);        /* 507 below --min-free-mb */
+int  svc__disk_quota(svc *s, const char *owner, long long more, svc_error *e); /* 429 naming disk_mb */
+void svc__retention(svc *s, int now);                    /* now = 0: at most every minute */
+void svc__sweep_orphans(svc *s);                       /* service.c: once no run is left */
 void svc__schedule_close(svc *s, uv_close_cb cb);
 
 /* assets.c */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int svc__get_job(svc *s, const svc_caller *who, const char *id, db_job *j, svc_error *e)
 {
@@ -143,6 +144,14 @@ static int check_spec(svc *s, const svc_caller *who, json_t *body, tr_spec *spec
                                "the job asks for %d threads; set hyperparameters.threads to at most %d", spec->threads,
                                q.threads);
     if (check_queue && (rc = svc__check_queued_quota(s, who->name, e)) != 0) return rc;
+    if (check_queue && (rc = svc__disk_guard(s, "a new job", e)) != 0) return rc;
+    /* what the job will write is known from the weights it starts from: its resumable state (weights and
+     * momentum), best, final and a temporary state while a checkpoint is written, about six copies
+     * (docs/operations.md, Disk full); 0 for a random start, whose size the spec does not say: then
+     * only the usage so far is checked */
+    struct stat wst;
+    long long need = spec->init_weights[0] && stat(spec->init_weights, &wst) == 0 ? 6LL * (long long)wst.st_size : 0;
+    if (check_queue && (rc = svc__disk_quota(s, who->name, need, e)) != 0) return rc;
     json_t *seed = json_object_get(body, "seed");
     if (!seed || json_is_null(seed)) {
         unsigned int x;

@@ -431,6 +431,7 @@ static void sink_done(void *ud, const char *job_id, const exec_done *d)
     if (!r) return;
     run_unlink(s, r);
     s->any_done = 1;
+    s->retention_at = 0; /* the next tick applies retention to the job that ended */
     db_exec *x = r->exec_rec ? db_batch_exec(&s->batch, job_id) : NULL;
     if (x) { /* the run is over: nothing to re-attach to after a restart */
         free(x->record);

@@ -26,6 +26,7 @@ svc_quota svc__quota_of(svc *s, const char *owner)
         if (u->q.queued_jobs >= 0) q.queued_jobs = u->q.queued_jobs;
         if (u->q.threads >= 0) q.threads = u->q.threads;
         if (u->q.upload_bytes >= 0) q.upload_bytes = u->q.upload_bytes;
+        if (u->q.disk_bytes >= 0) q.disk_bytes = u->q.disk_bytes;
     }
     return q;
 }
@@ -198,9 +199,24 @@ static void preempt(svc *s, run *r, const char *for_job, const char *for_user)
 }
 
 /* Start what the policy says, one job at a time, until nothing more fits; maybe preempt. */
+/* Below --min-free-mb no queued job starts (a start writes its checkpoints): the timer looks again. */
+static int disk_hold(svc *s)
+{
+    if (s->cfg.min_free_bytes <= 0) return 0;
+    long long avail = svc__disk_free(s, NULL);
+    int low = avail >= 0 && avail < s->cfg.min_free_bytes;
+    if (low && !s->disk_hold)
+        LOG(LOG_WARN, "msg=\"low disk: queued jobs wait\" free_bytes=%lld min_free_bytes=%lld", avail, s->cfg.min_free_bytes);
+    else if (!low && s->disk_hold)
+        LOG(LOG_INFO, "msg=\"disk has room again: the queue moves\" free_bytes=%lld", avail);
+    s->disk_hold = low;
+    return low;
+}
+
 void svc__schedule(svc *s)
 {
     s->sched_waiting = 0;
+    if (disk_hold(s)) return;
     for (int guard = 0; guard < 256 && !s->stopping; guard++) {
         snapshot sn;
         sched_cfg c;
@@ -229,8 +245,9 @@ void svc__schedule(svc *s)
 static void on_sched_timer(uv_timer_t *t)
 {
     svc *s = t->data;
-    if (s->sched_waiting && !s->stopping) svc__schedule(s);
+    if ((s->sched_waiting || s->disk_hold) && !s->stopping) svc__schedule(s);
     if (s->sweeps_waiting && !s->stopping) svc__sweeps_advance(s); /* a trial waited for quota room */
+    svc__retention(s, 0);
 }
 
 int svc__schedule_init(svc *s)

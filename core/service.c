@@ -89,7 +89,10 @@ int svc_ready(svc *s, const svc_caller *who, svc_readiness *out, svc_error *e)
     if (s->stopping) return svc_fail(e, SVC_EUNAVAILABLE, "shutting_down", NULL, "the daemon is shutting down");
     const char *why = s->exec->ops->trouble(s->exec);
     if (why) return svc_fail(e, SVC_EUNAVAILABLE, "executor_unavailable", NULL, "%s", why);
-    *out = (svc_readiness){s->cfg.workers, s->n_runs, s->cfg.threads_per_job, s->exec->ops->name};
+    *out = (svc_readiness){s->cfg.workers, s->n_runs, s->cfg.threads_per_job, s->exec->ops->name, -1, 0, 0};
+    out->disk_free_bytes = svc__disk_free(s, NULL);
+    out->min_free_bytes = s->cfg.min_free_bytes;
+    out->disk_low = s->cfg.min_free_bytes > 0 && out->disk_free_bytes >= 0 && out->disk_free_bytes < s->cfg.min_free_bytes;
     return 0;
 }
 
@@ -282,6 +285,8 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
         LOG(LOG_INFO, "msg=\"gpu metrics from NVML\" detail=\"%s\"", gwhy);
     else
         LOG(LOG_INFO, "msg=\"no GPU metrics\" reason=\"%s\"", gwhy);
+    svc__sweep_orphans(s);
+    svc__retention(s, 1);
     svc__schedule(s);
     svc__sweeps_advance(s);
     *out = s;
@@ -303,7 +308,8 @@ fail:
 /* Once every run has ended: commit the last progress and close the handles. */
 void svc__finish_shutdown(svc *s)
 {
-    if (!s->stopping || s->n_runs > 0 || s->uploads > 0 || s->tests || s->handles_open != 3) return; /* tests: sweeps.c */
+    if (!s->stopping || s->n_runs > 0 || s->uploads > 0 || s->tests || s->disk_work || s->handles_open != 3)
+        return; /* tests: sweeps.c */
     svc__flush(s);
     svc__webhooks_close(s);
     svc__events_close(s, on_handle_closed);

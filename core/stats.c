@@ -163,5 +163,7 @@ int svc_stats_get(svc *s, const svc_caller *who, svc_stats *out, svc_error *e)
     out->preemptions = s->preemptions;
     out->auth_failures = s->auth_failures;
     out->n_gpus = gpumon_read(s->gpumon, out->gpus, SVC_MAX_GPUS); /* a copy: NVML is not called here */
+    out->reclaimed_bytes = s->reclaimed_bytes;
+    out->disk_free_bytes = svc__disk_free(s, NULL);
     return 0;
 }

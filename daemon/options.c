@@ -116,6 +116,30 @@ static int set_extract_ratio(daemon_opts *o, const char *v)
     return 0;
 }
 
+static int set_min_free_mb(daemon_opts *o, const char *v)
+{
+    long x;
+    if (opts_parse_int(v, 0, 1L << 30, &x)) return -1;
+    o->svc.min_free_bytes = (long long)x << 20;
+    return 0;
+}
+
+static int set_keep_checkpoints(daemon_opts *o, const char *v)
+{
+    long x;
+    if (opts_parse_int(v, 0, 1L << 20, &x)) return -1;
+    o->svc.keep_checkpoints = (int)x;
+    return 0;
+}
+
+static int set_retention_days(daemon_opts *o, const char *v)
+{
+    long x;
+    if (opts_parse_int(v, 0, 36500, &x)) return -1;
+    o->svc.retention_days = (int)x;
+    return 0;
+}
+
 static int set_heartbeat(daemon_opts *o, const char *v)
 {
     char *end;
@@ -292,6 +316,7 @@ static int parse_quota(const char *v, svc_quota *q)
         else if (!strcmp(t, "queued_jobs")) q->queued_jobs = (int)x;
         else if (!strcmp(t, "threads")) q->threads = (int)x;
         else if (!strcmp(t, "upload_mb")) q->upload_bytes = (long long)x << 20;
+        else if (!strcmp(t, "disk_mb")) q->disk_bytes = (long long)x << 20;
         else return -1;
     }
     return 0;
@@ -303,7 +328,7 @@ static int set_user_quota(daemon_opts *o, const char *v)
 {
     const char *colon = strchr(v, ':');
     if (!colon || colon == v || (size_t)(colon - v) >= 64 || o->svc.n_user_quotas == SVC_MAX_USER_QUOTAS) return -1;
-    svc_user_quota u = {.q = {-1, -1, -1, -1}};
+    svc_user_quota u = {.q = {-1, -1, -1, -1, -1}};
     snprintf(u.name, sizeof u.name, "%.*s", (int)(colon - v), v);
     if (!auth_valid_name(u.name) || parse_quota(colon + 1, &u.q)) return -1;
     o->svc.user_quotas[o->svc.n_user_quotas++] = u;
@@ -425,7 +450,7 @@ static const struct optdef {
     {"gpus", "auto|none|N,...", "auto", "CUDA devices jobs train on, as indices among the visible ones (e.g. 0,1; CUDA_VISIBLE_DEVICES applies): each GPU job gets one to itself; auto = every visible device; a listed one that is missing stops the daemon (executor local)", set_gpus},
     {"preemption", "yes|no", "yes", "checkpoint and requeue a running job to make room for a user under the fair share or a higher-priority job of its own user", set_preemption},
     {"preempt-grace", "SECONDS", "600", "how long a job runs before it may be preempted", set_grace},
-    {"quota", "K=V,...", "unlimited", "every user's limits: running_jobs, queued_jobs, threads, upload_mb (0 = unlimited)", set_quota},
+    {"quota", "K=V,...", "unlimited", "every user's limits: running_jobs, queued_jobs, threads, upload_mb, disk_mb (0 = unlimited)", set_quota},
     {"user-quota", "NAME:K=V,...", "", "one user's limits, overriding 'quota' field by field (repeatable)", set_user_quota},
     {"dataset", "NAME=PATH", "", "register a dataset by path (repeatable)", set_dataset},
     {"dataset-root", "DIR", "", "a directory whose files jobs may name by absolute path (repeatable; no '..', no symlinks out)", set_dataset_root},
@@ -444,6 +469,9 @@ static const struct optdef {
     {"max-extract-mb", "MB", "4096", "most an uploaded archive (or gzipped IDX pair) may expand to", set_extract_mb},
     {"max-extract-entries", "N", "100000", "most entries (files and folders) in an uploaded archive", set_extract_entries},
     {"max-extract-ratio", "R", "100", "most an upload may expand, as a multiple of its size (past 1 MiB): zip bombs answer 413", set_extract_ratio},
+    {"min-free-mb", "MB", "256", "below this free on the data dir's disk, new uploads and jobs are refused (507) and /readyz says so (0 = off)", set_min_free_mb},
+    {"keep-checkpoints", "N", "3", "checkpoints a finished job keeps listed besides its best and final weights (0 = all)", set_keep_checkpoints},
+    {"retention-days", "D", "0", "remove a finished job's resumable state D days after it ended; models stay until deleted (0 = keep)", set_retention_days},
     {"sse-heartbeat", "SECONDS", "15", "comment line on idle event streams; a stream whose client reads nothing for 3 heartbeats (at least 1 s) is cut", set_heartbeat},
     {"header-timeout", "SECONDS", "10", "a connection must send its request line and headers within this of connecting or of its previous request's end (so also closes idle keep-alive connections); bodies get it as a grace", set_header_timeout},
     {"body-min-rate", "BYTES", "1024", "after the grace, a request body must average at least BYTES per second or the connection is cut", set_body_min_rate},
@@ -649,6 +677,8 @@ static void defaults(daemon_opts *o)
     o->svc.extract_limit = 4096LL << 20;
     o->svc.extract_entries = 100000;
     o->svc.extract_ratio = 100;
+    o->svc.min_free_bytes = 256LL << 20;
+    o->svc.keep_checkpoints = 3;
     o->svc.preemption = 1;
     o->svc.preempt_grace = 600;
     o->svc.self_uid = (long long)geteuid();

@@ -87,6 +87,22 @@ int db_job_ids_by_status(db *d, enum job_status status, int limit, char (*ids)[D
 
 /* Jobs whose executor record is live (executor_live = 1), oldest first (at most limit). */
 int db_job_ids_executor_live(db *d, int limit, char (*ids)[DB_ID_MAX], int *n);
+/* Delete a job with its events, metrics and checkpoints rows in one transaction (durable on return;
+ * its models row and the audit trail stay). -ENOENT: no such job. */
+int db_job_delete(db *d, const char *id);
+typedef struct db_job_brief {      /* what disk accounting and retention need of a job */
+    char id[DB_ID_MAX];
+    char owner[64];
+    enum job_status status;
+    long long finished_at;         /* 0 = not finished */
+} db_job_brief;
+typedef int (*db_job_brief_fn)(void *ud, const db_job_brief *b); /* non-zero stops the walk */
+/* Every job (owner NULL) or owner's, oldest first. */
+int db_job_walk(db *d, const char *owner, db_job_brief_fn fn, void *ud);
+/* Keep the newest `keep` checkpoints rows of a job; OUT *removed (may be NULL). */
+int db_checkpoint_prune(db *d, const char *job_id, int keep, int *removed);
+/* The same for every finished (succeeded, failed, cancelled) job at once. */
+int db_checkpoint_retain(db *d, int keep, int *removed);
 /* ---- the batch: everything a training job produces, written in one transaction ---- */
 typedef struct db_event {
     char job_id[DB_ID_MAX];
@@ -217,6 +233,8 @@ int db_model_get(db *d, const char *id, db_model *out);
 typedef int (*db_model_fn)(void *ud, const db_model *m);
 /* owner: only that user's models (NULL = everyone's). */
 int db_model_list(db *d, const char *owner, db_model_fn fn, void *ud);
+int db_model_delete(db *d, const char *id);                       /* -ENOENT */
+int db_model_of_job(db *d, const char *job_id, db_model *out);    /* -ENOENT: the job made none (or it went) */
 
 typedef struct db_file {
     char id[DB_ID_MAX];
@@ -245,6 +263,10 @@ typedef int (*db_file_fn)(void *ud, const db_file *f);
 int db_file_list(db *d, const char *owner, db_file_fn fn, void *ud);
 /* Bytes of owner's stored uploads (quotas). */
 int db_file_bytes(db *d, const char *owner, long long *out);
+int db_file_delete(db *d, const char *id);                        /* -ENOENT */
+/* Jobs that name the file as training_file or validation_file, oldest first. */
+typedef int (*db_file_job_fn)(void *ud, const char *job_id, enum job_status status); /* non-zero stops */
+int db_file_jobs(db *d, const char *file_id, db_file_job_fn fn, void *ud);
 
 /* ---- sweeps (hyper-parameter searches whose trials are jobs) ---- */
 typedef struct db_sweep {
@@ -279,6 +301,8 @@ int db_sweep_ids_by_status(db *d, enum job_status status, int limit, char (*ids)
 /* The trials in index order, with their jobs' outcome; the rows are the callback's only during the call. */
 typedef int (*db_trial_fn)(void *ud, const db_trial *t);
 int db_sweep_trials(db *d, const char *sweep_id, db_trial_fn fn, void *ud);
+/* The sweep a job is a trial of (-ENOENT: none) and its status. */
+int db_sweep_of_job(db *d, const char *job_id, char sweep_id[DB_ID_MAX], enum job_status *status);
 /* Record a trial's job (durable; a trial's job_id, once set, never changes: -EEXIST). */
 int db_sweep_trial_job(db *d, const char *sweep_id, int idx, const char *job_id);
 /* Status change; finished_at 0 = keep; best / fine_tuned_model NULL = keep. Durable. */

@@ -180,3 +180,49 @@ int db_file_bytes(db *d, const char *owner, long long *out)
     return rc == SQLITE_ROW ? 0 : -EIO;
 }
 
+
+/* ---- deletes and who uses what ---- */
+
+static int delete_by_id(db *d, const char *sql, const char *id)
+{
+    sqlite3_stmt *st = db__prep(d, sql);
+    if (!st) return -EIO;
+    db__bind_text(st, 1, id);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_FULL) return -ENOSPC;
+    if (rc != SQLITE_DONE) return -EIO;
+    return sqlite3_changes(d->h) ? 0 : -ENOENT;
+}
+
+int db_file_delete(db *d, const char *id) { return delete_by_id(d, "DELETE FROM files WHERE id = ?", id); }
+int db_model_delete(db *d, const char *id) { return delete_by_id(d, "DELETE FROM models WHERE id = ?", id); }
+
+int db_model_of_job(db *d, const char *job_id, db_model *out)
+{
+    sqlite3_stmt *st = db__prep(d, "SELECT id, job_id, arch, path, created_at, coalesce(owner, '') FROM models"
+                                   " WHERE job_id = ? ORDER BY created_at DESC LIMIT 1");
+    if (!st) return -EIO;
+    db__bind_text(st, 1, job_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) read_model(st, out);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+int db_file_jobs(db *d, const char *file_id, db_file_job_fn fn, void *ud)
+{
+    sqlite3_stmt *st = db__prep(d, "SELECT id, status FROM jobs WHERE training_file = ?1 OR validation_file = ?1"
+                                   " ORDER BY seq");
+    if (!st) return -EIO;
+    db__bind_text(st, 1, file_id);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        enum job_status status;
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        if (job_status_parse(name ? name : "", &status) != 0) continue; /* the CHECK constraint rules it out */
+        if (fn(ud, (const char *)sqlite3_column_text(st, 0), status)) break;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+}

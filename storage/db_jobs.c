@@ -303,3 +303,75 @@ int db__job_executor_write(db *d, const db_exec *x, int n)
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
+
+int db_job_delete(db *d, const char *id)
+{
+    static const char *const sql[] = {
+        "DELETE FROM events WHERE job_id = ?",
+        "DELETE FROM metrics WHERE job_id = ?",
+        "DELETE FROM checkpoints WHERE job_id = ?",
+        "DELETE FROM jobs WHERE id = ?",    /* last: its change count says whether the job existed */
+    };
+    int rc = db__begin(d, NULL, 0);
+    if (rc) return rc;
+    for (size_t i = 0; i < sizeof sql / sizeof sql[0] && rc == 0; i++) {
+        sqlite3_stmt *st = db__prep(d, sql[i]);
+        if (!st) { rc = -EIO; break; }
+        db__bind_text(st, 1, id);
+        int r = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (r != SQLITE_DONE) rc = (r & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
+        else if (i == sizeof sql / sizeof sql[0] - 1 && sqlite3_changes(d->h) == 0) rc = -ENOENT;
+    }
+    if (rc == 0) rc = db__commit(d, NULL, 0);
+    if (rc) db__rollback(d);
+    return rc;
+}
+
+int db_job_walk(db *d, const char *owner, db_job_brief_fn fn, void *ud)
+{
+    sqlite3_stmt *st = db__prep(d, "SELECT id, coalesce(owner, ''), status, coalesce(finished_at, 0) FROM jobs"
+                                   " WHERE ?1 IS NULL OR coalesce(owner, '') = ?1 ORDER BY seq");
+    if (!st) return -EIO;
+    db__bind_text(st, 1, owner);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        db_job_brief b;
+        memset(&b, 0, sizeof b);
+        db__col_copy(st, 0, b.id, sizeof b.id);
+        db__col_copy(st, 1, b.owner, sizeof b.owner);
+        if (job_status_parse((const char *)sqlite3_column_text(st, 2), &b.status)) { rc = SQLITE_CORRUPT; break; }
+        b.finished_at = sqlite3_column_int64(st, 3);
+        if (fn(ud, &b)) break;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int db_checkpoint_prune(db *d, const char *job_id, int keep, int *removed)
+{
+    sqlite3_stmt *st = db__prep(d, "DELETE FROM checkpoints WHERE job_id = ?1 AND id NOT IN"
+                                   " (SELECT id FROM checkpoints WHERE job_id = ?1 ORDER BY id DESC LIMIT ?2)");
+    if (!st) return -EIO;
+    db__bind_text(st, 1, job_id);
+    sqlite3_bind_int(st, 2, keep);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (removed) *removed = rc == SQLITE_DONE ? sqlite3_changes(d->h) : 0;
+    return rc == SQLITE_DONE ? 0 : (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
+}
+
+int db_checkpoint_retain(db *d, int keep, int *removed)
+{
+    /* one statement for every finished job (a window per job), so a pass is one transaction */
+    sqlite3_stmt *st = db__prep(d, "DELETE FROM checkpoints WHERE id IN (SELECT id FROM (SELECT c.id, row_number()"
+                                   " OVER (PARTITION BY c.job_id ORDER BY c.id DESC) AS rn FROM checkpoints c"
+                                   " JOIN jobs j ON j.id = c.job_id"
+                                   " WHERE j.status IN ('succeeded', 'failed', 'cancelled')) WHERE rn > ?)");
+    if (!st) return -EIO;
+    sqlite3_bind_int(st, 1, keep);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (removed) *removed = rc == SQLITE_DONE ? sqlite3_changes(d->h) : 0;
+    return rc == SQLITE_DONE ? 0 : (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
+}

@@ -184,3 +184,18 @@ int db_sweep_update(db *d, const char *id, enum job_status status, long long fin
     if (rc != SQLITE_DONE) return full(d);
     return changed ? 0 : -ENOENT;
 }
+
+int db_sweep_of_job(db *d, const char *job_id, char sweep_id[DB_ID_MAX], enum job_status *status)
+{
+    sqlite3_stmt *st = db__prep(d, "SELECT s.id, s.status FROM sweep_trials t JOIN sweeps s ON s.id = t.sweep_id"
+                                   " WHERE t.job_id = ? LIMIT 1");
+    if (!st) return -EIO;
+    db__bind_text(st, 1, job_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        db__col_copy(st, 0, sweep_id, DB_ID_MAX);
+        if (job_status_parse((const char *)sqlite3_column_text(st, 1), status)) rc = SQLITE_CORRUPT;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}

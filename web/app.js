@@ -1,6 +1,7 @@
 // web/app.js — the coretuned dashboard: sign-in, the jobs overview (queue, running, finished), a job page
 // with live curves, a comparison of several jobs, and hyper-parameter sweeps (a list, and a sweep page with
-// its leaderboard and its trials' validation curves overlaid). Plain ES module, no build step, no framework.
+// its leaderboard and its trials' validation curves overlaid), and a Storage page (bytes on disk per user,
+// the largest items, delete with confirmation). Plain ES module, no build step, no framework.
 // Talks only to the daemon's REST API (docs/api.md) with `Authorization: Bearer <token>` on every request;
 // the token is kept in sessionStorage (gone when the tab closes). Live updates read the server-sent event
 // stream through fetch() (EventSource cannot send headers) and fall back to polling the events list and
@@ -308,6 +309,7 @@ function mount() {
   else if (parts[0] === 'compare') current = compareView(view, params);
   else if (parts[0] === 'sweeps' && parts[1]) current = sweepView(view, parts[1], params);
   else if (parts[0] === 'sweeps') current = sweepsView(view);
+  else if (parts[0] === 'storage') current = storageView(view);
   else current = overviewView(view);
 }
 
@@ -1288,6 +1290,77 @@ function sweepView(view, id, params) {
       if (chart) chart.destroy();
     },
   };
+}
+
+// ---------------------------------------------------------------- storage
+
+function fmtBytes(n) {
+  if (n === null || n === undefined || n < 0) return '—';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
+// Where each deletable kind is deleted (docs/api.md, Deleting and disk usage).
+const DELETE_PATH = { file: '/v1/files/', model: '/v1/models/', 'fine_tuning.job': `${JOBS}/` };
+const KIND_WORD = { file: 'upload', model: 'model', 'fine_tuning.job': 'job' };
+
+function storageView(view) {
+  const ac = new AbortController();
+  const body = h('div', { id: 'storage' }, h('p', {}, 'Loading…'));
+  view.append(h('div', { class: 'titlebar' }, h('h1', {}, 'Storage')), body);
+  let timer = null;
+
+  async function remove(item) {
+    const word = KIND_WORD[item.object] || item.object;
+    if (!window.confirm(`Delete ${word} ${item.id} (${fmtBytes(item.bytes)})? This cannot be undone.`)) return;
+    try {
+      await api('DELETE', DELETE_PATH[item.object] + encodeURIComponent(item.id), { signal: ac.signal });
+      notice(`Deleted ${word} ${item.id}.`);
+    } catch (e) {
+      if (e.name !== 'AbortError') notice(`Cannot delete ${item.id}: ${e.message}`, 'error');
+    }
+    clearTimeout(timer);
+    refresh();
+  }
+
+  async function refresh() {
+    try {
+      const st = await api('GET', '/v1/storage', { signal: ac.signal });
+      const d = st.disk;
+      const low = d.min_free_bytes > 0 && d.free_bytes >= 0 && d.free_bytes < d.min_free_bytes;
+      body.replaceChildren(
+        h('p', { id: 'disk-line', dataset: { low: String(low) } },
+          `Disk: ${fmtBytes(d.free_bytes)} free of ${fmtBytes(d.total_bytes)}`,
+          d.min_free_bytes > 0 ? ` (new uploads and jobs are refused below ${fmtBytes(d.min_free_bytes)})` : '',
+          low ? h('strong', {}, ' — low: uploads and new jobs are refused') : '',
+          `. Reclaimed since start: ${fmtBytes(st.reclaimed_bytes)}.`),
+        h('section', { 'aria-labelledby': 'h-usage' },
+          h('h2', { id: 'h-usage' }, st.users.length > 1 ? 'Usage per user' : 'Your usage'),
+          table('Bytes on disk per user', ['User', 'Uploads', 'Models', 'Jobs', 'Total'],
+            st.users.map((u) => h('tr', { dataset: { user: u.name } },
+              h('td', {}, u.name), h('td', { class: 'num' }, fmtBytes(u.file_bytes)),
+              h('td', { class: 'num' }, fmtBytes(u.model_bytes)), h('td', { class: 'num' }, fmtBytes(u.job_bytes)),
+              h('td', { class: 'num' }, fmtBytes(u.total_bytes)))),
+            'No user.')),
+        h('section', { 'aria-labelledby': 'h-largest' },
+          h('h2', { id: 'h-largest' }, 'Largest items'),
+          h('p', { class: 'help' }, 'Only finished jobs can be deleted; a job keeps its model\'s weights until the model is deleted.'),
+          table('Largest items', ['Item', 'Kind', 'Owner', 'Size', ''],
+            st.largest.map((it) => h('tr', { dataset: { item: it.id } },
+              h('td', { class: 'mono' }, it.object === 'fine_tuning.job' ? h('a', { href: `#/jobs/${encodeURIComponent(it.id)}` }, it.id) : it.id),
+              h('td', {}, KIND_WORD[it.object] || it.object), h('td', {}, it.owner || '—'),
+              h('td', { class: 'num' }, fmtBytes(it.bytes)),
+              h('td', {}, h('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${it.id}`, onclick: () => remove(it) }, 'Delete')))),
+            'Nothing stored.')));
+    } catch (e) {
+      if (e.name !== 'AbortError') notice(`Cannot read storage: ${e.message}`, 'error');
+    }
+    if (!ac.signal.aborted) timer = setTimeout(refresh, POLL_MS * 5);
+  }
+  refresh();
+  return { cleanup() { ac.abort(); clearTimeout(timer); } };
 }
 
 // ---------------------------------------------------------------- start

@@ -7,7 +7,9 @@
 - tests/browser/sweep.test.mjs, the sweep pages (#/sweeps, #/sweeps/ID): test_sweep_page against the
   daemon's sweep API (a real 2-trial grid sweep of tiny jobs: leaderboard rows, the best marked, job
   links, one chart dataset per finished trial), test_sweep_page_stub with that API stubbed in the browser
-  by the contract's objects (the page itself, served by the real daemon, needs no sweep API).
+  by the contract's objects (the page itself, served by the real daemon, needs no sweep API);
+- tests/browser/storage.test.mjs, the Storage page (#/storage): usage, the largest items, a delete that
+  asks for confirmation (dismissed: kept; accepted: gone from the API).
   Screenshots go to tests/artifacts/. Skipped, saying why, only when node or chromium is absent; the npm
   dependency is installed from tests/browser/package-lock.json (npm ci) when missing."""
 import os
@@ -108,6 +110,10 @@ class DashboardTest(DaemonTest):
     def test_signin_link(self):
         """The daemon's sign-in link /?token=... signs the tab in and leaves no token in the URL."""
         self.assertIn("signin: all checks passed", self.run_browser("signin.test.mjs"))
+
+    def test_storage_page(self):
+        """The Storage page: usage, the largest items, a delete that asks first (tests/browser/storage.test.mjs)."""
+        self.assertIn("storage: all checks passed", self.run_browser("storage.test.mjs"))
 
     def test_sweep_page_stub(self):
         """The sweep pages with the sweep API stubbed in the browser: runs without the daemon's sweep API."""

@@ -116,7 +116,8 @@ class DiskFullBase(unittest.TestCase):
             shutil.rmtree(self.root, ignore_errors=True)
 
     def start(self, *args):
-        self.d = Daemon(*args, data_dir=self.data).start()
+        # the low-disk guard is off: these tests fill the disk to its last byte on purpose
+        self.d = Daemon("--min-free-mb", "0", *args, data_dir=self.data).start()
         return self.d
 
     def fill(self):

@@ -1,8 +1,8 @@
 """OpenAI client compatibility: tests/sdk/openai_sdk.test.mjs drives the real daemon with OpenAI's official
 JavaScript library (npm `openai`, pinned by tests/sdk/package-lock.json) unchanged: create, retrieve, list and
 auto-pagination, events and checkpoints (paginated), pause/resume/cancel, the SDK's idempotencyKey option,
-models.list/retrieve, and error mapping (NotFoundError 404, BadRequestError 400, AuthenticationError 401,
-ConflictError 409, UnprocessableEntityError 422). The SDK's apiKey is the admin token (Authorization: Bearer).
+models.list/retrieve/delete, and error mapping (NotFoundError 404, BadRequestError 400, AuthenticationError 401,
+ConflictError 409, UnprocessableEntityError 422, PermissionDeniedError 403). The SDK's apiKey is the admin token (Authorization: Bearer).
 Skipped, saying why, only when node is absent; the npm package is installed with `npm ci` when missing."""
 import os
 import shutil

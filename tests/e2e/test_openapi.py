@@ -53,7 +53,7 @@ class EveryRouteDescribed(unittest.TestCase):
 
     def test_route_table_and_document_agree(self):
         with open(os.path.join(ROOT, "api", "routes.c")) as f:
-            rows = re.findall(r'^\s*\{([GHP |]+),\s*"([^"]+)",\s*(api__\w+),', f.read(), re.M)
+            rows = re.findall(r'^\s*\{([GHPD |]+),\s*"([^"]+)",\s*(api__\w+),', f.read(), re.M)
         self.assertGreater(len(rows), 20)
         paths = contract.doc()["paths"]
         table = set()
@@ -64,7 +64,7 @@ class EveryRouteDescribed(unittest.TestCase):
             for m in methods.replace(" ", "").split("|"):
                 if m == "H":
                     continue  # HEAD is answered as GET, headers only
-                table.add((path, {"G": "get", "P": "post"}[m]))
+                table.add((path, {"G": "get", "P": "post", "D": "delete"}[m]))
         documented = {(p, m) for p, ops in paths.items() for m in ops if m in ("get", "post", "put", "patch", "delete")}
         self.assertEqual(sorted(table - documented), [], "routes the document does not describe")
         self.assertEqual(sorted(documented - table), [], "operations the daemon does not have")

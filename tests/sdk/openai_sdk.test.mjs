@@ -292,4 +292,13 @@ log(`models: ${models.data.length}, retrieve('${done.fine_tuned_model}') ok`);
 await expectError('cancel succeeded', OpenAI.ConflictError, 409, () => jobs.cancel(a.id), { code: 'invalid_state' });
 await expectError('pause succeeded', OpenAI.ConflictError, 409, () => jobs.pause(a.id), { code: 'invalid_state' });
 
+// ---- models.delete: OpenAI's ModelDeleted shape; a base architecture is 403, a deleted one 404 ----
+const gone = await client.models.delete(done.fine_tuned_model);
+assert.deepEqual({ id: gone.id, object: gone.object, deleted: gone.deleted },
+  { id: done.fine_tuned_model, object: 'model', deleted: true });
+await expectError('model deleted twice', OpenAI.NotFoundError, 404, () => client.models.delete(done.fine_tuned_model));
+await expectError('delete a base model', OpenAI.PermissionDeniedError, 403, () => client.models.delete('resnet20'), { code: 'permission_denied' });
+await expectError('retrieve a deleted model', OpenAI.NotFoundError, 404, () => client.models.retrieve(done.fine_tuned_model));
+log('models.delete ok');
+
 log('openai sdk: all checks passed');

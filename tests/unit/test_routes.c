@@ -120,7 +120,11 @@ static const ex examples[] = {
     /* wrong methods: the path's route, 405 */
     {"POST", "/healthz", SVC_EMETHOD, "/healthz", "/healthz", NULL},
     {"HEAD", "/metrics", SVC_EMETHOD, "/metrics", "/metrics", NULL},
-    {"DELETE", "/v1/fine_tuning/jobs/ftjob-1", SVC_EMETHOD, "/v1/fine_tuning/jobs/{id}", "/v1/fine_tuning/jobs/{id}", "ftjob-1"},
+    {"DELETE", "/v1/fine_tuning/jobs/ftjob-1", 0, "/v1/fine_tuning/jobs/{id}", "/v1/fine_tuning/jobs/{id}", "ftjob-1"},
+    {"DELETE", "/v1/files/file-1", 0, "/v1/files/{id}", "/v1/files/{id}", "file-1"},
+    {"DELETE", "/v1/models/ft:resnet20:x", 0, "/v1/models/{id}", "/v1/models/{id}", "ft:resnet20:x"},
+    {"DELETE", "/v1/fine_tuning/jobs/ftjob-1/cancel", SVC_EMETHOD, "/v1/fine_tuning/jobs/{id}/cancel", "/v1/fine_tuning/jobs/{id}/cancel", "ftjob-1"},
+    {"GET", "/v1/storage", 0, "/v1/storage", "/v1/storage", NULL},
     {"GET", "/v1/fine_tuning/jobs/ftjob-1/cancel", SVC_EMETHOD, "/v1/fine_tuning/jobs/{id}/cancel", "/v1/fine_tuning/jobs/{id}/cancel", "ftjob-1"},
     {"POST", "/v1/fine_tuning/jobs/ftjob-1/bogus", SVC_EMETHOD, "other", "/v1/fine_tuning/jobs/{id}/{action}", "ftjob-1"},
     {"POST", "/v1/models/x/other", SVC_EMETHOD, "other", "/v1/models/{id}/{part}", "x"},
@@ -316,7 +320,7 @@ static void test_labels_are_templates(void **state)
         "/v1/fine_tuning/jobs/{id}/pause", "/v1/fine_tuning/jobs/{id}/resume", "/v1/fine_tuning/jobs/{id}/events",
         "/v1/fine_tuning/jobs/{id}/checkpoints", "/v1/fine_tuning/jobs/{id}/metrics", "/v1/models/{id}",
         "/v1/models/{id}/content", "/v1/files/{id}", "/v1/fine_tuning/sweeps", "/v1/fine_tuning/sweeps/{id}",
-        "/v1/fine_tuning/sweeps/{id}/cancel", "/v1/fine_tuning/sweeps/{id}/events", "/v1/openapi.yaml"};
+        "/v1/fine_tuning/sweeps/{id}/cancel", "/v1/fine_tuning/sweeps/{id}/events", "/v1/openapi.yaml", "/v1/storage"};
     for (size_t i = 0; i < api__n_routes; i++) {
         const char *l = api__routes[i].label ? api__routes[i].label : api__routes[i].path;
         size_t k = 0;

@@ -4,7 +4,8 @@
  * the job status table (names, parse, and the CHECK list agreeing with it), job insert/get/idempotency
  * key/list pagination/queue, a batch of events, metrics (a repeated step replaces), progress,
  * checkpoints, status changes and models rows written in one transaction, a failing batch leaving
- * nothing behind, requeue of running jobs through a batch, models and files, and PRAGMA
+ * nothing behind, requeue of running jobs through a batch, models and files, deletes (a job with its
+ * events, metrics and checkpoints; models, files; the jobs naming a file; checkpoint pruning), and PRAGMA
  * integrity_check. Inspection the db_ API does not offer goes through sqlite3 directly.
  * Single-threaded cmocka binary. */
 #include <stdarg.h>
@@ -474,6 +475,81 @@ static void test_files_and_integrity(void **state)
     assert_int_equal(seen.n, 0);
 }
 
+/* ---- deletes (core/disk.c): a job with its events, metrics and checkpoints; who uses a file ---- */
+
+static int note_use(void *ud, const char *job_id, enum job_status status)
+{
+    char *out = ud;
+    size_t n = strlen(out);
+    snprintf(out + n, 256 - n, "%s:%s ", job_id, job_status_name(status));
+    return 0;
+}
+
+static void test_deletes(void **state)
+{
+    db_fixture *f = *state;
+    db_job j;
+    new_job(&j, "ftjob-1", NULL);
+    j.training_file = "file-1";
+    assert_int_equal(db_job_insert(f->d, &j, NULL), 0);
+    new_job(&j, "ftjob-2", NULL);
+    assert_int_equal(db_job_insert(f->d, &j, NULL), 0);
+    sqlite3 *h = raw_open(f->path);
+    for (int i = 1; i <= 2; i++) { /* rows for both jobs: only ftjob-1's may go */
+        char sql[600];
+        snprintf(sql, sizeof sql, "INSERT INTO events (job_id, type, level, message, created_at) VALUES ('ftjob-%d','status','info','x',1);"
+                 "INSERT INTO metrics VALUES ('ftjob-%d','train_loss',1,0.5);"
+                 "INSERT INTO checkpoints (job_id, step, epoch, path, created_at) VALUES ('ftjob-%d',1,1,'p',1),('ftjob-%d',2,1,'p',2),"
+                 "('ftjob-%d',3,2,'p',3);"
+                 "INSERT INTO models (id, job_id, arch, path, created_at) VALUES ('ft:m%d','ftjob-%d','resnet20','/x/final.safetensors',1);",
+                 i, i, i, i, i, i, i);
+        raw_exec(h, sql);
+    }
+    char uses[256] = "";
+    assert_int_equal(db_file_jobs(f->d, "file-1", note_use, uses), 0);
+    assert_string_equal(uses, "ftjob-1:queued ");
+    uses[0] = 0;
+    assert_int_equal(db_file_jobs(f->d, "file-nope", note_use, uses), 0);
+    assert_string_equal(uses, "");
+
+    int removed = -1;
+    assert_int_equal(db_checkpoint_prune(f->d, "ftjob-2", 2, &removed), 0);
+    assert_int_equal(removed, 1);
+    assert_int_equal(raw_int(h, "SELECT min(step) FROM checkpoints WHERE job_id = 'ftjob-2'"), 2); /* the newest kept */
+    assert_int_equal(db_checkpoint_prune(f->d, "ftjob-2", 2, &removed), 0);
+    assert_int_equal(removed, 0);
+
+    /* every finished job at once: ftjob-2 finished, ftjob-1 still queued keeps its three */
+    raw_exec(h, "UPDATE jobs SET status = 'succeeded' WHERE id = 'ftjob-2'");
+    assert_int_equal(db_checkpoint_retain(f->d, 1, &removed), 0);
+    assert_int_equal(removed, 1);
+    assert_int_equal(raw_int(h, "SELECT count(*) FROM checkpoints WHERE job_id = 'ftjob-2'"), 1);
+    assert_int_equal(raw_int(h, "SELECT max(step) FROM checkpoints WHERE job_id = 'ftjob-2'"), 3);
+    assert_int_equal(raw_int(h, "SELECT count(*) FROM checkpoints WHERE job_id = 'ftjob-1'"), 3);
+
+    assert_int_equal(db_job_delete(f->d, "ftjob-1"), 0);
+    assert_int_equal(db_job_get(f->d, "ftjob-1", &j), -ENOENT);
+    assert_int_equal(raw_int(h, "SELECT count(*) FROM events WHERE job_id = 'ftjob-1'"), 0);
+    assert_int_equal(raw_int(h, "SELECT count(*) FROM metrics WHERE job_id = 'ftjob-1'"), 0);
+    assert_int_equal(raw_int(h, "SELECT count(*) FROM checkpoints WHERE job_id = 'ftjob-1'"), 0);
+    assert_int_equal(raw_int(h, "SELECT count(*) FROM events WHERE job_id = 'ftjob-2'"), 1);
+    assert_int_equal(raw_int(h, "SELECT count(*) FROM checkpoints WHERE job_id = 'ftjob-2'"), 1);
+    db_model m;
+    assert_int_equal(db_model_of_job(f->d, "ftjob-1", &m), 0); /* the model outlives its job */
+    assert_string_equal(m.id, "ft:m1");
+    assert_int_equal(db_job_delete(f->d, "ftjob-1"), -ENOENT);
+    assert_int_equal(db_model_delete(f->d, "ft:m1"), 0);
+    assert_int_equal(db_model_delete(f->d, "ft:m1"), -ENOENT);
+    assert_int_equal(db_model_of_job(f->d, "ftjob-1", &m), -ENOENT);
+
+    db_file fl = {.bytes = 10, .created_at = 1};
+    snprintf(fl.id, sizeof fl.id, "file-1");
+    assert_int_equal(db_file_insert(f->d, &fl), 0);
+    assert_int_equal(db_file_delete(f->d, "file-1"), 0);
+    assert_int_equal(db_file_delete(f->d, "file-1"), -ENOENT);
+    sqlite3_close(h);
+}
+
 /* ---- job statuses ---- */
 
 static void test_job_status_table(void **state)
@@ -886,6 +962,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_batch_writes_nothing, setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_requeue_running, setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_files_and_integrity, setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_deletes, setup, db_fixture_teardown),
         cmocka_unit_test(test_job_status_table),
         cmocka_unit_test_setup_teardown(test_status_check_matches_table, setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_batch_model_row, setup, db_fixture_teardown),
