@@ -696,8 +696,11 @@ static void test_upgrade_from_v1(void **state)
     db *d;
     assert_int_equal(db_open(&d, path, err, sizeof err), 0);
     h = raw_open(path);
-    assert_int_equal(db__n_migrations, 7);
+    assert_int_equal(db__n_migrations, 8);
     assert_int_equal(raw_int(h, "PRAGMA user_version"), db__n_migrations); /* every migration applied */
+    /* migration 8 summarised the points already there: one block, lowest at step 2, highest at step 1 */
+    assert_int_equal(raw_int(h, "SELECT n * 100 + min_step * 10 + max_step FROM metric_blocks"
+                                " WHERE job_id = 'ftjob-old1' AND name = 'train_loss' AND block = 0"), 221);
     int users = -1;
     assert_int_equal(db_user_count(d, &users), 0);                         /* migration 2's tables */
     assert_int_equal(users, 0);
