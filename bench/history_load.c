@@ -84,6 +84,12 @@ int main(int argc, char **argv)
     if (sqlite3_open_v2(path, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) return 1;
     plan(h, "metric names", "SELECT name FROM metrics WHERE job_id = ?1 AND name > ?2 ORDER BY name LIMIT 1");
     plan(h, "metric series", "SELECT step, value FROM metrics WHERE job_id = ?1 AND name = ?2 AND step > ?3 ORDER BY step");
+    plan(h, "block count", "SELECT count(*), coalesce(sum(n), 0) FROM metric_blocks WHERE job_id = ?1 AND name = ?2"
+                           " AND block > ?3");
+    plan(h, "block series", "SELECT n, first_step, first_value, min_step, min_value, max_step, max_value, last_step,"
+                            " last_value FROM metric_blocks WHERE job_id = ?1 AND name = ?2 AND block > ?3 ORDER BY block");
+    plan(h, "block rebuild", "SELECT step, value FROM metrics WHERE job_id = ?1 AND name = ?2 AND step >= ?3"
+                             " AND step < ?4 ORDER BY step");
     plan(h, "events page", "SELECT id, type, level, message, data, created_at FROM events"
                            " WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3");
     sqlite3_close(h);

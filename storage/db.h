@@ -215,6 +215,14 @@ typedef int (*db_point_fn)(void *ud, int step, double value);
 int db_metric_series(db *d, const char *job_id, const char *name, int after_step, db_point_fn fn, void *ud);
 typedef int (*db_name_fn)(void *ud, const char *name);
 int db_metric_names(db *d, const char *job_id, db_name_fn fn, void *ud);
+/* The same series from its summary by blocks of 256 steps (storage/db_metric_blocks.c): every point of the block
+ * holding after_step that comes after it, then each later block's first, lowest, highest and last points in step
+ * order (each point once). OUT total: how many points the series has after after_step. */
+int db_metric_series_blocks(db *d, const char *job_id, const char *name, int after_step, db_point_fn fn, void *ud,
+                            long long *total);
+/* OUT blocks, points: the summary's blocks after the one holding after_step, and their points. */
+int db_metric_blocks_count(db *d, const char *job_id, const char *name, int after_step, long long *blocks,
+                           long long *points);
 typedef int (*db_checkpoint_fn)(void *ud, const db_checkpoint *c);
 /* Newest first; after = checkpoint id to continue from (0 = newest). */
 int db_checkpoint_list(db *d, const char *job_id, long long after, int limit, db_checkpoint_fn fn, void *ud,

@@ -49,7 +49,7 @@ int db__metrics_write(db *d, const db_metric *m, int n)
         rc = sqlite3_step(st);
     }
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : -EIO;
+    return rc == SQLITE_DONE ? db__metric_blocks_update(d, m, n) : -EIO;
 }
 
 int db__checkpoints_write(db *d, const db_checkpoint *c, int n)

@@ -53,6 +53,7 @@ int db__job_executor_write(db *d, const db_exec *x, int n);
 int db__webhooks_write(db *d, const db_webhook *w, int n);          /* db_webhooks.c */
 int db__events_write(db *d, const db_event *e, int n);
 int db__metrics_write(db *d, const db_metric *m, int n);
+int db__metric_blocks_update(db *d, const db_metric *m, int n); /* after the points, same transaction */
 int db__checkpoints_write(db *d, const db_checkpoint *c, int n);
 /* INSERT OR REPLACE one models row. owner NULL or "" stores NULL. Strings borrowed. */
 int db__model_write(db *d, const char *id, const char *job_id, const char *arch, const char *path,

@@ -309,6 +309,7 @@ int db_job_delete(db *d, const char *id)
     static const char *const sql[] = {
         "DELETE FROM events WHERE job_id = ?",
         "DELETE FROM metrics WHERE job_id = ?",
+        "DELETE FROM metric_blocks WHERE job_id = ?",
         "DELETE FROM checkpoints WHERE job_id = ?",
         "DELETE FROM jobs WHERE id = ?",    /* last: its change count says whether the job existed */
     };

@@ -145,5 +145,25 @@ const char *const db__migrations[] = {
     "  file_id TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE, idx INTEGER NOT NULL,"
     "  name TEXT NOT NULL, images INTEGER NOT NULL,"
     "  PRIMARY KEY (file_id, idx)) WITHOUT ROWID;",
+    /* 9: each metric series summarised by blocks of 256 steps (storage/db_metric_blocks.c): the count and the
+     *    first, last, lowest and highest points, so a chart of a long series reads a block per 256 points;
+     *    filled here from the points already stored, then kept by every write of points */
+    "CREATE TABLE metric_blocks ("
+    "  job_id TEXT NOT NULL, name TEXT NOT NULL, block INTEGER NOT NULL, n INTEGER NOT NULL,"
+    "  first_step INTEGER NOT NULL, first_value REAL NOT NULL, last_step INTEGER NOT NULL, last_value REAL NOT NULL,"
+    "  min_step INTEGER NOT NULL, min_value REAL NOT NULL, max_step INTEGER NOT NULL, max_value REAL NOT NULL,"
+    "  PRIMARY KEY (job_id, name, block)) WITHOUT ROWID;"
+    "CREATE TEMP TABLE mb AS SELECT job_id, name, step >> 8 AS block, count(*) AS n, min(step) AS lo,"
+    "  max(step) AS hi FROM metrics GROUP BY job_id, name, step >> 8;"
+    "INSERT INTO metric_blocks SELECT job_id, name, block, n,"
+    "  lo, (SELECT value FROM metrics m WHERE m.job_id = mb.job_id AND m.name = mb.name AND m.step = lo),"
+    "  hi, (SELECT value FROM metrics m WHERE m.job_id = mb.job_id AND m.name = mb.name AND m.step = hi),"
+    "  0, 0, 0, 0 FROM mb;"
+    "UPDATE metric_blocks SET"
+    "  (min_step, min_value) = (SELECT step, value FROM metrics m WHERE m.job_id = metric_blocks.job_id"
+    "    AND m.name = metric_blocks.name AND m.step BETWEEN first_step AND last_step ORDER BY value, step LIMIT 1),"
+    "  (max_step, max_value) = (SELECT step, value FROM metrics m WHERE m.job_id = metric_blocks.job_id"
+    "    AND m.name = metric_blocks.name AND m.step BETWEEN first_step AND last_step ORDER BY value DESC, step LIMIT 1);"
+    "DROP TABLE mb;",
 };
 const int db__n_migrations = (int)(sizeof db__migrations / sizeof db__migrations[0]);

@@ -527,8 +527,10 @@ static void test_deletes(void **state)
     assert_int_equal(raw_int(h, "SELECT max(step) FROM checkpoints WHERE job_id = 'ftjob-2'"), 3);
     assert_int_equal(raw_int(h, "SELECT count(*) FROM checkpoints WHERE job_id = 'ftjob-1'"), 3);
 
+    raw_exec(h, "INSERT INTO metric_blocks VALUES ('ftjob-1', 'train_loss', 0, 1, 1, 1.0, 1, 1.0, 1, 1.0, 1, 1.0)");
     assert_int_equal(db_job_delete(f->d, "ftjob-1"), 0);
     assert_int_equal(db_job_get(f->d, "ftjob-1", &j), -ENOENT);
+    assert_int_equal(raw_int(h, "SELECT count(*) FROM metric_blocks WHERE job_id = 'ftjob-1'"), 0);
     assert_int_equal(raw_int(h, "SELECT count(*) FROM events WHERE job_id = 'ftjob-1'"), 0);
     assert_int_equal(raw_int(h, "SELECT count(*) FROM metrics WHERE job_id = 'ftjob-1'"), 0);
     assert_int_equal(raw_int(h, "SELECT count(*) FROM checkpoints WHERE job_id = 'ftjob-1'"), 0);
@@ -809,8 +811,11 @@ static void test_upgrade_from_v1(void **state)
     db *d;
     assert_int_equal(db_open(&d, path, err, sizeof err), 0);
     h = raw_open(path);
-    assert_int_equal(db__n_migrations, 8);
+    assert_int_equal(db__n_migrations, 9);
     assert_int_equal(raw_int(h, "PRAGMA user_version"), db__n_migrations); /* every migration applied */
+    /* migration 9 summarised the points already there: one block, lowest at step 2, highest at step 1 */
+    assert_int_equal(raw_int(h, "SELECT n * 100 + min_step * 10 + max_step FROM metric_blocks"
+                                " WHERE job_id = 'ftjob-old1' AND name = 'train_loss' AND block = 0"), 221);
     int users = -1;
     assert_int_equal(db_user_count(d, &users), 0);                         /* migration 2's tables */
     assert_int_equal(users, 0);

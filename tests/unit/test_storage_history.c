@@ -1,5 +1,5 @@
 /* tests/unit/test_storage_history.c — the reads a long history is served by (storage/db_events.c): a job's
- * series names by one seek per name, and event pages by cursor, against a real SQLite file (dbfix.h). */
+ * series names by one seek per name, event pages by cursor and the block summary of a series, against a real SQLite file (dbfix.h). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -102,11 +102,111 @@ static void test_event_pages_by_cursor(void **state)
     assert_int_equal(more, 0);
 }
 
+/* ---- the block summary of a series (storage/db_metric_blocks.c) ---- */
+
+typedef struct pts { int step[4096]; double v[4096]; int n; } pts;
+static int on_point(void *ud, int step, double v)
+{
+    pts *p = ud;
+    assert_true(p->n < 4096);
+    p->step[p->n] = step;
+    p->v[p->n++] = v;
+    return 0;
+}
+
+static void write_series(db *d, const char *job, const char *name, int from, int to, double (*f)(int))
+{
+    db_batch b;
+    memset(&b, 0, sizeof b);
+    for (int step = from; step <= to; step++) {
+        db_metric *m = db_batch_metric(&b);
+        assert_non_null(m);
+        snprintf(m->job_id, sizeof m->job_id, "%s", job);
+        m->step = step;
+        m->name = name;
+        m->value = f(step);
+        db_metric *other = db_batch_metric(&b);           /* a second series stepping with it */
+        assert_non_null(other);
+        snprintf(other->job_id, sizeof other->job_id, "%s", job);
+        other->step = step;
+        other->name = "lr";
+        other->value = 1.0;
+    }
+    char err[256];
+    assert_int_equal(db_batch_write(d, &b, err, sizeof err), 0);
+    db_batch_free(&b);
+}
+
+/* What the summary must say, worked out from every point: per 256-step block after after_step's, its first,
+ * lowest, highest and last points in step order, each once; before that, the points themselves. */
+static void expect_summary(db *d, const char *job, const char *name, int after_step)
+{
+    pts all = {0}, got = {0}, want = {0};
+    assert_int_equal(db_metric_series(d, job, name, after_step, on_point, &all), 0);
+    long long total = -1, blocks = -1, points = -1;
+    assert_int_equal(db_metric_series_blocks(d, job, name, after_step, on_point, &got, &total), 0);
+    assert_int_equal(total, all.n);
+    assert_int_equal(db_metric_blocks_count(d, job, name, after_step, &blocks, &points), 0);
+    int i = 0;
+    while (i < all.n && all.step[i] >> 8 == after_step >> 8) on_point(&want, all.step[i], all.v[i]), i++;
+    assert_int_equal(points, all.n - i);
+    int nblocks = 0;
+    while (i < all.n) {
+        int j = i, lo = i, hi = i;
+        for (; j < all.n && all.step[j] >> 8 == all.step[i] >> 8; j++) {
+            if (all.v[j] < all.v[lo]) lo = j;
+            if (all.v[j] > all.v[hi]) hi = j;
+        }
+        int k[4] = {i, lo < hi ? lo : hi, lo < hi ? hi : lo, j - 1};
+        for (int q = 0; q < 4; q++)
+            if (q == 0 || k[q] != k[q - 1]) on_point(&want, all.step[k[q]], all.v[k[q]]);
+        nblocks++;
+        i = j;
+    }
+    assert_int_equal(blocks, nblocks);
+    assert_int_equal(got.n, want.n);
+    for (int q = 0; q < got.n; q++) {
+        assert_int_equal(got.step[q], want.step[q]);
+        assert_true(got.v[q] == want.v[q]);
+    }
+}
+
+static double wave(int step) { return step == 700 ? 50.0 : step == 1500 ? -50.0 : (step * 37 % 101) / 10.0; }
+static double calm(int step) { return step == 1600 ? -80.0 : 1.0 + step * 1e-3; }
+
+/* Kept in the transaction of the points: written in several batches (a block split between two), then steps
+ * written again as a resumed job does, replacing an extreme; the other series and other jobs stay apart. */
+static void test_metric_blocks_follow_points(void **state)
+{
+    db_fixture *f = *state;
+    write_series(f->d, "ftjob-a", "train_loss", 1, 1000, wave);
+    write_series(f->d, "ftjob-a", "train_loss", 1001, 3000, wave);
+    write_series(f->d, "ftjob-b", "train_loss", 1, 300, calm);
+    expect_summary(f->d, "ftjob-a", "train_loss", 0);
+    expect_summary(f->d, "ftjob-a", "train_loss", 1200);
+    expect_summary(f->d, "ftjob-a", "lr", 0);
+    expect_summary(f->d, "ftjob-b", "train_loss", 0);
+    write_series(f->d, "ftjob-a", "train_loss", 1400, 1700, calm);   /* resumed from step 1399 */
+    expect_summary(f->d, "ftjob-a", "train_loss", 0);
+    pts got = {0};
+    long long total = 0;
+    assert_int_equal(db_metric_series_blocks(f->d, "ftjob-a", "train_loss", 0, on_point, &got, &total), 0);
+    int spike = 0, old = 0;
+    for (int q = 0; q < got.n; q++) {
+        spike += got.step[q] == 1600 && got.v[q] == -80.0;
+        old += got.step[q] == 1500;
+    }
+    assert_int_equal(spike, 1);      /* the new low is kept ... */
+    assert_int_equal(old, 0);        /* ... and the replaced one is gone */
+    assert_int_equal(total, 3000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_metric_names_one_seek_each, setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_event_pages_by_cursor, setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_metric_blocks_follow_points, setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
