@@ -61,8 +61,10 @@ def _fail(method, path, template, status, why):
 
 
 def _validate(schema, body, method, path, template, status):
-    v = jsonschema.Draft202012Validator(schema, resolver=jsonschema.RefResolver("", doc()),
-                                        format_checker=None)
+    # The schema travels inside a root that also holds the document's components, so its "#/components/..."
+    # references resolve the same way in every jsonschema (RefResolver is gone from the newer ones).
+    root = {"$ref": "#/x-checked", "x-checked": schema, "components": doc()["components"]}
+    v = jsonschema.Draft202012Validator(root, format_checker=None)
     err = jsonschema.exceptions.best_match(v.iter_errors(body))
     if err is not None:
         where = "/".join(str(x) for x in err.absolute_path) or "(the body)"
