@@ -2,7 +2,9 @@
 #define _GNU_SOURCE
 #include "common/util.h"
 #include <errno.h>
-#include <ftw.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -137,17 +139,43 @@ int util_grow(void *p, int *cap, int need, size_t elem)
     return 0;
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+/* Depth-first through directory fds (openat with O_NOFOLLOW): a link is removed, never followed, and a folder
+ * renamed meanwhile cannot redirect the removal. Depth is bounded so a hostile tree cannot exhaust the stack. */
+static int rmtree_at(int at, const char *name, long long *freed, int depth)
 {
-    (void)sb; (void)ftw;
-    int rc = flag == FTW_DP ? rmdir(path) : unlink(path);
-    return rc == 0 || errno == ENOENT ? 0 : -errno;
+    struct stat st;
+    if (fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? 0 : -errno;
+    int rc = 0;
+    if (S_ISDIR(st.st_mode)) {
+        if (depth >= 64) return -ELOOP;
+        int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        if (!d) {
+            rc = -errno;
+            if (fd >= 0) close(fd);
+            return rc;
+        }
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+            int r = rmtree_at(dirfd(d), de->d_name, freed, depth + 1);
+            if (r && !rc) rc = r;
+        }
+        closedir(d);
+        if (unlinkat(at, name, AT_REMOVEDIR) != 0 && !rc) rc = errno == ENOENT ? 0 : -errno;
+    } else if (unlinkat(at, name, 0) != 0) {
+        return errno == ENOENT ? 0 : -errno;
+    }
+    if (rc == 0 && freed) *freed += (long long)st.st_blocks * 512;
+    return rc;
+}
+
+int util_rmtree_at(int at, const char *name, long long *freed)
+{
+    return rmtree_at(at, name, freed, 0);
 }
 
 int util_rmtree(const char *path)
 {
-    /* FTW_PHYS: a link is removed, not followed; FTW_DEPTH: a directory after its contents */
-    int rc = nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
-    if (rc == -1) return errno == ENOENT ? 0 : -errno;
-    return rc;
+    return rmtree_at(AT_FDCWD, path, NULL, 0);
 }

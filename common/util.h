@@ -36,5 +36,8 @@ int util_grow(void *p, int *cap, int need, size_t elem);
 /* rm -r path: a file, or a directory and everything below it (links removed, never followed).
  * 0 (also when path does not exist) or -errno of the first failure. */
 int util_rmtree(const char *path);
+/* The same for name relative to the directory fd at (or AT_FDCWD); adds the bytes it freed (allocated blocks)
+ * to *freed when freed is not NULL. */
+int util_rmtree_at(int at, const char *name, long long *freed);
 
 #endif

@@ -43,32 +43,6 @@ static long long tree_bytes_at(int at, const char *name, int depth)
 
 static long long tree_bytes(const char *path) { return tree_bytes_at(AT_FDCWD, path, 0); }
 
-/* Remove a tree; OUT *freed += the bytes it took. 0 or a negative errno (the first failure; the
- * rest is still tried). */
-static int tree_remove_at(int at, const char *name, long long *freed, int depth)
-{
-    struct stat st;
-    if (fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? 0 : -errno;
-    int rc = 0;
-    if (S_ISDIR(st.st_mode) && depth <= 16) {
-        int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-        if (!d) { if (fd >= 0) close(fd); return -errno; }
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            int r = tree_remove_at(dirfd(d), de->d_name, freed, depth + 1);
-            if (r && !rc) rc = r;
-        }
-        closedir(d);
-        if (unlinkat(at, name, AT_REMOVEDIR) != 0 && !rc) rc = -errno;
-    } else if (unlinkat(at, name, 0) != 0) {
-        return -errno;
-    }
-    if (rc == 0) *freed += (long long)st.st_blocks * 512;
-    return rc;
-}
-
 long long svc__disk_free(svc *s, long long *total)
 {
     struct statvfs v;
@@ -106,15 +80,21 @@ static int add_model_bytes(void *ud, const db_model *m)
     return 0;
 }
 
+/* A job's directory, less its model's weights (counted as the model's). */
+static long long job_bytes(svc *s, const char *id)
+{
+    char dir[1000];
+    job_dir(s, id, dir, sizeof dir);
+    long long n = tree_bytes(dir);
+    db_model m;
+    if (db_model_of_job(s->db, id, &m) == 0) n -= model_bytes(&m);
+    return n > 0 ? n : 0;
+}
+
 static int add_job_bytes(void *ud, const db_job_brief *b)
 {
     usage_ctx *c = ud;
-    char dir[1000];
-    job_dir(c->s, b->id, dir, sizeof dir);
-    long long n = tree_bytes(dir);
-    db_model m;
-    if (db_model_of_job(c->s->db, b->id, &m) == 0) n -= model_bytes(&m); /* counted as the model's */
-    c->u->job_bytes += n > 0 ? n : 0;
+    c->u->job_bytes += job_bytes(c->s, b->id);
     return 0;
 }
 
@@ -189,13 +169,13 @@ static int kept(const rm_work *w, const char *name)
 static void rm_run(uv_work_t *req) /* libuv's pool: touches only its own request */
 {
     rm_work *w = req->data;
-    if (!w->keep[0][0]) { w->rc = tree_remove_at(AT_FDCWD, w->path, &w->freed, 0); return; }
+    if (!w->keep[0][0]) { w->rc = util_rmtree_at(AT_FDCWD, w->path, &w->freed); return; }
     DIR *d = opendir(w->path);
     if (!d) { w->rc = errno == ENOENT ? 0 : -errno; return; }
     struct dirent *de;
     while ((de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || kept(w, de->d_name)) continue;
-        int r = tree_remove_at(dirfd(d), de->d_name, &w->freed, 1);
+        int r = util_rmtree_at(dirfd(d), de->d_name, &w->freed);
         if (r && !w->rc) w->rc = r;
     }
     closedir(d);
@@ -462,12 +442,7 @@ static int view_model(void *ud, const db_model *m) { return add_item(ud, m->id, 
 static int view_job(void *ud, const db_job_brief *b)
 {
     view_ctx *c = ud;
-    char dir[1000];
-    job_dir(c->s, b->id, dir, sizeof dir);
-    long long n = tree_bytes(dir);
-    db_model m;
-    if (db_model_of_job(c->s->db, b->id, &m) == 0) n -= model_bytes(&m);
-    return add_item(c, b->id, "fine_tuning.job", b->owner, n > 0 ? n : 0);
+    return add_item(c, b->id, "fine_tuning.job", b->owner, job_bytes(c->s, b->id));
 }
 
 static int add_user_usage(void *ud, const db_user *u)
@@ -502,7 +477,7 @@ int svc_storage_get(svc *s, const svc_caller *who, svc_storage *out, svc_error *
     if (rc == 0 && !c.failed) rc = db_model_list(s->db, owner, view_model, &c);
     if (rc == 0 && !c.failed) rc = db_job_walk(s->db, owner, view_job, &c);
     if (rc || c.failed) { svc_storage_free(out); return svc__storage_error(s, e); }
-    qsort(out->items, (size_t)out->n_items, sizeof *out->items, by_bytes);
+    if (out->n_items > 1) qsort(out->items, (size_t)out->n_items, sizeof *out->items, by_bytes); /* items is NULL when empty */
     if (out->n_items > MAX_ITEMS) out->n_items = MAX_ITEMS;
     out->disk_free_bytes = svc__disk_free(s, &out->disk_total_bytes);
     out->min_free_bytes = s->cfg.min_free_bytes;
