@@ -242,16 +242,25 @@ int svc_file_delete(svc *s, const svc_caller *who, const char *id, svc_error *e)
     svc_file f;
     int rc = svc_file_get(s, who, id, &f, e);
     if (rc) return rc;
+    long long bytes = f.f.bytes;
+    char owner[sizeof f.f.owner];
+    snprintf(owner, sizeof owner, "%s", f.f.owner);
+    svc_file_free(&f); /* only its owner and size are needed from here */
     use_ctx u = {"", JOB_QUEUED};
     if (db_file_jobs(s->db, id, first_active, &u) != 0) return svc__storage_error(s, e);
     if (u.job[0])
         return svc_fail(e, SVC_ECONFLICT, "file_in_use", "id", "file %s is used by job %s, which is %s; cancel it"
                         " or wait for it to finish", id, u.job, job_status_name(u.status));
-    if ((rc = db_file_delete(s->db, id)) != 0) return rc == -ENOENT ? svc_file_get(s, who, id, &f, e) : deleted_row(s, rc, "file", e);
+    if ((rc = db_file_delete(s->db, id)) != 0) {
+        if (rc != -ENOENT) return deleted_row(s, rc, "file", e);
+        rc = svc_file_get(s, who, id, &f, e); /* gone meanwhile: answer as a get would */
+        svc_file_free(&f);
+        return rc;
+    }
     char dir[1000];
     file_dir(s, id, dir, sizeof dir);
-    svc_audit(s, who, NULL, "file_delete", id, "ok", f.f.owner);
-    LOG(LOG_INFO, "msg=\"file deleted\" id=%s user=%s bytes=%lld", id, who->name, f.f.bytes);
+    svc_audit(s, who, NULL, "file_delete", id, "ok", owner);
+    LOG(LOG_INFO, "msg=\"file deleted\" id=%s user=%s bytes=%lld", id, who->name, bytes);
     remove_later(s, dir, NULL, NULL, "file");
     return 0;
 }
