@@ -9,6 +9,7 @@
 // cancel button cancels A; B then finishes and the overview shows its accuracies; the compare page
 // overlays A and B. Screenshots go to ARTIFACT_DIR. Exits 0 on success, 1 with a reason otherwise.
 import { chromium } from 'playwright-core';
+import { check, log } from './report.mjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,12 +24,6 @@ const T = SANITIZED ? 120_000 : 60_000; // longest wait for any one thing
 if (!BASE) { console.error('usage: node dashboard.test.mjs BASE_URL [ARTIFACT_DIR]'); process.exit(2); }
 fs.mkdirSync(ART, { recursive: true });
 
-const t0 = Date.now();
-const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  log('ok', what);
-}
 
 async function apiCall(method, p, body) {
   const r = await fetch(BASE + p, {

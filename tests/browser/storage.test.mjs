@@ -6,6 +6,7 @@
 // confirmation: dismissing keeps it, accepting deletes it (GET /v1/files/ID then answers 404) and the
 // row goes. Screenshots go to ARTIFACT_DIR. Exits 0 on success, 1 with a reason otherwise.
 import { chromium } from 'playwright-core';
+import { check, log } from './report.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -18,12 +19,6 @@ const T = 30_000;
 if (!BASE) { console.error('usage: node storage.test.mjs BASE_URL [ARTIFACT_DIR]'); process.exit(2); }
 fs.mkdirSync(ART, { recursive: true });
 
-const t0 = Date.now();
-const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  log('ok', what);
-}
 
 async function upload() {
   const rec = new Uint8Array(40 * 3073);

@@ -11,6 +11,7 @@
 // polling fallback (?live=poll) and a phone-width screen are checked there too.
 // Screenshots go to ARTIFACT_DIR. Exits 0 on success, 1 with a reason otherwise.
 import { chromium } from 'playwright-core';
+import { check, log } from './report.mjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,12 +28,6 @@ const LR = 'method.core_tuning.hyperparameters.learning_rate';
 if (!BASE) { console.error('usage: node sweep.test.mjs BASE_URL [ARTIFACT_DIR] [--stub]'); process.exit(2); }
 fs.mkdirSync(ART, { recursive: true });
 
-const t0 = Date.now();
-const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  log('ok', what);
-}
 
 async function apiCall(method, p, body) {
   const r = await fetch(BASE + p, {
