@@ -19,6 +19,12 @@ int  db_open(db **out, const char *path, char *err, size_t errlen);
 void db_close(db *d); /* NULL-safe */
 /* The last SQLite error message of d (borrowed). */
 const char *db_errmsg(db *d);
+/* Whether the database may have changed, for caches of what it holds (core/auth.c's tokens): PRAGMA
+ * data_version moves with every commit of another connection (the offline admin commands, an operator's
+ * sqlite3 shell), total_changes with every row this connection wrote. Two equal stamps: no row changed
+ * in between. */
+typedef struct db_stamp { long long data_version, changes; } db_stamp;
+int db_stamp_get(db *d, db_stamp *out);
 
 /* ---- jobs ---- */
 #define DB_ID_MAX 48
