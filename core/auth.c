@@ -96,8 +96,8 @@ static int check_one(void *ud, const db_token *t)
 struct auth_cache {
     db_stamp stamp;                /* the database as every entry was read from it */
     int next;                      /* the slot the next entry goes to (round robin) */
+    int used;                      /* slots filled: 0..used-1 (emptied all at once, filled in order) */
     struct {
-        int used;
         uint8_t hash[SHA256_DIGEST_SIZE];
         db_user user;
     } slot[AUTH_CACHE_SLOTS];
@@ -124,13 +124,13 @@ static int cache_fresh(db *d, auth_cache *c)
     return 0;
 }
 
-/* OUT *out from the slot whose digest is hash: 1, or 0 when none. Every slot is compared, in constant
- * time, whichever matches: the time says nothing of the digests held. */
+/* OUT *out from the slot whose digest is hash: 1, or 0 when none. Every filled slot is compared, in
+ * constant time, whichever matches: the time says nothing of the digests held. */
 static int cache_find(const auth_cache *c, const uint8_t hash[SHA256_DIGEST_SIZE], db_user *out)
 {
     int hit = -1;
-    for (int i = 0; i < AUTH_CACHE_SLOTS; i++) {
-        int same = memeql_sec(c->slot[i].hash, hash, SHA256_DIGEST_SIZE) & c->slot[i].used; /* no early exit */
+    for (int i = 0; i < c->used; i++) {
+        int same = memeql_sec(c->slot[i].hash, hash, SHA256_DIGEST_SIZE); /* no early exit */
         if (same && hit < 0) hit = i;
     }
     if (hit < 0) return 0;
@@ -142,7 +142,7 @@ static void cache_put(auth_cache *c, const uint8_t hash[SHA256_DIGEST_SIZE], con
 {
     int i = c->next;
     c->next = (i + 1) % AUTH_CACHE_SLOTS;
-    c->slot[i].used = 1;
+    if (c->used < AUTH_CACHE_SLOTS) c->used++;
     memcpy(c->slot[i].hash, hash, SHA256_DIGEST_SIZE);
     c->slot[i].user = *u;
 }

@@ -165,7 +165,10 @@ char *db__col_dup(sqlite3_stmt *st, int i)
 void db__col_copy(sqlite3_stmt *st, int i, char *dst, size_t n)
 {
     const unsigned char *s = sqlite3_column_text(st, i);
-    snprintf(dst, n, "%s", s ? (const char *)s : "");
+    size_t len = s ? (size_t)sqlite3_column_bytes(st, i) : 0; /* not snprintf: a page copies ~60 of these */
+    if (len >= n) len = n - 1;
+    memcpy(dst, s ? (const char *)s : "", len);
+    dst[len] = 0;
 }
 
 double db__col_real(sqlite3_stmt *st, int i)
