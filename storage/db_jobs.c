@@ -111,10 +111,8 @@ int db_job_insert(db *d, const db_job *j, const db_event *first)
     return out;                    /* -ENOSPC: the disk is full */
 }
 
-static int job_by(db *d, const char *where, const char *key, db_job *out)
+static int job_by(db *d, const char *sql, const char *key, db_job *out)
 {
-    char sql[512];
-    snprintf(sql, sizeof sql, "SELECT " JOB_COLS " FROM jobs WHERE %s = ?", where);
     sqlite3_stmt *st = db__cached(d, sql);
     if (!st) return -EIO;
     db__bind_text(st, 1, key);
@@ -124,8 +122,15 @@ static int job_by(db *d, const char *where, const char *key, db_job *out)
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
 
-int db_job_get(db *d, const char *id, db_job *out) { return job_by(d, "id", id, out); }
-int db_job_find_idem(db *d, const char *key, db_job *out) { return job_by(d, "idem_key", key, out); }
+int db_job_get(db *d, const char *id, db_job *out)
+{
+    return job_by(d, "SELECT " JOB_COLS " FROM jobs WHERE id = ?", id, out);
+}
+
+int db_job_find_idem(db *d, const char *key, db_job *out)
+{
+    return job_by(d, "SELECT " JOB_COLS " FROM jobs WHERE idem_key = ?", key, out);
+}
 
 int db_job_list(db *d, const char *owner, const char *after, int limit, db_job_fn fn, void *ud, int *has_more)
 {
