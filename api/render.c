@@ -148,15 +148,24 @@ static const char *str_at(const svc_job *j, size_t off) { return *(const char *c
 typedef struct memo_slot {
     svc_job in;                    /* the listed fields only; its strings are (heap) copies */
     char *text;                    /* (heap) NULL = empty slot */
+    unsigned long long used;       /* the memo's clock when last used: the set's oldest goes first */
 } memo_slot;
 
-struct render_memo { memo_slot slot[RENDER_MEMO_SLOTS]; };
+/* Sets of MEMO_WAYS slots, a job's set chosen by its id: two jobs of one page that share a set still
+ * both stay (a direct-mapped memo rendered both on every request). */
+#define MEMO_WAYS 8
+struct render_memo {
+    memo_slot slot[RENDER_MEMO_SLOTS];
+    unsigned long long clock;
+};
 
 static void slot_clear(memo_slot *m)
 {
     for (size_t i = 0; i < N_STRINGS; i++) free(*(char **)((char *)&m->in + memo_strings[i]));
     free(m->text);
+    unsigned long long used = m->used; /* a slot being refilled keeps its place in the set's order */
     memset(m, 0, sizeof *m);
+    m->used = used;
 }
 
 int render_memo_new(render_memo **out)
@@ -200,11 +209,18 @@ static int slot_keep(memo_slot *m, const svc_job *j, char *text)
     return 0;
 }
 
+/* The slot holding job id, else the one to put it in (an empty one or the set's least recently used). */
 static memo_slot *slot_of(render_memo *m, const char *id)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
     for (const unsigned char *p = (const unsigned char *)id; *p; p++) h = (h ^ *p) * 16777619u;
-    return &m->slot[h % RENDER_MEMO_SLOTS];
+    memo_slot *set = &m->slot[h % (RENDER_MEMO_SLOTS / MEMO_WAYS) * MEMO_WAYS], *pick = set;
+    for (int i = 0; i < MEMO_WAYS; i++) {
+        if (set[i].text && !strcmp(set[i].in.row.id, id)) { pick = &set[i]; break; }
+        if (pick->text && (!set[i].text || set[i].used < pick->used)) pick = &set[i];
+    }
+    pick->used = ++m->clock;
+    return pick;
 }
 
 /* j's text: borrowed from its memo slot (kept there), or new in *owned (no memo, or out of memory for

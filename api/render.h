@@ -12,11 +12,12 @@
 json_t *render_job(const svc_job *j);
 json_t *render_job_page(const svc_job_page *p);
 
-/* Jobs as compact JSON text, remembered: RENDER_MEMO_SLOTS slots by job id, each holding the text and a
- * copy of every input render_job read for it (the row's shown fields, progress, queue place, estimates,
- * executor record, device). A job whose inputs all compare equal gets the same text again without being
- * rendered (parsing its method and extensions JSON and printing ~1.7 KB was most of a page's time); any
- * change to what a job shows is a different input, so it is rendered anew. */
+/* Jobs as compact JSON text, remembered: RENDER_MEMO_SLOTS slots (sets of 8 by job id, the least
+ * recently used refilled), each holding the text and a copy of every input render_job read for it (the
+ * row's shown fields, progress, queue place, estimates, executor record, device). A job whose inputs all
+ * compare equal gets the same text again without being rendered (parsing its method and extensions JSON
+ * and printing ~1.7 KB was most of a page's time); any change to what a job shows is a different input,
+ * so it is rendered anew. */
 #define RENDER_MEMO_SLOTS 512
 typedef struct render_memo render_memo;
 int  render_memo_new(render_memo **out);  /* -ENOMEM */
