@@ -15,7 +15,7 @@ and against bench/api_peer (a do-nothing libmicrohttpd server on one thread, lik
 are interleaved, route by route within a round, --rounds rounds (the peer's place in the order moves each
 round), because the machine is shared; the table gives medians over rounds of req/s and wrk's p50/p99,
 and the ratio of the daemon's median req/s to the peer's. Prints the CPU model. A non-2xx answer or a
-socket error fails the bench (exit 1). Stdlib only."""
+socket error, or the daemon not exiting cleanly, fails the bench (exit 1). Stdlib only."""
 import argparse
 import http.client
 import json
@@ -132,9 +132,11 @@ def main():
             peer.send_signal(signal.SIGTERM)
             peer.wait(timeout=10)
         rc, _ = d.stop()
-        if rc != 0:
-            print(d.read_log()[-3000:])
+        log = d.read_log()
         d.cleanup()
+        if rc != 0:  # a sanitizer report, or a crash under load, fails the bench
+            print(log[-3000:])
+            raise SystemExit(f"bench-api: coretuned exited with {rc}")
 
 
 if __name__ == "__main__":
