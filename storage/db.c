@@ -2,11 +2,11 @@
  * change stamp caches above use, and the statement helpers the table files share (db_int.h), among them
  * the cache of the request path's prepared statements (parsing a SELECT cost more than running it).
  * Loop thread only. One connection, opened with SQLITE_OPEN_NOMUTEX (single owner), WAL +
- * synchronous=FULL. Why one connection: SQLite before
- * 3.51.3 can corrupt a WAL database when several connections write and checkpoint concurrently;
- * Debian 12 ships 3.40.1, so all writes go through this one. Errors: see db.h; besides, a write that
- * finds the disk full (SQLITE_FULL) is -ENOSPC from db__exec, db_job_insert and db_batch_write (nothing
- * was written), so the core can tell the client to free space rather than report a broken database. */
+ * synchronous=FULL. Why one connection: SQLite before 3.51.3 can corrupt a WAL database when several
+ * connections write and checkpoint concurrently; Debian 12 ships 3.40.1, so all writes go through this
+ * one. Errors: see db.h; besides, a write that finds the disk full (SQLITE_FULL) is -ENOSPC from
+ * db__exec, db_job_insert and db_batch_write (nothing was written), so the core can tell the client to
+ * free space rather than report a broken database. */
 #include "storage/db_int.h"
 #include <errno.h>
 #include <math.h>

@@ -40,8 +40,8 @@ sqlite3_stmt *db__prep(db *d, const char *sql);   /* NULL on failure (reason in 
 /* The hot paths' statements, prepared once: the statement for sql (looked up by its text), kept by d
  * until db_close. Give it back with db__release (never sqlite3_finalize). While one is stepping (a walk
  * whose callback runs the same SQL), and once the DB__CACHED_MAX slots are taken, an uncached statement
- * is handed out. Only for a bounded set of SQL texts (literals, or a few built from literals).
- * NULL on failure (reason in db_errmsg). */
+ * is handed out. Only for a bounded set of SQL texts (literals, or a few built from literals), and
+ * stepped before anything else runs the same SQL. NULL on failure (reason in db_errmsg). */
 sqlite3_stmt *db__cached(db *d, const char *sql);
 /* After db__cached: reset (the cache keeps it) or finalise (it was not cached). NULL-safe. */
 void db__release(db *d, sqlite3_stmt *st);
