@@ -162,6 +162,12 @@ $(BIN)/bench/%: $(O)/bench/%.o $(LIBTRAINER)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# the yardstick of bench-api links libmicrohttpd only
+$(BIN)/bench/api_peer: $(O)/bench/api_peer.o
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libmicrohttpd) -lpthread
+
 # the long-history loader writes through the storage layer, so it links the service
 $(BIN)/bench/history_load: $(O)/bench/history_load.o $(LIBSERVICE) $(LIBSPEC) $(LIBTRAINER)
 	@mkdir -p $(dir $@)
@@ -347,6 +353,13 @@ bench-sse: all
 
 bench-history: all $(BIN)/bench/history_load
 	@$(PYTHON) bench/history.py --bin $(BIN)
+
+# The request path under load (wrk, 32 connections): /healthz, /readyz, GET job, GET list?limit=20 on a
+# daemon holding 1,000 jobs (500 queued, --workers 0), beside a do-nothing libmicrohttpd server
+# (bench/api_peer.c); req/s, p50/p99 and the ratio to that server, medians of interleaved rounds.
+.PHONY: bench-api
+bench-api: all $(BIN)/bench/api_peer
+	@$(PYTHON) bench/api.py --bin $(BIN)
 
 # ---- ThreadSanitizer ----
 #   make tsan   daemon, client and unit tests built with -fsanitize=thread in build/tsan, then every unit

@@ -55,11 +55,10 @@ enum MHD_Result api__queue(api__call *c, unsigned int status, struct MHD_Respons
     return ret;
 }
 
-static enum MHD_Result reply_json_h(api__call *c, unsigned int status, json_t *body, const char *hname,
+/* text: JSON, taken (NULL = out of memory: the connection is dropped) */
+static enum MHD_Result reply_text_h(api__call *c, unsigned int status, char *text, const char *hname,
                                     const char *hvalue)
 {
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
     if (!text) return MHD_NO;
     size_t n = strlen(text);
     struct MHD_Response *r = MHD_create_response_from_buffer(n, text, MHD_RESPMEM_MUST_FREE);
@@ -69,6 +68,20 @@ static enum MHD_Result reply_json_h(api__call *c, unsigned int status, json_t *b
     enum MHD_Result ret = api__queue(c, status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+static enum MHD_Result reply_json_h(api__call *c, unsigned int status, json_t *body, const char *hname,
+                                    const char *hvalue)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    return reply_text_h(c, status, text, hname, hvalue);
+}
+
+enum MHD_Result api__reply_text(api__call *c, char *text)
+{
+    if (!text) return api__fail(c, SVC_EINTERNAL, "internal_error", NULL, "out of memory");
+    return reply_text_h(c, 200, text, NULL, NULL);
 }
 
 enum MHD_Result api__reply_json(api__call *c, unsigned int status, json_t *body)
@@ -363,6 +376,7 @@ int api_new(api_ctx **out, uv_loop_t *loop, svc *s, const api_limits *lim, const
     a->started_at = (long long)time(NULL);
     a->kick = kick;
     a->kick_ud = kick_ud;
+    if (render_memo_new(&a->memo) != 0) { free(a); return -ENOMEM; }
     uv_timer_init(loop, &a->kick_timer);
     uv_timer_init(loop, &a->hb_timer);
     a->kick_timer.data = a->hb_timer.data = a;
@@ -394,6 +408,9 @@ void api_shutdown(api_ctx *a)
 
 void api_free(api_ctx *a)
 {
-    if (a) free(a->stats);
+    if (a) {
+        free(a->stats);
+        render_memo_free(a->memo);
+    }
     free(a);
 }

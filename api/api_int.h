@@ -103,6 +103,7 @@ struct api_ctx {
     int n_streams;
     struct route_stat *stats;
     int n_stats, cap_stats;
+    render_memo *memo;    /* jobs as rendered lately (render.h): GET job and pages print each once */
     struct req *checking; /* uploads whose check is in flight: their connections are suspended */
 };
 
@@ -157,6 +158,8 @@ enum MHD_Result api__fail(api__call *c, enum svc_err kind, const char *code, con
     __attribute__((format(printf, 5, 6)));
 /* 200 with a rendered result (taken); NULL (rendering ran out of memory) is a 500. */
 enum MHD_Result api__reply_rendered(api__call *c, json_t *out);
+/* The same with the result already JSON text (taken, as render_job_text makes it). */
+enum MHD_Result api__reply_text(api__call *c, char *text);
 /* Queue r (borrowed: MHD keeps its own reference) with status and note the status. */
 enum MHD_Result api__queue(api__call *c, unsigned int status, struct MHD_Response *r);
 

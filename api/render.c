@@ -1,10 +1,14 @@
 /* api/render.c — see render.h. Field order follows OpenAI's objects (clients and tests read them
- * by name, people read them in this order). */
+ * by name, people read them in this order). The memo of rendered jobs is after render_job_page. */
 #include "api/render.h"
 #include "common/log.h"
 #include "common/util.h"
+#include <errno.h>
 #include <math.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static json_t *jreal(double x) { return isfinite(x) ? json_real(x) : json_null(); }
@@ -54,6 +58,7 @@ static json_t *executor_view(const char *record, const char *type)
     return o;
 }
 
+/* Every field read here is listed in memo_scalars or memo_strings below: the memo's key. */
 json_t *render_job(const svc_job *v)
 {
     const db_job *j = &v->row;
@@ -113,6 +118,182 @@ json_t *render_job_page(const svc_job_page *p)
     json_t *data = json_array();
     for (int i = 0; i < p->n; i++) json_array_append_new(data, render_job(&p->v[i]));
     return list_envelope(data, p->has_more);
+}
+
+/* ---- the memo of rendered jobs ---- */
+
+/* What render_job reads, the memo's key (keep the two in step: a field shown but not listed here would
+ * be served stale). Scalars and fixed arrays are compared byte for byte (so NAN equals NAN, and -0.0 is
+ * not 0.0, as they print); strings by content, NULL equal only to NULL. */
+#define SCALAR(f) {offsetof(svc_job, f), sizeof(((svc_job *)0)->f)}
+static const struct { size_t off, size; } memo_scalars[] = {
+    SCALAR(row.id), SCALAR(row.owner), SCALAR(row.status), SCALAR(row.created_at), SCALAR(row.started_at),
+    SCALAR(row.finished_at), SCALAR(row.seed), SCALAR(row.epoch), SCALAR(row.epochs), SCALAR(row.step),
+    SCALAR(row.total_steps), SCALAR(row.best_valid_accuracy), SCALAR(row.final_valid_accuracy),
+    SCALAR(row.priority), SCALAR(row.threads), SCALAR(queue_position), SCALAR(estimated_start),
+    SCALAR(estimated_finish), SCALAR(assigned_device),
+};
+static const size_t memo_strings[] = {
+    offsetof(svc_job, row.model), offsetof(svc_job, row.training_file), offsetof(svc_job, row.validation_file),
+    offsetof(svc_job, row.method), offsetof(svc_job, row.extensions), offsetof(svc_job, row.suffix),
+    offsetof(svc_job, row.metadata), offsetof(svc_job, row.metrics), offsetof(svc_job, row.fine_tuned_model),
+    offsetof(svc_job, row.error_code), offsetof(svc_job, row.error_message), offsetof(svc_job, row.error_param),
+    offsetof(svc_job, row.executor), offsetof(svc_job, executor_type),
+};
+#define N_SCALARS (sizeof memo_scalars / sizeof memo_scalars[0])
+#define N_STRINGS (sizeof memo_strings / sizeof memo_strings[0])
+
+static const char *str_at(const svc_job *j, size_t off) { return *(const char *const *)((const char *)j + off); }
+
+typedef struct memo_slot {
+    svc_job in;                    /* the listed fields only; its strings are (heap) copies */
+    char *text;                    /* (heap) NULL = empty slot */
+    unsigned long long used;       /* the memo's clock when last used: the set's oldest goes first */
+} memo_slot;
+
+/* Sets of MEMO_WAYS slots, a job's set chosen by its id: two jobs of one page that share a set still
+ * both stay (a direct-mapped memo rendered both on every request). */
+#define MEMO_WAYS 8
+struct render_memo {
+    memo_slot slot[RENDER_MEMO_SLOTS];
+    unsigned long long clock;
+};
+
+static void slot_clear(memo_slot *m)
+{
+    for (size_t i = 0; i < N_STRINGS; i++) free(*(char **)((char *)&m->in + memo_strings[i]));
+    free(m->text);
+    unsigned long long used = m->used; /* a slot being refilled keeps its place in the set's order */
+    memset(m, 0, sizeof *m);
+    m->used = used;
+}
+
+int render_memo_new(render_memo **out)
+{
+    *out = calloc(1, sizeof **out);
+    return *out ? 0 : -ENOMEM;
+}
+
+void render_memo_free(render_memo *m)
+{
+    if (!m) return;
+    for (int i = 0; i < RENDER_MEMO_SLOTS; i++) slot_clear(&m->slot[i]);
+    free(m);
+}
+
+static int same_inputs(const svc_job *a, const svc_job *b)
+{
+    for (size_t i = 0; i < N_SCALARS; i++)
+        if (memcmp((const char *)a + memo_scalars[i].off, (const char *)b + memo_scalars[i].off, memo_scalars[i].size))
+            return 0;
+    for (size_t i = 0; i < N_STRINGS; i++) {
+        const char *x = str_at(a, memo_strings[i]), *y = str_at(b, memo_strings[i]);
+        if (x != y && (!x || !y || strcmp(x, y))) return 0;
+    }
+    return 1;
+}
+
+/* Keep j's inputs and text in m (which takes text): 0, or -ENOMEM with the slot left empty and text
+ * still the caller's. */
+static int slot_keep(memo_slot *m, const svc_job *j, char *text)
+{
+    slot_clear(m);
+    for (size_t i = 0; i < N_SCALARS; i++)
+        memcpy((char *)&m->in + memo_scalars[i].off, (const char *)j + memo_scalars[i].off, memo_scalars[i].size);
+    for (size_t i = 0; i < N_STRINGS; i++) {
+        const char *src = str_at(j, memo_strings[i]);
+        char **dst = (char **)((char *)&m->in + memo_strings[i]);
+        if (src && !(*dst = strdup(src))) { slot_clear(m); return -ENOMEM; }
+    }
+    m->text = text;
+    return 0;
+}
+
+/* The slot holding job id, else the one to put it in (an empty one or the set's least recently used). */
+static memo_slot *slot_of(render_memo *m, const char *id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++) h = (h ^ *p) * 16777619u;
+    memo_slot *set = &m->slot[h % (RENDER_MEMO_SLOTS / MEMO_WAYS) * MEMO_WAYS], *pick = set;
+    for (int i = 0; i < MEMO_WAYS; i++) {
+        if (set[i].text && !strcmp(set[i].in.row.id, id)) { pick = &set[i]; break; }
+        if (pick->text && (!set[i].text || set[i].used < pick->used)) pick = &set[i];
+    }
+    pick->used = ++m->clock;
+    return pick;
+}
+
+/* j's text: borrowed from its memo slot (kept there), or new in *owned (no memo, or out of memory for
+ * the slot); NULL when out of memory. */
+static const char *job_text(render_memo *m, const svc_job *j, char **owned)
+{
+    *owned = NULL;
+    memo_slot *slot = m ? slot_of(m, j->row.id) : NULL;
+    if (slot && slot->text && same_inputs(&slot->in, j)) return slot->text;
+    json_t *o = render_job(j);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text) return NULL;
+    if (slot && slot_keep(slot, j, text) == 0) return text;
+    return *owned = text;
+}
+
+char *render_job_text(render_memo *m, const svc_job *j)
+{
+    char *owned;
+    const char *t = job_text(m, j, &owned);
+    return owned ? owned : t ? strdup(t) : NULL;
+}
+
+/* A growing answer: text appended in place (failed = out of memory, the rest is ignored). */
+typedef struct textbuf { char *p; size_t n, cap; int failed; } textbuf;
+
+static void put(textbuf *b, const char *s)
+{
+    size_t k = s ? strlen(s) : 0;
+    if (!s) b->failed = 1;
+    if (b->failed) return;
+    if (b->n + k + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + k + 1) cap *= 2;
+        char *q = realloc(b->p, cap);
+        if (!q) { b->failed = 1; return; }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, k + 1);
+    b->n += k;
+}
+
+/* s as a JSON string (or null), the way json_dumps prints it */
+static void put_jstr(textbuf *b, const char *s)
+{
+    json_t *v = s ? json_string(s) : json_null();
+    char *t = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    put(b, t);
+    free(t);
+}
+
+/* list_envelope's shape, printed around the jobs' texts. Each text is copied out before the next job's
+ * is asked for: two jobs of a page may share a memo slot. */
+char *render_job_page_text(render_memo *m, const svc_job_page *p)
+{
+    textbuf b = {0};
+    put(&b, "{\"object\":\"list\",\"data\":[");
+    for (int i = 0; i < p->n; i++) {
+        char *owned;
+        if (i) put(&b, ",");
+        put(&b, job_text(m, &p->v[i], &owned));
+        free(owned);
+    }
+    put(&b, p->has_more ? "],\"has_more\":true,\"first_id\":" : "],\"has_more\":false,\"first_id\":");
+    put_jstr(&b, p->n ? p->v[0].row.id : NULL);
+    put(&b, ",\"last_id\":");
+    put_jstr(&b, p->n ? p->v[p->n - 1].row.id : NULL);
+    put(&b, "}");
+    if (b.failed) { free(b.p); return NULL; }
+    return b.p;
 }
 
 json_t *render_event(const svc_event *ev)

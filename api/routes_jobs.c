@@ -12,9 +12,9 @@ static const char *job_id(api__call *c) { return api__param(&c->q->m, "id"); }
 static enum MHD_Result job_reply(api__call *c, int rc, svc_job *j, const svc_error *e)
 {
     if (rc) return api__reply_error(c, e);
-    json_t *out = render_job(j);
+    char *out = render_job_text(c->a->memo, j);
     svc_job_clear(j);
-    return api__reply_rendered(c, out);
+    return api__reply_text(c, out);
 }
 
 /* The request's JSON body (OUT *body, new reference), or the error already answered (*body NULL). */
@@ -63,9 +63,9 @@ enum MHD_Result api__job_list(api__call *c)
     long long limit;
     if (api__int_arg(c, "limit", 20, 1, 100, &limit, &e)) return api__reply_error(c, &e);
     if (svc_job_list(c->a->svc, &c->q->who, api__arg(c, "after"), (int)limit, &p, &e)) return api__reply_error(c, &e);
-    json_t *out = render_job_page(&p);
+    char *out = render_job_page_text(c->a->memo, &p);
     svc_job_page_free(&p);
-    return api__reply_rendered(c, out);
+    return api__reply_text(c, out);
 }
 
 enum MHD_Result api__job_get(api__call *c)

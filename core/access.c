@@ -35,7 +35,7 @@ void svc_audit(svc *s, const svc_caller *who, const char *remote, const char *ac
 int svc_auth_token(svc *s, const char *token, const char *remote, svc_caller *out, svc_error *e)
 {
     db_user u;
-    int rc = auth_token_check(s->db, token, &u);
+    int rc = auth_token_check(s->db, s->auth, token, &u);
     if (rc == 0) { caller_of(&u, remote, out); return 0; }
     if (rc != -EACCES && rc != -ENOENT) return svc__storage_error(s, e);
     svc_audit(s, NULL, remote, "login_failed", "", "denied", token ? "invalid or revoked token" : "no credentials");

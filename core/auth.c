@@ -1,5 +1,6 @@
-/* core/auth.c — users, API tokens, local identities (see auth.h). Whichever thread owns the db
- * (the loop thread in the daemon; main() in the offline admin commands). Never logs a token. */
+/* core/auth.c — users, API tokens, local identities and the cache of checked tokens (see auth.h).
+ * Whichever thread owns the db (the loop thread in the daemon; main() in the offline admin commands).
+ * Never logs a token. */
 #define _GNU_SOURCE
 #include "core/auth.h"
 #include "common/util.h"
@@ -8,6 +9,7 @@
 #include <nettle/sha2.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -91,18 +93,77 @@ static int check_one(void *ud, const db_token *t)
     return 0; /* look at every candidate: the time does not say which one matched */
 }
 
-int auth_token_check(db *d, const char *token, db_user *out)
+struct auth_cache {
+    db_stamp stamp;                /* the database as every entry was read from it */
+    int next;                      /* the slot the next entry goes to (round robin) */
+    int used;                      /* slots filled: 0..used-1 (emptied all at once, filled in order) */
+    struct {
+        uint8_t hash[SHA256_DIGEST_SIZE];
+        db_user user;
+    } slot[AUTH_CACHE_SLOTS];
+};
+
+int auth_cache_new(auth_cache **out)
+{
+    *out = calloc(1, sizeof **out);
+    return *out ? 0 : -ENOMEM;
+}
+
+void auth_cache_free(auth_cache *c) { free(c); }
+
+/* 0 when c's entries still hold, after emptying it if the database may have changed since they were read;
+ * -EIO when the stamp cannot be read (then c is neither read nor filled). */
+static int cache_fresh(db *d, auth_cache *c)
+{
+    db_stamp now;
+    if (db_stamp_get(d, &now) != 0) return -EIO;
+    if (now.data_version != c->stamp.data_version || now.changes != c->stamp.changes) {
+        memset(c, 0, sizeof *c);
+        c->stamp = now;
+    }
+    return 0;
+}
+
+/* OUT *out from the slot whose digest is hash: 1, or 0 when none. Every filled slot is compared, in
+ * constant time, whichever matches: the time says nothing of the digests held. */
+static int cache_find(const auth_cache *c, const uint8_t hash[SHA256_DIGEST_SIZE], db_user *out)
+{
+    int hit = -1;
+    for (int i = 0; i < c->used; i++) {
+        int same = memeql_sec(c->slot[i].hash, hash, SHA256_DIGEST_SIZE); /* no early exit */
+        if (same && hit < 0) hit = i;
+    }
+    if (hit < 0) return 0;
+    *out = c->slot[hit].user;
+    return 1;
+}
+
+static void cache_put(auth_cache *c, const uint8_t hash[SHA256_DIGEST_SIZE], const db_user *u)
+{
+    int i = c->next;
+    c->next = (i + 1) % AUTH_CACHE_SLOTS;
+    if (c->used < AUTH_CACHE_SLOTS) c->used++;
+    memcpy(c->slot[i].hash, hash, SHA256_DIGEST_SIZE);
+    c->slot[i].user = *u;
+}
+
+int auth_token_check(db *d, auth_cache *cache, const char *token, db_user *out)
 {
     if (!token || strlen(token) != AUTH_TOKEN_LEN || strncmp(token, AUTH_TOKEN_PREFIX, 3) != 0) return -EACCES;
     for (const char *p = token + 3; *p; p++)
         if (!strchr(base62, *p)) return -EACCES;
     check_ctx c = {.user_id = -1};
     sha256_raw(token, AUTH_TOKEN_LEN, c.hash);
+    /* the stamp is read before the database: a change made after it empties the cache next time */
+    int cached = cache && cache_fresh(d, cache) == 0;
+    if (cached && cache_find(cache, c.hash, out)) return 0;
     char prefix[AUTH_LOOKUP_LEN + 1];
     snprintf(prefix, sizeof prefix, "%.*s", AUTH_LOOKUP_LEN, token);
     if (db_token_by_prefix(d, prefix, check_one, &c) != 0) return -EIO;
     if (c.user_id < 0) return -EACCES;
-    return db_user_by_id(d, c.user_id, out) == 0 ? 0 : -EACCES;
+    if (db_user_by_id(d, c.user_id, out) != 0) return -EACCES;
+    if (cached) cache_put(cache, c.hash, out);
+    return 0;
 }
 
 int auth_uid_check(db *d, long long uid, long long self_uid, db_user *out)

@@ -29,8 +29,19 @@ int auth_user_add(db *d, const char *name, int admin, long long uid, int bootstr
 /* Make a token for user_id: OUT token (AUTH_TOKEN_LEN + 1 bytes), OUT *id (may be NULL). */
 int auth_token_create(db *d, long long user_id, char *token, long long *id, char *err, size_t errlen);
 
-/* The user a presented token belongs to (live tokens only). -EACCES when it is not one. */
-int auth_token_check(db *d, const char *token, db_user *out);
+/* Tokens checked lately (AUTH_CACHE_SLOTS of them) and the user each belongs to, so a request does not
+ * read the database to learn who it is. Keyed by the token's SHA-256 (the token itself is never kept),
+ * every slot compared in constant time. Dropped whole whenever the database may have changed since the
+ * entries were read (db_stamp_get: another connection's commit, or any row this one wrote), so a revoked
+ * token, a deleted user or a changed role counts on the very next request. Owned by the db's thread. */
+#define AUTH_CACHE_SLOTS 64
+typedef struct auth_cache auth_cache;
+int  auth_cache_new(auth_cache **out);  /* -ENOMEM */
+void auth_cache_free(auth_cache *c);    /* NULL-safe */
+
+/* The user a presented token belongs to (live tokens only). -EACCES when it is not one. c: the cache to
+ * answer from and to fill (NULL = ask the database every time). */
+int auth_token_check(db *d, auth_cache *c, const char *token, db_user *out);
 
 /* The user a local uid maps to: the user whose uid matches, else (uid 0 or the daemon's own uid) the
  * bootstrap admin. -EACCES when none. */

@@ -16,6 +16,7 @@
 #ifndef CT_CORE_INT_H
 #define CT_CORE_INT_H
 #include "core/core.h"
+#include "core/auth.h"
 #include "core/executor.h"
 #include "spec/jobspec.h"
 #include "trainer/data.h"
@@ -67,6 +68,7 @@ struct svc {
     gpumon *gpumon;                /* NULL: no NVML (or no GPUs): no GPU gauges */
     svc_config cfg;
     db *db;
+    auth_cache *auth;              /* tokens checked lately (core/auth.h): who a request is, without SQL */
     executor *exec;
     db_batch batch;
     long long last_event_id;       /* the last id handed out */

@@ -272,35 +272,16 @@ int svc__job_check(svc *s, const svc_caller *who, const json_t *rawbody, svc_err
     return rc;
 }
 
-static int copy_str(char **dst, const char *src)
-{
-    *dst = src ? strdup(src) : NULL;
-    return src && !*dst ? -ENOMEM : 0;
-}
-
-/* A deep copy of a row the database lends to a callback. */
-static int copy_row(db_job *dst, const db_job *src)
-{
-    *dst = *src;
-    int rc = copy_str(&dst->body, src->body) | copy_str(&dst->method, src->method) |
-             copy_str(&dst->extensions, src->extensions) | copy_str(&dst->model, src->model) |
-             copy_str(&dst->training_file, src->training_file) | copy_str(&dst->validation_file, src->validation_file) |
-             copy_str(&dst->suffix, src->suffix) | copy_str(&dst->metadata, src->metadata) |
-             copy_str(&dst->idem_key, src->idem_key) | copy_str(&dst->body_hash, src->body_hash) |
-             copy_str(&dst->metrics, src->metrics) | copy_str(&dst->fine_tuned_model, src->fine_tuned_model) |
-             copy_str(&dst->error_code, src->error_code) | copy_str(&dst->error_message, src->error_message) |
-             copy_str(&dst->error_param, src->error_param) | copy_str(&dst->executor, src->executor);
-    if (rc) db_job_clear(dst);
-    return rc;
-}
-
 typedef struct list_ctx { svc *s; svc_job_page *p; int cap; int failed; } list_ctx;
-static int add_job(void *ud, const db_job *row)
+static int add_job(void *ud, db_job *row)
 {
     list_ctx *c = ud;
-    db_job copy;
-    if (util_grow(&c->p->v, &c->cap, c->p->n + 1, sizeof *c->p->v) || copy_row(&copy, row)) { c->failed = 1; return 1; }
-    if (job_view(c->s, &copy, &c->p->v[c->p->n])) { svc_job_clear(&c->p->v[c->p->n]); c->failed = 1; return 1; }
+    if (util_grow(&c->p->v, &c->cap, c->p->n + 1, sizeof *c->p->v)) { c->failed = 1; return 1; }
+    if (job_view(c->s, row, &c->p->v[c->p->n])) { /* takes the row: no copy of its strings */
+        svc_job_clear(&c->p->v[c->p->n]);
+        c->failed = 1;
+        return 1;
+    }
     c->p->n++;
     return 0;
 }

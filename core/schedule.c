@@ -150,6 +150,11 @@ fail:
     return -ENOMEM;
 }
 
+static int order_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct order *)a)->id, ((const struct order *)b)->id);
+}
+
 static void compute_order(svc *s)
 {
     snapshot sn;
@@ -168,6 +173,7 @@ static void compute_order(svc *s)
             s->order[i].est = e[i] > 0 ? (double)util_now() + (e[i] - now) : 0;
         }
         s->n_order = sn.nj;
+        qsort(s->order, (size_t)s->n_order, sizeof *s->order, order_cmp); /* by id: a page looks up each job */
         s->order_valid = 1;
     }
     free(p);
@@ -181,8 +187,10 @@ void svc__queue_place(svc *s, const char *id, int *pos, long long *est)
     *pos = 0;
     *est = 0;
     if (!s->order_valid) compute_order(s);
-    for (int i = 0; i < s->n_order; i++)
-        if (!strcmp(s->order[i].id, id)) { *pos = s->order[i].pos; *est = (long long)ceil(s->order[i].est); return; }
+    struct order key;
+    snprintf(key.id, sizeof key.id, "%s", id);
+    const struct order *o = s->n_order ? bsearch(&key, s->order, (size_t)s->n_order, sizeof *s->order, order_cmp) : NULL;
+    if (o) { *pos = o->pos; *est = (long long)ceil(o->est); }
 }
 
 /* Ask a running job to checkpoint and leave; its done record requeues it at the front of its owner's queue. */

@@ -235,6 +235,10 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
     clear_upload_tmp(s);
     snprintf(path, sizeof path, "%s/coretuned.db", cfg->data_dir);
     if ((rc = db_open(&s->db, path, err, errlen)) != 0) goto fail;
+    if ((rc = auth_cache_new(&s->auth)) != 0) {
+        err_set(err, errlen, rc, "out of memory");
+        goto fail;
+    }
     if ((rc = svc__events_seed(s)) != 0) {
         err_set(err, errlen, rc, "cannot read events: %s", db_errmsg(s->db));
         goto fail;
@@ -340,6 +344,7 @@ void svc_free(svc *s)
     if (s->db) svc__flush(s);
     db_batch_free(&s->batch);
     db_close(s->db);
+    auth_cache_free(s->auth);
     exec_free(s->exec);
     svc__runs_free(s);
     svc__sweeps_free(s);

@@ -10,12 +10,13 @@ PKGS="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
 libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev zlib1g-dev libcmocka-dev curl python3
 sqlite3 dataset-fashion-mnist chromium libjs-chart.js libcurl4-openssl-dev nettle-dev libarchive-dev
 clang libclang-rt-14-dev libomp-14-dev python3-jsonschema python3-yaml
-slurmctld slurmd slurm-client munge"
+slurmctld slurmd slurm-client munge wrk"
 # libarchive: uploaded dataset archives (tar, tar.gz, zip) and `coretune upload DIR`.
 # clang + compiler-rt: the libFuzzer targets (make fuzz, and briefly in make test); libomp: the trainer's
 # OpenMP under clang. python3-jsonschema + python3-yaml: the e2e suite checks every answer against
 # docs/openapi.yaml.
 # slurmctld, slurmd, slurm-client, munge: the Slurm executor's tests run a private one-node cluster.
+# wrk: the HTTP load generator behind make bench-api.
 # PyTorch is needed only to regenerate fixtures and to benchmark (make golden / make bench).
 if [ "${CT_WITH_TORCH:-0}" = 1 ]; then PKGS="$PKGS python3-torch python3-torchvision"; fi
 

@@ -1,10 +1,12 @@
-/* storage/db.c — the connection: open (with the migrations of db_schema.c), close, transactions and
- * the statement helpers the table files share (db_int.h). Loop thread only. One connection, opened
- * with SQLITE_OPEN_NOMUTEX (single owner), WAL + synchronous=FULL. Why one connection: SQLite before
- * 3.51.3 can corrupt a WAL database when several connections write and checkpoint concurrently;
- * Debian 12 ships 3.40.1, so all writes go through this one. Errors: see db.h; besides, a write that
- * finds the disk full (SQLITE_FULL) is -ENOSPC from db__exec, db_job_insert and db_batch_write (nothing
- * was written), so the core can tell the client to free space rather than report a broken database. */
+/* storage/db.c — the connection: open (with the migrations of db_schema.c), close, transactions, the
+ * change stamp caches above use, and the statement helpers the table files share (db_int.h), among them
+ * the cache of the request path's prepared statements (parsing a SELECT cost more than running it).
+ * Loop thread only. One connection, opened with SQLITE_OPEN_NOMUTEX (single owner), WAL +
+ * synchronous=FULL. Why one connection: SQLite before 3.51.3 can corrupt a WAL database when several
+ * connections write and checkpoint concurrently; Debian 12 ships 3.40.1, so all writes go through this
+ * one. Errors: see db.h; besides, a write that finds the disk full (SQLITE_FULL) is -ENOSPC from
+ * db__exec, db_job_insert and db_batch_write (nothing was written), so the core can tell the client to
+ * free space rather than report a broken database. */
 #include "storage/db_int.h"
 #include <errno.h>
 #include <math.h>
@@ -87,8 +89,22 @@ fail:
 void db_close(db *d)
 {
     if (!d) return;
+    for (int i = 0; i < DB__CACHED_MAX; i++) sqlite3_finalize(d->cached[i]); /* or sqlite3_close is BUSY */
     sqlite3_close(d->h);
     free(d);
+}
+
+int db_stamp_get(db *d, db_stamp *out)
+{
+    sqlite3_stmt *st = db__cached(d, "PRAGMA data_version");
+    if (!st) return -EIO;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->data_version = sqlite3_column_int64(st, 0);
+        out->changes = sqlite3_total_changes64(d->h);
+    }
+    db__release(d, st);
+    return rc == SQLITE_ROW ? 0 : -EIO;
 }
 
 /* ---- statement helpers ---- */
@@ -98,6 +114,34 @@ sqlite3_stmt *db__prep(db *d, const char *sql)
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(d->h, sql, -1, &st, NULL) != SQLITE_OK) return NULL;
     return st;
+}
+
+sqlite3_stmt *db__cached(db *d, const char *sql)
+{
+    int free_slot = -1;
+    for (int i = 0; i < DB__CACHED_MAX; i++) {
+        sqlite3_stmt *st = d->cached[i];
+        if (!st) { if (free_slot < 0) free_slot = i; continue; }
+        if (strcmp(sqlite3_sql(st), sql) != 0) continue;
+        if (sqlite3_stmt_busy(st)) return db__prep(d, sql); /* in use further up the stack */
+        return st;                                          /* reset by db__release */
+    }
+    sqlite3_stmt *st = db__prep(d, sql);
+    /* never evicted: a caller may hold one it has not stepped yet; when full, the rest go uncached */
+    if (st && free_slot >= 0) d->cached[free_slot] = st;
+    return st;
+}
+
+void db__release(db *d, sqlite3_stmt *st)
+{
+    if (!st) return;
+    for (int i = 0; i < DB__CACHED_MAX; i++)
+        if (d->cached[i] == st) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return;
+        }
+    sqlite3_finalize(st);
 }
 
 void db__bind_text(sqlite3_stmt *st, int i, const char *s)
@@ -121,7 +165,10 @@ char *db__col_dup(sqlite3_stmt *st, int i)
 void db__col_copy(sqlite3_stmt *st, int i, char *dst, size_t n)
 {
     const unsigned char *s = sqlite3_column_text(st, i);
-    snprintf(dst, n, "%s", s ? (const char *)s : "");
+    size_t len = s ? (size_t)sqlite3_column_bytes(st, i) : 0; /* not snprintf: a page copies ~60 of these */
+    if (len >= n) len = n - 1;
+    memcpy(dst, s ? (const char *)s : "", len);
+    dst[len] = 0;
 }
 
 double db__col_real(sqlite3_stmt *st, int i)
@@ -133,12 +180,12 @@ int db__seq_of(db *d, const char *table, const char *id, long long *seq)
 {
     char sql[64];
     snprintf(sql, sizeof sql, "SELECT seq FROM %s WHERE id = ?", table);
-    sqlite3_stmt *st = db__prep(d, sql);
+    sqlite3_stmt *st = db__cached(d, sql);
     if (!st) return -EIO;
     db__bind_text(st, 1, id);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) *seq = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    db__release(d, st);
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
 

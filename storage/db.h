@@ -19,6 +19,12 @@ int  db_open(db **out, const char *path, char *err, size_t errlen);
 void db_close(db *d); /* NULL-safe */
 /* The last SQLite error message of d (borrowed). */
 const char *db_errmsg(db *d);
+/* Whether the database may have changed, for caches of what it holds (core/auth.c's tokens): PRAGMA
+ * data_version moves with every commit of another connection (the offline admin commands, an operator's
+ * sqlite3 shell), total_changes with every row this connection wrote. Two equal stamps: no row changed
+ * in between. */
+typedef struct db_stamp { long long data_version, changes; } db_stamp;
+int db_stamp_get(db *d, db_stamp *out);
 
 /* ---- jobs ---- */
 #define DB_ID_MAX 48
@@ -60,7 +66,8 @@ struct db_event;
 int db_job_insert(db *d, const db_job *j, const struct db_event *first);
 int db_job_get(db *d, const char *id, db_job *out);                /* OUT: caller clears */
 int db_job_find_idem(db *d, const char *idem_key, db_job *out);   /* -ENOENT if none */
-typedef int (*db_job_fn)(void *ud, const db_job *j);              /* non-zero stops the walk */
+/* non-zero stops the walk. fn may keep the row: move it out (*j zeroed), it is cleared after fn. */
+typedef int (*db_job_fn)(void *ud, db_job *j);
 /* Newest first, starting after the job `after` (NULL = from the newest); *has_more says whether
  * more rows follow the `limit` returned. owner: only that user's jobs (NULL = everyone's).
  * -ENOENT if after names no job. */

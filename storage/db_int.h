@@ -19,8 +19,11 @@
 #include <stddef.h>
 #include "storage/db.h"
 
+#define DB__CACHED_MAX 16           /* prepared statements kept by db__cached */
+
 struct db {
     sqlite3 *h;                    /* the one connection (owned) */
+    sqlite3_stmt *cached[DB__CACHED_MAX]; /* (owned) finalised by db_close; NULL = free slot */
 };
 
 /* ---- db_schema.c ---- */
@@ -34,6 +37,14 @@ int db__begin(db *d, char *err, size_t errlen);  /* BEGIN IMMEDIATE */
 int db__commit(db *d, char *err, size_t errlen);
 void db__rollback(db *d);                         /* best effort, after a failure */
 sqlite3_stmt *db__prep(db *d, const char *sql);   /* NULL on failure (reason in db_errmsg) */
+/* The hot paths' statements, prepared once: the statement for sql (looked up by its text), kept by d
+ * until db_close. Give it back with db__release (never sqlite3_finalize). While one is stepping (a walk
+ * whose callback runs the same SQL), and once the DB__CACHED_MAX slots are taken, an uncached statement
+ * is handed out. Only for a bounded set of SQL texts (literals, or a few built from literals), and
+ * stepped before anything else runs the same SQL. NULL on failure (reason in db_errmsg). */
+sqlite3_stmt *db__cached(db *d, const char *sql);
+/* After db__cached: reset (the cache keeps it) or finalise (it was not cached). NULL-safe. */
+void db__release(db *d, sqlite3_stmt *st);
 void db__bind_text(sqlite3_stmt *st, int i, const char *s);     /* NULL binds NULL */
 void db__bind_real(sqlite3_stmt *st, int i, double x);           /* NAN binds NULL */
 char *db__col_dup(sqlite3_stmt *st, int i);                      /* heap copy; NULL for NULL */

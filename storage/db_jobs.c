@@ -6,6 +6,7 @@
 #include "storage/db_int.h"
 #include "storage/job_status.h"
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,35 +111,42 @@ int db_job_insert(db *d, const db_job *j, const db_event *first)
     return out;                    /* -ENOSPC: the disk is full */
 }
 
-static int job_by(db *d, const char *where, const char *key, db_job *out)
+static int job_by(db *d, const char *sql, const char *key, db_job *out)
 {
-    char sql[512];
-    snprintf(sql, sizeof sql, "SELECT " JOB_COLS " FROM jobs WHERE %s = ?", where);
-    sqlite3_stmt *st = db__prep(d, sql);
+    sqlite3_stmt *st = db__cached(d, sql);
     if (!st) return -EIO;
     db__bind_text(st, 1, key);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW && read_job(st, out) != 0) { db_job_clear(out); rc = SQLITE_CORRUPT; }
-    sqlite3_finalize(st);
+    db__release(d, st);
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
 
-int db_job_get(db *d, const char *id, db_job *out) { return job_by(d, "id", id, out); }
-int db_job_find_idem(db *d, const char *key, db_job *out) { return job_by(d, "idem_key", key, out); }
+int db_job_get(db *d, const char *id, db_job *out)
+{
+    return job_by(d, "SELECT " JOB_COLS " FROM jobs WHERE id = ?", id, out);
+}
+
+int db_job_find_idem(db *d, const char *key, db_job *out)
+{
+    return job_by(d, "SELECT " JOB_COLS " FROM jobs WHERE idem_key = ?", key, out);
+}
 
 int db_job_list(db *d, const char *owner, const char *after, int limit, db_job_fn fn, void *ud, int *has_more)
 {
-    long long before = -1;
+    long long before = LLONG_MAX;
     *has_more = 0;
     int found = after ? db__seq_of(d, "jobs", after, &before) : 0;
     if (found) return found;
-    sqlite3_stmt *st = db__prep(d, "SELECT " JOB_COLS " FROM jobs"
-                                   " WHERE (?1 < 0 OR seq < ?1) AND (?3 IS NULL OR owner = ?3)"
-                                   " ORDER BY seq DESC LIMIT ?2");
+    /* two statements, not "(?3 IS NULL OR owner = ?3)": SQLite plans a statement once, and with the OR it
+     * can only walk every job by seq; an owner's page is a range of the jobs_owner index (owner, seq) */
+    sqlite3_stmt *st = db__cached(d, owner ? "SELECT " JOB_COLS " FROM jobs WHERE owner = ?3 AND seq < ?1"
+                                             " ORDER BY seq DESC LIMIT ?2"
+                                           : "SELECT " JOB_COLS " FROM jobs WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, before);
     sqlite3_bind_int(st, 2, limit + 1);
-    db__bind_text(st, 3, owner);
+    if (owner) db__bind_text(st, 3, owner);
     int rc, n = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (n++ == limit) { *has_more = 1; break; }
@@ -148,7 +156,7 @@ int db_job_list(db *d, const char *owner, const char *after, int limit, db_job_f
         db_job_clear(&j);
         if (stop) break;
     }
-    sqlite3_finalize(st);
+    db__release(d, st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
 }
 

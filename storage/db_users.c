@@ -54,13 +54,13 @@ static int user_where(db *d, const char *where, const char *stext, long long iva
 {
     char sql[256];
     snprintf(sql, sizeof sql, "SELECT " USER_COLS " FROM users WHERE %s ORDER BY id LIMIT 1", where);
-    sqlite3_stmt *st = db__prep(d, sql);
+    sqlite3_stmt *st = db__cached(d, sql); /* by id: every token check */
     if (!st) return -EIO;
     if (stext) db__bind_text(st, 1, stext);
     else if (strchr(where, '?')) sqlite3_bind_int64(st, 1, ival);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) read_user(st, out);
-    sqlite3_finalize(st);
+    db__release(d, st);
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
 
@@ -100,6 +100,7 @@ int db_token_add(db *d, const db_token *t, long long *id)
     return 0;
 }
 
+/* Leaves st to the caller (stepped, not finalised). */
 static int token_walk(sqlite3_stmt *st, db_token_fn fn, void *ud)
 {
     int rc;
@@ -116,7 +117,6 @@ static int token_walk(sqlite3_stmt *st, db_token_fn fn, void *ud)
         db__col_copy(st, 6, t.user, sizeof t.user);
         if (fn(ud, &t)) break;
     }
-    sqlite3_finalize(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
 }
 
@@ -125,10 +125,12 @@ static int token_walk(sqlite3_stmt *st, db_token_fn fn, void *ud)
 
 int db_token_by_prefix(db *d, const char *prefix, db_token_fn fn, void *ud)
 {
-    sqlite3_stmt *st = db__prep(d, TOKEN_SELECT " WHERE t.prefix = ? AND t.revoked_at IS NULL ORDER BY t.id");
+    sqlite3_stmt *st = db__cached(d, TOKEN_SELECT " WHERE t.prefix = ? AND t.revoked_at IS NULL ORDER BY t.id");
     if (!st) return -EIO;
     db__bind_text(st, 1, prefix);
-    return token_walk(st, fn, ud);
+    int rc = token_walk(st, fn, ud);
+    db__release(d, st);
+    return rc;
 }
 
 int db_token_list(db *d, const char *owner, db_token_fn fn, void *ud)
@@ -136,7 +138,9 @@ int db_token_list(db *d, const char *owner, db_token_fn fn, void *ud)
     sqlite3_stmt *st = db__prep(d, TOKEN_SELECT " WHERE ?1 IS NULL OR u.name = ?1 ORDER BY t.id DESC");
     if (!st) return -EIO;
     db__bind_text(st, 1, owner);
-    return token_walk(st, fn, ud);
+    int rc = token_walk(st, fn, ud);
+    sqlite3_finalize(st);
+    return rc;
 }
 
 int db_token_revoke(db *d, const char *id_or_prefix, long long at, int *count)

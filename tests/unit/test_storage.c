@@ -166,7 +166,7 @@ static void test_jobs_insert_get_idem(void **state)
 }
 
 typedef struct ids { char v[8][DB_ID_MAX]; int n; } ids;
-static int collect_job(void *ud, const db_job *j)
+static int collect_job(void *ud, db_job *j)
 {
     ids *x = ud;
     snprintf(x->v[x->n++], DB_ID_MAX, "%s", j->id);
@@ -192,6 +192,33 @@ static void test_jobs_list_pages_newest_first(void **state)
     assert_int_equal(more, 0);
     assert_string_equal(x.v[0], "ftjob-a");
     assert_int_equal(db_job_list(f->d, NULL, "ftjob-zzz", 2, collect_job, &x, &more), -ENOENT);
+    /* an owner's pages: only theirs, newest first, after a cursor (the jobs_owner statement) */
+    const char *more_names[] = {"ftjob-d", "ftjob-e", "ftjob-f", "ftjob-g"};
+    for (int i = 0; i < 4; i++) {
+        new_job(&j, more_names[i], NULL);
+        snprintf(j.owner, sizeof j.owner, "%s", i % 2 ? "ben" : "ana");
+        assert_int_equal(db_job_insert(f->d, &j, NULL), 0);
+    }
+    x.n = 0;
+    assert_int_equal(db_job_list(f->d, "ana", NULL, 1, collect_job, &x, &more), 0);
+    assert_int_equal(x.n, 1);
+    assert_int_equal(more, 1);
+    assert_string_equal(x.v[0], "ftjob-f");
+    x.n = 0;
+    assert_int_equal(db_job_list(f->d, "ana", "ftjob-f", 5, collect_job, &x, &more), 0);
+    assert_int_equal(x.n, 1);
+    assert_int_equal(more, 0);
+    assert_string_equal(x.v[0], "ftjob-d");
+    x.n = 0;
+    assert_int_equal(db_job_list(f->d, "ben", "ftjob-f", 5, collect_job, &x, &more), 0); /* a cursor of another's */
+    assert_int_equal(x.n, 1);
+    assert_string_equal(x.v[0], "ftjob-e");
+    x.n = 0;
+    assert_int_equal(db_job_list(f->d, "", NULL, 5, collect_job, &x, &more), 0);   /* the three without an owner */
+    assert_int_equal(x.n, 0);
+    x.n = 0;
+    assert_int_equal(db_job_list(f->d, NULL, NULL, 10, collect_job, &x, &more), 0);
+    assert_int_equal(x.n, 7);
 }
 
 typedef struct evs { long long id[16]; char type[16][16]; int n; } evs;
