@@ -113,6 +113,8 @@ struct svc {
     int disk_hold;                 /* below --min-free-mb: the scheduler starts nothing (schedule.c) */
     unsigned long long reclaimed_bytes;
     double retention_at;           /* monotonic seconds of the last retention pass */
+    struct disk_memo { char id[DB_ID_MAX]; long long bytes; } *disk_memo; /* finished jobs' bytes, by id hash */
+    int n_disk_memo, cap_disk_memo; /* cap a power of two (or 0), at most half full */
 };
 
 /* helpers shared by the files */
@@ -170,6 +172,7 @@ int  svc__usage(svc *s, const char *owner, long long *files, long long *models, 
 int  svc__disk_guard(svc *s, const char *what, svc_error *e);        /* 507 below --min-free-mb */
 int  svc__disk_quota(svc *s, const char *owner, long long more, svc_error *e); /* 429 naming disk_mb */
 void svc__retention(svc *s, int now);                    /* now = 0: at most every minute */
+void svc__disk_free_memo(svc *s);                        /* the finished jobs' bytes (svc_free) */
 void svc__sweep_orphans(svc *s);                       /* service.c: once no run is left */
 void svc__schedule_close(svc *s, uv_close_cb cb);
 

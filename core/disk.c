@@ -80,21 +80,78 @@ static int add_model_bytes(void *ud, const db_model *m)
     return 0;
 }
 
-/* A job's directory, less its model's weights (counted as the model's). */
-static long long job_bytes(svc *s, const char *id)
+/* Finished jobs' bytes, remembered: such a directory changes only by a removal the daemon makes (a delete,
+ * retention), and the end of every removal forgets them all (rm_done). Without it /v1/me and /v1/storage
+ * walked every job's files on the loop (60 ms at 500 jobs). Open addressing by a hash of the id. */
+static unsigned memo_hash(const char *id)
 {
+    unsigned h = 2166136261u; /* FNV-1a */
+    for (; *id; id++) h = (h ^ (unsigned char)*id) * 16777619u;
+    return h;
+}
+
+static struct disk_memo *memo_find(svc *s, const char *id)
+{
+    if (!s->cap_disk_memo) return NULL;
+    for (unsigned i = memo_hash(id);; i++) {
+        struct disk_memo *e = &s->disk_memo[i & (unsigned)(s->cap_disk_memo - 1)];
+        if (!e->id[0] || !strcmp(e->id, id)) return e;
+    }
+}
+
+static void memo_put(svc *s, const char *id, long long bytes)
+{
+    if (2 * (s->n_disk_memo + 1) > s->cap_disk_memo) { /* grow: rehash into twice the slots */
+        int cap = s->cap_disk_memo ? 2 * s->cap_disk_memo : 256;
+        struct disk_memo *old = s->disk_memo, *fresh = calloc((size_t)cap, sizeof *fresh);
+        if (!fresh) return; /* not remembered: counted again next time */
+        int old_cap = s->cap_disk_memo;
+        s->disk_memo = fresh;
+        s->cap_disk_memo = cap;
+        for (int i = 0; i < old_cap; i++)
+            if (old[i].id[0]) *memo_find(s, old[i].id) = old[i];
+        free(old);
+    }
+    struct disk_memo *e = memo_find(s, id);
+    if (!e->id[0]) s->n_disk_memo++;
+    snprintf(e->id, sizeof e->id, "%s", id);
+    e->bytes = bytes;
+}
+
+static void memo_forget(svc *s)
+{
+    if (s->cap_disk_memo) memset(s->disk_memo, 0, (size_t)s->cap_disk_memo * sizeof *s->disk_memo);
+    s->n_disk_memo = 0;
+}
+
+void svc__disk_free_memo(svc *s)
+{
+    free(s->disk_memo);
+    s->disk_memo = NULL;
+    s->n_disk_memo = s->cap_disk_memo = 0;
+}
+
+/* A job's directory, less its model's weights (counted as the model's). */
+static long long job_bytes(svc *s, const db_job_brief *b)
+{
+    /* as retention: a final status with no run still winding down means nothing writes there any more */
+    int finished = svc__is_final(b->status) && !svc__find_run(s, b->id);
+    struct disk_memo *e = finished ? memo_find(s, b->id) : NULL;
+    if (e && e->id[0]) return e->bytes;
     char dir[1000];
-    job_dir(s, id, dir, sizeof dir);
+    job_dir(s, b->id, dir, sizeof dir);
     long long n = tree_bytes(dir);
     db_model m;
-    if (db_model_of_job(s->db, id, &m) == 0) n -= model_bytes(&m);
-    return n > 0 ? n : 0;
+    if (db_model_of_job(s->db, b->id, &m) == 0) n -= model_bytes(&m);
+    if (n < 0) n = 0;
+    if (finished) memo_put(s, b->id, n);
+    return n;
 }
 
 static int add_job_bytes(void *ud, const db_job_brief *b)
 {
     usage_ctx *c = ud;
-    c->u->job_bytes += job_bytes(c->s, b->id);
+    c->u->job_bytes += job_bytes(c->s, b);
     return 0;
 }
 
@@ -187,6 +244,7 @@ static void rm_done(uv_work_t *req, int status)
     svc *s = w->s;
     s->disk_work--;
     s->reclaimed_bytes += (unsigned long long)w->freed;
+    memo_forget(s); /* whatever it removed, counted afresh */
     if (status == 0 && w->rc == 0)
         LOG(LOG_INFO, "msg=\"storage reclaimed\" what=\"%s\" path=%s bytes=%lld", w->what, w->path, w->freed);
     else
@@ -451,7 +509,7 @@ static int view_model(void *ud, const db_model *m) { return add_item(ud, m->id, 
 static int view_job(void *ud, const db_job_brief *b)
 {
     view_ctx *c = ud;
-    return add_item(c, b->id, "fine_tuning.job", b->owner, job_bytes(c->s, b->id));
+    return add_item(c, b->id, "fine_tuning.job", b->owner, job_bytes(c->s, b));
 }
 
 static int add_user_usage(void *ud, const db_user *u)

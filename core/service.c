@@ -349,6 +349,7 @@ void svc_free(svc *s)
     svc__runs_free(s);
     svc__sweeps_free(s);
     svc__webhooks_free(s);
+    svc__disk_free_memo(s);
     free(s->recent);
     free(s->order);
     free(s);

@@ -206,6 +206,37 @@ class RetentionDays(DaemonTest):
         eventually(lambda: reclaimed(d) > 0, what="reclaimed bytes counted")
 
 
+class RetentionCounted(DaemonTest):
+    args = ("--workers", "1", "--threads-per-job", "1", "--checkpoint-seconds", "0", "--retention-days", "2")
+
+    def test_a_finished_jobs_bytes_follow_its_retention(self):
+        """A finished job's bytes are remembered (its directory changes only by the daemon's removals): one
+        removed by retention while the daemon runs is counted afresh."""
+        d = self.d
+        jobs = []
+        for _ in range(2):
+            status, j, _ = d.request("POST", JOBS, tiny_job(epochs=1))
+            self.assertEqual(status, 200, j)
+            jobs.append(j["id"])
+        first = wait_for(d, jobs[0], FINAL)
+        self.assertEqual(first["status"], "succeeded", first)
+        state = os.path.join(d.data_dir, "jobs", first["id"], "state.safetensors")
+        state_bytes = os.stat(state).st_blocks * 512
+        con = sqlite3.connect(os.path.join(d.data_dir, "coretuned.db"), timeout=10)
+        with con:  # it ended three days ago, as far as the database knows; the next retention pass removes its state
+            con.execute("UPDATE jobs SET finished_at = finished_at - 3 * 86400 WHERE id = ?", (first["id"],))
+        con.close()
+
+        def bytes_of(job_id):
+            view = d.request("GET", "/v1/storage")[1]
+            return next(x["bytes"] for x in view["largest"] if x["id"] == job_id)
+        with_state = bytes_of(first["id"])  # remembered from here on
+        self.assertTrue(os.path.exists(state), "the pass ran before the second job ended")
+        self.assertEqual(wait_for(d, jobs[1], FINAL)["status"], "succeeded")  # its end brings a retention pass
+        eventually(lambda: not os.path.exists(state), what="the resumable state removed")
+        eventually(lambda: bytes_of(first["id"]) <= with_state - state_bytes, what="the job's bytes less its state")
+
+
 class DiskQuota(DaemonTest):
     args = ("--workers", "0", "--user-quota", "bob:disk_mb=1")
 
