@@ -59,6 +59,10 @@ case_args() {
 fail=0
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
+# the family/model say which generation a bare "AMD EPYC" is; the widest vector ISA the kernels can use
+fam=$(sed -n 's/^cpu family[^:]*: *//p' /proc/cpuinfo | head -1) mod=$(sed -n 's/^model[[:space:]]*: *//p' /proc/cpuinfo | head -1)
+isa=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|avx512f|avx512_bf16|amx_tile' | tr '\n' ' ')
+cpu="$cpu (family $fam model $mod; ${isa% })"
 ompenv="OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset} GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-unset}"
 echo "bench: $cpu, $(nproc) CPUs, load $load_start; $REPS rep(s), threads $THREADS, cases $CASES, method $METHOD; $ompenv"
 
