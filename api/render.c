@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,9 +211,7 @@ static int slot_keep(memo_slot *m, const svc_job *j, char *text)
 /* The slot holding job id, else the one to put it in (an empty one or the set's least recently used). */
 static memo_slot *slot_of(render_memo *m, const char *id)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++) h = (h ^ *p) * 16777619u;
-    memo_slot *set = &m->slot[h % (RENDER_MEMO_SLOTS / MEMO_WAYS) * MEMO_WAYS], *pick = set;
+    memo_slot *set = &m->slot[util_hash(id) % (RENDER_MEMO_SLOTS / MEMO_WAYS) * MEMO_WAYS], *pick = set;
     for (int i = 0; i < MEMO_WAYS; i++) {
         if (set[i].text && !strcmp(set[i].in.row.id, id)) { pick = &set[i]; break; }
         if (pick->text && (!set[i].text || set[i].used < pick->used)) pick = &set[i];

@@ -127,6 +127,13 @@ const char *util_quote(char *buf, size_t n, const char *src)
     return buf;
 }
 
+unsigned util_hash(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
 int util_grow(void *p, int *cap, int need, size_t elem)
 {
     if (need <= *cap) return 0;

@@ -29,6 +29,10 @@ size_t util_utf8_clean(char *dst, size_t dstlen, const char *src);
 /* The same into buf, returning buf: a client's string quoted in a message, cut on a character boundary. */
 const char *util_quote(char *buf, size_t n, const char *src);
 
+/* A string's 32-bit FNV-1a hash: for the in-memory tables keyed by ids (not for anything an attacker's
+ * collisions could slow down badly: the tables using it are bounded or fill only with the daemon's own ids). */
+unsigned util_hash(const char *s);
+
 /* Make room for at least need elements in the array *p of *cap elements of elem bytes (doubling,
  * from 16). 0, or -ENOMEM with *p and *cap unchanged. */
 int util_grow(void *p, int *cap, int need, size_t elem);

@@ -83,17 +83,10 @@ static int add_model_bytes(void *ud, const db_model *m)
 /* Finished jobs' bytes, remembered: such a directory changes only by a removal the daemon makes (a delete,
  * retention), and the end of every removal forgets them all (rm_done). Without it /v1/me and /v1/storage
  * walked every job's files on the loop (60 ms at 500 jobs). Open addressing by a hash of the id. */
-static unsigned memo_hash(const char *id)
-{
-    unsigned h = 2166136261u; /* FNV-1a */
-    for (; *id; id++) h = (h ^ (unsigned char)*id) * 16777619u;
-    return h;
-}
-
 static struct disk_memo *memo_find(svc *s, const char *id)
 {
     if (!s->cap_disk_memo) return NULL;
-    for (unsigned i = memo_hash(id);; i++) {
+    for (unsigned i = util_hash(id);; i++) {
         struct disk_memo *e = &s->disk_memo[i & (unsigned)(s->cap_disk_memo - 1)];
         if (!e->id[0] || !strcmp(e->id, id)) return e;
     }
