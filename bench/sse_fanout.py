@@ -139,11 +139,13 @@ def main():
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--daemon-args", default="", help="more coretuned options, e.g. \"--job-nice 0\"")
     a = ap.parse_args()
     harness.BIN = a.bin
     raise_nofile(a.streams + 256)
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cpus)")
-    d = harness.Daemon("--max-streams", str(a.streams + 50), "--max-connections", str(a.streams + 200))
+    d = harness.Daemon("--max-streams", str(a.streams + 50), "--max-connections", str(a.streams + 200),
+                       *a.daemon_args.split())
     d.start()
     try:
         # many short epochs: a step every few ms, each a "metrics" event, for longer than the bench runs

@@ -92,6 +92,7 @@ typedef struct svc_config {
     int n_roots;              /* directories a job's training_file/validation_file may name paths in */
     char roots[SVC_MAX_ROOTS][1024];
     int checkpoint_seconds;   /* time-based checkpoints besides the per-epoch ones */
+    int job_nice;             /* the local trainer threads' nice value (0 = as the daemon) */
     double flush_seconds;     /* progress batching interval */
     long long upload_limit;   /* bytes per POST /v1/files */
     long long extract_limit;  /* bytes an upload may expand to (archive, gzipped IDX); 0 = the default */

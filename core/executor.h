@@ -86,10 +86,11 @@ struct executor { const exec_ops *ops; };
 
 /* Today's executor: one worker thread per run (at most as many as the scheduler starts). cores: what it
  * may give a job (resources.cpus above it is refused). */
-/* gpus: the daemon's GPUs (CUDA indices; copied), gpus_why: why there are none (the 400's reason). */
+/* gpus: the daemon's GPUs (CUDA indices; copied), gpus_why: why there are none (the 400's reason). nice:
+ * each worker thread's nice value (0 = unchanged); the trainer's OpenMP threads inherit it. */
 #define EXEC_MAX_GPUS 64
 int exec_local_new(executor **out, uv_loop_t *loop, const exec_sink *sink, int cores, const int *gpus, int ngpus,
-                   const char *gpus_why, char *err, size_t errlen);
+                   const char *gpus_why, int nice, char *err, size_t errlen);
 
 /* Slurm: each run is a batch job running `coretune train` (executor_slurm.c). */
 #define EXEC_SLURM_MAX_ARGS 32

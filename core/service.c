@@ -256,7 +256,7 @@ int svc_open(svc **out, uv_loop_t *loop, const svc_config *cfg, char *err, size_
         rc = exec_slurm_new(&s->exec, loop, &sink, &s->cfg.slurm, err, errlen);
     } else {
         rc = exec_local_new(&s->exec, loop, &sink, s->cfg.threads_per_job, s->cfg.gpus, s->cfg.n_gpus, s->cfg.gpus_why,
-                            err, errlen);
+                            s->cfg.job_nice, err, errlen);
     }
     if (rc != 0) goto fail;
     if (s->exec->ops->queues) { /* its queue decides the order: start whatever the quotas allow */

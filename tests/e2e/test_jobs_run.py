@@ -28,6 +28,21 @@ class JobsRunTest(DaemonTest):
         self.assertEqual(status, 200, job)
         return job["id"]
 
+    def test_trainer_threads_run_niced(self):
+        """--job-nice (default 10): the trainer's threads yield to the loop; the daemon's own threads do not."""
+        jid = self.submit(tiny_job(epochs=30))
+        wait_event(self.d, jid, lambda e: e["type"] == "metrics")
+        pid = self.d.proc.pid
+
+        def nice_of(tid):  # field 19 of /proc/PID/task/TID/stat, counted after the command's ")"
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[16])
+        nices = {int(t): nice_of(t) for t in os.listdir(f"/proc/{pid}/task")}
+        self.assertEqual(nices[pid], 0, nices)           # the loop thread
+        self.assertIn(10, nices.values(), nices)         # the job's worker thread (and what it started)
+        self.assertEqual(self.d.request("POST", f"{JOBS}/{jid}/cancel")[0], 200)
+        wait_for(self.d, jid, FINAL)
+
     def test_poll_to_succeeded_and_model(self):
         jid = self.submit(tiny_job(epochs=2, suffix="e2e"))
         job = wait_for(self.d, jid, FINAL)
