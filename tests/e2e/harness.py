@@ -253,6 +253,18 @@ def integrity_check(data_dir):
         con.close()
 
 
+def stop_checked(d):
+    """Stop a daemon a whole test class shared (tearDownClass): exit code 0 (the log is the message) and
+    PRAGMA integrity_check ok, its data dir removed either way."""
+    data_dir = d.data_dir
+    rc, _ = d.stop()
+    try:
+        assert rc == 0, d.read_log()
+        assert integrity_check(data_dir) == "ok"
+    finally:
+        d.cleanup()
+
+
 class DaemonTest(unittest.TestCase):
     """A test case with its own daemon per test: started in setUp with `args`, stopped in tearDown, which
     checks the exit code is 0 (the log is the message) and, with check_db, PRAGMA integrity_check."""

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import unittest
 
-from harness import Daemon, add_user, admin_cli, integrity_check, tiny_job, wait_for
+from harness import Daemon, add_user, admin_cli, stop_checked, tiny_job, wait_for
 from test_files import cifar10_batch, multipart
 
 JOBS = "/v1/fine_tuning/jobs"
@@ -25,13 +25,7 @@ class AuthMatrixTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        data_dir = cls.d.data_dir
-        rc, _ = cls.d.stop()
-        try:
-            assert rc == 0, cls.d.read_log()
-            assert integrity_check(data_dir) == "ok"
-        finally:
-            cls.d.cleanup()
+        stop_checked(cls.d)
 
     def req(self, who, method, path, body=None, headers=None):
         token = {"owner": self.alice, "other": self.bob, "admin": "admin", "anonymous": None}[who]

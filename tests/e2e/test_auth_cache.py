@@ -8,7 +8,7 @@ import os
 import sqlite3
 import unittest
 
-from harness import Daemon, add_user, admin_cli, integrity_check, tiny_job
+from harness import Daemon, add_user, admin_cli, stop_checked, tiny_job
 
 JOBS = "/v1/fine_tuning/jobs"
 
@@ -20,13 +20,7 @@ class CacheTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        data_dir = cls.d.data_dir
-        rc, _ = cls.d.stop()
-        try:
-            assert rc == 0, cls.d.read_log()
-            assert integrity_check(data_dir) == "ok"
-        finally:
-            cls.d.cleanup()
+        stop_checked(cls.d)
 
     def sql(self, statement, *args):
         """One statement from a second connection, committed at once."""
