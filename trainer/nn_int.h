@@ -7,6 +7,9 @@
 
 /* 1 when batch n of this plan runs on oneDNN (declared, built, not failed, not forced off). */
 int  nn__conv_plan_uses_dnnl(const nn_conv_plan *p, int n);
+/* 1 when batch n of this plan runs on oneDNN's Winograd kernels (3x3 stride 1, where the CPU has them
+ * and CT_CONV_WINOGRAD=0 was not set when the plan was made). */
+int  nn__conv_plan_winograd(const nn_conv_plan *p, int n);
 /* on = 1: run this plan's convs through im2col + sgemm even where oneDNN primitives exist (the
  * workspace covers both paths, so it may be flipped at any time). */
 void nn__conv_plan_force_gemm(nn_conv_plan *p, int on);

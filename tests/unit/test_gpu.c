@@ -423,6 +423,7 @@ static void test_models(void **state)
 
 int main(void)
 {
+    setenv("CT_CONV_WINOGRAD", "0", 1); /* the CPU side as the reference: direct convolution */
     rng_seed(&R, 16);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv),   cmocka_unit_test(test_conv_bf16), cmocka_unit_test(test_bn),   cmocka_unit_test(test_elementwise),

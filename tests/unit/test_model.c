@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #include "trainer/model.h"
+#include "trainer/model_int.h"
+#include "trainer/nn_int.h"
 #include "trainer/safetensors.h"
 #include "tests/unit/golden.h"
 
@@ -80,15 +82,36 @@ static void check_close(const char *what, const float *got, const float *want, s
 
 /* ---- 1. golden against PyTorch ---- */
 
-/* tk scales the forward tolerances below, gk the gradient ones: 1 for the well-conditioned nets. */
+/* Units of m whose conv runs Winograd at batch n. */
+static int winograd_units(const model *m, int n)
+{
+    int k = 0;
+    for (int i = 0; i < m->nunits; i++) k += nn__conv_plan_winograd(m->units[i].plan, n);
+    return k;
+}
+
+/* tk scales the forward tolerances below, gk the gradient ones: 1 for the well-conditioned nets.
+ * wino = 0: every conv on the direct kernels (CT_CONV_WINOGRAD=0, set in main), the float32 rounding
+ * the tolerances were made for; 1: the default, Winograd where the CPU has it (skipped where none does). */
 static void golden_case(const char *prefix, const char *arch, int in_ch, int size, int small, double tk,
-                        double gk)
+                        double gk, int wino)
 {
     const int B = 4;
     char err[256], name[64];
     st_file *f = NULL;
     assert_int_equal(st_open(&f, fixture("model_golden.safetensors"), err, sizeof err), 0);
+    if (wino) unsetenv("CT_CONV_WINOGRAD");
     model *m = make_model(arch, in_ch, size, small, 0, 0, B);
+    if (wino) setenv("CT_CONV_WINOGRAD", "0", 1);
+    int nw = winograd_units(m, B);
+    if (wino && !nw) {
+        model_free(m);
+        st_close(f);
+        print_message("[  SKIP    ] oneDNN has no Winograd kernel on this CPU (AVX-512 only)\n");
+        skip();
+    }
+    if (!wino) assert_int_equal(nw, 0);
+    if (wino) fprintf(stderr, "%s: %d of %d convs on Winograd\n", prefix, nw, m->nunits);
     golden_fill(m);
     model_tensor *t0 = model_tensor_at(m, 3); /* bn1.running_mean: PyTorch's fresh 0 / 1 */
     for (int i = 0; i < model_num_tensors(m); i++) {
@@ -206,7 +229,17 @@ static void test_golden_resnet20(void **state)
     (void)state;
     /* PyTorch's own float32 gradients are 7e-7 (sums) / 1.5e-5 x RMS (samples) off float64 here:
      * gradient tolerances at 10x the base (1e-4 relative, 1e-3 x RMS) leave room for other kernels. */
-    golden_case("r20", "resnet20", 1, 28, 0, 1.0, 10.0);
+    golden_case("r20", "resnet20", 1, 28, 0, 1.0, 10.0, 0);
+}
+
+static void test_golden_resnet20_winograd(void **state)
+{
+    (void)state;
+    /* Winograd F(4x4, 3x3) rounds ~100x more than a direct float32 conv (its transforms add and
+     * scale tile values before the products): measured 1e-3 x abs-sum on a gradient sum here, so the
+     * gradients get r18's tolerances (1e-2 relative, 0.1 x RMS), still far below a wrong term's O(1);
+     * the forward keeps the direct path's. */
+    golden_case("r20", "resnet20", 1, 28, 0, 1.0, 1000.0, 1);
 }
 
 static void test_golden_resnet18_small_stem(void **state)
@@ -215,7 +248,13 @@ static void test_golden_resnet18_small_stem(void **state)
     /* The forward is tight; the gradients of the first layers are sensitive to rounding (a ReLU that
      * flips at 32x32 moves them): PyTorch's own float32 run is 8e-4 (sums) / 9e-2 x RMS (samples)
      * off float64. Gradient tolerances 1000x the base: sums/norms 1e-2, samples 0.1 x RMS. */
-    golden_case("r18", "resnet18", 3, 32, 1, 1.0, 1000.0);
+    golden_case("r18", "resnet18", 3, 32, 1, 1.0, 1000.0, 0);
+}
+
+static void test_golden_resnet18_small_stem_winograd(void **state)
+{
+    (void)state;
+    golden_case("r18", "resnet18", 3, 32, 1, 1.0, 1000.0, 1);
 }
 
 /* ---- 2. name / shape tables ---- */
@@ -741,14 +780,19 @@ static void test_golden_resnet50(void **state)
      * bottlenecks ReLU kinks and max-pool near-ties flip under rounding, so PyTorch's own float32
      * gradients are up to 0.8 x RMS off float64 here; r20/r18 check backward tightly, and a bottleneck
      * runs the same unit/block code as a basic block. */
-    golden_case("r50", "resnet50", 1, 64, 0, 10.0, 3000.0);
+    golden_case("r50", "resnet50", 1, 64, 0, 10.0, 3000.0, 0);
 }
 
 int main(void)
 {
+    /* Direct kernels unless a test asks for Winograd: the tolerances against PyTorch (and the finite
+     * differences' step) are those of direct float32 convolution. */
+    setenv("CT_CONV_WINOGRAD", "0", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_resnet20),
+        cmocka_unit_test(test_golden_resnet20_winograd),
         cmocka_unit_test(test_golden_resnet18_small_stem),
+        cmocka_unit_test(test_golden_resnet18_small_stem_winograd),
         cmocka_unit_test(test_golden_resnet50),
         cmocka_unit_test(test_names_match_torchvision),
         cmocka_unit_test(test_layout_and_config),

@@ -290,6 +290,46 @@ static void test_conv_backend_choice(void **state)
     nn_conv_plan_free(pp);
 }
 
+typedef struct { nn_conv c; int n, h, w; } conv_shape;
+
+/* Winograd (3x3 stride 1, where oneDNN has it for this CPU) against the double reference, at the
+ * same tolerance as every other back end: one layer's extra rounding stays well inside it. */
+static void test_conv_winograd(void **state)
+{
+    (void)state;
+    const conv_shape shapes[] = {
+        {{16, 16, 3, 1, 1}, 4, 8, 8}, {{32, 32, 3, 1, 1}, 3, 7, 7}, /* odd size: partial tiles */
+        {{64, 48, 3, 1, 0}, 2, 6, 6},                               /* no padding */
+    };
+    int used = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        rng_t rng;
+        rng_seed(&rng, 300 + s);
+        conv_case t;
+        conv_case_init(&t, shapes[s].c, shapes[s].n, shapes[s].h, shapes[s].w, &rng);
+        used += nn__conv_plan_winograd(t.p, t.n);
+        check_case_vs_reference(&t);
+        conv_case_free(&t);
+    }
+    if (!used) {
+        print_message("[  SKIP    ] oneDNN has no Winograd kernel on this CPU (AVX-512 only)\n");
+        skip();
+    }
+    fprintf(stderr, "winograd: %d of 3 shapes\n", used);
+    /* a stride-2 conv never takes it; CT_CONV_WINOGRAD=0 turns it off */
+    const nn_conv s2 = {16, 16, 3, 2, 1}, s1 = {16, 16, 3, 1, 1};
+    const int four = 4;
+    nn_conv_plan *p = plan_new(&s2, 8, 8, &four, 1);
+    assert_false(nn__conv_plan_winograd(p, 4));
+    nn_conv_plan_free(p);
+    setenv("CT_CONV_WINOGRAD", "0", 1);
+    p = plan_new(&s1, 8, 8, &four, 1);
+    unsetenv("CT_CONV_WINOGRAD");
+    assert_true(nn__conv_plan_uses_dnnl(p, 4));
+    assert_false(nn__conv_plan_winograd(p, 4));
+    nn_conv_plan_free(p);
+}
+
 /* One plan, several batch sizes (a training batch, a short last validation batch): each declared
  * size runs on oneDNN, an undeclared smaller one on im2col, all within the one workspace (ASan: the
  * buffer is exactly nn_conv_plan_workspace floats) and all equal to the reference. */
@@ -394,8 +434,6 @@ static void test_conv_plans_two_threads(void **state)
     free(din);
     free(dw);
 }
-
-typedef struct { nn_conv c; int n, h, w; } conv_shape;
 
 /* Central differences of L = sum r * conv(in, w). The conv is linear in each argument, so the
  * difference has no truncation error; eps = 0.5 keeps float rounding of L far below the
@@ -850,6 +888,7 @@ int main(void)
         cmocka_unit_test(test_conv_forward_hand),
         cmocka_unit_test(test_conv_reference_shapes),
         cmocka_unit_test(test_conv_backend_choice),
+        cmocka_unit_test(test_conv_winograd),
         cmocka_unit_test(test_conv_plan_batches),
         cmocka_unit_test(test_conv_chunked),
         cmocka_unit_test(test_conv_plans_two_threads),
