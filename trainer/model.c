@@ -87,6 +87,60 @@ static int add_unit(model *m, const char *cname, const char *bname, int cin, int
     return m->nunits++;
 }
 
+static void plans_free(model *m)
+{
+    for (int i = 0; m->units && i < m->nunits; i++) {
+        if (m->units[i].owns_plan) nn_conv_plan_free(m->units[i].plan);
+        m->units[i].plan = NULL;
+        m->units[i].owns_plan = 0;
+    }
+}
+
+/* The block of oneDNN's convolution layout when every unit's channels fit it (the stem reads the
+ * images as NCHW), else NN_CNHW. */
+static int oneDNN_block(const model *m)
+{
+    int b = nn_conv_preferred_block();
+    for (int i = 0; b && i < m->nunits; i++) {
+        const unit *u = &m->units[i];
+        if (u->conv.cout % b || (u->in_unit != -1 && u->conv.cin % b)) b = NN_CNHW;
+    }
+    return b;
+}
+
+/* One plan per distinct (conv, input size, role), shared by the units of that shape (they run one
+ * after another on the owning thread), in layout blk. A blocked plan oneDNN cannot build: -ENOTSUP,
+ * with every plan freed again. */
+static int plan_convs(model *m, int blk)
+{
+    const model_config *cfg = &m->cfg;
+    int ns[1 + MODEL_EXTRA_BATCHES], nns = 0;
+    ns[nns++] = cfg->max_batch;
+    for (int i = 0; i < MODEL_EXTRA_BATCHES; i++)
+        if (cfg->extra_batch[i] > 0) ns[nns++] = cfg->extra_batch[i];
+    for (int i = 0; i < m->nunits; i++) {
+        unit *u = &m->units[i];
+        const int stem = u->in_unit == -1;
+        for (int j = 0; j < i && !u->plan; j++) {
+            const unit *v = &m->units[j];
+            if (!memcmp(&v->conv, &u->conv, sizeof u->conv) && v->h == u->h && v->w == u->w &&
+                (v->in_unit == -1) == stem)
+                u->plan = v->plan;
+        }
+        if (u->plan) continue;
+        int rc = blk == NN_CNHW ? nn_conv_plan_new(&u->plan, &u->conv, u->h, u->w, ns, nns)
+                                : nn_conv_plan_new_blocked(&u->plan, &u->conv, u->h, u->w, ns, nns, stem ? 1 : blk,
+                                                           blk, !stem);
+        if (rc) {
+            plans_free(m);
+            return rc;
+        }
+        u->owns_plan = 1;
+    }
+    m->blk = blk;
+    return 0;
+}
+
 static int plan(model *m, const model_config *cfg, char *err, size_t errlen)
 {
     const struct arch_def *a = NULL;
@@ -207,25 +261,12 @@ static int plan(model *m, const model_config *cfg, char *err, size_t errlen)
         add_tensor(m, "contrastor.2.bias", MODEL_PARAM, 1, cfg->contrast_dim, 0, 0, 0);
     }
 
-    /* conv plans: one per distinct (conv, input size), shared by the units of that shape (they run one
-     * after another on the owning thread), each for every batch size the model will run */
-    int ns[1 + MODEL_EXTRA_BATCHES], nns = 0;
-    ns[nns++] = cfg->max_batch;
-    for (int i = 0; i < MODEL_EXTRA_BATCHES; i++)
-        if (cfg->extra_batch[i] > 0) ns[nns++] = cfg->extra_batch[i];
-    for (int i = 0; i < m->nunits; i++) {
-        unit *u = &m->units[i];
-        for (int j = 0; j < i && !u->plan; j++) {
-            const unit *v = &m->units[j];
-            if (!memcmp(&v->conv, &u->conv, sizeof u->conv) && v->h == u->h && v->w == u->w) u->plan = v->plan;
-        }
-        if (u->plan) continue;
-        int rc = nn_conv_plan_new(&u->plan, &u->conv, u->h, u->w, ns, nns);
-        if (rc) {
-            err_set(err, errlen, 0, rc == -ENOMEM ? "out of memory planning %s" : "cannot plan a conv of %s", a->name);
-            return rc;
-        }
-        u->owns_plan = 1;
+    /* conv plans, each for every batch size the model will run: blocked where oneDNN runs them all */
+    int rc = plan_convs(m, oneDNN_block(m));
+    if (rc == -ENOTSUP) rc = plan_convs(m, NN_CNHW);
+    if (rc) {
+        err_set(err, errlen, 0, rc == -ENOMEM ? "out of memory planning %s" : "cannot plan a conv of %s", a->name);
+        return rc;
     }
 
     /* size table */
@@ -262,8 +303,7 @@ too_small:
 
 static void plan_free(model *m)
 {
-    for (int i = 0; m->units && i < m->nunits; i++)
-        if (m->units[i].owns_plan) nn_conv_plan_free(m->units[i].plan);
+    plans_free(m);
     free(m->units);
     free(m->blocks);
     free(m->tensors);
@@ -419,16 +459,16 @@ void model_init(model *m, rng_t *rng)
 
 /* ---- forward ---- */
 
-static void unit_forward(unit *u, int n, int train, float *ws)
+static void unit_forward(unit *u, int n, int train, float *ws, int blk)
 {
-    const int c = u->conv.cout, m = n * u->oh * u->ow;
+    const int c = u->conv.cout, hw = u->oh * u->ow;
     nn_conv_forward(u->y, ws, u->x, u->weight, u->plan, n);
     if (train) {
-        nn_bn_forward_train(u->z, u->mean, u->rstd, u->rmean, u->rvar, u->y, u->gamma, u->beta, c, m,
+        nn_bn_forward_train(u->z, u->mean, u->rstd, u->rmean, u->rvar, u->y, u->gamma, u->beta, c, n, hw, blk,
                             BN_MOMENTUM, BN_EPS, u->relu);
         ++*u->nbt;
     } else {
-        nn_bn_forward_eval(u->z, u->y, u->gamma, u->beta, u->rmean, u->rvar, c, m, BN_EPS, u->relu);
+        nn_bn_forward_eval(u->z, u->y, u->gamma, u->beta, u->rmean, u->rvar, c, n, hw, blk, BN_EPS, u->relu);
     }
 }
 
@@ -448,34 +488,41 @@ const float *model_forward(model *m, const float *images, int n, int train)
     if (n < 1 || n > m->cfg.max_batch) return NULL;
     if (train && n * m->last_hw < 2) return NULL; /* BN needs two values per channel (as PyTorch) */
     m->last_train = 0;
+    /* the convs' blocked layout for the batch sizes they were planned for, CNHW (im2col) for others */
+    const int blk = model_batch_prepared(m, n) ? m->blk : NN_CNHW;
 
-    /* NCHW -> CNHW, so each conv is one GEMM over the batch */
+    /* the stem reads the images as they are (NCHW) in the blocked pass; NCHW -> CNHW otherwise, so each
+     * conv is one GEMM over the batch */
     const size_t hw = (size_t)m->size * m->size;
-    for (int c = 0; c < m->in_ch; c++)
-        for (int i = 0; i < n; i++)
-            memcpy(m->x0 + ((size_t)c * n + i) * hw, images + ((size_t)i * m->in_ch + c) * hw,
-                   hw * sizeof(float));
+    if (blk != NN_CNHW)
+        memcpy(m->x0, images, sizeof(float) * n * m->in_ch * hw);
+    else
+        for (int c = 0; c < m->in_ch; c++)
+            for (int i = 0; i < n; i++)
+                memcpy(m->x0 + ((size_t)c * n + i) * hw, images + ((size_t)i * m->in_ch + c) * hw,
+                       hw * sizeof(float));
 
-    unit_forward(&m->units[0], n, train, m->ws);
+    unit_forward(&m->units[0], n, train, m->ws, blk);
     const float *cur = m->units[0].z;
     if (m->pool) {
-        nn_maxpool_forward(m->pool_out, m->argmax, cur, m->pool_c, n, m->pool_h, m->pool_w, 3, 2, 1);
+        nn_maxpool_forward(m->pool_out, m->argmax, cur, m->pool_c, n, m->pool_h, m->pool_w, 3, 2, 1, blk);
         cur = m->pool_out;
     }
     for (int b = 0; b < m->nblocks; b++) {
         const block *bl = &m->blocks[b];
-        for (int j = 0; j < bl->count; j++) unit_forward(&m->units[bl->first + j], n, train, m->ws);
+        for (int j = 0; j < bl->count; j++) unit_forward(&m->units[bl->first + j], n, train, m->ws, blk);
         unit *last = &m->units[bl->first + bl->count - 1];
         const float *sc = cur;
         if (bl->ds >= 0) {
-            unit_forward(&m->units[bl->ds], n, train, m->ws);
+            unit_forward(&m->units[bl->ds], n, train, m->ws, blk);
             sc = m->units[bl->ds].z;
         }
         add_relu(last->z, sc, (size_t)last->conv.cout * n * last->oh * last->ow);
         cur = last->z;
     }
-    nn_avgpool_forward(m->feat, cur, m->last_c, n, m->last_hw);
+    nn_avgpool_forward(m->feat, cur, m->last_c, n, m->last_hw, blk);
     m->last_n = n;
+    m->last_blk = blk;
     m->last_train = train != 0;
     return m->feat;
 }
@@ -492,10 +539,11 @@ static float *spare(float *const g[3], const float *a, const float *b)
 
 /* dz = dL/d(unit output) -> tmp = dL/d(conv output) -> din = dL/d(conv input) (NULL: not needed).
  * A unit with a ReLU takes dz before it: the BN backward masks it with z on the fly. */
-static void unit_backward(unit *u, const float *dz, float *tmp, float *din, int n, float *ws)
+static void unit_backward(unit *u, const float *dz, float *tmp, float *din, int n, float *ws, int blk)
 {
-    const int c = u->conv.cout, m = n * u->oh * u->ow;
-    nn_bn_backward(tmp, u->dgamma, u->dbeta, dz, u->relu ? u->z : NULL, u->y, u->mean, u->rstd, u->gamma, c, m);
+    const int c = u->conv.cout, hw = u->oh * u->ow;
+    nn_bn_backward(tmp, u->dgamma, u->dbeta, dz, u->relu ? u->z : NULL, u->y, u->mean, u->rstd, u->gamma, c, n, hw,
+                   blk);
     nn_conv_backward(din, u->dweight, ws, tmp, u->x, u->weight, u->plan, n);
 }
 
@@ -536,13 +584,13 @@ static float *block_backward(model *m, int b, float *gout, int masked, int n)
         unit *ds = &m->units[bl->ds];
         float *t = spare(g, dz, NULL);
         sc = spare(g, dz, t);
-        unit_backward(ds, dz, t, sc, n, m->ws);
+        unit_backward(ds, dz, t, sc, n, m->ws, m->last_blk);
     }
     float *cur = dz; /* the units before the last one mask their dz with their ReLU themselves */
     for (int j = bl->count - 1; j >= 0; j--) {
         unit *u = &m->units[bl->first + j];
         float *t = spare(g, sc, cur), *d = spare(g, sc, t);
-        unit_backward(u, cur, t, d, n, m->ws);
+        unit_backward(u, cur, t, d, n, m->ws, m->last_blk);
         cur = d;
     }
     const unit *first = &m->units[bl->first];
@@ -559,16 +607,16 @@ int model_backward(model *m, const float *dfeat, int n)
 {
     if (!m->last_train || n != m->last_n) return -EINVAL;
     float *cur = m->gbuf[0];
-    nn_avgpool_backward(cur, dfeat, m->last_c, n, m->last_hw);
+    nn_avgpool_backward(cur, dfeat, m->last_c, n, m->last_hw, m->last_blk);
     for (int b = m->nblocks - 1; b >= 0; b--) cur = block_backward(m, b, cur, b < m->nblocks - 1, n);
     unit *stem = &m->units[0];
     if (m->pool) {
         float *t = spare(m->gbuf, cur, NULL);
-        nn_maxpool_backward(t, cur, m->argmax, m->pool_c, n, m->pool_h, m->pool_w, 3, 2, 1);
+        nn_maxpool_backward(t, cur, m->argmax, m->pool_c, n, m->pool_h, m->pool_w, 3, 2, 1, m->last_blk);
         cur = t;
     }
     float *t = spare(m->gbuf, cur, NULL);
-    unit_backward(stem, cur, t, NULL, n, m->ws); /* masked by the stem's ReLU; the images need no gradient */
+    unit_backward(stem, cur, t, NULL, n, m->ws, m->last_blk); /* masked by the stem's ReLU; the images need no gradient */
     return 0;
 }
 

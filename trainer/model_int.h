@@ -57,7 +57,10 @@ struct model {
     float *x0, *pool_out, *feat, *ws;
     float *gbuf[3];                /* gradient ping-pong buffers, each grad_floats */
 
-    int last_n, last_train;        /* what model_backward may rely on */
+    int blk;                       /* activation layout of the declared batches (nn.h): oneDNN's block
+                                    * when every conv runs there on it, else NN_CNHW; other batch sizes
+                                    * run CNHW */
+    int last_n, last_train, last_blk; /* what model_backward may rely on */
 };
 
 #endif

@@ -301,10 +301,30 @@ static int dnn_port_make(dnn_port *t, dnnl_engine_t eng, const dnnl_memory_desc_
 
 static size_t dnn_max(size_t a, size_t b) { return a > b ? a : b; }
 
+/* oneDNN's tag for layout blk >= 1 (nn.h), or dnnl_format_tag_undef. */
+static dnnl_format_tag_t blk_tag(int blk)
+{
+    return blk == 1 ? dnnl_nchw : blk == 8 ? dnnl_nChw8c : blk == 16 ? dnnl_nChw16c : dnnl_format_tag_undef;
+}
+
+/* Our view of an activation tensor of dims d in layout blk: CNHW by strides, blocked by its tag. */
+static int act_md(dnnl_memory_desc_t *md, const dnnl_dims_t d, int blk)
+{
+    if (blk == NN_CNHW) {
+        dnnl_dims_t str = {d[2] * d[3], d[0] * d[2] * d[3], d[3], 1};
+        return dnnl_memory_desc_init_by_strides(md, 4, d, dnnl_f32, str) == dnnl_success ? 0 : -1;
+    }
+    dnnl_format_tag_t tag = blk_tag(blk);
+    if (tag == dnnl_format_tag_undef) return -1;
+    return dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, tag) == dnnl_success ? 0 : -1;
+}
+
 /* The plan for one batch size with algorithm alg (direct or Winograd), or NULL when oneDNN has no JIT
- * kernel for it (or fails). */
+ * kernel for it (or fails). Activations in layouts src_blk / dst_blk: CNHW ones are reordered to and
+ * from the format the primitive picks; blocked ones are handed to it as they are. need_din = 0: no
+ * backward-data primitive (nn_conv_backward is then never asked for din). */
 static dnn_plan *dnn_plan_new(dnnl_engine_t eng, dnnl_stream_t stream, const nn_conv *c, int n, int h, int w,
-                              dnnl_alg_kind_t alg)
+                              dnnl_alg_kind_t alg, int src_blk, int dst_blk, int need_din)
 {
     const int oh = nn_conv_out(h, c->k, c->stride, c->pad), ow = nn_conv_out(w, c->k, c->stride, c->pad);
     dnn_plan *p = calloc(1, sizeof *p);
@@ -315,22 +335,22 @@ static dnn_plan *dnn_plan_new(dnnl_engine_t eng, dnnl_stream_t stream, const nn_
     p->winograd = alg == dnnl_convolution_winograd;
     dnnl_primitive_desc_t fpd = NULL, dpd = NULL, wpd = NULL;
     dnnl_primitive_attr_t a = NULL;
-    /* Our layouts: activations CNHW expressed as NCHW dims with strides, weights OIHW. */
-    dnnl_dims_t sdim = {n, c->cin, h, w}, sstr = {(dnnl_dim_t)h * w, (dnnl_dim_t)n * h * w, w, 1};
-    dnnl_dims_t ddim = {n, c->cout, oh, ow}, dstr = {(dnnl_dim_t)oh * ow, (dnnl_dim_t)n * oh * ow, ow, 1};
+    /* Our layouts: activations as act_md says, weights OIHW. */
+    dnnl_dims_t sdim = {n, c->cin, h, w}, ddim = {n, c->cout, oh, ow};
     dnnl_dims_t wdim = {c->cout, c->cin, c->k, c->k};
     dnnl_dims_t strides = {c->stride, c->stride}, pad_l = {c->pad, c->pad};
     /* Right padding so that oh, ow come out as nn_conv_out's floor division says. */
     dnnl_dims_t pad_r = {(oh - 1) * c->stride + c->k - h - c->pad, (ow - 1) * c->stride + c->k - w - c->pad};
     dnnl_memory_desc_t u_src, u_dst, u_w, a_src, a_dst, a_w;
     dnnl_convolution_desc_t fd, dd, wd;
-    if (dnnl_memory_desc_init_by_strides(&u_src, 4, sdim, dnnl_f32, sstr) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&u_dst, 4, ddim, dnnl_f32, dstr) != dnnl_success ||
+    if (act_md(&u_src, sdim, src_blk) || act_md(&u_dst, ddim, dst_blk) ||
         dnnl_memory_desc_init_by_tag(&u_w, 4, wdim, dnnl_f32, dnnl_oihw) != dnnl_success ||
         dnnl_memory_desc_init_by_tag(&a_src, 4, sdim, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
         dnnl_memory_desc_init_by_tag(&a_dst, 4, ddim, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
         dnnl_memory_desc_init_by_tag(&a_w, 4, wdim, dnnl_f32, dnnl_format_tag_any) != dnnl_success)
         goto fail;
+    if (src_blk != NN_CNHW) a_src = u_src; /* the primitive must take ours: no reorder */
+    if (dst_blk != NN_CNHW) a_dst = u_dst;
     if (dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, alg, &a_src, &a_w, NULL,
                                            &a_dst, strides, pad_l, pad_r) != dnnl_success ||
         dnnl_convolution_backward_data_desc_init(&dd, alg, &a_src, &a_w, &a_dst, strides, pad_l,
@@ -340,13 +360,13 @@ static dnn_plan *dnn_plan_new(dnnl_engine_t eng, dnnl_stream_t stream, const nn_
         goto fail;
     if (!(a = dnn_attr())) goto fail;
     if (dnnl_primitive_desc_create(&fpd, &fd, a, eng, NULL) != dnnl_success ||
-        dnnl_primitive_desc_create(&dpd, &dd, a, eng, fpd) != dnnl_success ||
+        (need_din && dnnl_primitive_desc_create(&dpd, &dd, a, eng, fpd) != dnnl_success) ||
         dnnl_primitive_desc_create(&wpd, &wd, a, eng, fpd) != dnnl_success)
         goto fail;
     /* Only the JIT kernels are worth the reorders; the reference kernels are 100x slower. */
-    const char *impl[3] = {NULL, NULL, NULL};
+    const char *impl[3] = {NULL, need_din ? NULL : "jit", NULL};
     dnnl_primitive_desc_query(fpd, dnnl_query_impl_info_str, 0, &impl[0]);
-    dnnl_primitive_desc_query(dpd, dnnl_query_impl_info_str, 0, &impl[1]);
+    if (dpd) dnnl_primitive_desc_query(dpd, dnnl_query_impl_info_str, 0, &impl[1]);
     dnnl_primitive_desc_query(wpd, dnnl_query_impl_info_str, 0, &impl[2]);
     for (int i = 0; i < 3; i++)
         if (!impl[i] || strncmp(impl[i], "jit", 3)) goto fail;
@@ -356,14 +376,14 @@ static dnn_plan *dnn_plan_new(dnnl_engine_t eng, dnnl_stream_t stream, const nn_
     if (dnn_port_make(&p->f_src, eng, &u_src, MD(fpd, DNNL_ARG_SRC), 1, &ftop) ||
         dnn_port_make(&p->f_w, eng, &u_w, MD(fpd, DNNL_ARG_WEIGHTS), 1, &ftop) ||
         dnn_port_make(&p->f_dst, eng, &u_dst, MD(fpd, DNNL_ARG_DST), 0, &ftop) ||
-        dnn_port_make(&p->d_ddst, eng, &u_dst, MD(dpd, DNNL_ARG_DIFF_DST), 1, &btop) ||
-        dnn_port_make(&p->d_w, eng, &u_w, MD(dpd, DNNL_ARG_WEIGHTS), 1, &btop) ||
-        dnn_port_make(&p->d_dsrc, eng, &u_src, MD(dpd, DNNL_ARG_DIFF_SRC), 0, &btop) ||
+        (dpd && (dnn_port_make(&p->d_ddst, eng, &u_dst, MD(dpd, DNNL_ARG_DIFF_DST), 1, &btop) ||
+                 dnn_port_make(&p->d_w, eng, &u_w, MD(dpd, DNNL_ARG_WEIGHTS), 1, &btop) ||
+                 dnn_port_make(&p->d_dsrc, eng, &u_src, MD(dpd, DNNL_ARG_DIFF_SRC), 0, &btop))) ||
         dnn_port_make(&p->w_src, eng, &u_src, MD(wpd, DNNL_ARG_SRC), 1, &btop) ||
         dnn_port_make(&p->w_ddst, eng, &u_dst, MD(wpd, DNNL_ARG_DIFF_DST), 1, &btop) ||
         dnn_port_make(&p->w_dw, eng, &u_w, MD(wpd, DNNL_ARG_DIFF_WEIGHTS), 0, &btop))
         goto fail;
-    p->share_ddst = p->d_ddst.move.p && p->w_ddst.move.p &&
+    p->share_ddst = dpd && p->d_ddst.move.p && p->w_ddst.move.p &&
                     dnnl_memory_desc_equal(MD(dpd, DNNL_ARG_DIFF_DST), MD(wpd, DNNL_ARG_DIFF_DST));
 #undef MD
     p->dw_off = dnn_take(&btop, sizeof(float) * c->cout * c->cin * c->k * c->k);
@@ -374,7 +394,7 @@ static dnn_plan *dnn_plan_new(dnnl_engine_t eng, dnnl_stream_t stream, const nn_
         dnnl_primitive_desc_destroy(owned[2]);
         goto fail;
     }
-    if (dnn_prim_make(&p->bwd_d, owned[1], eng)) {
+    if (owned[1] && dnn_prim_make(&p->bwd_d, owned[1], eng)) {
         dnnl_primitive_desc_destroy(owned[2]);
         goto fail;
     }
@@ -458,6 +478,7 @@ static int dnn_backward(dnn_plan *p, float *din, float *dweight, float *ws, cons
     float *base = dnn_base(ws), *scr = base + p->b_scratch, *dw = base + p->dw_off;
     const size_t wlen = (size_t)p->c.cout * p->c.cin * p->c.k * p->c.k;
     if (din) {
+        if (!p->bwd_d.p) return -1; /* planned without din */
         if (dnn_port_in(p, &p->d_ddst, dout, base, scr) || dnn_port_in(p, &p->d_w, weight, base, scr) ||
             dnn_port_bind_out(&p->d_dsrc, din, base))
             return -1;
@@ -487,6 +508,8 @@ struct nn_conv_plan {
     int h, w, max_n;
     int force_gemm;          /* test hook (nn_int.h): run im2col even where a dnn_plan exists */
     int no_winograd;         /* CT_CONV_WINOGRAD=0 in the environment: direct kernels only */
+    int src_blk, dst_blk;    /* layouts of declared batches: NN_CNHW (reordered), or blocked (as they are) */
+    int need_din;
     size_t ws_floats;        /* enough for every n in [1, max_n], either path */
     dnnl_engine_t eng;       /* NULL: no oneDNN for this conv (not wanted, or unavailable) */
     dnnl_stream_t stream;
@@ -503,11 +526,16 @@ static dnn_plan *dnn_plan_for_n(const nn_conv_plan *p, int n)
     const nn_conv *c = &p->c;
     dnn_plan *d = NULL;
     if (c->k == 3 && c->stride == 1 && !p->no_winograd)
-        d = dnn_plan_new(p->eng, p->stream, c, n, p->h, p->w, dnnl_convolution_winograd);
-    return d ? d : dnn_plan_new(p->eng, p->stream, c, n, p->h, p->w, dnnl_convolution_direct);
+        d = dnn_plan_new(p->eng, p->stream, c, n, p->h, p->w, dnnl_convolution_winograd, p->src_blk, p->dst_blk,
+                         p->need_din);
+    return d ? d : dnn_plan_new(p->eng, p->stream, c, n, p->h, p->w, dnnl_convolution_direct, p->src_blk,
+                                p->dst_blk, p->need_din);
 }
 
-int nn_conv_plan_new(nn_conv_plan **out, const nn_conv *c, int h, int w, const int *ns, int count)
+/* Both constructors: src_blk == NN_CNHW plans CNHW (oneDNN where wanted and available, else im2col);
+ * blocked plans need oneDNN for every declared batch (-ENOTSUP otherwise). */
+static int conv_plan_make(nn_conv_plan **out, const nn_conv *c, int h, int w, const int *ns, int count,
+                          int src_blk, int dst_blk, int need_din)
 {
     *out = NULL;
     if (count < 1 || h < 1 || w < 1 || c->cin < 1 || c->cout < 1 || c->k < 1 || c->stride < 1 || c->pad < 0 ||
@@ -522,22 +550,74 @@ int nn_conv_plan_new(nn_conv_plan **out, const nn_conv *c, int h, int w, const i
     p->w = w;
     const char *wino = getenv("CT_CONV_WINOGRAD");
     p->no_winograd = wino && !strcmp(wino, "0");
+    p->src_blk = src_blk;
+    p->dst_blk = dst_blk;
+    p->need_din = need_din;
     for (int i = 0; i < count; i++) {
         int dup = 0;
         for (int j = 0; j < p->count; j++) dup |= p->by_n[j].n == ns[i];
         if (!dup) p->by_n[p->count++].n = ns[i];
         if (ns[i] > p->max_n) p->max_n = ns[i];
     }
-    /* Without oneDNN (no engine, no JIT kernel for this CPU) every batch runs on im2col: not an error. */
-    if (dnn_wanted(c) && dnnl_engine_create(&p->eng, dnnl_cpu, 0) == dnnl_success &&
+    /* CNHW without oneDNN (no engine, no JIT kernel for this CPU): every batch runs on im2col, not an
+     * error. Blocked: every declared batch on oneDNN, or not at all. */
+    if ((src_blk != NN_CNHW || dnn_wanted(c)) && dnnl_engine_create(&p->eng, dnnl_cpu, 0) == dnnl_success &&
         dnnl_stream_create(&p->stream, p->eng, dnnl_stream_default_flags) == dnnl_success)
         for (int i = 0; i < p->count; i++) p->by_n[i].dnn = dnn_plan_for_n(p, p->by_n[i].n);
+    for (int i = 0; src_blk != NN_CNHW && i < p->count; i++)
+        if (!p->by_n[i].dnn) {
+            nn_conv_plan_free(p);
+            return -ENOTSUP;
+        }
     /* im2col's workspace grows with n up to one chunk, so max_n's covers every smaller batch too. */
     p->ws_floats = gemm_workspace(c, p->max_n, h, w);
     for (int i = 0; i < p->count; i++)
         if (p->by_n[i].dnn) p->ws_floats = dnn_max(p->ws_floats, p->by_n[i].dnn->floats);
     *out = p;
     return 0;
+}
+
+int nn_conv_plan_new(nn_conv_plan **out, const nn_conv *c, int h, int w, const int *ns, int count)
+{
+    return conv_plan_make(out, c, h, w, ns, count, NN_CNHW, NN_CNHW, 1);
+}
+
+int nn_conv_plan_new_blocked(nn_conv_plan **out, const nn_conv *c, int h, int w, const int *ns, int count,
+                             int src_blk, int dst_blk, int need_din)
+{
+    *out = NULL;
+    if (blk_tag(src_blk) == dnnl_format_tag_undef || blk_tag(dst_blk) == dnnl_format_tag_undef ||
+        c->cin % src_blk || c->cout % dst_blk)
+        return -EINVAL;
+    return conv_plan_make(out, c, h, w, ns, count, src_blk, dst_blk, need_din != 0);
+}
+
+int nn_conv_preferred_block(void)
+{
+    /* Ask for a typical conv (16 -> 16, 3x3) in any layout and read the block oneDNN picks for it. */
+    dnnl_engine_t eng = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    int blk = 0;
+    dnnl_dims_t sd = {2, 16, 8, 8}, wd = {16, 16, 3, 3}, one = {1, 1};
+    dnnl_memory_desc_t a_s, a_d, a_w;
+    dnnl_convolution_desc_t cd;
+    if (dnnl_engine_create(&eng, dnnl_cpu, 0) != dnnl_success) return 0;
+    if (dnnl_memory_desc_init_by_tag(&a_s, 4, sd, dnnl_f32, dnnl_format_tag_any) == dnnl_success &&
+        dnnl_memory_desc_init_by_tag(&a_d, 4, sd, dnnl_f32, dnnl_format_tag_any) == dnnl_success &&
+        dnnl_memory_desc_init_by_tag(&a_w, 4, wd, dnnl_f32, dnnl_format_tag_any) == dnnl_success &&
+        dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &a_s, &a_w, NULL,
+                                           &a_d, one, one, one) == dnnl_success &&
+        dnnl_primitive_desc_create(&pd, &cd, NULL, eng, NULL) == dnnl_success) {
+        const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+        const char *impl = NULL;
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+        if (md && impl && !strncmp(impl, "jit", 3) && md->format_kind == dnnl_blocked &&
+            md->format_desc.blocking.inner_nblks == 1 && md->format_desc.blocking.inner_idxs[0] == 1)
+            blk = (int)md->format_desc.blocking.inner_blks[0];
+        dnnl_primitive_desc_destroy(pd);
+    }
+    dnnl_engine_destroy(eng);
+    return blk_tag(blk) == dnnl_format_tag_undef ? 0 : blk;
 }
 
 void nn_conv_plan_free(nn_conv_plan *p)
@@ -554,7 +634,7 @@ size_t nn_conv_plan_workspace(const nn_conv_plan *p) { return p->ws_floats; }
 /* The oneDNN plan for batch n, or NULL: im2col. */
 static dnn_plan *plan_for(const nn_conv_plan *p, int n)
 {
-    if (p->force_gemm) return NULL;
+    if (p->force_gemm && p->src_blk == NN_CNHW) return NULL;
     for (int i = 0; i < p->count; i++)
         if (p->by_n[i].n == n) return p->by_n[i].dnn && !p->by_n[i].dnn->broken ? p->by_n[i].dnn : NULL;
     return NULL;
@@ -568,12 +648,29 @@ int nn__conv_plan_winograd(const nn_conv_plan *p, int n)
 }
 void nn__conv_plan_force_gemm(nn_conv_plan *p, int on) { p->force_gemm = on != 0; }
 
+/* 1 when batch n's data is in the plan's blocked layouts (a declared n of a blocked plan). */
+static int runs_blocked(const nn_conv_plan *p, int n)
+{
+    for (int i = 0; p->src_blk != NN_CNHW && i < p->count; i++)
+        if (p->by_n[i].n == n) return 1;
+    return 0;
+}
+
+static void fill_nan(float *x, size_t len)
+{
+    for (size_t i = 0; x && i < len; i++) x[i] = NAN;
+}
+
 void nn_conv_forward(float *out, float *ws, const float *in, const float *weight, nn_conv_plan *p, int n)
 {
     dnn_plan *d = plan_for(p, n);
     if (d && !dnn_forward(d, out, ws, in, weight)) return;
     if (d) d->broken = 1; /* failed mid-way: nothing was accumulated, redo it */
-    gemm_forward(out, ws, in, weight, &p->c, n, p->h, p->w);
+    const int oh = nn_conv_out(p->h, p->c.k, p->c.stride, p->c.pad), ow = nn_conv_out(p->w, p->c.k, p->c.stride, p->c.pad);
+    if (runs_blocked(p, n)) /* im2col cannot read blocked data: fail visibly (the loss turns NaN) */
+        fill_nan(out, (size_t)p->c.cout * n * oh * ow);
+    else
+        gemm_forward(out, ws, in, weight, &p->c, n, p->h, p->w);
 }
 
 void nn_conv_backward(float *din, float *dweight, float *ws, const float *dout, const float *in,
@@ -582,7 +679,12 @@ void nn_conv_backward(float *din, float *dweight, float *ws, const float *dout, 
     dnn_plan *d = plan_for(p, n);
     if (d && !dnn_backward(d, din, dweight, ws, dout, in, weight)) return;
     if (d) d->broken = 1;
-    gemm_backward(din, dweight, ws, dout, in, weight, &p->c, n, p->h, p->w);
+    if (runs_blocked(p, n)) {
+        fill_nan(din, (size_t)p->c.cin * n * p->h * p->w);
+        fill_nan(dweight, (size_t)p->c.cout * p->c.cin * p->c.k * p->c.k);
+    } else {
+        gemm_backward(din, dweight, ws, dout, in, weight, &p->c, n, p->h, p->w);
+    }
 }
 
 /* ---- batch norm ----
@@ -603,108 +705,336 @@ static inline float relu_pass(float g, float o)
     return g;
 }
 
+/* From one channel's sums of d = x - k over its m values (k: its first value): its mean and rstd,
+ * the affine a x + b that normalises it, and PyTorch's running-stat update. The shifted sums are of
+ * the spread's size (|mean - k| is a few standard deviations), so a large mean does not cancel the
+ * variance away (Chan et al.'s shifted data); each d * d is exact in double, only the sums round. */
+static void bn_stats(float *mean, float *rstd, float *running_mean, float *running_var, float *a, float *b,
+                     double k, double s, double ss, int m, float gamma, float beta, float momentum, float eps)
+{
+    double ms = s / m, mu = k + ms, css = ss - s * ms; /* css: sum of squared deviations */
+    if (css < 0.0) css = 0.0;
+    double var = css / m; /* biased: what normalisation uses */
+    float rs = (float)(1.0 / sqrt(var + eps));
+    *a = gamma * rs;
+    *b = beta - (float)mu * *a;
+    *mean = (float)mu;
+    *rstd = rs;
+    /* PyTorch: running = (1 - momentum) * running + momentum * batch, variance unbiased. */
+    double uvar = m > 1 ? css / (m - 1) : var;
+    *running_mean = (float)((1.0 - momentum) * *running_mean + momentum * mu);
+    *running_var = (float)((1.0 - momentum) * *running_var + momentum * uvar);
+}
+
+/* y = relu?(x a + b) over len values (nn_relu_forward's rule: NaN passes). */
+static inline void bn_affine(float *y, const float *x, size_t len, float a, float b, int relu)
+{
+    if (relu) {
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) {
+            float v = x[i] * a + b;
+            y[i] = !(v <= 0.0f) ? v : 0.0f;
+        }
+    } else {
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) y[i] = x[i] * a + b;
+    }
+}
+
+/* ---- blocked layouts (nChw{b}c): the b channels of a block are the vector lanes ----
+ * A channel's values are spread over n images, so its sums are split into BN_SPLIT fixed image ranges
+ * (parallel work even for a single channel block; the split does not depend on the thread count, so
+ * neither do the results) whose partial sums, in double, are added in order. Channel blocks are done
+ * BN_GROUP at a time to bound the partials on the stack. */
+#define BN_SPLIT 4
+#define BN_GROUP 16
+#define BN_LANES 16 /* the widest block (nn_conv_preferred_block) */
+
+typedef struct bn_part { double s[BN_LANES], ss[BN_LANES]; } bn_part;
+
+/* The per-lane loops below are written once, as always-inline bodies taking the block size b as
+ * an argument, and instantiated for b = 16 and 8 (and any other b): with b a constant the lanes are
+ * whole vector registers and the sums stay in registers. */
+#define BN_BLOCKS(call) (b == 16 ? call(16) : b == 8 ? call(8) : call(b))
+#define INLINE static inline __attribute__((always_inline))
+/* The build targets x86-64-v2 (SSE4.2) so its binaries run on any node of a cluster; these per-task
+ * bodies, 16 lanes wide, also come as AVX2 and AVX-512 clones picked at load time (16 double sums
+ * fill all 16 SSE registers and spill; a 4x wider register file holds them). */
+#define NN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+/* Per lane of block cb over images [i0, i1): s += v, ss += v * v with v = x - k, or, with dy, the
+ * two BN backward sums: s += g, ss += g * (x - mu) * rs with g = dy masked by mk (mk NULL: dy). */
+INLINE void bn_blk_sums_b(bn_part *p, const float *in, const float *dy, const float *mk, const float *k,
+                          const float *mu, const float *rs, int cb, int cbs, int i0, int i1, int hw, const int b)
+{
+    double s[BN_LANES] = {0}, ss[BN_LANES] = {0};
+    const size_t seg = (size_t)hw * b;
+    for (int i = i0; i < i1; i++) {
+        const size_t at = ((size_t)i * cbs + cb) * seg;
+        const float *x = in + at;
+        if (!dy) {
+            for (size_t j = 0; j < seg; j += (size_t)b)
+#pragma omp simd
+                for (int l = 0; l < b; l++) {
+                    double d = (double)x[j + l] - k[l];
+                    s[l] += d;
+                    ss[l] += d * d;
+                }
+        } else if (mk) {
+            for (size_t j = 0; j < seg; j += (size_t)b)
+#pragma omp simd
+                for (int l = 0; l < b; l++) {
+                    float g = relu_pass(dy[at + j + l], mk[at + j + l]);
+                    s[l] += g;
+                    ss[l] += (double)g * ((x[j + l] - mu[l]) * rs[l]);
+                }
+        } else {
+            for (size_t j = 0; j < seg; j += (size_t)b)
+#pragma omp simd
+                for (int l = 0; l < b; l++) {
+                    float g = dy[at + j + l];
+                    s[l] += g;
+                    ss[l] += (double)g * ((x[j + l] - mu[l]) * rs[l]);
+                }
+        }
+    }
+    memcpy(p->s, s, sizeof s);
+    memcpy(p->ss, ss, sizeof ss);
+}
+
+NN_CLONES static void bn_blk_sums(bn_part *p, const float *in, const float *dy, const float *mk, const float *k,
+                        const float *mu, const float *rs, int cb, int cbs, int i0, int i1, int hw, int b)
+{
+#define CALL(B) bn_blk_sums_b(p, in, dy, mk, k, mu, rs, cb, cbs, i0, i1, hw, B)
+    BN_BLOCKS(CALL);
+#undef CALL
+}
+
+/* Sums of every channel of blocks [g0, g0 + gn) into s[], ss[] (indexed by channel - g0 * b). */
+static void bn_blk_reduce(double *s, double *ss, const float *in, const float *dy, const float *mk,
+                          const float *k, const float *mu, const float *rs, int g0, int gn, int cbs, int n,
+                          int hw, int b)
+{
+    bn_part part[BN_GROUP * BN_SPLIT];
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < gn * BN_SPLIT; t++) {
+        int cb = g0 + t / BN_SPLIT, q = t % BN_SPLIT, o = (cb - g0) * b;
+        bn_blk_sums(&part[t], in, dy, mk, k ? k + o : NULL, mu ? mu + o : NULL, rs ? rs + o : NULL, cb, cbs,
+                    (int)((long)n * q / BN_SPLIT), (int)((long)n * (q + 1) / BN_SPLIT), hw, b);
+    }
+    for (int j = 0; j < gn * b; j++) {
+        s[j] = ss[j] = 0.0;
+        for (int q = 0; q < BN_SPLIT; q++) {
+            s[j] += part[(j / b) * BN_SPLIT + q].s[j % b];
+            ss[j] += part[(j / b) * BN_SPLIT + q].ss[j % b];
+        }
+    }
+}
+
+/* One (block, image) segment of hw x b values: y = relu?(x a + c) per lane. */
+INLINE void bn_blk_affine_b(float *y, const float *x, const float *a, const float *c, int relu, int hw, const int b)
+{
+    float al[BN_LANES], cl[BN_LANES];
+    memcpy(al, a, sizeof(float) * b);
+    memcpy(cl, c, sizeof(float) * b);
+    const size_t seg = (size_t)hw * b;
+    if (relu) {
+        for (size_t j = 0; j < seg; j += (size_t)b)
+#pragma omp simd
+            for (int l = 0; l < b; l++) {
+                float v = x[j + l] * al[l] + cl[l];
+                y[j + l] = !(v <= 0.0f) ? v : 0.0f;
+            }
+    } else {
+        for (size_t j = 0; j < seg; j += (size_t)b)
+#pragma omp simd
+            for (int l = 0; l < b; l++) y[j + l] = x[j + l] * al[l] + cl[l];
+    }
+}
+
+NN_CLONES static void bn_blk_affine_seg(float *y, const float *x, const float *a, const float *c, int relu, int hw,
+                                        int b)
+{
+#define CALL(B) bn_blk_affine_b(y, x, a, c, relu, hw, B)
+    BN_BLOCKS(CALL);
+#undef CALL
+}
+
+/* out = relu?(in * a + c) per channel, over blocks [g0, g0 + gn) (a, c indexed as in bn_blk_reduce). */
+static void bn_blk_affine(float *out, const float *in, const float *a, const float *c, int relu, int g0, int gn,
+                          int cbs, int n, int hw, int b)
+{
+    const size_t seg = (size_t)hw * b;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < gn * n; t++) {
+        int cb = g0 + t / n, i = t % n, o = (cb - g0) * b;
+        const size_t at = ((size_t)i * cbs + cb) * seg;
+        bn_blk_affine_seg(out + at, in + at, a + o, c + o, relu, hw, b);
+    }
+}
+
+/* One segment of BN's input gradient: dx = g (dy' - mdy - (x - mu) rs mdyx), dy' = dy masked by mk. */
+INLINE void bn_blk_din_b(float *dx, const float *dy, const float *mk, const float *x, const float *g,
+                         const float *mdy, const float *mdyx, const float *mu, const float *rs, int hw, const int b)
+{
+    float gl[BN_LANES], ml[BN_LANES], xl[BN_LANES], mul[BN_LANES], rl[BN_LANES];
+    memcpy(gl, g, sizeof(float) * b);
+    memcpy(ml, mdy, sizeof(float) * b);
+    memcpy(xl, mdyx, sizeof(float) * b);
+    memcpy(mul, mu, sizeof(float) * b);
+    memcpy(rl, rs, sizeof(float) * b);
+    const size_t seg = (size_t)hw * b;
+    if (mk) {
+        for (size_t j = 0; j < seg; j += (size_t)b)
+#pragma omp simd
+            for (int l = 0; l < b; l++)
+                dx[j + l] = gl[l] * (relu_pass(dy[j + l], mk[j + l]) - ml[l] - (x[j + l] - mul[l]) * rl[l] * xl[l]);
+    } else {
+        for (size_t j = 0; j < seg; j += (size_t)b)
+#pragma omp simd
+            for (int l = 0; l < b; l++) dx[j + l] = gl[l] * (dy[j + l] - ml[l] - (x[j + l] - mul[l]) * rl[l] * xl[l]);
+    }
+}
+
+NN_CLONES static void bn_blk_din_seg(float *dx, const float *dy, const float *mk, const float *x, const float *g,
+                                     const float *mdy, const float *mdyx, const float *mu, const float *rs, int hw,
+                                     int b)
+{
+#define CALL(B) bn_blk_din_b(dx, dy, mk, x, g, mdy, mdyx, mu, rs, hw, B)
+    BN_BLOCKS(CALL);
+#undef CALL
+}
+
 void nn_bn_forward_train(float *out, float *mean, float *rstd, float *running_mean, float *running_var,
                          const float *in, const float *gamma, const float *beta,
-                         int c, int m, float momentum, float eps, int relu)
+                         int c, int n, int hw, int blk, float momentum, float eps, int relu)
 {
+    const int m = n * hw;
+    if (blk == NN_CNHW) {
 #pragma omp parallel for schedule(static)
-    for (int ch = 0; ch < c; ch++) {
-        const float *x = in + (size_t)ch * m;
-        float *y = out + (size_t)ch * m;
-        /* One pass in double over x - k, with k = x[0], one of the channel's own values: the shifted
-         * sums are of the spread's size (|mean - k| is a few standard deviations), so a large mean
-         * does not cancel the variance away (Chan et al.'s shifted data). Each d * d is exact in
-         * double (a float difference squared), only the sums round. */
-        const double k = x[0];
-        double s = 0.0, ss = 0.0;
+        for (int ch = 0; ch < c; ch++) {
+            const float *x = in + (size_t)ch * m;
+            const double k = x[0];
+            double s = 0.0, ss = 0.0;
 #pragma omp simd reduction(+ : s, ss)
-        for (int i = 0; i < m; i++) {
-            double d = (double)x[i] - k;
-            s += d;
-            ss += d * d;
-        }
-        double ms = s / m, mu = k + ms, css = ss - s * ms; /* css: sum of squared deviations */
-        if (css < 0.0) css = 0.0;
-        double var = css / m; /* biased: what normalisation uses */
-        float rs = (float)(1.0 / sqrt(var + eps));
-        float a = gamma[ch] * rs, b = beta[ch] - (float)mu * a;
-        if (relu) {
-#pragma omp simd
             for (int i = 0; i < m; i++) {
-                float v = x[i] * a + b;
-                y[i] = !(v <= 0.0f) ? v : 0.0f; /* nn_relu_forward's rule: NaN passes */
+                double d = (double)x[i] - k;
+                s += d;
+                ss += d * d;
             }
-        } else {
-#pragma omp simd
-            for (int i = 0; i < m; i++) y[i] = x[i] * a + b;
+            float a, b;
+            bn_stats(&mean[ch], &rstd[ch], &running_mean[ch], &running_var[ch], &a, &b, k, s, ss, m, gamma[ch],
+                     beta[ch], momentum, eps);
+            bn_affine(out + (size_t)ch * m, x, (size_t)m, a, b, relu);
         }
-        mean[ch] = (float)mu;
-        rstd[ch] = rs;
-        /* PyTorch: running = (1 - momentum) * running + momentum * batch, variance unbiased. */
-        double uvar = m > 1 ? css / (m - 1) : var;
-        running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mu);
-        running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * uvar);
+        return;
+    }
+    const int cbs = c / blk;
+    for (int g0 = 0; g0 < cbs; g0 += BN_GROUP) {
+        const int gn = cbs - g0 < BN_GROUP ? cbs - g0 : BN_GROUP, c0 = g0 * blk;
+        double s[BN_GROUP * BN_LANES], ss[BN_GROUP * BN_LANES];
+        float k[BN_GROUP * BN_LANES], a[BN_GROUP * BN_LANES], b[BN_GROUP * BN_LANES];
+        for (int j = 0; j < gn * blk; j++) /* each channel's first value: image 0, pixel 0 */
+            k[j] = in[(size_t)(g0 + j / blk) * hw * blk + j % blk];
+        bn_blk_reduce(s, ss, in, NULL, NULL, k, NULL, NULL, g0, gn, cbs, n, hw, blk);
+        for (int j = 0; j < gn * blk; j++) {
+            int ch = c0 + j;
+            bn_stats(&mean[ch], &rstd[ch], &running_mean[ch], &running_var[ch], &a[j], &b[j], k[j], s[j], ss[j], m,
+                     gamma[ch], beta[ch], momentum, eps);
+        }
+        bn_blk_affine(out, in, a, b, relu, g0, gn, cbs, n, hw, blk);
     }
 }
 
 void nn_bn_forward_eval(float *out, const float *in, const float *gamma, const float *beta,
-                        const float *running_mean, const float *running_var, int c, int m, float eps, int relu)
+                        const float *running_mean, const float *running_var, int c, int n, int hw, int blk,
+                        float eps, int relu)
 {
+    const size_t m = (size_t)n * hw;
+    if (blk == NN_CNHW) {
 #pragma omp parallel for schedule(static)
-    for (int ch = 0; ch < c; ch++) {
-        const float *x = in + (size_t)ch * m;
-        float *y = out + (size_t)ch * m;
-        float a = gamma[ch] / sqrtf(running_var[ch] + eps), b = beta[ch] - running_mean[ch] * a;
-        if (relu) {
-#pragma omp simd
-            for (int i = 0; i < m; i++) {
-                float v = x[i] * a + b;
-                y[i] = !(v <= 0.0f) ? v : 0.0f;
-            }
-        } else {
-#pragma omp simd
-            for (int i = 0; i < m; i++) y[i] = x[i] * a + b;
+        for (int ch = 0; ch < c; ch++) {
+            float a = gamma[ch] / sqrtf(running_var[ch] + eps), b = beta[ch] - running_mean[ch] * a;
+            bn_affine(out + (size_t)ch * m, in + (size_t)ch * m, m, a, b, relu);
         }
+        return;
+    }
+    const int cbs = c / blk;
+    for (int g0 = 0; g0 < cbs; g0 += BN_GROUP) {
+        const int gn = cbs - g0 < BN_GROUP ? cbs - g0 : BN_GROUP, c0 = g0 * blk;
+        float a[BN_GROUP * BN_LANES], b[BN_GROUP * BN_LANES];
+        for (int j = 0; j < gn * blk; j++) {
+            a[j] = gamma[c0 + j] / sqrtf(running_var[c0 + j] + eps);
+            b[j] = beta[c0 + j] - running_mean[c0 + j] * a[j];
+        }
+        bn_blk_affine(out, in, a, b, relu, g0, gn, cbs, n, hw, blk);
     }
 }
 
 void nn_bn_backward(float *din, float *dgamma, float *dbeta, const float *dout, const float *mask,
-                    const float *in, const float *mean, const float *rstd, const float *gamma, int c, int m)
+                    const float *in, const float *mean, const float *rstd, const float *gamma, int c, int n,
+                    int hw, int blk)
 {
+    const int m = n * hw;
+    if (blk == NN_CNHW) {
 #pragma omp parallel for schedule(static)
-    for (int ch = 0; ch < c; ch++) {
-        const float *x = in + (size_t)ch * m, *dy = dout + (size_t)ch * m;
-        const float *mk = mask ? mask + (size_t)ch * m : NULL;
-        const float mu = mean[ch], rs = rstd[ch];
-        double sdy = 0.0, sdyx = 0.0; /* sum dy, sum dy * xhat (dy masked by the ReLU output) */
-        if (mk) {
+        for (int ch = 0; ch < c; ch++) {
+            const float *x = in + (size_t)ch * m, *dy = dout + (size_t)ch * m;
+            const float *mk = mask ? mask + (size_t)ch * m : NULL;
+            const float mu = mean[ch], rs = rstd[ch];
+            double sdy = 0.0, sdyx = 0.0; /* sum dy, sum dy * xhat (dy masked by the ReLU output) */
+            if (mk) {
 #pragma omp simd reduction(+ : sdy, sdyx)
-            for (int i = 0; i < m; i++) {
-                float g = relu_pass(dy[i], mk[i]);
-                sdy += g;
-                sdyx += (double)g * ((x[i] - mu) * rs);
+                for (int i = 0; i < m; i++) {
+                    float g = relu_pass(dy[i], mk[i]);
+                    sdy += g;
+                    sdyx += (double)g * ((x[i] - mu) * rs);
+                }
+            } else {
+#pragma omp simd reduction(+ : sdy, sdyx)
+                for (int i = 0; i < m; i++) {
+                    sdy += dy[i];
+                    sdyx += (double)dy[i] * ((x[i] - mu) * rs);
+                }
             }
-        } else {
-#pragma omp simd reduction(+ : sdy, sdyx)
-            for (int i = 0; i < m; i++) {
-                sdy += dy[i];
-                sdyx += (double)dy[i] * ((x[i] - mu) * rs);
+            dgamma[ch] += (float)sdyx;
+            dbeta[ch] += (float)sdy;
+            if (!din) continue;
+            /* din = gamma*rstd * (dy - mean(dy) - xhat * mean(dy*xhat)) */
+            float *dx = din + (size_t)ch * m;
+            const float g = gamma[ch] * rs, mdy = (float)(sdy / m), mdyx = (float)(sdyx / m);
+            if (mk) {
+#pragma omp simd
+                for (int i = 0; i < m; i++) dx[i] = g * (relu_pass(dy[i], mk[i]) - mdy - (x[i] - mu) * rs * mdyx);
+            } else {
+#pragma omp simd
+                for (int i = 0; i < m; i++) dx[i] = g * (dy[i] - mdy - (x[i] - mu) * rs * mdyx);
             }
         }
-        dgamma[ch] += (float)sdyx;
-        dbeta[ch] += (float)sdy;
+        return;
+    }
+    const int cbs = c / blk;
+    const size_t seg = (size_t)hw * blk;
+    for (int g0 = 0; g0 < cbs; g0 += BN_GROUP) {
+        const int gn = cbs - g0 < BN_GROUP ? cbs - g0 : BN_GROUP, c0 = g0 * blk;
+        double s[BN_GROUP * BN_LANES], ss[BN_GROUP * BN_LANES];
+        float g[BN_GROUP * BN_LANES], mdy[BN_GROUP * BN_LANES], mdyx[BN_GROUP * BN_LANES];
+        bn_blk_reduce(s, ss, in, dout, mask, NULL, mean + c0, rstd + c0, g0, gn, cbs, n, hw, blk);
+        for (int j = 0; j < gn * blk; j++) {
+            dgamma[c0 + j] += (float)ss[j];
+            dbeta[c0 + j] += (float)s[j];
+            g[j] = gamma[c0 + j] * rstd[c0 + j];
+            mdy[j] = (float)(s[j] / m);
+            mdyx[j] = (float)(ss[j] / m);
+        }
         if (!din) continue;
-        /* din = gamma*rstd * (dy - mean(dy) - xhat * mean(dy*xhat)) */
-        float *dx = din + (size_t)ch * m;
-        const float g = gamma[ch] * rs, mdy = (float)(sdy / m), mdyx = (float)(sdyx / m);
-        if (mk) {
-#pragma omp simd
-            for (int i = 0; i < m; i++) {
-                dx[i] = g * (relu_pass(dy[i], mk[i]) - mdy - (x[i] - mu) * rs * mdyx);
-            }
-        } else {
-#pragma omp simd
-            for (int i = 0; i < m; i++) dx[i] = g * (dy[i] - mdy - (x[i] - mu) * rs * mdyx);
+#pragma omp parallel for schedule(static)
+        for (int t = 0; t < gn * n; t++) {
+            int cb = g0 + t / n, i = t % n, o = (cb - g0) * blk;
+            const size_t at = ((size_t)i * cbs + cb) * seg;
+            const float *mk = mask ? mask + at : NULL;
+            bn_blk_din_seg(din + at, dout + at, mk, in + at, g + o, mdy + o, mdyx + o, mean + c0 + o, rstd + c0 + o,
+                           hw, blk);
         }
     }
 }
@@ -737,18 +1067,30 @@ void nn_add_forward(float *out, const float *a, const float *b, size_t len)
     for (size_t i = 0; i < len; i++) out[i] = a[i] + b[i];
 }
 
-/* ---- pooling ---- */
+/* ---- pooling ----
+ * One task per (channel, image) plane of hw values: in CNHW a contiguous row, in a blocked layout
+ * every blk-th value from the plane's start (plane_at). Each task owns what it writes. */
+
+static size_t plane_at(int ch, int i, int c, int n, int hw, int blk)
+{
+    if (blk == NN_CNHW) return ((size_t)ch * n + i) * hw;
+    return (((size_t)i * (c / blk) + ch / blk) * hw) * blk + ch % blk;
+}
+
+static size_t plane_step(int blk) { return blk == NN_CNHW ? 1 : (size_t)blk; }
 
 void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int c, int n, int h, int w,
-                        int k, int stride, int pad)
+                        int k, int stride, int pad, int blk)
 {
     const int oh = nn_conv_out(h, k, stride, pad), ow = nn_conv_out(w, k, stride, pad);
     const int planes = c * n;
+    const size_t st = plane_step(blk);
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < planes; t++) {
-        const float *x = in + (size_t)t * h * w;
-        float *y = out + (size_t)t * oh * ow;
-        int32_t *am = argmax + (size_t)t * oh * ow;
+        const float *x = in + plane_at(t / n, t % n, c, n, h * w, blk);
+        const size_t o = plane_at(t / n, t % n, c, n, oh * ow, blk);
+        float *y = out + o;
+        int32_t *am = argmax + o;
         for (int oy = 0; oy < oh; oy++)
             for (int ox = 0; ox < ow; ox++) {
                 float best = -INFINITY;
@@ -759,7 +1101,7 @@ void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int c, int
                     for (int kx = 0; kx < k; kx++) {
                         int ix = ox * stride - pad + kx;
                         if (ix < 0 || ix >= w) continue;
-                        float v = x[iy * w + ix];
+                        float v = x[(size_t)(iy * w + ix) * st];
                         /* PyTorch's rule: first maximum wins ties, a NaN takes over. */
                         if (bi < 0 || v > best || isnan(v)) {
                             best = v;
@@ -767,49 +1109,53 @@ void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int c, int
                         }
                     }
                 }
-                y[oy * ow + ox] = best;
-                am[oy * ow + ox] = bi; /* -1 only for a window entirely in padding */
+                y[(size_t)(oy * ow + ox) * st] = best;
+                am[(size_t)(oy * ow + ox) * st] = bi; /* -1 only for a window entirely in padding */
             }
     }
 }
 
 void nn_maxpool_backward(float *din, const float *dout, const int32_t *argmax, int c, int n,
-                         int h, int w, int k, int stride, int pad)
+                         int h, int w, int k, int stride, int pad, int blk)
 {
     const int oh = nn_conv_out(h, k, stride, pad), ow = nn_conv_out(w, k, stride, pad);
     const int planes = c * n;
+    const size_t st = plane_step(blk);
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < planes; t++) {
-        float *dx = din + (size_t)t * h * w;
-        const float *dy = dout + (size_t)t * oh * ow;
-        const int32_t *am = argmax + (size_t)t * oh * ow;
-        memset(dx, 0, sizeof(float) * h * w);
+        float *dx = din + plane_at(t / n, t % n, c, n, h * w, blk);
+        const size_t o = plane_at(t / n, t % n, c, n, oh * ow, blk);
+        const float *dy = dout + o;
+        const int32_t *am = argmax + o;
+        for (int i = 0; i < h * w; i++) dx[i * st] = 0.0f;
         for (int i = 0; i < oh * ow; i++)
-            if (am[i] >= 0) dx[am[i]] += dy[i];
+            if (am[i * st] >= 0) dx[am[i * st] * st] += dy[i * st];
     }
 }
 
-void nn_avgpool_forward(float *out, const float *in, int c, int n, int hw)
+void nn_avgpool_forward(float *out, const float *in, int c, int n, int hw, int blk)
 {
     const int planes = c * n;
+    const size_t st = plane_step(blk);
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < planes; t++) {
         int ch = t / n, img = t % n;
-        const float *x = in + (size_t)t * hw;
+        const float *x = in + plane_at(ch, img, c, n, hw, blk);
         double s = 0.0;
-        for (int i = 0; i < hw; i++) s += x[i];
+        for (int i = 0; i < hw; i++) s += x[i * st];
         out[(size_t)img * c + ch] = (float)(s / hw);
     }
 }
 
-void nn_avgpool_backward(float *din, const float *dout, int c, int n, int hw)
+void nn_avgpool_backward(float *din, const float *dout, int c, int n, int hw, int blk)
 {
     const int planes = c * n;
+    const size_t st = plane_step(blk);
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < planes; t++) {
         int ch = t / n, img = t % n;
         float g = dout[(size_t)img * c + ch] / (float)hw;
-        float *dx = din + (size_t)t * hw;
-        for (int i = 0; i < hw; i++) dx[i] = g;
+        float *dx = din + plane_at(ch, img, c, n, hw, blk);
+        for (int i = 0; i < hw; i++) dx[i * st] = g;
     }
 }

@@ -11,7 +11,8 @@ int  nn__conv_plan_uses_dnnl(const nn_conv_plan *p, int n);
  * and CT_CONV_WINOGRAD=0 was not set when the plan was made). */
 int  nn__conv_plan_winograd(const nn_conv_plan *p, int n);
 /* on = 1: run this plan's convs through im2col + sgemm even where oneDNN primitives exist (the
- * workspace covers both paths, so it may be flipped at any time). */
+ * workspace covers both paths, so it may be flipped at any time). CNHW plans only: a blocked plan's
+ * declared batches have no im2col path. */
 void nn__conv_plan_force_gemm(nn_conv_plan *p, int on);
 
 #endif

@@ -188,9 +188,9 @@ static void bn_case(int c, int n, int hw, int relu)
     assert_non_null(d_eval);
     float *out = hzero(len), *mean = hzero(c), *rstd = hzero(c), *din = hzero(len), *ev = hzero(len);
 
-    nn_bn_forward_train(out, mean, rstd, rm, rv, in, gamma, beta, c, (int)m, 0.1f, 1e-5f, relu);
-    nn_bn_backward(din, dg, db, dout, relu ? out : NULL, in, mean, rstd, gamma, c, (int)m);
-    nn_bn_forward_eval(ev, in, gamma, beta, rm, rv, c, (int)m, 1e-5f, relu);
+    nn_bn_forward_train(out, mean, rstd, rm, rv, in, gamma, beta, c, n, hw, NN_CNHW, 0.1f, 1e-5f, relu);
+    nn_bn_backward(din, dg, db, dout, relu ? out : NULL, in, mean, rstd, gamma, c, n, hw, NN_CNHW);
+    nn_bn_forward_eval(ev, in, gamma, beta, rm, rv, c, n, hw, NN_CNHW, 1e-5f, relu);
     assert_int_equal(gpu_bn_forward_train(G, d_out, d_mean, d_rstd, d_rm, d_rv, d_in, d_g, d_b, c, n, hw, 0.1f,
                                           1e-5f, relu), 0);
     assert_int_equal(gpu_bn_backward(G, d_din, d_dg, d_db, d_tmp, d_dout, relu ? d_out : NULL, d_in, d_mean, d_rstd,
@@ -261,8 +261,8 @@ static void test_pool(void **state)
     float *d_in = dcopy(in, in_len), *d_dout = dcopy(dout, out_len), *d_out = gpu_alloc(G, out_len);
     float *d_din = gpu_alloc(G, in_len), *d_am = gpu_alloc(G, out_len); /* int32 in a float-sized slot */
     assert_non_null(d_am);
-    nn_maxpool_forward(out, am, in, c, n, h, w, k, st, pad);
-    nn_maxpool_backward(din, dout, am, c, n, h, w, k, st, pad);
+    nn_maxpool_forward(out, am, in, c, n, h, w, k, st, pad, NN_CNHW);
+    nn_maxpool_backward(din, dout, am, c, n, h, w, k, st, pad, NN_CNHW);
     assert_int_equal(gpu_maxpool_forward(G, d_out, (int32_t *)d_am, d_in, c, n, h, w, k, st, pad), 0);
     assert_int_equal(gpu_maxpool_backward(G, d_din, d_dout, (const int32_t *)d_am, c, n, h, w, k, st, pad), 0);
     check_close("maxpool forward", d_out, out, out_len);
@@ -276,8 +276,8 @@ static void test_pool(void **state)
     float *d_x = dcopy(x, (size_t)cc * n * hw), *d_df = dcopy(df, (size_t)n * cc), *d_f = gpu_alloc(G, (size_t)n * cc);
     float *d_dx = gpu_alloc(G, (size_t)cc * n * hw);
     assert_non_null(d_dx);
-    nn_avgpool_forward(f, x, cc, n, hw);
-    nn_avgpool_backward(dx, df, cc, n, hw);
+    nn_avgpool_forward(f, x, cc, n, hw, NN_CNHW);
+    nn_avgpool_backward(dx, df, cc, n, hw, NN_CNHW);
     assert_int_equal(gpu_avgpool_forward(G, d_f, d_x, cc, n, hw), 0);
     assert_int_equal(gpu_avgpool_backward(G, d_dx, d_df, cc, n, hw), 0);
     check_close("avgpool forward", d_f, f, (size_t)n * cc);

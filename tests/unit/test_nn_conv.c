@@ -505,7 +505,7 @@ static void test_bn_forward_hand(void **state)
     /* One channel, values 1..4: mean 2.5, biased var 1.25, unbiased var 5/3. */
     float in[4] = {1, 2, 3, 4}, out[4], mean, rstd, rm = 0.5f, rv = 2.0f;
     float gamma = 2.0f, beta = 1.0f, eps = 1e-5f;
-    nn_bn_forward_train(out, &mean, &rstd, &rm, &rv, in, &gamma, &beta, 1, 4, 0.1f, eps, 0);
+    nn_bn_forward_train(out, &mean, &rstd, &rm, &rv, in, &gamma, &beta, 1, 1, 4, NN_CNHW, 0.1f, eps, 0);
     double rs = 1.0 / sqrt(1.25 + eps);
     assert_float_equal(mean, 2.5f, 1e-7);
     assert_float_equal(rstd, (float)rs, 1e-6);
@@ -515,7 +515,7 @@ static void test_bn_forward_hand(void **state)
     assert_float_equal(rv, (float)(0.9 * 2.0 + 0.1 * (5.0 / 3.0)), 1e-6);
 
     /* Eval mode uses the running statistics. */
-    nn_bn_forward_eval(out, in, &gamma, &beta, &rm, &rv, 1, 4, eps, 0);
+    nn_bn_forward_eval(out, in, &gamma, &beta, &rm, &rv, 1, 1, 4, NN_CNHW, eps, 0);
     for (int i = 0; i < 4; i++)
         assert_float_equal(out[i], (float)(2.0 * (in[i] - rm) / sqrt((double)rv + eps) + 1.0), 1e-6);
 }
@@ -543,7 +543,7 @@ static void test_bn_running_stats(void **state)
     for (int step = 0; step < 3; step++) {
         for (int c = 0; c < C; c++)
             for (int i = 0; i < M; i++) in[c * M + i] = 1000.0f * c + (float)rng_normal(&rng) * (0.05f + c);
-        nn_bn_forward_train(out, mean, rstd, rm, rv, in, gamma, beta, C, M, mom, eps, 0);
+        nn_bn_forward_train(out, mean, rstd, rm, rv, in, gamma, beta, C, 1, M, NN_CNHW, mom, eps, 0);
         for (int c = 0; c < C; c++) {
             double s = 0, ss = 0;
             for (int i = 0; i < M; i++) s += in[c * M + i];
@@ -576,7 +576,7 @@ typedef struct bn_case {
 static double bn_loss(void *ctx)
 {
     bn_case *t = ctx;
-    nn_bn_forward_train(t->out, t->mean, t->rstd, t->rm, t->rv, t->in, t->gamma, t->beta, t->c, t->m,
+    nn_bn_forward_train(t->out, t->mean, t->rstd, t->rm, t->rv, t->in, t->gamma, t->beta, t->c, 1, t->m, NN_CNHW,
                         0.1f, 1e-5f, 0);
     return dot_d(t->out, t->r, (size_t)t->c * t->m);
 }
@@ -611,7 +611,7 @@ static void test_bn_gradcheck(void **state)
     fill_const(dg, t.c, 0.25f); /* accumulated onto */
     fill_const(db, t.c, -0.25f);
     bn_loss(&t);
-    nn_bn_backward(din, dg, db, t.r, NULL, t.in, t.mean, t.rstd, t.gamma, t.c, t.m);
+    nn_bn_backward(din, dg, db, t.r, NULL, t.in, t.mean, t.rstd, t.gamma, t.c, 1, t.m, NN_CNHW);
     for (int c = 0; c < t.c; c++) {
         dg[c] -= 0.25f;
         db[c] += 0.25f;
@@ -622,7 +622,7 @@ static void test_bn_gradcheck(void **state)
     /* din == NULL still accumulates the parameter gradients. */
     float dg2[3] = {0, 0, 0}, db2[3] = {0, 0, 0};
     bn_loss(&t);
-    nn_bn_backward(NULL, dg2, db2, t.r, NULL, t.in, t.mean, t.rstd, t.gamma, t.c, t.m);
+    nn_bn_backward(NULL, dg2, db2, t.r, NULL, t.in, t.mean, t.rstd, t.gamma, t.c, 1, t.m, NN_CNHW);
     for (int c = 0; c < t.c; c++) {
         assert_float_equal(dg2[c], dg[c], 1e-5);
         assert_float_equal(db2[c], db[c], 1e-5);
@@ -659,24 +659,24 @@ static void test_bn_relu_fused(void **state)
     fill_normal(in, C * M, &rng, 1.0f);
     for (int i = 0; i < M; i++) in[2 * M + i] = 500.0f + 0.01f * in[2 * M + i];
     fill_normal(dy, C * M, &rng, 1.0f);
-    nn_bn_forward_train(ref, mean, rstd, rm, rv, in, gamma, beta, C, M, 0.1f, 1e-5f, 0);
+    nn_bn_forward_train(ref, mean, rstd, rm, rv, in, gamma, beta, C, 1, M, NN_CNHW, 0.1f, 1e-5f, 0);
     nn_relu_forward(ref, ref, C * M);
-    nn_bn_forward_train(out, mean2, rstd2, rm2, rv2, in, gamma, beta, C, M, 0.1f, 1e-5f, 1);
+    nn_bn_forward_train(out, mean2, rstd2, rm2, rv2, in, gamma, beta, C, 1, M, NN_CNHW, 0.1f, 1e-5f, 1);
     assert_memory_equal(out, ref, sizeof(float) * C * M);
     assert_memory_equal(mean, mean2, sizeof mean);
     assert_memory_equal(rstd, rstd2, sizeof rstd);
     assert_memory_equal(rv, rv2, sizeof rv);
-    nn_bn_forward_eval(ref, in, gamma, beta, rm, rv, C, M, 1e-5f, 0);
+    nn_bn_forward_eval(ref, in, gamma, beta, rm, rv, C, 1, M, NN_CNHW, 1e-5f, 0);
     nn_relu_forward(ref, ref, C * M);
-    nn_bn_forward_eval(out, in, gamma, beta, rm, rv, C, M, 1e-5f, 1);
+    nn_bn_forward_eval(out, in, gamma, beta, rm, rv, C, 1, M, NN_CNHW, 1e-5f, 1);
     assert_memory_equal(out, ref, sizeof(float) * C * M);
 
     out[5] = NAN; /* a NaN activation passes its gradient, as torch */
     nn_relu_backward(dyr, dy, out, C * M);
     assert_float_equal(dyr[5], dy[5], 0.0f);
     float dg1[C] = {0}, db1[C] = {0}, dg2[C] = {0}, db2[C] = {0};
-    nn_bn_backward(d1, dg1, db1, dyr, NULL, in, mean, rstd, gamma, C, M);
-    nn_bn_backward(d2, dg2, db2, dy, out, in, mean, rstd, gamma, C, M);
+    nn_bn_backward(d1, dg1, db1, dyr, NULL, in, mean, rstd, gamma, C, 1, M, NN_CNHW);
+    nn_bn_backward(d2, dg2, db2, dy, out, in, mean, rstd, gamma, C, 1, M, NN_CNHW);
     for (int c = 0; c < C; c++) {
         assert_true(fabsf(dg1[c] - dg2[c]) <= 1e-5f * (1 + fabsf(dg1[c])));
         assert_true(fabsf(db1[c] - db2[c]) <= 1e-5f * (1 + fabsf(db1[c])));
@@ -784,7 +784,7 @@ static void test_maxpool_hand(void **state)
                     0, 8, 7, 6};
     float out[4], din[16], dout[4] = {1, 2, 3, 4};
     int32_t am[4];
-    nn_maxpool_forward(out, am, in, 1, 1, 4, 4, 3, 2, 1);
+    nn_maxpool_forward(out, am, in, 1, 1, 4, 4, 3, 2, 1, NN_CNHW);
     const float want[4] = {5, 9, 8, 9};
     const int32_t want_am[4] = {1, 6, 8, 6};
     for (int i = 0; i < 4; i++) {
@@ -792,7 +792,7 @@ static void test_maxpool_hand(void **state)
         assert_int_equal(am[i], want_am[i]);
     }
     /* Overlapping windows that share an argmax sum their gradients. */
-    nn_maxpool_backward(din, dout, am, 1, 1, 4, 4, 3, 2, 1);
+    nn_maxpool_backward(din, dout, am, 1, 1, 4, 4, 3, 2, 1, NN_CNHW);
     for (int i = 0; i < 16; i++) {
         float g = i == 1 ? 1 : i == 6 ? 2 + 4 : i == 8 ? 3 : 0;
         assert_float_equal(din[i], g, 0.0f);
@@ -804,7 +804,7 @@ typedef struct { float *in, *out, *r; int32_t *am; int c, n, h, w, oh, ow; } poo
 static double maxpool_loss(void *ctx)
 {
     pool_case *t = ctx;
-    nn_maxpool_forward(t->out, t->am, t->in, t->c, t->n, t->h, t->w, 3, 2, 1);
+    nn_maxpool_forward(t->out, t->am, t->in, t->c, t->n, t->h, t->w, 3, 2, 1, NN_CNHW);
     return dot_d(t->out, t->r, (size_t)t->c * t->n * t->oh * t->ow);
 }
 
@@ -833,7 +833,7 @@ static void test_maxpool_gradcheck(void **state)
     fill_const(din, len, 1e30f);
     maxpool_loss(&t);
     for (size_t i = 0; i < olen; i++) assert_true(t.am[i] >= 0 && t.am[i] < t.h * t.w);
-    nn_maxpool_backward(din, t.r, t.am, t.c, t.n, t.h, t.w, 3, 2, 1);
+    nn_maxpool_backward(din, t.r, t.am, t.c, t.n, t.h, t.w, 3, 2, 1, NN_CNHW);
     fd_check_central("maxpool din", t.in, len, din, maxpool_loss, &t, 1e-3f, 1e-3, 1e-3);
     free(perm);
     free(t.in);
@@ -846,7 +846,7 @@ static void test_maxpool_gradcheck(void **state)
 static double avgpool_loss(void *ctx)
 {
     pool_case *t = ctx;
-    nn_avgpool_forward(t->out, t->in, t->c, t->n, t->h * t->w);
+    nn_avgpool_forward(t->out, t->in, t->c, t->n, t->h * t->w, NN_CNHW);
     return dot_d(t->out, t->r, (size_t)t->c * t->n);
 }
 
@@ -856,10 +856,10 @@ static void test_avgpool(void **state)
     /* Hand case: 2 channels, 2 images, 2 pixels; out is [n][c]. */
     float in[8] = {1, 3, 5, 7, /* ch 0: img0 {1,3}, img1 {5,7} */ 10, 20, 30, 50};
     float out[4], dout[4] = {1, 2, 3, 4}, din[8];
-    nn_avgpool_forward(out, in, 2, 2, 2);
+    nn_avgpool_forward(out, in, 2, 2, 2, NN_CNHW);
     const float want[4] = {2, 15, 6, 40};
     for (int i = 0; i < 4; i++) assert_float_equal(out[i], want[i], 0.0f);
-    nn_avgpool_backward(din, dout, 2, 2, 2);
+    nn_avgpool_backward(din, dout, 2, 2, 2, NN_CNHW);
     const float want_din[8] = {0.5f, 0.5f, 1.5f, 1.5f, 1, 1, 2, 2};
     for (int i = 0; i < 8; i++) assert_float_equal(din[i], want_din[i], 0.0f);
 
@@ -874,12 +874,216 @@ static void test_avgpool(void **state)
     fill_normal(t.in, len, &rng, 1.0f);
     fill_normal(t.r, (size_t)t.c * t.n, &rng, 1.0f);
     float *g = falloc(len);
-    nn_avgpool_backward(g, t.r, t.c, t.n, t.h * t.w);
+    nn_avgpool_backward(g, t.r, t.c, t.n, t.h * t.w, NN_CNHW);
     fd_check_central("avgpool din", t.in, len, g, avgpool_loss, &t, 0.5f, 1e-4, 1e-4);
     free(t.in);
     free(t.out);
     free(t.r);
     free(g);
+}
+
+/* -------------------------------------------------------- blocked layouts ---- */
+
+/* CNHW x[c][n][hw] <-> blocked nChw{b}c x[n][c/b][hw][c%b] (nn.h). */
+static size_t blk_index(int ch, int i, int p, int c, int hw, int b)
+{
+    return (((size_t)i * (c / b) + ch / b) * hw + p) * b + ch % b;
+}
+
+static float *to_blocked(const float *x, int c, int n, int hw, int b)
+{
+    float *y = falloc((size_t)c * n * hw);
+    for (int ch = 0; ch < c; ch++)
+        for (int i = 0; i < n; i++)
+            for (int p = 0; p < hw; p++) y[blk_index(ch, i, p, c, hw, b)] = x[((size_t)ch * n + i) * hw + p];
+    return y;
+}
+
+/* |blocked got, back in CNHW, - want| <= tol * (1 + |want|) */
+static void assert_blocked_close(const char *what, const float *got, const float *want, int c, int n, int hw, int b,
+                                 double tol)
+{
+    for (int ch = 0; ch < c; ch++)
+        for (int i = 0; i < n; i++)
+            for (int p = 0; p < hw; p++) {
+                float g = got[blk_index(ch, i, p, c, hw, b)], w = want[((size_t)ch * n + i) * hw + p];
+                if (!(fabs((double)g - w) <= tol * (1 + fabs(w))))
+                    fail_msg("%s (b %d): channel %d image %d pixel %d: %.8g, CNHW %.8g", what, b, ch, i, p, g, w);
+            }
+}
+
+static void assert_vec_close(const char *what, const float *got, const float *want, size_t len, double tol)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!(fabs((double)got[i] - want[i]) <= tol * (1 + fabs(want[i]))))
+            fail_msg("%s[%zu]: %.8g, CNHW %.8g", what, i, got[i], want[i]);
+}
+
+/* Every layout-taking kernel on blocked data equals itself on the same data in CNHW (BN sums are
+ * added in another order, so within float rounding; pooling exactly). 48 channels: 3 blocks of 16,
+ * 6 of 8, and an odd n so the image ranges of the sums split unevenly. */
+static void test_blocked_layers(void **state)
+{
+    (void)state;
+    enum { C = 48, N = 5, H = 6, W = 7, HW = H * W };
+    const size_t len = (size_t)C * N * HW;
+    const int oh = nn_conv_out(H, 3, 2, 1), ow = nn_conv_out(W, 3, 2, 1), olen = C * N * oh * ow;
+    rng_t rng;
+    rng_seed(&rng, 900);
+    float *x = falloc(len), *dy = falloc(len), *mask = falloc(len), *gamma = falloc(C), *beta = falloc(C);
+    fill_normal(x, len, &rng, 1.0f);
+    for (size_t i = 0; i < len; i++) x[i] += 3.0f; /* a mean away from 0, as the shifted sums handle */
+    fill_normal(dy, len, &rng, 1.0f);
+    fill_normal(mask, len, &rng, 1.0f);
+    fill_normal(gamma, C, &rng, 1.0f);
+    fill_normal(beta, C, &rng, 1.0f);
+    float *ry = falloc(len), *rmean = falloc(C), *rrstd = falloc(C), *rrm = falloc(C), *rrv = falloc(C);
+    float *rdx = falloc(len), *rdg = falloc(C), *rdb = falloc(C), *rev = falloc(len);
+    float *rmp = falloc(olen), *rmpd = falloc(len), *rap = falloc(C * N), *rapd = falloc(len);
+    int32_t *ram = malloc(sizeof(int32_t) * olen), *bam = malloc(sizeof(int32_t) * olen);
+    assert_non_null(ram);
+    assert_non_null(bam);
+    for (int relu = 0; relu <= 1; relu++) {
+        fill_const(rrm, C, 0.5f);
+        fill_const(rrv, C, 2.0f);
+        fill_const(rdg, C, 0.25f);
+        fill_const(rdb, C, -0.25f);
+        nn_bn_forward_train(ry, rmean, rrstd, rrm, rrv, x, gamma, beta, C, N, HW, NN_CNHW, 0.1f, 1e-5f, relu);
+        nn_bn_backward(rdx, rdg, rdb, dy, relu ? mask : NULL, x, rmean, rrstd, gamma, C, N, HW, NN_CNHW);
+        nn_bn_forward_eval(rev, x, gamma, beta, rrm, rrv, C, N, HW, NN_CNHW, 1e-5f, relu);
+        for (int b = 1; b <= 16; b *= 2) {
+            if (b == 2 || b == 4) continue; /* the layouts oneDNN uses: NCHW, nChw8c, nChw16c */
+            float *bx = to_blocked(x, C, N, HW, b), *bdy = to_blocked(dy, C, N, HW, b);
+            float *bmask = to_blocked(mask, C, N, HW, b), *by = falloc(len), *bdx = falloc(len), *bev = falloc(len);
+            float mean[C], rstd[C], rm[C], rv[C], dg[C], db[C];
+            fill_const(rm, C, 0.5f);
+            fill_const(rv, C, 2.0f);
+            fill_const(dg, C, 0.25f);
+            fill_const(db, C, -0.25f);
+            nn_bn_forward_train(by, mean, rstd, rm, rv, bx, gamma, beta, C, N, HW, b, 0.1f, 1e-5f, relu);
+            assert_blocked_close("bn forward", by, ry, C, N, HW, b, 1e-5);
+            assert_vec_close("bn mean", mean, rmean, C, 1e-6);
+            assert_vec_close("bn rstd", rstd, rrstd, C, 1e-6);
+            assert_vec_close("bn running_mean", rm, rrm, C, 1e-6);
+            assert_vec_close("bn running_var", rv, rrv, C, 1e-6);
+            nn_bn_backward(bdx, dg, db, bdy, relu ? bmask : NULL, bx, mean, rstd, gamma, C, N, HW, b);
+            assert_blocked_close("bn backward", bdx, rdx, C, N, HW, b, 1e-5);
+            assert_vec_close("bn dgamma", dg, rdg, C, 1e-5);
+            assert_vec_close("bn dbeta", db, rdb, C, 1e-5);
+            fill_const(dg, C, 0.0f);
+            fill_const(db, C, 0.0f);
+            nn_bn_backward(NULL, dg, db, bdy, NULL, bx, mean, rstd, gamma, C, N, HW, b); /* din not wanted */
+            nn_bn_forward_eval(bev, bx, gamma, beta, rm, rv, C, N, HW, b, 1e-5f, relu);
+            assert_blocked_close("bn eval", bev, rev, C, N, HW, b, 1e-6);
+            if (relu) { /* pooling, once per layout */
+                float *bmp = falloc(olen), *bmpd = falloc(len), *bap = falloc(C * N), *bapd = falloc(len);
+                float *bdmp = to_blocked(dy, C, N, oh * ow, b); /* first olen values as the pooled gradient */
+                nn_maxpool_forward(rmp, ram, x, C, N, H, W, 3, 2, 1, NN_CNHW);
+                nn_maxpool_backward(rmpd, dy, ram, C, N, H, W, 3, 2, 1, NN_CNHW);
+                nn_maxpool_forward(bmp, bam, bx, C, N, H, W, 3, 2, 1, b);
+                nn_maxpool_backward(bmpd, bdmp, bam, C, N, H, W, 3, 2, 1, b);
+                assert_blocked_close("maxpool", bmp, rmp, C, N, oh * ow, b, 0.0);
+                assert_blocked_close("maxpool backward", bmpd, rmpd, C, N, HW, b, 0.0);
+                nn_avgpool_forward(rap, x, C, N, HW, NN_CNHW);
+                nn_avgpool_backward(rapd, dy, C, N, HW, NN_CNHW);
+                nn_avgpool_forward(bap, bx, C, N, HW, b);
+                nn_avgpool_backward(bapd, dy, C, N, HW, b);
+                assert_vec_close("avgpool", bap, rap, (size_t)C * N, 0.0);
+                assert_blocked_close("avgpool backward", bapd, rapd, C, N, HW, b, 0.0);
+                free(bmp);
+                free(bmpd);
+                free(bap);
+                free(bapd);
+                free(bdmp);
+            }
+            free(bx);
+            free(bdy);
+            free(bmask);
+            free(by);
+            free(bdx);
+            free(bev);
+        }
+    }
+    free(x), free(dy), free(mask), free(gamma), free(beta), free(ry), free(rmean), free(rrstd), free(rrm);
+    free(rrv), free(rdx), free(rdg), free(rdb), free(rev), free(rmp), free(rmpd), free(rap), free(rapd);
+    free(ram);
+    free(bam);
+}
+
+/* A blocked plan against the double reference: declared batches with blocked input and output (the
+ * stem's input NCHW, and no din), an undeclared batch on CNHW through im2col. */
+static void check_blocked_conv(nn_conv c, int n, int h, int w, int src_blk, int dst_blk, int need_din, uint64_t seed)
+{
+    rng_t rng;
+    rng_seed(&rng, seed);
+    conv_case t;
+    conv_case_init(&t, c, n, h, w, &rng); /* the CNHW buffers and reference */
+    nn_conv_plan *bp = NULL;
+    const int ns[2] = {n, n + 2};
+    assert_int_equal(nn_conv_plan_new_blocked(&bp, &c, h, w, ns, 2, src_blk, dst_blk, need_din), 0);
+    assert_true(nn__conv_plan_uses_dnnl(bp, n));
+    double *rout = malloc(sizeof(double) * t.out_len), *rdin = malloc(sizeof(double) * t.in_len);
+    double *rdw = malloc(sizeof(double) * t.w_len);
+    assert_non_null(rout);
+    assert_non_null(rdin);
+    assert_non_null(rdw);
+    conv_reference(rout, rdin, rdw, &t);
+    float *ref_out = falloc(t.out_len), *ref_din = falloc(t.in_len);
+    for (size_t i = 0; i < t.out_len; i++) ref_out[i] = (float)rout[i];
+    for (size_t i = 0; i < t.in_len; i++) ref_din[i] = (float)rdin[i];
+    const int hw = h * w, ohw = t.oh * t.ow;
+    float *bin = to_blocked(t.in, c.cin, n, hw, src_blk), *br = to_blocked(t.r, c.cout, n, ohw, dst_blk);
+    float *bout = falloc(t.out_len), *bdin = falloc(t.in_len), *dw = falloc(t.w_len);
+    float *ws = falloc(nn_conv_plan_workspace(bp));
+    fill_const(ws, nn_conv_plan_workspace(bp), NAN);
+    nn_conv_forward(bout, ws, bin, t.wt, bp, n);
+    assert_blocked_close("blocked conv forward", bout, ref_out, c.cout, n, ohw, dst_blk, 1e-4);
+    fill_const(dw, t.w_len, 0.5f); /* accumulated onto */
+    nn_conv_backward(need_din ? bdin : NULL, dw, ws, br, bin, t.wt, bp, n);
+    if (need_din) assert_blocked_close("blocked conv din", bdin, ref_din, c.cin, n, hw, src_blk, 1e-4);
+    for (size_t i = 0; i < t.w_len; i++) assert_true(fabs((dw[i] - 0.5) - rdw[i]) <= 1e-4 * (1 + fabs(rdw[i])));
+    /* an undeclared batch (1): CNHW through im2col, on the same plan and workspace */
+    assert_false(nn__conv_plan_uses_dnnl(bp, 1));
+    conv_case small;
+    rng_seed(&rng, seed + 1);
+    conv_case_init(&small, c, 1, h, w, &rng);
+    nn_conv_plan_free(small.p);
+    small.p = bp;
+    free(small.ws);
+    small.ws = ws;
+    small.ws_len = nn_conv_plan_workspace(bp);
+    check_case_vs_reference(&small);
+    small.p = NULL;
+    small.ws = NULL;
+    conv_case_free(&small);
+    free(rout), free(rdin), free(rdw), free(ref_out), free(ref_din), free(bin), free(br), free(bout), free(bdin);
+    free(dw);
+    free(ws);
+    nn_conv_plan_free(bp);
+    conv_case_free(&t);
+}
+
+static void test_conv_blocked(void **state)
+{
+    (void)state;
+    const int b = nn_conv_preferred_block();
+    if (!b) {
+        print_message("[  SKIP    ] oneDNN has no JIT convolution on this CPU\n");
+        skip();
+    }
+    assert_true(b == 8 || b == 16);
+    check_blocked_conv((nn_conv){16, 32, 3, 1, 1}, 3, 7, 7, b, b, 1, 1000);  /* Winograd where it exists */
+    check_blocked_conv((nn_conv){32, 32, 3, 2, 1}, 2, 8, 8, b, b, 1, 1001);  /* stride 2 */
+    check_blocked_conv((nn_conv){16, 32, 1, 2, 0}, 3, 8, 8, b, b, 1, 1002);  /* a 1x1 projection */
+    check_blocked_conv((nn_conv){3, 16, 3, 1, 1}, 2, 9, 9, 1, b, 0, 1003);   /* a stem on NCHW images */
+    check_blocked_conv((nn_conv){1, 16, 7, 2, 3}, 2, 12, 12, 1, b, 0, 1004); /* torchvision's stem, 1 channel */
+    /* what a blocked plan cannot be */
+    nn_conv_plan *p = NULL;
+    const nn_conv c = {16, 16, 3, 1, 1}, odd = {16, 20, 3, 1, 1};
+    const int four = 4;
+    assert_int_equal(nn_conv_plan_new_blocked(&p, &c, 8, 8, &four, 1, 4, b, 1), -EINVAL);    /* no such layout */
+    assert_int_equal(nn_conv_plan_new_blocked(&p, &odd, 8, 8, &four, 1, b, 16, 1), -EINVAL); /* 20 % 16 */
+    assert_null(p);
 }
 
 int main(void)
@@ -904,6 +1108,8 @@ int main(void)
         cmocka_unit_test(test_maxpool_hand),
         cmocka_unit_test(test_maxpool_gradcheck),
         cmocka_unit_test(test_avgpool),
+        cmocka_unit_test(test_blocked_layers),
+        cmocka_unit_test(test_conv_blocked),
     };
     return cmocka_run_group_tests_name("nn_conv", tests, NULL, NULL);
 }
