@@ -39,7 +39,8 @@ static inline int nn_conv_out(int size, int k, int stride, int pad) { return (si
 int  nn_conv_plan_new(nn_conv_plan **out, const nn_conv *c, int h, int w, const int *ns, int count);
 /* The same for blocked activations: every declared batch runs on oneDNN with its input in layout
  * src_blk and its output in dst_blk (both >= 1), no reorder of either; any other n runs im2col on
- * CNHW as above. need_din = 0: backward is never asked for din (a stem), so none is prepared.
+ * CNHW as above. need_din = 0: backward is never asked for din (a stem), so none is prepared, and the
+ * input (a few channels) may be reordered into what the kernels take.
  * -ENOTSUP when oneDNN has no JIT kernel taking these layouts for every declared batch (the caller
  * then plans CNHW); a failed execution afterwards (none is known) leaves NaN in what it was to write. */
 int  nn_conv_plan_new_blocked(nn_conv_plan **out, const nn_conv *c, int h, int w, const int *ns, int count,

@@ -349,7 +349,10 @@ static dnn_plan *dnn_plan_new(dnnl_engine_t eng, dnnl_stream_t stream, const nn_
         dnnl_memory_desc_init_by_tag(&a_dst, 4, ddim, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
         dnnl_memory_desc_init_by_tag(&a_w, 4, wdim, dnnl_f32, dnnl_format_tag_any) != dnnl_success)
         goto fail;
-    if (src_blk != NN_CNHW) a_src = u_src; /* the primitive must take ours: no reorder */
+    /* Blocked activations are handed over as they are. A stem's input (no din) has 1-3 channels: it
+     * may be reordered into whatever the primitive takes (AVX2's backward-weights kernel has no NCHW
+     * input, only a channel-padded blocked one). */
+    if (src_blk != NN_CNHW && need_din) a_src = u_src;
     if (dst_blk != NN_CNHW) a_dst = u_dst;
     if (dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, alg, &a_src, &a_w, NULL,
                                            &a_dst, strides, pad_l, pad_r) != dnnl_success ||
