@@ -1,11 +1,13 @@
-/* trainer/nn_conv.c — image-layer kernels on CNHW activations: conv2d, batch norm 2d, ReLU,
- * residual add, max pool and global average pool.
+/* trainer/nn_conv.c — image-layer kernels: conv2d, batch norm 2d, ReLU, residual add, max pool and
+ * global average pool, on CNHW activations or on oneDNN's blocked nChw{b}c (nn.h).
  * Conv has two back ends, picked per shape by measurement: oneDNN's JIT convolution (direct, or
  * Winograd for 3x3 stride 1 where oneDNN has it) for 3x3/7x7 convs with >= 16 input channels (3x
- * faster than im2col there), im2col + sgemm over the whole batch for the rest (stem, 1x1). An nn_conv_plan, made at setup by its owner, holds the oneDNN
- * primitives for each batch size declared for it and runs allocation-free on the caller's
- * workspace; if a plan cannot be built or fails, or a batch size was not declared, the im2col path
- * runs instead, so nothing here fails after setup. No global mutable state and no locks: each plan
+ * faster than im2col there), im2col + sgemm over the whole batch for the rest (stem, 1x1); a model
+ * whose convs all run on oneDNN plans them blocked, every conv on oneDNN and no reorder of its
+ * activations. An nn_conv_plan, made at setup by its owner, holds the oneDNN primitives for each
+ * batch size declared for it and runs allocation-free on the caller's workspace; if a CNHW plan cannot
+ * be built or fails, or a batch size was not declared, the im2col path runs instead, so nothing here
+ * fails after setup (a blocked plan that fails writes NaN, see nn.h). No global mutable state and no locks: each plan
  * belongs to one job's trainer thread at a time. All work runs on OpenMP threads (static schedules:
  * bit-identical results for a fixed thread count).
  */
@@ -521,9 +523,9 @@ struct nn_conv_plan {
 };
 
 /* Winograd F(4x4, 3x3) where oneDNN has a JIT kernel for it (3x3 stride 1, AVX-512 in oneDNN 2.x):
- * 2.2-2.6x faster than the direct kernels on resnet18's stages, 1.1-1.8x on resnet20's (measured on
- * Zen 4, bench/bench_kernels.c), within the trainer's float32 tolerances of PyTorch. Elsewhere, or if
- * it cannot be built, the direct kernels. */
+ * 2.2-2.6x faster than the direct kernels on resnet18's stages, 1.0-1.8x on resnet20's (Zen 4, one
+ * conv at a time in the blocked layout), at the rounding cost nn.h gives. Elsewhere, or if it cannot
+ * be built, the direct kernels. */
 static dnn_plan *dnn_plan_for_n(const nn_conv_plan *p, int n)
 {
     const nn_conv *c = &p->c;
@@ -669,9 +671,9 @@ void nn_conv_forward(float *out, float *ws, const float *in, const float *weight
     dnn_plan *d = plan_for(p, n);
     if (d && !dnn_forward(d, out, ws, in, weight)) return;
     if (d) d->broken = 1; /* failed mid-way: nothing was accumulated, redo it */
-    const int oh = nn_conv_out(p->h, p->c.k, p->c.stride, p->c.pad), ow = nn_conv_out(p->w, p->c.k, p->c.stride, p->c.pad);
     if (runs_blocked(p, n)) /* im2col cannot read blocked data: fail visibly (the loss turns NaN) */
-        fill_nan(out, (size_t)p->c.cout * n * oh * ow);
+        fill_nan(out, (size_t)p->c.cout * n * nn_conv_out(p->h, p->c.k, p->c.stride, p->c.pad) *
+                          nn_conv_out(p->w, p->c.k, p->c.stride, p->c.pad));
     else
         gemm_forward(out, ws, in, weight, &p->c, n, p->h, p->w);
 }
@@ -880,10 +882,10 @@ static void bn_blk_affine(float *out, const float *in, const float *a, const flo
 INLINE void bn_blk_din_b(float *dx, const float *dy, const float *mk, const float *x, const float *g,
                          const float *mdy, const float *mdyx, const float *mu, const float *rs, int hw, const int b)
 {
-    float gl[BN_LANES], ml[BN_LANES], xl[BN_LANES], mul[BN_LANES], rl[BN_LANES];
+    float gl[BN_LANES], mdyl[BN_LANES], mdyxl[BN_LANES], mul[BN_LANES], rl[BN_LANES];
     memcpy(gl, g, sizeof(float) * b);
-    memcpy(ml, mdy, sizeof(float) * b);
-    memcpy(xl, mdyx, sizeof(float) * b);
+    memcpy(mdyl, mdy, sizeof(float) * b);
+    memcpy(mdyxl, mdyx, sizeof(float) * b);
     memcpy(mul, mu, sizeof(float) * b);
     memcpy(rl, rs, sizeof(float) * b);
     const size_t seg = (size_t)hw * b;
@@ -891,11 +893,11 @@ INLINE void bn_blk_din_b(float *dx, const float *dy, const float *mk, const floa
         for (size_t j = 0; j < seg; j += (size_t)b)
 #pragma omp simd
             for (int l = 0; l < b; l++)
-                dx[j + l] = gl[l] * (relu_pass(dy[j + l], mk[j + l]) - ml[l] - (x[j + l] - mul[l]) * rl[l] * xl[l]);
+                dx[j + l] = gl[l] * (relu_pass(dy[j + l], mk[j + l]) - mdyl[l] - (x[j + l] - mul[l]) * rl[l] * mdyxl[l]);
     } else {
         for (size_t j = 0; j < seg; j += (size_t)b)
 #pragma omp simd
-            for (int l = 0; l < b; l++) dx[j + l] = gl[l] * (dy[j + l] - ml[l] - (x[j + l] - mul[l]) * rl[l] * xl[l]);
+            for (int l = 0; l < b; l++) dx[j + l] = gl[l] * (dy[j + l] - mdyl[l] - (x[j + l] - mul[l]) * rl[l] * mdyxl[l]);
     }
 }
 
