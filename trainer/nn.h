@@ -25,7 +25,8 @@
  * size the plan holds, where that was measured faster, oneDNN primitives built once; anything else
  * (a shape oneDNN loses on, a batch size not declared) runs im2col + sgemm, correct but slower.
  * 3x3 stride-1 convs take oneDNN's Winograd F(4x4, 3x3) kernels where the CPU has them (AVX-512):
- * 1.1-2.6x faster, at ~1e-5 relative rounding in the forward instead of ~1e-7 (cuDNN's fp32 trade-off).
+ * 1.0-2.6x faster, for more rounding (a resnet20 step's gradient sums up to 2e-3 relative from a
+ * float64 reference, against 1e-6 direct; cuDNN's fp32 trade-off, docs/performance.md).
  * CT_CONV_WINOGRAD=0 in the environment when a plan is made keeps it on the direct kernels.
  * A plan is used by one thread at a time (it rebinds its memory objects on every call); plans share
  * no mutable state, so every job owns its plans and no call takes a lock. */
