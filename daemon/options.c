@@ -472,7 +472,7 @@ static const struct optdef {
     {"shared-dir", "DIR", "DATA_DIR", "job directories live in DIR/jobs, which the compute nodes must reach at the same path", set_shared_dir},
     {"webhook-url", "URL", "", "announce each job's (and sweep's) end to URL, signed (Standard Webhooks; repeatable, at most 8)", set_webhook_url},
     {"webhook-secret-file", "FILE", "", "the webhooks' signing secret, \"whsec_<base64>\" on the first line (required with webhook-url)", set_webhook_secret_file},
-    {"job-nice", "N", "10", "nice value of the trainer threads (0-19; 0 = as the daemon): training yields the cores to the event loop and to the machine's other users whenever they need them (executor local)", set_job_nice},
+    {"job-nice", "N", "19", "nice value of the trainer threads (0-19; 0 = as the daemon): training yields the cores to the event loop and to the machine's other users whenever they need them (executor local)", set_job_nice},
     {"checkpoint-seconds", "S", "300", "checkpoint running jobs every S seconds besides every epoch", set_checkpoint},
     {"max-upload-mb", "MB", "512", "largest POST /v1/files upload", set_upload_mb},
     {"max-extract-mb", "MB", "4096", "most an uploaded archive (or gzipped IDX pair) may expand to", set_extract_mb},
@@ -681,7 +681,7 @@ static void defaults(daemon_opts *o)
     snprintf(o->svc.data_dir, sizeof o->svc.data_dir, "var");
     snprintf(o->svc.builtin_dir, sizeof o->svc.builtin_dir, "/usr/share/datasets");
     o->svc.checkpoint_seconds = 300;
-    o->svc.job_nice = 10;
+    o->svc.job_nice = 19;
     o->svc.flush_seconds = 1.0;
     o->svc.upload_limit = 512LL << 20;
     o->svc.extract_limit = 4096LL << 20;

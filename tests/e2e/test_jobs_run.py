@@ -29,7 +29,7 @@ class JobsRunTest(DaemonTest):
         return job["id"]
 
     def test_trainer_threads_run_niced(self):
-        """--job-nice (default 10): the trainer's threads yield to the loop; the daemon's own threads do not."""
+        """--job-nice (default 19): the trainer's threads yield to the loop; the daemon's own threads do not."""
         jid = self.submit(tiny_job(epochs=30))
         wait_event(self.d, jid, lambda e: e["type"] == "metrics")
         pid = self.d.proc.pid
@@ -39,7 +39,7 @@ class JobsRunTest(DaemonTest):
                 return int(f.read().rsplit(")", 1)[1].split()[16])
         nices = {int(t): nice_of(t) for t in os.listdir(f"/proc/{pid}/task")}
         self.assertEqual(nices[pid], 0, nices)           # the loop thread
-        self.assertIn(10, nices.values(), nices)         # the job's worker thread (and what it started)
+        self.assertIn(19, nices.values(), nices)         # the job's worker thread (and what it started)
         self.assertEqual(self.d.request("POST", f"{JOBS}/{jid}/cancel")[0], 200)
         wait_for(self.d, jid, FINAL)
 
