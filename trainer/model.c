@@ -98,7 +98,7 @@ static void plans_free(model *m)
 
 /* The block of oneDNN's convolution layout when every unit's channels fit it (the stem reads the
  * images as NCHW), else NN_CNHW. */
-static int oneDNN_block(const model *m)
+static int conv_block(const model *m)
 {
     int b = nn_conv_preferred_block();
     for (int i = 0; b && i < m->nunits; i++) {
@@ -262,7 +262,7 @@ static int plan(model *m, const model_config *cfg, char *err, size_t errlen)
     }
 
     /* conv plans, each for every batch size the model will run: blocked where oneDNN runs them all */
-    int rc = plan_convs(m, oneDNN_block(m));
+    int rc = plan_convs(m, conv_block(m));
     if (rc == -ENOTSUP) rc = plan_convs(m, NN_CNHW);
     if (rc) {
         err_set(err, errlen, 0, rc == -ENOMEM ? "out of memory planning %s" : "cannot plan a conv of %s", a->name);
